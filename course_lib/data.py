@@ -1,0 +1,455 @@
+"""Offline data for the course: digits, bundled photos, coloured shapes, splits and normalization.
+
+Introduced in chapter 00 (introduction); the train-only statistics are the subject of chapter 01
+(preprocessing). Nothing here touches the network: every source ships inside an installed package
+(scikit-learn, scikit-image) or is generated from a seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+__all__ = [
+    "SAMPLE_IMAGES",
+    "SHAPE_CLASSES",
+    "SHAPE_COLORS",
+    "Normalizer",
+    "Shapes",
+    "ShapesDataset",
+    "Splits",
+    "digits_splits",
+    "lfw_faces",
+    "load_digits",
+    "make_shapes",
+    "sample_image",
+    "split_indices",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# digits
+# --------------------------------------------------------------------------------------------
+def load_digits(dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's 1,797 handwritten digits as tensors.
+
+    Returns:
+        images: ``Tensor[1797, 1, 8, 8]`` with values in [0, 1] (the raw 0..16 divided by 16).
+        labels: ``Tensor[1797]`` (int64) with classes 0..9.
+    """
+    from sklearn.datasets import load_digits as _load
+
+    d = _load()
+    x = torch.as_tensor(d.images, dtype=dtype).unsqueeze(1) / 16.0
+    y = torch.as_tensor(d.target, dtype=torch.int64)
+    return x, y
+
+
+def split_indices(
+    n: int,
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    *,
+    seed: int = 0,
+    stratify: torch.Tensor | np.ndarray | None = None,
+) -> list[torch.Tensor]:
+    """Random disjoint index sets covering ``range(n)``, one per fraction (fractions sum to 1).
+
+    With ``stratify`` (one label per item), every split keeps the class proportions (each class is
+    split on its own, so small classes are spread evenly).
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    fr = np.asarray(fractions, dtype=float)
+    if fr.ndim != 1 or len(fr) < 1 or (fr <= 0).any() or not math.isclose(fr.sum(), 1.0, abs_tol=1e-6):
+        raise ValueError(f"fractions must be positive and sum to 1, got {tuple(fractions)}")
+    rng = np.random.default_rng(seed)
+    if stratify is None:
+        groups = [rng.permutation(n)]
+    else:
+        labels = np.asarray(stratify)
+        if labels.shape != (n,):
+            raise ValueError(f"stratify must have shape ({n},), got {labels.shape}")
+        groups = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    parts: list[list[np.ndarray]] = [[] for _ in fr]
+    for idx in groups:
+        bounds = np.round(np.cumsum(fr) * len(idx)).astype(int)
+        for k, chunk in enumerate(np.split(idx, bounds[:-1])):
+            parts[k].append(chunk)
+    return [torch.as_tensor(np.sort(np.concatenate(p)), dtype=torch.int64) for p in parts]
+
+
+class Normalizer:
+    """Standardization with statistics fitted on the training split only (chapter 01).
+
+    ``per="channel"`` computes one mean/std per channel of ``Tensor[N, C, H, W]`` (as for photos);
+    ``per="feature"`` one per pixel and channel (a "mean image"); ``per="global"`` one scalar.
+    The fitted statistics are then applied unchanged to every split.
+    """
+
+    def __init__(self, per: str = "channel", eps: float = 1e-6) -> None:
+        if per not in ("channel", "feature", "global"):
+            raise ValueError(f"per must be 'channel', 'feature' or 'global', got {per!r}")
+        self.per, self.eps = per, eps
+        self.mean: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
+
+    def fit(self, x: torch.Tensor) -> Normalizer:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError("x must be a floating-point Tensor")
+        if x.shape[0] < 2:
+            raise ValueError(f"x needs at least 2 samples to fit statistics, got shape {tuple(x.shape)}")
+        if self.per == "channel":
+            if x.ndim < 3:
+                raise ValueError(f"per='channel' needs x of shape [N, C, ...], got {tuple(x.shape)}")
+            dims = [0, *range(2, x.ndim)]
+            self.mean = x.mean(dim=dims, keepdim=True)[0]
+            self.std = x.std(dim=dims, keepdim=True)[0]
+        elif self.per == "feature":
+            self.mean, self.std = x.mean(0), x.std(0)
+        else:
+            self.mean, self.std = x.mean(), x.std()
+        return self
+
+    def _check(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mean is None or self.std is None:
+            raise RuntimeError("Normalizer is not fitted: call fit(x_train) first")
+        return self.mean, self.std
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self._check()
+        return (x - mean.to(x)) / (std.to(x) + self.eps)
+
+    def inverse(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self._check()
+        return x * (std.to(x) + self.eps) + mean.to(x)
+
+    def __repr__(self) -> str:
+        fitted = "fitted" if self.mean is not None else "not fitted"
+        return f"Normalizer(per={self.per!r}, {fitted})"
+
+
+@dataclass
+class Splits:
+    """Train/validation/test datasets plus the normalizer fitted on the training split."""
+
+    train: TensorDataset
+    val: TensorDataset
+    test: TensorDataset
+    normalizer: Normalizer | None
+    classes: list[str] = field(default_factory=list)
+
+    def tensors(self, split: str) -> tuple[torch.Tensor, ...]:
+        return getattr(self, split).tensors
+
+
+def digits_splits(
+    fractions: Sequence[float] = (0.6, 0.2, 0.2),
+    *,
+    seed: int = 0,
+    normalize: str | None = "global",
+    flatten: bool = False,
+) -> Splits:
+    """Stratified train/val/test splits of the digits, normalized with train-only statistics.
+
+    Args:
+        fractions: train, val, test fractions.
+        seed: the split's seed.
+        normalize: ``None`` or a :class:`Normalizer` mode (``"global"``, ``"channel"``, ``"feature"``).
+        flatten: return images as ``Tensor[N, 64]`` instead of ``Tensor[N, 1, 8, 8]``.
+    """
+    if len(fractions) != 3:
+        raise ValueError(f"fractions must be (train, val, test), got {tuple(fractions)}")
+    x, y = load_digits()
+    idx = split_indices(len(y), fractions, seed=seed, stratify=y)
+    xs = [x[i] for i in idx]
+    norm = None
+    if normalize is not None:
+        norm = Normalizer(normalize).fit(xs[0])
+        xs = [norm.transform(t) for t in xs]
+    if flatten:
+        xs = [t.flatten(1) for t in xs]
+    sets = [TensorDataset(t, y[i]) for t, i in zip(xs, idx, strict=True)]
+    return Splits(*sets, normalizer=norm, classes=[str(c) for c in range(10)])
+
+
+# --------------------------------------------------------------------------------------------
+# bundled photos
+# --------------------------------------------------------------------------------------------
+#: Photos that ship inside the scikit-image and scikit-learn wheels (no download needed).
+SAMPLE_IMAGES = (
+    "astronaut", "camera", "coffee", "chelsea", "rocket", "coins", "horse", "page", "text",
+    "moon", "retina", "hubble_deep_field", "brick", "grass", "gravel", "colorwheel", "logo",
+    "immunohistochemistry", "china", "flower",
+)  # fmt: skip
+
+
+def sample_image(name: str, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """A bundled photo as ``Tensor[C, H, W]`` in [0, 1] (C = 3 for colour, 1 for grey).
+
+    ``china`` and ``flower`` come from scikit-learn, the others from ``skimage.data``. ``size``
+    resizes (antialiased) to ``size`` or ``(height, width)``.
+    """
+    if name not in SAMPLE_IMAGES:
+        raise ValueError(f"name must be one of {SAMPLE_IMAGES}, got {name!r}")
+    if name in ("china", "flower"):
+        from sklearn.datasets import load_sample_image
+
+        arr = load_sample_image(f"{name}.jpg")
+    else:
+        import skimage.data
+
+        arr = getattr(skimage.data, name)()
+    arr = np.asarray(arr)
+    if arr.dtype == bool:
+        arr = arr.astype(np.float32)
+    elif arr.dtype.kind in "ui":
+        arr = arr.astype(np.float32) / np.iinfo(arr.dtype).max
+    else:
+        arr = arr.astype(np.float32)
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0 or hi > 1:
+            arr = (arr - lo) / max(hi - lo, 1e-12)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    arr = arr[..., :3]  # drop alpha
+    img = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+    if size is not None:
+        hw = (size, size) if isinstance(size, int) else tuple(size)
+        img = torch.nn.functional.interpolate(
+            img[None], size=hw, mode="bilinear", antialias=True, align_corners=False
+        )[0].clamp(0, 1)
+    return img
+
+
+def lfw_faces() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-image's ``lfw_subset``: 200 grey 25x25 crops, 100 faces then 100 non-faces.
+
+    Returns ``Tensor[200, 1, 25, 25]`` in [0, 1] and labels ``Tensor[200]`` (1 = face).
+    """
+    import skimage.data
+
+    x = torch.as_tensor(skimage.data.lfw_subset(), dtype=torch.float32).unsqueeze(1)
+    y = torch.cat([torch.ones(100, dtype=torch.int64), torch.zeros(100, dtype=torch.int64)])
+    return x, y
+
+
+# --------------------------------------------------------------------------------------------
+# coloured shapes
+# --------------------------------------------------------------------------------------------
+SHAPE_CLASSES = ("circle", "square", "triangle")
+#: Colour names and their RGB values in [0, 1].
+SHAPE_COLORS: dict[str, tuple[float, float, float]] = {
+    "red": (0.90, 0.15, 0.15),
+    "green": (0.15, 0.75, 0.20),
+    "blue": (0.20, 0.35, 0.95),
+    "yellow": (0.95, 0.85, 0.15),
+}
+
+
+@dataclass
+class Shapes:
+    """A batch of coloured-shape scenes with every label a vision task needs.
+
+    Attributes:
+        images: ``Tensor[N, 3, S, S]`` in [0, 1].
+        masks: ``Tensor[N, S, S]`` int64 semantic masks, 0 = background, ``k + 1`` = class ``k``.
+        instance_masks: per image ``Tensor[K_i, S, S]`` bool, one mask per object (visible part).
+        boxes: per image ``Tensor[K_i, 4]`` float boxes ``(x1, y1, x2, y2)`` in pixels, tight around
+            the visible mask, with ``x2``/``y2`` exclusive (so width = ``x2 - x1``).
+        labels: per image ``Tensor[K_i]`` int64 class indices into ``classes``.
+        colors: per image ``Tensor[K_i]`` int64 colour indices into ``color_names``.
+        captions: per image a string such as ``"a red circle and a blue square"``.
+    """
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    instance_masks: list[torch.Tensor]
+    boxes: list[torch.Tensor]
+    labels: list[torch.Tensor]
+    colors: list[torch.Tensor]
+    captions: list[str]
+    classes: tuple[str, ...] = SHAPE_CLASSES
+    color_names: tuple[str, ...] = tuple(SHAPE_COLORS)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def _shape_mask(
+    kind: str, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, r: float, angle: float
+) -> np.ndarray:
+    if kind == "circle":
+        return (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+    if kind == "square":
+        h = r * 0.85
+        return (np.abs(yy - cy) <= h) & (np.abs(xx - cx) <= h)
+    if kind == "triangle":
+        # upright-ish equilateral triangle, rotated by a small angle; inside = all three half-planes
+        pts = [
+            (cx + r * math.cos(angle + a), cy - r * math.sin(angle + a))
+            for a in (math.pi / 2, math.pi * 7 / 6, math.pi * 11 / 6)
+        ]
+        inside = np.ones_like(yy, dtype=bool)
+        for (x0, y0), (x1, y1) in zip(pts, pts[1:] + pts[:1], strict=True):
+            inside &= (x1 - x0) * (yy - y0) - (y1 - y0) * (xx - x0) <= 0
+        return inside
+    raise ValueError(f"unknown shape {kind!r}")
+
+
+def make_shapes(
+    n: int,
+    size: int = 32,
+    *,
+    min_objects: int = 1,
+    max_objects: int = 3,
+    classes: Sequence[str] = SHAPE_CLASSES,
+    colors: Sequence[str] = tuple(SHAPE_COLORS),
+    radius: tuple[float, float] = (0.12, 0.25),
+    overlap: bool = False,
+    noise: float = 0.03,
+    seed: int = 0,
+) -> Shapes:
+    """Generate ``n`` scenes of coloured circles, squares and triangles on a dark background.
+
+    Used for classification (``min_objects = max_objects = 1``), segmentation, detection,
+    diffusion and CLIP-style captioning in later chapters. Deterministic for a given ``seed``.
+
+    Args:
+        n: number of images (>= 0).
+        size: side length in pixels (>= 8).
+        min_objects, max_objects: objects per image, drawn uniformly in that range.
+        classes: subset of :data:`SHAPE_CLASSES`, in the order that defines the label indices.
+        colors: subset of :data:`SHAPE_COLORS` names, in the order that defines colour indices.
+        radius: range of object radii as a fraction of ``size``.
+        overlap: allow objects to overlap (later objects occlude earlier ones). Without it objects
+            are placed by rejection sampling so that they do not touch.
+        noise: standard deviation of Gaussian pixel noise added to the images.
+        seed: random seed.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    if not isinstance(size, int) or size < 8:
+        raise ValueError(f"size must be an int >= 8, got {size!r}")
+    if not 1 <= min_objects <= max_objects:
+        raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
+    bad = [c for c in classes if c not in SHAPE_CLASSES]
+    if bad or not classes:
+        raise ValueError(f"classes must be a non-empty subset of {SHAPE_CLASSES}, got {tuple(classes)}")
+    badc = [c for c in colors if c not in SHAPE_COLORS]
+    if badc or not colors:
+        raise ValueError(f"colors must be a non-empty subset of {tuple(SHAPE_COLORS)}, got {tuple(colors)}")
+    if not 0 < radius[0] <= radius[1] < 0.5:
+        raise ValueError(f"radius must satisfy 0 < low <= high < 0.5, got {radius}")
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    palette = np.array([SHAPE_COLORS[c] for c in colors], dtype=np.float32)
+    images = np.empty((n, 3, size, size), dtype=np.float32)
+    masks = np.zeros((n, size, size), dtype=np.int64)
+    inst_l, box_l, lab_l, col_l, cap_l = [], [], [], [], []
+    for i in range(n):
+        bg = rng.uniform(0.0, 0.2)
+        img = np.full((3, size, size), bg, dtype=np.float32)
+        k = int(rng.integers(min_objects, max_objects + 1))
+        placed: list[tuple[float, float, float]] = []
+        objs = []
+        for _ in range(k):
+            for _attempt in range(100):
+                r = rng.uniform(*radius) * size
+                cy, cx = rng.uniform(r, size - r, size=2)
+                if overlap or all(
+                    (cy - py) ** 2 + (cx - px) ** 2 > (r + pr + 1.5) ** 2 for py, px, pr in placed
+                ):
+                    break
+            else:
+                continue  # no room left for this object
+            placed.append((cy, cx, r))
+            cls = int(rng.integers(len(classes)))
+            col = int(rng.integers(len(colors)))
+            m = _shape_mask(classes[cls], yy, xx, cy, cx, r, rng.uniform(-0.3, 0.3))
+            objs.append((m, cls, col, cx))
+        # paint in order; later objects occlude earlier ones
+        visible = np.zeros((len(objs), size, size), dtype=bool)
+        for j, (m, cls, col, _cx) in enumerate(objs):
+            visible[:j] &= ~m
+            visible[j] = m
+            img[:, m] = palette[col][:, None]
+            masks[i][m] = cls + 1
+        keep = [j for j in range(len(objs)) if visible[j].any()]
+        if noise > 0:
+            img += rng.normal(0.0, noise, size=img.shape).astype(np.float32)
+        images[i] = np.clip(img, 0.0, 1.0)
+        vis = visible[keep]
+        boxes = np.zeros((len(keep), 4), dtype=np.float32)
+        for b, v in enumerate(vis):
+            rows, cols = np.flatnonzero(v.any(1)), np.flatnonzero(v.any(0))
+            boxes[b] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+        inst_l.append(torch.from_numpy(vis))
+        box_l.append(torch.from_numpy(boxes))
+        lab_l.append(torch.tensor([objs[j][1] for j in keep], dtype=torch.int64))
+        col_l.append(torch.tensor([objs[j][2] for j in keep], dtype=torch.int64))
+        # caption lists objects left to right
+        order = sorted(keep, key=lambda j: objs[j][3])
+        words = [f"{colors[objs[j][2]]} {classes[objs[j][1]]}" for j in order]
+        cap_l.append("a " + " and a ".join(words) if words else "an empty scene")
+    return Shapes(
+        images=torch.from_numpy(images),
+        masks=torch.from_numpy(masks),
+        instance_masks=inst_l,
+        boxes=box_l,
+        labels=lab_l,
+        colors=col_l,
+        captions=cap_l,
+        classes=tuple(classes),
+        color_names=tuple(colors),
+    )
+
+
+class ShapesDataset(Dataset):
+    """A :class:`Shapes` batch as a ``Dataset``.
+
+    ``target="label"`` (needs exactly one object per image) yields ``(image, class)``;
+    ``"mask"`` yields ``(image, semantic mask)``; ``"detection"`` yields ``(image, dict)`` with
+    ``boxes``, ``labels`` and ``masks`` (use :func:`collate_detection` in a DataLoader);
+    ``"caption"`` yields ``(image, caption)``.
+    """
+
+    TARGETS = ("label", "mask", "detection", "caption")
+
+    def __init__(self, shapes: Shapes, target: str = "label") -> None:
+        if target not in self.TARGETS:
+            raise ValueError(f"target must be one of {self.TARGETS}, got {target!r}")
+        if target == "label" and any(len(lab) != 1 for lab in shapes.labels):
+            raise ValueError(
+                "target='label' needs exactly one object per image (min_objects = max_objects = 1)"
+            )
+        self.shapes, self.target = shapes, target
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def __getitem__(self, i: int):
+        s = self.shapes
+        if self.target == "label":
+            return s.images[i], s.labels[i][0]
+        if self.target == "mask":
+            return s.images[i], s.masks[i]
+        if self.target == "caption":
+            return s.images[i], s.captions[i]
+        return s.images[i], {"boxes": s.boxes[i], "labels": s.labels[i], "masks": s.instance_masks[i]}
+
+
+def collate_detection(batch):
+    """DataLoader ``collate_fn`` for detection targets: stacks images, keeps targets as a list."""
+    images, targets = zip(*batch, strict=True)
+    return torch.stack(images), list(targets)
+
+
+__all__ += ["collate_detection"]

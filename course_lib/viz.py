@@ -1,0 +1,223 @@
+"""Plotting helpers with one shared style: image grids, masks, boxes and training curves.
+
+Introduced in chapter 00 (introduction). Every figure in the course takes its colours from
+:data:`PALETTE` so that, for example, "train" and "validation" look the same in every chapter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+__all__ = [
+    "PALETTE",
+    "ROLE_COLORS",
+    "color",
+    "draw_boxes",
+    "mask_to_rgb",
+    "plot_curves",
+    "plot_history",
+    "show_images",
+    "use_style",
+]
+
+#: The course's qualitative palette (colour-blind friendly, Okabe-Ito order).
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+
+#: Fixed colours for recurring roles, so they match across chapters.
+ROLE_COLORS = {"train": PALETTE[0], "val": PALETTE[1], "test": PALETTE[2], "reference": "#555555"}
+
+
+def color(key: int | str) -> str:
+    """A palette colour by index (wrapping) or by role name (``train``, ``val``, ``test``, ``reference``)."""
+    if isinstance(key, str):
+        if key not in ROLE_COLORS:
+            raise ValueError(f"unknown role {key!r}; roles are {tuple(ROLE_COLORS)}")
+        return ROLE_COLORS[key]
+    return PALETTE[int(key) % len(PALETTE)]
+
+
+def use_style() -> None:
+    """Apply the course's matplotlib style (called by :func:`course_lib.runtime.setup`)."""
+    mpl.rcParams.update(
+        {
+            "figure.figsize": (6.4, 4.0),
+            "figure.dpi": 80,
+            "savefig.dpi": 100,
+            "axes.prop_cycle": mpl.cycler(color=PALETTE),
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.titlesize": "medium",
+            "image.cmap": "gray",
+            "legend.frameon": False,
+            "figure.constrained_layout.use": True,
+            "svg.hashsalt": "course",
+        }
+    )
+
+
+def _to_numpy_image(img) -> np.ndarray:
+    if isinstance(img, torch.Tensor):
+        img = img.detach().cpu().float().numpy()
+    img = np.asarray(img, dtype=np.float32)
+    if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
+        img = np.moveaxis(img, 0, -1)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim not in (2, 3):
+        raise ValueError(f"an image must be [H, W], [C, H, W] or [H, W, C], got shape {img.shape}")
+    return img
+
+
+def show_images(
+    images,
+    titles: Sequence[str] | None = None,
+    *,
+    ncols: int = 8,
+    cmap: str = "gray",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    size: float = 1.3,
+    suptitle: str | None = None,
+):
+    """Show images in a grid; returns the figure.
+
+    Args:
+        images: ``Tensor[N, C, H, W]`` / ``[N, H, W]``, or a list of images ``[C, H, W]``, ``[H, W, C]``
+            or ``[H, W]`` (tensors or arrays). Colour images must be in [0, 1].
+        titles: one title per image.
+        ncols: images per row.
+        cmap, vmin, vmax: for single-channel images.
+        size: inches per image.
+    """
+    imgs = [_to_numpy_image(im) for im in images]
+    if not imgs:
+        raise ValueError("images is empty")
+    if titles is not None and len(titles) != len(imgs):
+        raise ValueError(f"got {len(titles)} titles for {len(imgs)} images")
+    ncols = max(1, min(ncols, len(imgs)))
+    nrows = math.ceil(len(imgs) / ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(size * ncols, size * nrows + (0.3 if suptitle else 0)), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, (ax, im) in enumerate(zip(axes.flat, imgs, strict=False)):
+        if im.ndim == 3:
+            ax.imshow(np.clip(im, 0, 1), interpolation="nearest")
+        else:
+            ax.imshow(im, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        if titles is not None:
+            ax.set_title(titles[k], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def mask_to_rgb(mask, num_classes: int | None = None) -> np.ndarray:
+    """Colour a label mask ``[H, W]`` (0 = background, black) with the palette; returns ``[H, W, 3]``."""
+    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be [H, W], got shape {m.shape}")
+    if m.size and m.min() < 0:
+        raise ValueError("mask labels must be >= 0")
+    n = int(num_classes if num_classes is not None else (m.max() + 1 if m.size else 1))
+    table = np.zeros((max(n, 1), 3), dtype=np.float32)
+    for k in range(1, n):
+        table[k] = mpl.colors.to_rgb(PALETTE[(k - 1) % len(PALETTE)])
+    return table[m.astype(np.int64)]
+
+
+def draw_boxes(
+    ax,
+    boxes,
+    labels: Sequence[str] | None = None,
+    *,
+    color_index: Sequence[int] | None = None,
+    linewidth: float = 1.5,
+) -> None:
+    """Draw ``(x1, y1, x2, y2)`` pixel boxes ``Tensor[K, 4]`` on a matplotlib axis, with optional labels."""
+    b = boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else np.asarray(boxes, dtype=float)
+    if b.size == 0:
+        return
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"boxes must be [K, 4], got shape {b.shape}")
+    for k, (x1, y1, x2, y2) in enumerate(b):
+        c = color(color_index[k] if color_index is not None else k)
+        # pixel (i, j) covers [j, j+1) x [i, i+1); imshow centres pixels on integers
+        ax.add_patch(
+            mpl.patches.Rectangle(
+                (x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor=c, linewidth=linewidth
+            )
+        )
+        if labels is not None:
+            ax.text(
+                x1 - 0.5,
+                y1 - 0.7,
+                labels[k],
+                color="white",
+                fontsize=7,
+                va="bottom",
+                bbox={"facecolor": c, "pad": 1, "linewidth": 0},
+            )
+
+
+def plot_curves(
+    curves: Mapping[str, Sequence[float]],
+    *,
+    xlabel: str = "epoch",
+    ylabel: str = "",
+    title: str | None = None,
+    ax=None,
+    logy: bool = False,
+    x: Sequence[float] | None = None,
+):
+    """Plot named curves on one axis (role names such as ``train``/``val`` get their fixed colours)."""
+    if not curves:
+        raise ValueError("curves is empty")
+    if ax is None:
+        _, ax = plt.subplots()
+    for k, (name, ys) in enumerate(curves.items()):
+        ys = [float(v) for v in ys]
+        xs = list(x) if x is not None else list(range(1, len(ys) + 1))
+        role = name.split("_")[0]
+        c = ROLE_COLORS.get(role, PALETTE[k % len(PALETTE)])
+        ax.plot(xs, ys, label=name, color=c, marker="o" if len(ys) <= 30 else None, markersize=3)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return ax
+
+
+def plot_history(history, keys: Sequence[str] | None = None, *, title: str | None = None):
+    """Training curves from a :class:`course_lib.train.History`: one panel per metric, train vs val.
+
+    ``keys`` are metric names without the split prefix (default: all, e.g. ``["loss", "acc"]``).
+    """
+    names = list(keys) if keys is not None else history.metric_names()
+    if not names:
+        raise ValueError("history has no recorded metrics")
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        curves = {
+            f"{split}_{name}": history[f"{split}_{name}"]
+            for split in ("train", "val")
+            if f"{split}_{name}" in history
+        }
+        if not curves:
+            raise ValueError(f"no metric {name!r} in history; it has {history.keys()}")
+        plot_curves(curves, ylabel=name, ax=ax)
+    if title:
+        fig.suptitle(title)
+    return fig

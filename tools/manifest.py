@@ -1,0 +1,79 @@
+"""Read and check ``book.yml``, the course manifest (the one place chapters are listed)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SLUG_RE = re.compile(r"^(\d{2})_[a-z0-9_]+$")
+
+
+@dataclass(frozen=True)
+class Chapter:
+    slug: str
+    title: str
+
+    @property
+    def number(self) -> str:
+        return self.slug[:2]
+
+    @property
+    def folder(self) -> Path:
+        return ROOT / "chapters" / self.slug
+
+    @property
+    def py(self) -> Path:
+        return self.folder / f"{self.slug}.py"
+
+    @property
+    def ipynb(self) -> Path:
+        return self.folder / f"{self.slug}.ipynb"
+
+    @property
+    def label(self) -> str:
+        return f"{self.number} · {self.title}"
+
+
+def load(path: Path = ROOT / "book.yml") -> dict:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("chapters"), list):
+        raise ValueError(f"{path}: expected a mapping with a 'chapters' list")
+    for key in ("title", "author"):
+        if not isinstance(data.get(key), str):
+            raise ValueError(f"{path}: '{key}' must be a string")
+    return data
+
+
+def chapters(path: Path = ROOT / "book.yml") -> list[Chapter]:
+    """The chapters in course order; raises ValueError on a malformed manifest."""
+    out: list[Chapter] = []
+    for i, entry in enumerate(load(path)["chapters"]):
+        if not isinstance(entry, dict) or set(entry) != {"slug", "title"}:
+            raise ValueError(f"{path}: chapter {i} must have exactly 'slug' and 'title', got {entry!r}")
+        slug, title = entry["slug"], entry["title"]
+        if not SLUG_RE.match(str(slug)):
+            raise ValueError(f"{path}: chapter slug {slug!r} must look like 'NN_name'")
+        if int(slug[:2]) != i:
+            raise ValueError(
+                f"{path}: chapter {slug!r} is listed at position {i}; numbers must follow the order"
+            )
+        out.append(Chapter(str(slug), str(title)))
+    return out
+
+
+def select(names: list[str] | None) -> list[Chapter]:
+    """Chapters matching ``names`` (slugs, or two-digit numbers); all when ``names`` is empty."""
+    chs = chapters()
+    if not names:
+        return chs
+    picked = []
+    for name in names:
+        hit = [c for c in chs if name in (c.slug, c.number)]
+        if not hit:
+            raise SystemExit(f"unknown chapter {name!r}; known: {', '.join(c.slug for c in chs)}")
+        picked += hit
+    return picked

@@ -1,0 +1,173 @@
+"""Pair, execute and check the chapter notebooks.
+
+    python tools/notebooks.py sync    [CHAPTER ...]   # make every .ipynb follow its .py (outputs kept)
+    python tools/notebooks.py execute [CHAPTER ...] [-j N]
+                                                      # run each chapter top to bottom in a fresh
+                                                      # kernel and save the outputs in its .ipynb
+    python tools/notebooks.py check   [CHAPTER ...]   # fail if a pair is out of sync or a notebook
+                                                      # is not executed in order with outputs
+
+CHAPTER is a slug from book.yml (``01_preprocessing``) or its number (``01``); none means all.
+The ``.py`` file is the source instructors edit: ``sync`` and ``execute`` read it. If a learner edited
+the ``.ipynb`` in JupyterLab (where jupytext keeps both files in step) the two already agree; if only
+the ``.ipynb`` is newer, ``sync`` refuses rather than overwrite it (run ``jupytext --sync`` on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import jupytext
+import nbformat
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import manifest  # noqa: E402
+
+KERNEL = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+CELL_TIMEOUT_S = 600
+
+
+def py_text_of(nb) -> str:
+    return jupytext.writes(nb, fmt="py:percent")
+
+
+def _read_py(ch: manifest.Chapter):
+    nb = jupytext.read(ch.py)
+    nb.metadata["kernelspec"] = KERNEL
+    nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
+    return nb
+
+
+def _merge_outputs(new, old) -> None:
+    """Copy outputs and execution counts from ``old`` to the cells of ``new`` with identical source."""
+    olds = [c for c in old.cells if c.cell_type == "code"]
+    news = [c for c in new.cells if c.cell_type == "code"]
+    if [c.source for c in olds] == [c.source for c in news]:
+        for n, o in zip(news, olds, strict=True):
+            n.outputs, n.execution_count = o.get("outputs", []), o.get("execution_count")
+    new.metadata.update({k: v for k, v in old.metadata.items() if k in ("widgets", "language_info")})
+
+
+def _normalize_py(ch: manifest.Chapter, nb) -> None:
+    """Rewrite the .py in jupytext's canonical form (same content) so that the pair compares equal."""
+    text = py_text_of(nb)
+    if ch.py.read_text(encoding="utf-8") != text:
+        ch.py.write_text(text, encoding="utf-8")
+
+
+def sync(ch: manifest.Chapter) -> str:
+    """Make ``ch.ipynb`` follow ``ch.py``; keeps outputs when only markdown changed."""
+    if not ch.py.exists():
+        raise SystemExit(f"missing {ch.py.relative_to(manifest.ROOT)}")
+    new = _read_py(ch)
+    if ch.ipynb.exists():
+        old = nbformat.read(ch.ipynb, as_version=4)
+        if py_text_of(old) == ch.py.read_text(encoding="utf-8"):
+            return "in sync"
+        if ch.ipynb.stat().st_mtime > ch.py.stat().st_mtime + 1:
+            raise SystemExit(
+                f"{ch.ipynb.name} is newer than {ch.py.name} and they differ: run "
+                f"`jupytext --sync {ch.ipynb.relative_to(manifest.ROOT)}` to take the notebook's edits"
+            )
+        _merge_outputs(new, old)
+        state = (
+            "synced (outputs kept)"
+            if any(c.get("outputs") for c in new.cells if c.cell_type == "code")
+            else "synced (code changed: re-execute)"
+        )
+    else:
+        state = "created (not executed)"
+    jupytext.write(new, ch.ipynb, fmt="ipynb")
+    _normalize_py(ch, new)
+    return state
+
+
+def execute(ch: manifest.Chapter) -> tuple[str, float]:
+    """Run the chapter from its ``.py`` in a fresh kernel (cwd = chapter folder); save the ``.ipynb``."""
+    from nbclient import NotebookClient
+
+    nb = _read_py(ch)
+    client = NotebookClient(
+        nb,
+        timeout=CELL_TIMEOUT_S,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(ch.folder)}},
+        record_timing=False,
+        store_widget_state=True,
+    )
+    t0 = time.perf_counter()
+    client.execute()
+    wall = time.perf_counter() - t0
+    jupytext.write(nb, ch.ipynb, fmt="ipynb")
+    _normalize_py(ch, nb)
+    return ch.slug, wall
+
+
+def check(ch: manifest.Chapter) -> list[str]:
+    """Problems with a chapter pair: missing files, drift, not executed in order, missing outputs."""
+    rel = ch.folder.relative_to(manifest.ROOT)
+    if not ch.py.exists() or not ch.ipynb.exists():
+        return [f"{rel}: needs both {ch.py.name} and {ch.ipynb.name}"]
+    problems = []
+    nb = nbformat.read(ch.ipynb, as_version=4)
+    if py_text_of(nb) != ch.py.read_text(encoding="utf-8"):
+        problems.append(
+            f"{rel}: {ch.py.name} and {ch.ipynb.name} differ (run `make sync`, then `make execute` if code changed)"
+        )
+    code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
+    counts = [c.get("execution_count") for c in code]
+    if counts != list(range(1, len(code) + 1)):
+        problems.append(
+            f"{rel}: not executed top to bottom in one fresh kernel (execution counts {counts}); run `make execute CHAPTERS={ch.number}`"
+        )
+    if code and not any(c.get("outputs") for c in code):
+        problems.append(f"{rel}: {ch.ipynb.name} has no outputs")
+    for c in code:
+        for out in c.get("outputs", []):
+            if out.get("output_type") == "error":
+                problems.append(f"{rel}: a cell raised {out.get('ename')}: {out.get('evalue')}")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["sync", "execute", "check"])
+    ap.add_argument("chapters", nargs="*", help="slugs or numbers (default: all in book.yml)")
+    ap.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=int(os.environ.get("COURSE_JOBS", "2")),
+        help="parallel kernels for execute",
+    )
+    args = ap.parse_args(argv)
+    chs = manifest.select(args.chapters)
+    if args.command == "sync":
+        for ch in chs:
+            print(f"{ch.slug}: {sync(ch)}")
+        return 0
+    if args.command == "check":
+        problems = [p for ch in chs for p in check(ch)]
+        print("\n".join(problems) if problems else f"{len(chs)} chapter pairs in sync and executed")
+        return 1 if problems else 0
+    jobs = max(1, min(args.jobs, len(chs)))
+    failed = []
+    with ProcessPoolExecutor(jobs) as pool:
+        futures = {ch.slug: pool.submit(execute, ch) for ch in chs}
+        for slug, fut in futures.items():
+            try:
+                _, wall = fut.result()
+                print(f"{slug}: executed in {wall:.1f} s")
+            except Exception as exc:  # report every failing chapter, then fail
+                failed.append(slug)
+                print(f"{slug}: FAILED\n{exc}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
