@@ -36,7 +36,7 @@ $(UV):
 	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 $(STAMP): $(UV) pyproject.toml uv.lock
-	$(UV) sync --locked --python $(PYTHON)
+	$(UV) sync --locked --all-extras --python $(PYTHON)
 	@touch $@
 
 book: env
@@ -49,6 +49,7 @@ lab: env
 	$(VENV)/bin/jupyter lab --notebook-dir=chapters
 
 sync: env
+	$(PY) tools/manifest.py
 	$(PY) tools/notebooks.py sync $(CHAPTERS)
 
 execute: env

@@ -301,6 +301,63 @@ def _shape_mask(
     raise ValueError(f"unknown shape {kind!r}")
 
 
+#: Placement attempts per object, and whole-scene redraws when fewer than ``min_objects`` fit.
+_PLACE_TRIES = 100
+_SCENE_TRIES = 100
+
+
+def _dilate8(m: np.ndarray) -> np.ndarray:
+    """``m`` grown by one pixel in the 8-neighbourhood (a 3x3 binary dilation, done separably)."""
+    v = m.copy()
+    v[1:] |= m[:-1]
+    v[:-1] |= m[1:]
+    out = v.copy()
+    out[:, 1:] |= v[:, :-1]
+    out[:, :-1] |= v[:, 1:]
+    return out
+
+
+def _draw_scene(
+    rng: np.random.Generator,
+    size: int,
+    k: int,
+    classes: Sequence[str],
+    n_colors: int,
+    radius: tuple[float, float],
+    overlap: bool,
+    yy: np.ndarray,
+    xx: np.ndarray,
+) -> list[tuple[np.ndarray, int, int, float]]:
+    """Place up to ``k`` objects; returns ``(mask, class, colour, centre_x)`` in painting order.
+
+    Every placed mask holds at least one pixel. Without ``overlap`` a candidate is rejected when
+    its circumcircle comes within 1.5 px of an earlier one, or when its pixels touch an earlier
+    object's pixels (8-neighbourhood; a square's corners reach beyond its circle). An object that
+    finds no room in :data:`_PLACE_TRIES` attempts is left out.
+    """
+    placed: list[tuple[float, float, float]] = []
+    occupied = np.zeros((size, size), dtype=bool)  # union of the placed masks
+    objs = []
+    for _ in range(k):
+        for _attempt in range(_PLACE_TRIES):
+            r = rng.uniform(*radius) * size
+            cy, cx = rng.uniform(r, size - r, size=2)
+            if not overlap and not all(
+                (cy - py) ** 2 + (cx - px) ** 2 > (r + pr + 1.5) ** 2 for py, px, pr in placed
+            ):
+                continue
+            cls = int(rng.integers(len(classes)))
+            col = int(rng.integers(n_colors))
+            m = _shape_mask(classes[cls], yy, xx, cy, cx, r, rng.uniform(-0.3, 0.3))
+            if not m.any() or (not overlap and placed and (_dilate8(m) & occupied).any()):
+                continue  # a thin triangle between pixel centres, or a square corner touching
+            placed.append((cy, cx, r))
+            occupied |= m
+            objs.append((m, cls, col, cx))
+            break
+    return objs
+
+
 def make_shapes(
     n: int,
     size: int = 32,
@@ -319,6 +376,12 @@ def make_shapes(
     Used for classification (``min_objects = max_objects = 1``), segmentation, detection,
     diffusion and CLIP-style captioning in later chapters. Deterministic for a given ``seed``.
 
+    Every image holds between ``min_objects`` and ``max_objects`` visible objects. The number
+    wanted is drawn uniformly in that range; an object that finds no room (100 attempts) is left
+    out, and with ``overlap`` an object hidden entirely by later ones is left out too. A scene that
+    ends up with fewer than ``min_objects`` objects is drawn again (up to 100 times; then
+    ``ValueError``: the objects do not fit, lower ``min_objects`` or ``radius`` or raise ``size``).
+
     Args:
         n: number of images (>= 0).
         size: side length in pixels (>= 8).
@@ -327,25 +390,31 @@ def make_shapes(
         colors: subset of :data:`SHAPE_COLORS` names, in the order that defines colour indices.
         radius: range of object radii as a fraction of ``size``.
         overlap: allow objects to overlap (later objects occlude earlier ones). Without it objects
-            are placed by rejection sampling so that they do not touch.
+            are placed by rejection sampling so that they do not touch (no two objects have
+            neighbouring pixels, diagonals included).
         noise: standard deviation of Gaussian pixel noise added to the images.
         seed: random seed.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
-    if not isinstance(size, int) or size < 8:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
         raise ValueError(f"size must be an int >= 8, got {size!r}")
+    for name, v in (("min_objects", min_objects), ("max_objects", max_objects)):
+        if isinstance(v, bool) or not isinstance(v, int | np.integer):
+            raise TypeError(f"{name} must be an int, got {type(v).__name__}")
     if not 1 <= min_objects <= max_objects:
         raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
+    if isinstance(classes, str) or isinstance(colors, str):
+        raise TypeError("classes and colors must be sequences of names, not a single string")
     bad = [c for c in classes if c not in SHAPE_CLASSES]
     if bad or not classes:
         raise ValueError(f"classes must be a non-empty subset of {SHAPE_CLASSES}, got {tuple(classes)}")
     badc = [c for c in colors if c not in SHAPE_COLORS]
     if badc or not colors:
         raise ValueError(f"colors must be a non-empty subset of {tuple(SHAPE_COLORS)}, got {tuple(colors)}")
-    if not 0 < radius[0] <= radius[1] < 0.5:
-        raise ValueError(f"radius must satisfy 0 < low <= high < 0.5, got {radius}")
-    if noise < 0:
+    if len(radius) != 2 or not 0 < radius[0] <= radius[1] < 0.5:
+        raise ValueError(f"radius must be (low, high) with 0 < low <= high < 0.5, got {radius}")
+    if not noise >= 0:
         raise ValueError(f"noise must be >= 0, got {noise}")
 
     rng = np.random.default_rng(seed)
@@ -355,37 +424,32 @@ def make_shapes(
     masks = np.zeros((n, size, size), dtype=np.int64)
     inst_l, box_l, lab_l, col_l, cap_l = [], [], [], [], []
     for i in range(n):
-        bg = rng.uniform(0.0, 0.2)
-        img = np.full((3, size, size), bg, dtype=np.float32)
-        k = int(rng.integers(min_objects, max_objects + 1))
-        placed: list[tuple[float, float, float]] = []
-        objs = []
-        for _ in range(k):
-            for _attempt in range(100):
-                r = rng.uniform(*radius) * size
-                cy, cx = rng.uniform(r, size - r, size=2)
-                if overlap or all(
-                    (cy - py) ** 2 + (cx - px) ** 2 > (r + pr + 1.5) ** 2 for py, px, pr in placed
-                ):
-                    break
-            else:
-                continue  # no room left for this object
-            placed.append((cy, cx, r))
-            cls = int(rng.integers(len(classes)))
-            col = int(rng.integers(len(colors)))
-            m = _shape_mask(classes[cls], yy, xx, cy, cx, r, rng.uniform(-0.3, 0.3))
-            objs.append((m, cls, col, cx))
-        # paint in order; later objects occlude earlier ones
-        visible = np.zeros((len(objs), size, size), dtype=bool)
-        for j, (m, cls, col, _cx) in enumerate(objs):
-            visible[:j] &= ~m
-            visible[j] = m
-            img[:, m] = palette[col][:, None]
-            masks[i][m] = cls + 1
-        keep = [j for j in range(len(objs)) if visible[j].any()]
+        for _scene in range(_SCENE_TRIES):
+            bg = rng.uniform(0.0, 0.2)
+            k = int(rng.integers(min_objects, max_objects + 1))
+            objs = _draw_scene(rng, size, k, classes, len(colors), radius, overlap, yy, xx)
+            # paint in order; later objects occlude earlier ones
+            img = np.full((3, size, size), bg, dtype=np.float32)
+            sem = np.zeros((size, size), dtype=np.int64)
+            visible = np.zeros((len(objs), size, size), dtype=bool)
+            for j, (m, cls, col, _cx) in enumerate(objs):
+                visible[:j] &= ~m
+                visible[j] = m
+                img[:, m] = palette[col][:, None]
+                sem[m] = cls + 1
+            keep = [j for j in range(len(objs)) if visible[j].any()]
+            if len(keep) >= min_objects:
+                break
+        else:
+            raise ValueError(
+                f"could not fit min_objects={min_objects} objects with radius={radius} (fraction of "
+                f"size) into a {size}x{size} image in {_SCENE_TRIES} tries; lower min_objects or radius, "
+                "or raise size"
+            )
         if noise > 0:
             img += rng.normal(0.0, noise, size=img.shape).astype(np.float32)
         images[i] = np.clip(img, 0.0, 1.0)
+        masks[i] = sem
         vis = visible[keep]
         boxes = np.zeros((len(keep), 4), dtype=np.float32)
         for b, v in enumerate(vis):
@@ -395,10 +459,10 @@ def make_shapes(
         box_l.append(torch.from_numpy(boxes))
         lab_l.append(torch.tensor([objs[j][1] for j in keep], dtype=torch.int64))
         col_l.append(torch.tensor([objs[j][2] for j in keep], dtype=torch.int64))
-        # caption lists objects left to right
+        # caption lists objects left to right (by the centre of each shape)
         order = sorted(keep, key=lambda j: objs[j][3])
         words = [f"{colors[objs[j][2]]} {classes[objs[j][1]]}" for j in order]
-        cap_l.append("a " + " and a ".join(words) if words else "an empty scene")
+        cap_l.append("a " + " and a ".join(words))
     return Shapes(
         images=torch.from_numpy(images),
         masks=torch.from_numpy(masks),

@@ -77,3 +77,32 @@ def select(names: list[str] | None) -> list[Chapter]:
             raise SystemExit(f"unknown chapter {name!r}; known: {', '.join(c.slug for c in chs)}")
         picked += hit
     return picked
+
+
+README_START, README_END = "<!-- chapters:start -->", "<!-- chapters:end -->"
+
+
+def readme_table() -> str:
+    """The README's chapter table, generated from book.yml."""
+    rows = ["| # | chapter | notebook | script |", "|---|---|---|---|"]
+    for c in chapters():
+        base = f"chapters/{c.slug}/{c.slug}"
+        rows.append(f"| {c.number} | {c.title} | [{c.slug}.ipynb]({base}.ipynb) | [{c.slug}.py]({base}.py) |")
+    return "\n".join(rows) + "\n"
+
+
+def readme_with_table(text: str) -> str:
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"README.md lacks the {README_START} ... {README_END} markers")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    return head + README_START + "\n" + readme_table() + README_END + tail
+
+
+if __name__ == "__main__":
+    readme = ROOT / "README.md"
+    old = readme.read_text(encoding="utf-8")
+    new = readme_with_table(old)
+    if new != old:
+        readme.write_text(new, encoding="utf-8")
+        print("README.md: chapter table updated from book.yml")

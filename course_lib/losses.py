@@ -1,0 +1,378 @@
+"""Loss functions that ``torch.nn.functional`` does not ship, written once and tested.
+
+Introduced in chapter 03 (losses). The standard losses (L1, MSE, Huber, BCE, cross-entropy, KL on
+log-probabilities) are used straight from ``torch.nn.functional``; this module adds
+
+- :func:`msle`: mean squared logarithmic error (the ``log1p`` form);
+- :func:`entropy` and :func:`kl_divergence` on *probabilities* (with ``0 log 0 = 0``);
+- :func:`gram_matrix`, :func:`style_loss` (Gatys et al., 2016) and :func:`feature_loss`
+  (the perceptual loss of Johnson et al., 2016), used again in chapter 19;
+- :func:`identity_loss` (one minus cosine similarity of embeddings);
+- :func:`iou_loss` and :func:`giou_loss` for paired boxes (chapter 08 uses them);
+- :func:`nt_xent`, the SimCLR contrastive loss (chapters 17 and 18).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from course_lib import ops
+
+__all__ = [
+    "entropy",
+    "feature_loss",
+    "giou_loss",
+    "gram_matrix",
+    "identity_loss",
+    "iou_loss",
+    "kl_divergence",
+    "msle",
+    "nt_xent",
+    "style_loss",
+]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_tensor(x: Tensor, name: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
+
+
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        # the mean of nothing is 0 here (as in torchvision's box losses), not NaN
+        return loss.mean() if loss.numel() > 0 else loss.sum() * 0.0
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# regression
+# --------------------------------------------------------------------------------------------
+def msle(pred: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    """Mean squared logarithmic error, ``mean((log(1 + pred) - log(1 + target))^2)``.
+
+    The ``+1`` keeps zeros finite (``log 0 = -inf``); the error is on a log scale, so it measures
+    *relative* errors: predicting 110 for 100 costs about as much as 1,100 for 1,000. The root of the
+    mean (RMSLE) is ``msle(...).sqrt()``. Same definition as ``sklearn.metrics.mean_squared_log_error``.
+
+    Args:
+        pred: ``Tensor[*]`` non-negative predictions.
+        target: ``Tensor[*]`` non-negative targets, same shape as ``pred``.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (element-wise squared log errors).
+
+    Returns:
+        a scalar, or ``Tensor[*]`` for ``reduction="none"``.
+
+    Introduced in chapter 03.
+    """
+    _check_tensor(pred, "pred")
+    _check_tensor(target, "target")
+    _check_reduction(reduction)
+    if pred.shape != target.shape:
+        raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+    for name, t in (("pred", pred), ("target", target)):
+        if t.numel() and (t < 0).any():
+            raise ValueError(f"{name} must be >= 0 for the MSLE, got a minimum of {t.min().item():.4g}")
+    return _reduce((torch.log1p(pred) - torch.log1p(target)) ** 2, reduction)
+
+
+# --------------------------------------------------------------------------------------------
+# information theory on probabilities
+# --------------------------------------------------------------------------------------------
+def _check_probabilities(p: Tensor, name: str, dim: int, atol: float = 1e-4) -> None:
+    _check_tensor(p, name)
+    if p.ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension (the distribution), got a scalar")
+    if p.numel() == 0:
+        return
+    if not torch.isfinite(p).all() or (p < 0).any():
+        raise ValueError(f"{name} must hold probabilities >= 0, got a minimum of {p.min().item():.4g}")
+    total = p.sum(dim)
+    if not torch.allclose(total, torch.ones_like(total), atol=atol * p.shape[dim], rtol=0):
+        worst = total.flatten()[(total - 1).abs().flatten().argmax()].item()
+        raise ValueError(f"{name} must sum to 1 along dim={dim}, got a sum of {worst:.6g}")
+
+
+def _log_base(base: float | None) -> float:
+    if base is None:
+        return 1.0
+    if not base > 0 or base == 1:
+        raise ValueError(f"base must be > 0 and != 1 (or None for nats), got {base}")
+    return math.log(base)
+
+
+def entropy(p: Tensor, dim: int = -1, base: float | None = None) -> Tensor:
+    """Shannon entropy ``H(p) = -sum_i p_i log p_i`` of distributions along ``dim``.
+
+    Terms with ``p_i = 0`` contribute 0 (the limit of ``x log x`` as ``x -> 0``), via ``torch.xlogy``.
+    In nats by default (natural log, as PyTorch's losses); ``base=2`` gives bits.
+
+    Args:
+        p: ``Tensor[..., K, ...]`` of probabilities that sum to 1 along ``dim``.
+        dim: the dimension that holds the distribution.
+        base: logarithm base; ``None`` means ``e``.
+
+    Returns:
+        ``Tensor[...]``: ``p`` with ``dim`` reduced.
+
+    Introduced in chapter 03.
+    """
+    _check_probabilities(p, "p", dim)
+    return -torch.xlogy(p, p).sum(dim) / _log_base(base)
+
+
+def kl_divergence(p: Tensor, q: Tensor, dim: int = -1, base: float | None = None) -> Tensor:
+    """Kullback-Leibler divergence ``D_KL(p || q) = sum_i p_i (log p_i - log q_i)`` along ``dim``.
+
+    ``p`` is the reference ("true") distribution. Terms with ``p_i = 0`` contribute 0 whatever ``q_i``;
+    a term with ``p_i > 0`` and ``q_i = 0`` makes the divergence ``+inf``. Always >= 0, zero only
+    for ``q = p``, and not symmetric. ``cross_entropy(p, q) = entropy(p) + kl_divergence(p, q)``.
+    Unlike ``torch.nn.functional.kl_div(input, target)``, both arguments are probabilities and the
+    reference comes first: ``kl_divergence(p, q) == F.kl_div(q.log(), p, reduction="none").sum(dim)``.
+
+    Args:
+        p: ``Tensor[..., K, ...]`` reference probabilities (sum to 1 along ``dim``).
+        q: probabilities of the same shape.
+        dim: the dimension that holds the distributions.
+        base: logarithm base; ``None`` means ``e`` (nats).
+
+    Returns:
+        ``Tensor[...]``: the divergences, ``dim`` reduced.
+
+    Introduced in chapter 03.
+    """
+    _check_probabilities(p, "p", dim)
+    _check_probabilities(q, "q", dim)
+    if p.shape != q.shape:
+        raise ValueError(f"p and q must have the same shape, got {tuple(p.shape)} and {tuple(q.shape)}")
+    return (torch.xlogy(p, p) - torch.xlogy(p, q)).sum(dim) / _log_base(base)
+
+
+# --------------------------------------------------------------------------------------------
+# perceptual, style and identity losses
+# --------------------------------------------------------------------------------------------
+def _check_features(x: Tensor, name: str) -> None:
+    _check_tensor(x, name)
+    if x.ndim != 4:
+        raise ValueError(f"{name} must be feature maps Tensor[B, C, H, W], got shape {tuple(x.shape)}")
+
+
+def gram_matrix(features: Tensor, normalize: bool = True) -> Tensor:
+    """Gram matrices ``G_ij = sum_k F_ik F_jk`` of feature maps, one ``C x C`` matrix per image.
+
+    ``F`` is the ``C x (H W)`` matrix of one image's feature maps (one row per channel). ``G`` holds the
+    correlations between channels summed over all positions, so it forgets *where* features occur:
+    permuting the spatial positions leaves it unchanged. With ``normalize=True`` it is divided by
+    ``C H W`` (Johnson et al., 2016), which makes its scale independent of the layer's size.
+
+    Args:
+        features: ``Tensor[B, C, H, W]``.
+        normalize: divide by ``C * H * W``.
+
+    Returns:
+        ``Tensor[B, C, C]``, symmetric and positive semi-definite.
+
+    Introduced in chapter 03.
+    """
+    _check_features(features, "features")
+    b, c, h, w = features.shape
+    f = features.reshape(b, c, h * w)
+    g = f @ f.transpose(1, 2)
+    return g / (c * h * w) if normalize else g
+
+
+def _as_list(feats: Tensor | Sequence[Tensor], name: str) -> list[Tensor]:
+    out = [feats] if isinstance(feats, Tensor) else list(feats)
+    if not out:
+        raise ValueError(f"{name} is empty: pass one Tensor[B, C, H, W] per layer")
+    for i, f in enumerate(out):
+        _check_features(f, f"{name}[{i}]")
+    return out
+
+
+def _check_layer_pairs(fx: list[Tensor], fy: list[Tensor], *, broadcast_y: bool) -> None:
+    if len(fx) != len(fy):
+        raise ValueError(f"feats_x and feats_y must have one tensor per layer, got {len(fx)} and {len(fy)} layers")
+    for i, (a, b) in enumerate(zip(fx, fy, strict=True)):
+        ok = a.shape[1:] == b.shape[1:] and (a.shape[0] == b.shape[0] or (broadcast_y and b.shape[0] == 1))
+        if not ok:
+            raise ValueError(f"layer {i}: feats_x has shape {tuple(a.shape)} but feats_y has {tuple(b.shape)}")
+
+
+def style_loss(
+    feats_x: Tensor | Sequence[Tensor],
+    feats_y: Tensor | Sequence[Tensor],
+    weights: Sequence[float] | None = None,
+) -> Tensor:
+    """Gatys et al.'s style loss ``sum_l w_l E_l`` between the feature maps of two images.
+
+    For layer ``l`` with ``N_l`` channels and ``M_l = H_l W_l`` positions, with Gram matrices ``G`` (of
+    the generated image) and ``A`` (of the style image),
+    ``E_l = 1 / (4 N_l^2 M_l^2) * sum_ij (G_ij - A_ij)^2``. It compares feature statistics, not layout.
+
+    Args:
+        feats_x: feature maps of the images being optimised, one ``Tensor[B, C_l, H_l, W_l]`` per layer
+            (or a single tensor for one layer).
+        feats_y: feature maps of the style image(s), same shapes; a batch of 1 is broadcast.
+        weights: ``w_l`` per layer; ``None`` gives ``1 / L`` each (Gatys et al. used 1/5 for 5 layers).
+
+    Returns:
+        a scalar: the weighted sum over layers, averaged over the batch.
+
+    Introduced in chapter 03.
+    """
+    fx, fy = _as_list(feats_x, "feats_x"), _as_list(feats_y, "feats_y")
+    _check_layer_pairs(fx, fy, broadcast_y=True)
+    if weights is None:
+        weights = [1.0 / len(fx)] * len(fx)
+    if len(weights) != len(fx):
+        raise ValueError(f"weights must have one entry per layer ({len(fx)}), got {len(weights)}")
+    total = fx[0].new_zeros(())
+    for w, a, b in zip(weights, fx, fy, strict=True):
+        # G / (N M) and A / (N M) make 1 / (4 N^2 M^2) sum (G - A)^2 = 1/4 sum (G/(NM) - A/(NM))^2
+        e_l = 0.25 * ((gram_matrix(a) - gram_matrix(b)) ** 2).sum(dim=(1, 2))
+        total = total + w * e_l.mean()
+    return total
+
+
+def feature_loss(feats_x: Tensor | Sequence[Tensor], feats_y: Tensor | Sequence[Tensor]) -> Tensor:
+    """Feature reconstruction ("perceptual") loss of Johnson et al. (2016).
+
+    For each layer, ``1 / (C H W) * ||phi(x) - phi(y)||_2^2`` per image (the mean squared difference of
+    the feature maps), averaged over the batch and summed over layers. ``phi`` is a feature network
+    (in practice a pretrained VGG); this function takes its outputs.
+
+    Args:
+        feats_x: ``Tensor[B, C, H, W]`` or a sequence of them (one per layer).
+        feats_y: the same shapes.
+
+    Returns:
+        a scalar.
+
+    Introduced in chapter 03.
+    """
+    fx, fy = _as_list(feats_x, "feats_x"), _as_list(feats_y, "feats_y")
+    _check_layer_pairs(fx, fy, broadcast_y=False)
+    return sum(F.mse_loss(a, b, reduction="mean") for a, b in zip(fx, fy, strict=True))
+
+
+def identity_loss(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
+    """One minus the cosine similarity of two batches of embeddings, averaged over the batch.
+
+    Used to keep the identity of a face (embeddings ``a = R(G(w))`` and ``b = R(x)`` of a recognition
+    network R): minimising it *maximises* the cosine similarity. Values lie in [0, 2]; 0 means same
+    direction. Embeddings with more than one dimension per sample are flattened.
+
+    Args:
+        a: ``Tensor[B, ...]`` embeddings.
+        b: ``Tensor[B, ...]`` embeddings, same shape.
+        eps: guards the division for zero vectors (whose similarity is then 0).
+
+    Returns:
+        a scalar.
+
+    Introduced in chapter 03.
+    """
+    _check_tensor(a, "a")
+    _check_tensor(b, "b")
+    if a.shape != b.shape or a.ndim < 2 or a.shape[0] == 0:
+        raise ValueError(f"a and b must be non-empty Tensor[B, D] of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    return (1 - F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1, eps=eps)).mean()
+
+
+# --------------------------------------------------------------------------------------------
+# boxes
+# --------------------------------------------------------------------------------------------
+def iou_loss(pred: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    """IoU loss ``1 - IoU(pred_i, target_i)`` for paired boxes.
+
+    Zero for a perfect box, 1 for any box that misses its target, whatever the distance: its gradient is
+    zero there, which is why :func:`giou_loss` is preferred.
+
+    Args:
+        pred: ``Tensor[N, 4]`` predicted boxes ``(x1, y1, x2, y2)``, ``x2 >= x1``, ``y2 >= y1``.
+        target: ``Tensor[N, 4]`` target boxes, paired with ``pred`` row by row.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+
+    Returns:
+        a scalar, or ``Tensor[N]`` for ``reduction="none"``.
+
+    Introduced in chapter 03.
+    """
+    _check_reduction(reduction)
+    return _reduce(1 - ops.paired_box_iou(pred, target), reduction)
+
+
+def giou_loss(pred: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    """Generalized IoU loss ``1 - GIoU(pred_i, target_i)`` for paired boxes (Rezatofighi et al., 2019).
+
+    In [0, 2): it keeps decreasing as a disjoint box moves towards its target, where ``1 - IoU`` is flat.
+    Equals ``torchvision.ops.generalized_box_iou_loss`` (which adds an ``eps`` to the denominators).
+    The IoU terms are computed pair by pair, without an ``N x N`` matrix.
+
+    Args:
+        pred: ``Tensor[N, 4]`` predicted boxes ``(x1, y1, x2, y2)``.
+        target: ``Tensor[N, 4]`` target boxes, paired with ``pred`` row by row.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+
+    Returns:
+        a scalar, or ``Tensor[N]`` for ``reduction="none"``.
+
+    Introduced in chapter 03.
+    """
+    _check_reduction(reduction)
+    return _reduce(1 - ops.paired_generalized_box_iou(pred, target), reduction)
+
+
+# --------------------------------------------------------------------------------------------
+# contrastive
+# --------------------------------------------------------------------------------------------
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
+    """SimCLR's normalized temperature-scaled cross-entropy (NT-Xent) loss.
+
+    The batch holds ``2N`` embeddings, two views of each of ``N`` images: ``z1[i]`` and ``z2[i]`` are
+    a positive pair. With ``s_ik = cos(z_i, z_k) / tau`` (cosine similarity of L2-normalised vectors),
+    the loss of anchor ``i`` with positive ``j`` is
+    ``-log( exp(s_ij) / sum_{k != i} exp(s_ik) )``, the sum running over the other ``2N - 1``
+    embeddings of the batch (one positive, ``2N - 2`` negatives). The result is the mean over all
+    ``2N`` anchors. Computed with ``logsumexp`` (stable for small temperatures).
+
+    Args:
+        z1: ``Tensor[N, D]`` embeddings of the first views.
+        z2: ``Tensor[N, D]`` embeddings of the second views.
+        temperature: ``tau > 0``; smaller values sharpen the softmax over the batch.
+
+    Returns:
+        a scalar.
+
+    Introduced in chapter 03; chapters 17 (self-supervised) and 18 (CLIP) use it.
+    """
+    _check_tensor(z1, "z1")
+    _check_tensor(z2, "z2")
+    if z1.ndim != 2 or z1.shape != z2.shape or z1.shape[0] == 0:
+        raise ValueError(f"z1 and z2 must be non-empty Tensor[N, D] of the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    n = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]), dim=1)  # [2N, D], unit rows
+    s = z @ z.T / temperature  # [2N, 2N] scaled cosine similarities
+    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    s = s.masked_fill(self_mask, float("-inf"))  # k != i
+    idx = torch.arange(2 * n, device=z.device)
+    positive = (idx + n) % (2 * n)  # the other view of the same image
+    return (torch.logsumexp(s, dim=1) - s[idx, positive]).mean()

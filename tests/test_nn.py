@@ -1,0 +1,334 @@
+"""Tests of course_lib.nn (chapter 02): activations, mlp, init_weights, ActivationRecorder."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.testing import assert_close
+
+from course_lib import nn as cnn
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# --------------------------------------------------------------------------------------------
+# activation
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "ref"),
+    [
+        ("relu", torch.relu),
+        ("leaky_relu", lambda x: torch.nn.functional.leaky_relu(x, 0.01)),
+        ("elu", torch.nn.functional.elu),
+        ("gelu", lambda x: x * 0.5 * (1 + torch.erf(x / math.sqrt(2)))),
+        ("gelu_tanh", lambda x: torch.nn.functional.gelu(x, approximate="tanh")),
+        ("selu", torch.selu),
+        ("silu", lambda x: x * torch.sigmoid(x)),
+        ("tanh", torch.tanh),
+        ("sigmoid", torch.sigmoid),
+        ("identity", lambda x: x),
+    ],
+)
+def test_activation_matches_reference(name, ref):
+    x = torch.linspace(-5, 5, 101, dtype=torch.float64)
+    module = cnn.activation(name)
+    assert isinstance(module, nn.Module)
+    assert_close(module(x), ref(x))
+
+
+def test_activation_kwargs_and_fresh_instances():
+    m = cnn.activation("leaky_relu", negative_slope=0.2)
+    assert m.negative_slope == 0.2
+    assert cnn.activation("relu") is not cnn.activation("relu")
+    assert cnn.activation("gelu_tanh").approximate == "tanh"
+
+
+def test_activation_bad_input():
+    with pytest.raises(ValueError, match="activation 'swish'"):
+        cnn.activation("swish")
+    with pytest.raises(TypeError, match="activation name"):
+        cnn.activation(nn.ReLU)
+
+
+# --------------------------------------------------------------------------------------------
+# mlp
+# --------------------------------------------------------------------------------------------
+def test_mlp_structure_and_shape():
+    model = cnn.mlp([64, 32, 16, 10], "tanh")
+    assert [type(m) for m in model] == [nn.Linear, nn.Tanh, nn.Linear, nn.Tanh, nn.Linear]
+    assert [(m.in_features, m.out_features) for m in model if isinstance(m, nn.Linear)] == [
+        (64, 32),
+        (32, 16),
+        (16, 10),
+    ]
+    assert sum(p.numel() for p in model.parameters()) == 64 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
+    assert model(torch.randn(7, 64)).shape == (7, 10)
+
+
+def test_mlp_forward_equals_hand_computation():
+    torch.manual_seed(0)
+    model = cnn.mlp([5, 4, 3])
+    x = torch.randn(6, 5)
+    l1, l2 = model[0], model[2]
+    expected = torch.relu(x @ l1.weight.T + l1.bias) @ l2.weight.T + l2.bias
+    assert_close(model(x), expected)
+
+
+def test_mlp_options():
+    model = cnn.mlp([3, 4, 4, 2], "gelu", final_activation=True, dropout=0.25, bias=False)
+    kinds = [type(m) for m in model]
+    assert kinds == [nn.Linear, nn.GELU, nn.Dropout, nn.Linear, nn.GELU, nn.Dropout, nn.Linear, nn.GELU]
+    assert all(m.bias is None for m in model if isinstance(m, nn.Linear))
+    assert model[2].p == 0.25
+    # a single layer: just the Linear (no activation on logits by default)
+    single = cnn.mlp([3, 2])
+    assert [type(m) for m in single] == [nn.Linear]
+
+
+def test_mlp_activation_factory_and_instance():
+    by_factory = cnn.mlp([3, 4, 4, 2], lambda: nn.LeakyReLU(0.2))
+    assert [m.negative_slope for m in by_factory if isinstance(m, nn.LeakyReLU)] == [0.2, 0.2]
+    proto = nn.PReLU()
+    by_instance = cnn.mlp([3, 4, 4, 2], proto)
+    prelus = [m for m in by_instance if isinstance(m, nn.PReLU)]
+    assert len(prelus) == 2 and prelus[0] is not prelus[1] and prelus[0] is not proto
+    assert isinstance(cnn.mlp([3, 4, 2], nn.SiLU)[1], nn.SiLU)
+
+
+def test_mlp_bad_input():
+    with pytest.raises(ValueError, match="sizes"):
+        cnn.mlp([5])
+    with pytest.raises(ValueError, match="sizes"):
+        cnn.mlp([5, 0, 2])
+    with pytest.raises(ValueError, match="sizes"):
+        cnn.mlp([5, 2.5, 2])
+    with pytest.raises(ValueError, match="dropout"):
+        cnn.mlp([5, 4, 2], dropout=1.0)
+    with pytest.raises(ValueError, match="activation 'swish'"):
+        cnn.mlp([5, 4, 2], "swish")
+    with pytest.raises(TypeError, match="activation"):
+        cnn.mlp([5, 4, 2], 3)
+    with pytest.raises(TypeError, match="factory"):
+        cnn.mlp([5, 4, 2], lambda: torch.relu)
+
+
+# --------------------------------------------------------------------------------------------
+# init_weights
+# --------------------------------------------------------------------------------------------
+N_IN, N_OUT = 400, 200
+
+
+@pytest.mark.parametrize(
+    ("scheme", "kwargs", "var"),
+    [
+        ("normal", {"std": 0.05}, 0.05**2),
+        ("lecun_normal", {}, 1 / N_IN),
+        ("xavier_normal", {}, 2 / (N_IN + N_OUT)),
+        ("xavier_uniform", {}, 2 / (N_IN + N_OUT)),
+        ("he_normal", {}, 2 / N_IN),
+        ("he_uniform", {}, 2 / N_IN),
+        ("he_normal", {"nonlinearity": "tanh"}, (5 / 3) ** 2 / N_IN),
+        ("he_normal", {"nonlinearity": "leaky_relu"}, 2 / (1 + 0.01**2) / N_IN),
+    ],
+)
+def test_init_empirical_variance(scheme, kwargs, var):
+    layer = nn.Linear(N_IN, N_OUT)
+    cnn.init_weights(layer, scheme, generator=_gen(), **kwargs)
+    w = layer.weight.detach()
+    # 80,000 draws: the variance estimate has a relative standard error of ~0.5 %
+    assert abs(w.var().item() / var - 1) < 0.03, (scheme, w.var().item(), var)
+    assert abs(w.mean().item()) < 4 * math.sqrt(var / w.numel())
+    assert torch.count_nonzero(layer.bias) == 0
+    if scheme.endswith("uniform"):
+        bound = math.sqrt(3 * var)
+        assert w.abs().max().item() <= bound + 1e-6
+        assert w.abs().max().item() > 0.99 * bound
+
+
+@pytest.mark.parametrize(
+    ("scheme", "ref"),
+    [
+        ("normal", lambda w, g: nn.init.normal_(w, 0.0, 0.05, generator=g)),
+        ("lecun_normal", lambda w, g: w.copy_(torch.randn(w.shape, generator=g) / math.sqrt(w.shape[1]))),
+        ("xavier_normal", lambda w, g: nn.init.xavier_normal_(w, generator=g)),
+        ("xavier_uniform", lambda w, g: nn.init.xavier_uniform_(w, generator=g)),
+        ("he_normal", lambda w, g: nn.init.kaiming_normal_(w, nonlinearity="relu", generator=g)),
+        ("he_uniform", lambda w, g: nn.init.kaiming_uniform_(w, nonlinearity="relu", generator=g)),
+    ],
+)
+def test_init_equals_torch_with_same_generator(scheme, ref):
+    layer = nn.Linear(30, 20)
+    cnn.init_weights(layer, scheme, std=0.05 if scheme == "normal" else None, generator=_gen(3))
+    expected = torch.empty(20, 30)
+    with torch.no_grad():
+        ref(expected, _gen(3))
+    assert_close(layer.weight.detach(), expected)
+
+
+def test_init_conv_uses_fan_in_of_kernel():
+    conv = nn.Conv2d(8, 16, 3)  # fan_in = 8 * 3 * 3 = 72, fan_out = 16 * 9 = 144
+    cnn.init_weights(conv, "xavier_uniform", generator=_gen())
+    assert conv.weight.abs().max().item() <= math.sqrt(6 / (72 + 144)) + 1e-6
+    cnn.init_weights(conv, "he_normal", generator=_gen())
+    assert abs(conv.weight.var().item() / (2 / 72) - 1) < 0.08
+    assert torch.count_nonzero(conv.bias) == 0
+
+
+def test_init_zeros_is_exact_and_reaches_every_layer():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), cnn.mlp([4, 8, 3]))
+    out = cnn.init_weights(model, "zeros")
+    assert out is model
+    assert all(torch.count_nonzero(p) == 0 for p in model.parameters())
+
+
+def test_init_torch_default_restores_pytorch_init():
+    layer = nn.Linear(N_IN, N_OUT)
+    cnn.init_weights(layer, "zeros")
+    torch.manual_seed(0)
+    cnn.init_weights(layer, "torch_default")
+    torch.manual_seed(0)
+    ref = nn.Linear(N_IN, N_OUT)  # the constructor draws weight then bias, as reset_parameters does
+    assert_close(layer.weight, ref.weight)
+    assert_close(layer.bias, ref.bias)
+    # kaiming_uniform_(a=sqrt(5)) is U(-1/sqrt(n_in), 1/sqrt(n_in)), so Var = 1 / (3 n_in)
+    assert abs(layer.weight.var().item() * 3 * N_IN - 1) < 0.03
+    assert layer.weight.abs().max().item() <= 1 / math.sqrt(N_IN)
+    assert torch.count_nonzero(layer.bias) > 0
+
+
+def test_init_is_reproducible_with_generator():
+    a, b = cnn.mlp([10, 10, 10]), cnn.mlp([10, 10, 10])
+    cnn.init_weights(a, "he_normal", generator=_gen(7))
+    cnn.init_weights(b, "he_normal", generator=_gen(7))
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    # the two layers got different draws from the one generator
+    assert not torch.equal(a[0].weight, a[2].weight)
+
+
+def test_init_bad_input():
+    layer = nn.Linear(3, 2)
+    with pytest.raises(ValueError, match="scheme 'kaiming'"):
+        cnn.init_weights(layer, "kaiming")
+    with pytest.raises(ValueError, match="std"):
+        cnn.init_weights(layer, "normal")
+    with pytest.raises(ValueError, match="std"):
+        cnn.init_weights(layer, "normal", std=-1.0)
+    with pytest.raises(ValueError, match="std"):
+        cnn.init_weights(layer, "he_normal", std=0.1)
+    with pytest.raises(ValueError, match="nonlinearity"):
+        cnn.init_weights(layer, "he_normal", nonlinearity="swish")
+    with pytest.raises(ValueError, match="no Linear or Conv"):
+        cnn.init_weights(nn.ReLU(), "he_normal")
+    with pytest.raises(TypeError, match="module"):
+        cnn.init_weights(torch.zeros(3), "zeros")
+
+
+# --------------------------------------------------------------------------------------------
+# layer_stats and ActivationRecorder
+# --------------------------------------------------------------------------------------------
+def _tiny_net() -> nn.Sequential:
+    net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2), nn.Tanh())
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+        net[0].bias.copy_(torch.tensor([0.0, 0.0, -5.0]))
+        net[2].weight.copy_(torch.tensor([[3.0, 0.0, 0.0], [0.5, 0.0, 0.0]]))
+        net[2].bias.copy_(torch.tensor([0.0, -0.25]))
+    return net
+
+
+X_TINY = torch.tensor([[1.0, -1.0], [2.0, 0.0]])
+
+
+def test_recorder_matches_hand_computed_stats():
+    net = _tiny_net()
+    with cnn.ActivationRecorder(net, keep=True) as rec:
+        out = net(X_TINY)
+    assert [s.name for s in rec.stats] == ["1", "3"] and [s.kind for s in rec.stats] == ["ReLU", "Tanh"]
+    relu = rec.stats[0]
+    # pre-activations [[1, -1, -5], [2, 0, -3]] -> ReLU [[1, 0, 0], [2, 0, 0]]
+    assert_close(relu.output, torch.tensor([[1.0, 0.0, 0.0], [2.0, 0.0, 0.0]]))
+    assert relu.mean == pytest.approx(0.5)
+    assert relu.std == pytest.approx(math.sqrt(5 / 6 - 0.25))  # population std of {1, 0, 0, 2, 0, 0}
+    assert relu.dead == pytest.approx(4 / 6)
+    assert relu.dead_units == pytest.approx(2 / 3)  # units 2 and 3 are zero on both samples
+    assert relu.saturated == pytest.approx(2 / 6)  # |h| > 0.99: the entries 1 and 2
+    assert relu.numel == 6
+    # Tanh of [[3, 0.25], [6, 0.75]]: tanh(3) and tanh(6) exceed 0.99, tanh(0.25), tanh(0.75) do not
+    t = torch.tanh(torch.tensor([[3.0, 0.25], [6.0, 0.75]]))
+    assert_close(out, t)
+    tanh = rec.stats[1]
+    assert tanh.mean == pytest.approx(t.mean().item())
+    assert tanh.std == pytest.approx(t.std(correction=0).item())
+    assert (tanh.dead, tanh.dead_units, tanh.saturated) == (0.0, 0.0, 0.5)
+    assert rec.column("saturated") == [pytest.approx(1 / 3), 0.5]
+
+
+def test_recorder_removes_hooks_and_does_not_change_outputs():
+    net = _tiny_net()
+    expected = net(X_TINY)
+    with cnn.ActivationRecorder(net) as rec:
+        assert len(net[1]._forward_hooks) == 1 and len(net[3]._forward_hooks) == 1
+        assert_close(net(X_TINY), expected)
+        net(X_TINY)  # a second pass records every layer again
+    assert len(rec) == 4 and rec.stats[0].output is None
+    assert all(len(m._forward_hooks) == 0 for m in net.modules())
+    net(X_TINY)
+    assert len(rec) == 4  # nothing recorded after the block
+    rec.clear()
+    assert len(rec) == 0
+
+
+def test_recorder_removes_hooks_after_exception():
+    net = _tiny_net()
+    with pytest.raises(RuntimeError, match="boom"), cnn.ActivationRecorder(net):
+        raise RuntimeError("boom")
+    assert all(len(m._forward_hooks) == 0 for m in net.modules())
+
+
+def test_recorder_custom_types_and_gradients_flow():
+    net = _tiny_net()
+    with cnn.ActivationRecorder(net, nn.Linear) as rec:
+        net(X_TINY).sum().backward()
+    assert [s.kind for s in rec.stats] == ["Linear", "Linear"]
+    assert rec.stats[0].mean == pytest.approx(-1.0)  # [[1, -1, -5], [2, 0, -3]]
+    assert net[0].weight.grad is not None
+
+
+def test_layer_stats_sigmoid_conv_and_edge_cases():
+    s = cnn.layer_stats(torch.tensor([0.001, 0.5, 0.995, 0.3]), sigmoid=True)
+    assert s["saturated"] == pytest.approx(0.5)  # 0.001 and 0.995 lie within 0.01 of 0 or 1
+    h = torch.ones(2, 4, 3, 3)
+    h[:, 1] = 0  # channel 1 is dead on every sample
+    h[0, 2, 0, 0] = 0  # channel 2 has one zero but is alive
+    s = cnn.layer_stats(h)
+    assert s["dead_units"] == pytest.approx(1 / 4)
+    assert s["dead"] == pytest.approx((18 + 1) / 72)
+    one = cnn.layer_stats(torch.tensor([2.0]))
+    assert (one["mean"], one["std"], one["dead"], one["saturated"]) == (2.0, 0.0, 0.0, 1.0)
+    empty = cnn.layer_stats(torch.zeros(0, 3))
+    assert all(math.isnan(v) for v in empty.values())
+    half = cnn.layer_stats(torch.tensor([[0.0, 1.0]], dtype=torch.float16))
+    assert half["mean"] == 0.5 and half["dead"] == 0.5
+
+
+def test_recorder_bad_input():
+    net = _tiny_net()
+    with pytest.raises(ValueError, match="no module of the watched types"):
+        cnn.ActivationRecorder(net, nn.Conv2d)
+    with pytest.raises(ValueError, match="threshold"):
+        cnn.ActivationRecorder(net, threshold=1.5)
+    with pytest.raises(TypeError, match="types"):
+        cnn.ActivationRecorder(net, "relu")
+    with pytest.raises(TypeError, match="model"):
+        cnn.ActivationRecorder(torch.zeros(2))
+    rec = cnn.ActivationRecorder(net)
+    with pytest.raises(ValueError, match="field"):
+        rec.column("variance")
+    with pytest.raises(TypeError, match="h must be a Tensor"):
+        cnn.layer_stats([1.0, 2.0])

@@ -1,0 +1,125 @@
+"""Chapter notebooks: pairing with their .py, execution state, structure and the chapter rules.
+
+nbval itself (re-running every notebook and comparing the cells marked NBVAL_CHECK_OUTPUT) runs on
+``chapters/`` in the same pytest session; see ``addopts`` in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import re
+
+import jupytext
+import manifest
+import nbformat
+import notebooks
+import pytest
+
+CHAPTERS = manifest.chapters()
+ids = [c.slug for c in CHAPTERS]
+
+
+def _nb(ch):
+    return nbformat.read(ch.ipynb, as_version=4)
+
+
+def _code(ch) -> list[str]:
+    return [c.source for c in _nb(ch).cells if c.cell_type == "code"]
+
+
+def _markdown(ch) -> list[str]:
+    return [c.source for c in _nb(ch).cells if c.cell_type == "markdown"]
+
+
+@pytest.mark.parametrize("ch", CHAPTERS, ids=ids)
+def test_pair_in_sync_and_executed_in_order(ch):
+    assert notebooks.check(ch) == []
+
+
+def test_check_detects_drift_and_unexecuted_notebooks(tmp_path, monkeypatch):
+    folder = tmp_path / "chapters" / "00_demo"
+    folder.mkdir(parents=True)
+    monkeypatch.setattr(manifest, "ROOT", tmp_path)
+    ch = manifest.Chapter("00_demo", "Demo")
+    nb = jupytext.reads("# %%\nx = 1\n\n# %%\nprint(x)\n", fmt="py:percent")
+    jupytext.write(nb, ch.ipynb, fmt="ipynb")
+    ch.py.write_text(notebooks.py_text_of(nb))
+    problems = notebooks.check(ch)
+    assert any("not executed" in p for p in problems) and any("no outputs" in p for p in problems)
+    ch.py.write_text(ch.py.read_text() + "\n# %%\nprint(2)\n")
+    assert any("differ" in p for p in notebooks.check(ch))
+
+
+# ------------------------------------------------------------------------------ chapter rules
+RULES = {
+    "the device comes from course_lib, never 'cuda'": re.compile(r"cuda", re.IGNORECASE),
+    "no shell escapes or installs (!cmd, %pip, %conda, %%bash)": re.compile(
+        r"^\s*(!|%pip|%conda|%%bash|%%sh|%system)", re.MULTILINE
+    ),
+    "no network access": re.compile(
+        r"urllib|requests\.|https?://|\bfetch_\w+\(|torch\.hub|load_state_dict_from_url|download\s*=\s*True"
+        r"|IMAGENET1K|\.DEFAULT\b|wget|curl"
+    ),
+    "no absolute paths": re.compile(r"""["'](/[A-Za-z_.]|[A-Za-z]:\\|~/)"""),
+}
+
+
+@pytest.mark.parametrize("ch", CHAPTERS, ids=ids)
+@pytest.mark.parametrize("rule", list(RULES))
+def test_chapter_rules(ch, rule):
+    hits = [line.strip() for src in _code(ch) for line in src.splitlines() if RULES[rule].search(line)]
+    assert not hits, f"{ch.slug}: {rule}: {hits}"
+
+
+@pytest.mark.parametrize(
+    "line, rule",
+    [
+        ('x = x.to("cuda")', "the device comes from course_lib, never 'cuda'"),
+        ("!pip install torch", "no shell escapes or installs (!cmd, %pip, %conda, %%bash)"),
+        ("sklearn.datasets.fetch_openml('mnist')", "no network access"),
+        ("open('/home/me/data.csv')", "no absolute paths"),
+    ],
+)
+def test_rules_catch_violations(line, rule):
+    assert RULES[rule].search(line)
+
+
+# ------------------------------------------------------------------------------ chapter shape
+def _headings(markdown_cells: list[str]) -> list[tuple[int, str]]:
+    out = []
+    for src in markdown_cells:
+        fenced = False
+        for line in src.splitlines():
+            if line.startswith("```"):
+                fenced = not fenced
+            m = re.match(r"^(#{1,6})\s+(.*)", line)
+            if m and not fenced:
+                out.append((len(m.group(1)), m.group(2)))
+    return out
+
+
+@pytest.mark.parametrize("ch", CHAPTERS, ids=ids)
+def test_chapter_structure(ch):
+    md, code = _markdown(ch), _code(ch)
+    first = md[0]
+    assert first.startswith(f"# {ch.number} · "), "first cell must be the title '# NN · ...'"
+    for needle in ("**Learning objectives", "**Prerequisites", "**Measured runtime:**"):
+        assert needle in first, f"{ch.slug}: the title cell lacks {needle}"
+    assert "runtime.setup(" in code[0], "the first code cell must call runtime.setup"
+    heads = _headings(md)
+    assert [lvl for lvl, _ in heads].count(1) == 1, "exactly one H1 (the title)"
+    for (a, ta), (b, tb) in zip(heads, heads[1:], strict=False):
+        assert b <= a + 1, f"{ch.slug}: heading level jumps from {ta!r} to {tb!r}"
+    titles = [t for _, t in heads]
+    assert "Exercises" in titles and "References" in titles and any(t.startswith("Summary") for t in titles)
+    all_code = "\n".join(code)
+    assert re.search(r"^\s*assert ", all_code, re.MULTILINE), "a chapter asserts its quality bar"
+    assert "NBVAL_CHECK_OUTPUT" in all_code
+    assert "ipywidgets" in all_code or "widgets." in all_code, "a chapter has an interactive control"
+
+
+@pytest.mark.parametrize("ch", CHAPTERS, ids=ids)
+def test_exercise_solutions_are_folded(ch):
+    nb = _nb(ch)
+    idx = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and "## Exercises" in c.source)
+    folded = [c for c in nb.cells[idx:] if "hide-cell" in c.metadata.get("tags", [])]
+    assert 2 <= len(folded), f"{ch.slug}: exercises need solutions in cells tagged hide-cell"
