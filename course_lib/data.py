@@ -32,6 +32,12 @@ __all__ = [
 ]
 
 
+def _describe(x) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"Tensor of dtype {x.dtype} and shape {tuple(x.shape)}"
+    return type(x).__name__
+
+
 # --------------------------------------------------------------------------------------------
 # digits
 # --------------------------------------------------------------------------------------------
@@ -60,7 +66,19 @@ def split_indices(
     """Random disjoint index sets covering ``range(n)``, one per fraction (fractions sum to 1).
 
     With ``stratify`` (one label per item), every split keeps the class proportions (each class is
-    split on its own, so small classes are spread evenly).
+    split on its own, so small classes are spread evenly): a class of ``n_c`` items gives split ``k``
+    ``round(F_k n_c) - round(F_{k-1} n_c)`` items, with ``F`` the cumulative fractions, which is within
+    one item of ``fractions[k] * n_c``.
+
+    Args:
+        n: number of items (>= 1).
+        fractions: one positive fraction per split, summing to 1.
+        seed: seed of the permutation.
+        stratify: ``Tensor[n]`` or array of labels, or ``None``.
+    Returns:
+        one sorted ``Tensor[n_k]`` (int64) of indices per split.
+    Raises:
+        ValueError: for bad arguments, or when a split would come out empty (``n`` too small).
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
@@ -71,7 +89,7 @@ def split_indices(
     if stratify is None:
         groups = [rng.permutation(n)]
     else:
-        labels = np.asarray(stratify)
+        labels = np.asarray(stratify.cpu() if isinstance(stratify, torch.Tensor) else stratify)
         if labels.shape != (n,):
             raise ValueError(f"stratify must have shape ({n},), got {labels.shape}")
         groups = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
@@ -80,7 +98,11 @@ def split_indices(
         bounds = np.round(np.cumsum(fr) * len(idx)).astype(int)
         for k, chunk in enumerate(np.split(idx, bounds[:-1])):
             parts[k].append(chunk)
-    return [torch.as_tensor(np.sort(np.concatenate(p)), dtype=torch.int64) for p in parts]
+    out = [torch.as_tensor(np.sort(np.concatenate(p)), dtype=torch.int64) for p in parts]
+    sizes = [len(o) for o in out]
+    if min(sizes) == 0:
+        raise ValueError(f"fractions {tuple(fractions)} of n={n} give an empty split (sizes {sizes})")
+    return out
 
 
 class Normalizer:
@@ -88,7 +110,10 @@ class Normalizer:
 
     ``per="channel"`` computes one mean/std per channel of ``Tensor[N, C, H, W]`` (as for photos);
     ``per="feature"`` one per pixel and channel (a "mean image"); ``per="global"`` one scalar.
-    The fitted statistics are then applied unchanged to every split.
+    The fitted statistics are then applied unchanged to every split: ``transform`` computes
+    ``(x - mean) / (std + eps)`` with the sample standard deviation (Bessel-corrected, as
+    ``torch.std``), and ``inverse`` undoes it. ``x`` may be a batch shaped like the fitted data or, for
+    ``"channel"`` and ``"feature"``, a single item without the batch dimension.
     """
 
     def __init__(self, per: str = "channel", eps: float = 1e-6) -> None:
@@ -99,9 +124,10 @@ class Normalizer:
         self.std: torch.Tensor | None = None
 
     def fit(self, x: torch.Tensor) -> Normalizer:
+        """Fit the statistics on ``x`` (``Tensor[N, ...]``, N >= 2, floating point); returns ``self``."""
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise TypeError("x must be a floating-point Tensor")
-        if x.shape[0] < 2:
+            raise TypeError(f"x must be a floating-point Tensor, got {_describe(x)}")
+        if x.ndim < 1 or x.shape[0] < 2:
             raise ValueError(f"x needs at least 2 samples to fit statistics, got shape {tuple(x.shape)}")
         if self.per == "channel":
             if x.ndim < 3:
@@ -115,18 +141,34 @@ class Normalizer:
             self.mean, self.std = x.mean(), x.std()
         return self
 
-    def _check(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _check(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mean is None or self.std is None:
             raise RuntimeError("Normalizer is not fitted: call fit(x_train) first")
-        return self.mean, self.std
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point Tensor, got {_describe(x)}")
+        # the statistics must line up with x's trailing dimensions (no silent broadcasting)
+        stat = tuple(self.mean.shape)
+        if self.per == "channel":
+            ok = x.ndim in (len(stat), len(stat) + 1) and x.shape[-len(stat)] == stat[0]
+            want = f"[N, {stat[0]}, ...] with {len(stat) + 1} dims, or one item of {len(stat)} dims"
+        elif self.per == "feature":
+            ok = x.ndim in (len(stat), len(stat) + 1) and tuple(x.shape[x.ndim - len(stat) :]) == stat
+            want = f"[N, {', '.join(map(str, stat))}] or one item {list(stat)}"
+        else:
+            ok, want = True, ""
+        if not ok:
+            raise ValueError(f"x must have shape {want} (as fitted), got {tuple(x.shape)}")
+        return self.mean.to(x), self.std.to(x)
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
-        mean, std = self._check()
-        return (x - mean.to(x)) / (std.to(x) + self.eps)
+        """``(x - mean) / (std + eps)`` on the device and dtype of ``x``."""
+        mean, std = self._check(x)
+        return (x - mean) / (std + self.eps)
 
     def inverse(self, x: torch.Tensor) -> torch.Tensor:
-        mean, std = self._check()
-        return x * (std.to(x) + self.eps) + mean.to(x)
+        """Undo :meth:`transform`: ``x * (std + eps) + mean``."""
+        mean, std = self._check(x)
+        return x * (std + self.eps) + mean
 
     def __repr__(self) -> str:
         fitted = "fitted" if self.mean is not None else "not fitted"
@@ -164,6 +206,8 @@ def digits_splits(
     """
     if len(fractions) != 3:
         raise ValueError(f"fractions must be (train, val, test), got {tuple(fractions)}")
+    if normalize not in (None, "global", "channel", "feature"):
+        raise ValueError(f"normalize must be None, 'global', 'channel' or 'feature', got {normalize!r}")
     x, y = load_digits()
     idx = split_indices(len(y), fractions, seed=seed, stratify=y)
     xs = [x[i] for i in idx]
@@ -196,6 +240,12 @@ def sample_image(name: str, size: int | tuple[int, int] | None = None) -> torch.
     """
     if name not in SAMPLE_IMAGES:
         raise ValueError(f"name must be one of {SAMPLE_IMAGES}, got {name!r}")
+    if size is not None:
+        hw = tuple(size) if isinstance(size, tuple | list) else (size, size)
+        if len(hw) != 2 or not all(
+            isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 1 for v in hw
+        ):
+            raise ValueError(f"size must be a positive int or (height, width), got {size!r}")
     if name in ("china", "flower"):
         from sklearn.datasets import load_sample_image
 
@@ -219,9 +269,8 @@ def sample_image(name: str, size: int | tuple[int, int] | None = None) -> torch.
     arr = arr[..., :3]  # drop alpha
     img = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
     if size is not None:
-        hw = (size, size) if isinstance(size, int) else tuple(size)
         img = torch.nn.functional.interpolate(
-            img[None], size=hw, mode="bilinear", antialias=True, align_corners=False
+            img[None], size=tuple(int(v) for v in hw), mode="bilinear", antialias=True, align_corners=False
         )[0].clamp(0, 1)
     return img
 
@@ -233,7 +282,10 @@ def lfw_faces() -> tuple[torch.Tensor, torch.Tensor]:
     """
     import skimage.data
 
-    x = torch.as_tensor(skimage.data.lfw_subset(), dtype=torch.float32).unsqueeze(1)
+    arr = np.asarray(skimage.data.lfw_subset())
+    if arr.dtype.kind in "ui":  # documented as uint8 by scikit-image, shipped as float64 in [0, 1]
+        arr = arr.astype(np.float32) / np.iinfo(arr.dtype).max
+    x = torch.as_tensor(arr, dtype=torch.float32).unsqueeze(1)
     y = torch.cat([torch.ones(100, dtype=torch.int64), torch.zeros(100, dtype=torch.int64)])
     return x, y
 
@@ -392,7 +444,9 @@ def make_shapes(
         overlap: allow objects to overlap (later objects occlude earlier ones). Without it objects
             are placed by rejection sampling so that they do not touch (no two objects have
             neighbouring pixels, diagonals included).
-        noise: standard deviation of Gaussian pixel noise added to the images.
+        noise: standard deviation of Gaussian pixel noise added to the images (then clipped to
+            [0, 1]). The noise has its own random stream: for a given ``seed`` the scenes, masks,
+            boxes and captions are the same at every noise level (clean/noisy pairs for denoising).
         seed: random seed.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
@@ -416,6 +470,8 @@ def make_shapes(
         raise ValueError(f"radius must be (low, high) with 0 < low <= high < 0.5, got {radius}")
     if not noise >= 0:
         raise ValueError(f"noise must be >= 0, got {noise}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
@@ -446,9 +502,7 @@ def make_shapes(
                 f"size) into a {size}x{size} image in {_SCENE_TRIES} tries; lower min_objects or radius, "
                 "or raise size"
             )
-        if noise > 0:
-            img += rng.normal(0.0, noise, size=img.shape).astype(np.float32)
-        images[i] = np.clip(img, 0.0, 1.0)
+        images[i] = img
         masks[i] = sem
         vis = visible[keep]
         boxes = np.zeros((len(keep), 4), dtype=np.float32)
@@ -463,6 +517,11 @@ def make_shapes(
         order = sorted(keep, key=lambda j: objs[j][3])
         words = [f"{colors[objs[j][2]]} {classes[objs[j][1]]}" for j in order]
         cap_l.append("a " + " and a ".join(words))
+    if noise > 0:
+        noise_rng = np.random.default_rng([seed, 1])  # independent of the scene stream
+        for img in images:  # one image at a time keeps the float32 draws small
+            img += noise * noise_rng.standard_normal(img.shape, dtype=np.float32)
+        np.clip(images, 0.0, 1.0, out=images)
     return Shapes(
         images=torch.from_numpy(images),
         masks=torch.from_numpy(masks),

@@ -37,9 +37,9 @@ __all__ = [
     "versions",
 ]
 
-#: Intra-op CPU threads used by the course. On the 2-core reference machine the small models of the
-#: course trained faster with one thread per process than with two (measured in ``make bench``'s
-#: thread check and recorded in ``tests/test_runtime.py``), and it keeps results reproducible.
+#: Intra-op CPU threads used by the course. On the loaded 2-core reference machine the small models
+#: of the course trained faster with one thread per process than with two (see CONVENTIONS.md), and
+#: one thread keeps CPU results reproducible. ``COURSE_NUM_THREADS`` overrides it.
 DEFAULT_NUM_THREADS = 1
 
 _VALID_DEVICES = ("cpu", "cuda", "mps")
@@ -50,12 +50,14 @@ def seed_everything(seed: int) -> None:
     """Seed Python's ``random``, NumPy's global generator and PyTorch (CPU and all GPUs).
 
     Args:
-        seed: a non-negative integer.
+        seed: an integer in [0, 2**64) (the range ``torch.manual_seed`` accepts); NumPy's legacy
+            generator gets ``seed % 2**32``.
     """
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+    seed = int(seed)
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds the legacy global generator on purpose
     torch.manual_seed(seed)
@@ -67,10 +69,16 @@ def set_threads(num_threads: int | None = None) -> int:
     ``None`` reads ``COURSE_NUM_THREADS`` and falls back to :data:`DEFAULT_NUM_THREADS`.
     """
     if num_threads is None:
-        env = os.environ.get("COURSE_NUM_THREADS")
-        num_threads = int(env) if env else DEFAULT_NUM_THREADS
-    if isinstance(num_threads, bool) or not isinstance(num_threads, int):
+        env = os.environ.get("COURSE_NUM_THREADS", "").strip()
+        if not env:
+            num_threads = DEFAULT_NUM_THREADS
+        elif env.isdigit() and int(env) >= 1:
+            num_threads = int(env)
+        else:
+            raise ValueError(f"COURSE_NUM_THREADS must be a positive int, got {env!r}")
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int | np.integer):
         raise TypeError(f"num_threads must be an int, got {type(num_threads).__name__}")
+    num_threads = int(num_threads)
     if num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
     torch.set_num_threads(num_threads)
@@ -90,6 +98,10 @@ def get_device(prefer: str | None = None) -> torch.device:
             raise ValueError(f"device must be one of {_VALID_DEVICES}, got {name!r}")
         if kind == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {name!r} was requested but CUDA is not available")
+        if kind == "cuda" and (torch.device(name).index or 0) >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {name!r} was requested but only {torch.cuda.device_count()} GPU(s) exist"
+            )
         if kind == "mps" and not _mps_available():
             raise ValueError(f"device {name!r} was requested but MPS is not available")
         return torch.device(name)

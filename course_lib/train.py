@@ -83,6 +83,24 @@ class History:
         return plot_history(self, keys, title=title)
 
 
+def _model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); the CPU for a model without either."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _batch_size(x: Any) -> int:
+    """Items in a batch of inputs: ``len`` of a tensor or list, or of the first value of a dict."""
+    if isinstance(x, Mapping):
+        if not x:
+            raise ValueError("a batch of inputs is an empty dict")
+        return _batch_size(next(iter(x.values())))
+    if isinstance(x, torch.Tensor) and x.ndim == 0:
+        raise ValueError("a batch of inputs is a 0-d tensor; batches need a leading batch dimension")
+    return len(x)
+
+
 def _split_batch(batch: Any) -> tuple[Any, Any]:
     if isinstance(batch, tuple | list) and len(batch) == 2:
         return batch[0], batch[1]
@@ -102,23 +120,39 @@ def evaluate(
     device: torch.device | str | None = None,
     amp: bool = False,
 ) -> dict[str, float]:
-    """Average loss and metrics of ``model`` over ``loader`` (weighted by batch size), in eval mode."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    """Average loss and metrics of ``model`` over ``loader``, in eval mode (the mode is restored).
+
+    Introduced in chapter 00. Each batch's value is weighted by its size, so for losses and metrics
+    that average over samples the result equals one computation over the whole loader.
+
+    Args:
+        model: the model (its mode is restored afterwards).
+        loader: yields ``(inputs, targets)`` pairs.
+        loss_fn: ``loss_fn(outputs, targets) -> scalar``, recorded as ``"loss"``; ``None`` skips it.
+        metrics: name -> ``fn(outputs, targets)``.
+        device: where batches go (default: the model's device).
+        amp: mixed precision via :func:`course_lib.runtime.autocast` (no-op on the CPU).
+    Returns:
+        ``{"loss": ..., <metric>: ...}`` as floats.
+    """
+    device = torch.device(device) if device is not None else _model_device(model)
     was_training = model.training
     model.eval()
     totals: dict[str, float] = {}
     n = 0
-    for batch in loader:
-        x, y = to_device(_split_batch(batch), device)
-        with runtime.autocast(device, enabled=amp):
-            out = model(x)
-        bs = len(x)
-        if loss_fn is not None:
-            totals["loss"] = totals.get("loss", 0.0) + float(loss_fn(out.float(), y)) * bs
-        for name, fn in (metrics or {}).items():
-            totals[name] = totals.get(name, 0.0) + float(fn(out.float(), y)) * bs
-        n += bs
-    model.train(was_training)
+    try:
+        for batch in loader:
+            x, y = to_device(_split_batch(batch), device)
+            with runtime.autocast(device, enabled=amp):
+                out = model(x)
+            bs = _batch_size(x)
+            if loss_fn is not None:
+                totals["loss"] = totals.get("loss", 0.0) + float(loss_fn(out.float(), y)) * bs
+            for name, fn in (metrics or {}).items():
+                totals[name] = totals.get(name, 0.0) + float(fn(out.float(), y)) * bs
+            n += bs
+    finally:
+        model.train(was_training)
     if n == 0:
         raise ValueError("loader is empty")
     return {k: v / n for k, v in totals.items()}
@@ -126,15 +160,21 @@ def evaluate(
 
 @torch.no_grad()
 def predict(model: nn.Module, loader: Iterable, *, device: torch.device | str | None = None) -> torch.Tensor:
-    """Concatenated model outputs over ``loader`` (batches may be inputs alone or (inputs, targets)), on CPU."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    """Model outputs over ``loader``, concatenated in order along dim 0, as float on the CPU.
+
+    Introduced in chapter 00. Batches may be inputs alone or ``(inputs, targets)``; the model runs
+    in eval mode without gradients and its mode is restored afterwards.
+    """
+    device = torch.device(device) if device is not None else _model_device(model)
     was_training = model.training
     model.eval()
     outs = []
-    for batch in loader:
-        x = batch[0] if isinstance(batch, tuple | list) else batch
-        outs.append(model(to_device(x, device)).float().cpu())
-    model.train(was_training)
+    try:
+        for batch in loader:
+            x = batch[0] if isinstance(batch, tuple | list) else batch
+            outs.append(model(to_device(x, device)).float().cpu())
+    finally:
+        model.train(was_training)
     if not outs:
         raise ValueError("loader is empty")
     return torch.cat(outs)
@@ -171,6 +211,8 @@ def fit(
         metrics: name -> ``fn(outputs, targets)``, e.g. ``{"acc": metrics.accuracy}``.
         device: where batches go (default: the model's device).
         scheduler: a learning-rate scheduler, stepped after every ``"epoch"`` or ``"batch"``.
+            ``ReduceLROnPlateau`` (per epoch) is stepped with ``val_loss``, or ``train_loss`` without
+            a validation loader.
         amp: mixed precision via :func:`course_lib.runtime.autocast` (no-op on the CPU).
         grad_clip: clip the global gradient norm to this value.
         eval_train: re-evaluate the training set in eval mode after each epoch (``train_<metric>``);
@@ -178,8 +220,13 @@ def fit(
         progress: show a tqdm progress bar over epochs.
         history: continue an existing history (e.g. when training in stages).
 
-    Records ``train_loss``, ``train_<metric>``, ``val_loss``, ``val_<metric>``, ``lr`` and ``time``
-    per epoch.
+    Records ``train_loss``, ``train_<metric>``, ``val_loss``, ``val_<metric>``, ``lr`` (of the first
+    parameter group, at the start of the epoch: the rate its first batch used) and ``time`` (seconds,
+    evaluation included) per epoch.
+
+    Raises:
+        FloatingPointError: when the loss becomes NaN or infinite.
+        ValueError: for bad arguments or an empty ``train_loader``.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
@@ -187,7 +234,10 @@ def fit(
         raise ValueError(f"scheduler_step must be 'epoch' or 'batch', got {scheduler_step!r}")
     if grad_clip is not None and not grad_clip > 0:
         raise ValueError(f"grad_clip must be > 0, got {grad_clip}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else _model_device(model)
+    plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    if plateau and scheduler_step != "epoch":
+        raise ValueError("ReduceLROnPlateau must be stepped per epoch: use scheduler_step='epoch'")
     history = history if history is not None else History()
     metrics = dict(metrics or {})
     scaler = runtime.grad_scaler(device, enabled=amp)
@@ -197,6 +247,7 @@ def fit(
     bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=True)
     for _epoch in bar:
         t0 = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
         model.train()
         sums: dict[str, float] = {}
         n = 0
@@ -218,7 +269,7 @@ def fit(
             scaler.update()
             if scheduler is not None and scheduler_step == "batch":
                 scheduler.step()
-            bs = len(x)
+            bs = _batch_size(x)
             n += bs
             sums["loss"] = sums.get("loss", 0.0) + loss.item() * bs
             if not eval_train:
@@ -227,7 +278,7 @@ def fit(
                         sums[name] = sums.get(name, 0.0) + float(fn(out.detach().float(), y)) * bs
         if n == 0:
             raise ValueError("train_loader is empty")
-        record = {"lr": optimizer.param_groups[0]["lr"]}
+        record = {"lr": lr}
         if eval_train:
             record.update(
                 {
@@ -246,7 +297,9 @@ def fit(
                     for k, v in evaluate(model, val_loader, loss_fn, metrics, device=device, amp=amp).items()
                 }
             )
-        if scheduler is not None and scheduler_step == "epoch":
+        if plateau:
+            scheduler.step(record["val_loss" if "val_loss" in record else "train_loss"])
+        elif scheduler is not None and scheduler_step == "epoch":
             scheduler.step()
         record["time"] = time.perf_counter() - t0
         history.append(record)

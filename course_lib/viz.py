@@ -7,6 +7,7 @@ Introduced in chapter 00 (introduction). Every figure in the course takes its co
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping, Sequence
 
 import matplotlib as mpl
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "MASK_COLORS",
     "PALETTE",
     "ROLE_COLORS",
     "color",
@@ -39,7 +41,11 @@ def color(key: int | str) -> str:
         if key not in ROLE_COLORS:
             raise ValueError(f"unknown role {key!r}; roles are {tuple(ROLE_COLORS)}")
         return ROLE_COLORS[key]
-    return PALETTE[int(key) % len(PALETTE)]
+    try:
+        index = operator.index(key)  # int, NumPy integer, integer 0-d tensor; not float
+    except TypeError:
+        raise TypeError(f"key must be an int index or a role name, got {key!r}") from None
+    return PALETTE[index % len(PALETTE)]
 
 
 def use_style() -> None:
@@ -65,12 +71,19 @@ def use_style() -> None:
 
 def _to_numpy_image(img) -> np.ndarray:
     if isinstance(img, torch.Tensor):
-        img = img.detach().cpu().float().numpy()
+        img = img.detach().cpu()
+        is_uint8 = img.dtype == torch.uint8
+        img = img.float().numpy()
+    else:
+        img = np.asarray(img)
+        is_uint8 = img.dtype == np.uint8
     img = np.asarray(img, dtype=np.float32)
     if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
         img = np.moveaxis(img, 0, -1)
     if img.ndim == 3 and img.shape[-1] == 1:
         img = img[..., 0]
+    if img.ndim == 3 and is_uint8:
+        img = img / 255.0  # 8-bit colour images are shown as they would be saved
     if img.ndim not in (2, 3):
         raise ValueError(f"an image must be [H, W], [C, H, W] or [H, W, C], got shape {img.shape}")
     return img
@@ -91,12 +104,15 @@ def show_images(
 
     Args:
         images: ``Tensor[N, C, H, W]`` / ``[N, H, W]``, or a list of images ``[C, H, W]``, ``[H, W, C]``
-            or ``[H, W]`` (tensors or arrays). Colour images must be in [0, 1].
+            or ``[H, W]`` (tensors or arrays). Colour images must be in [0, 1] (values outside are
+            clipped), or uint8 in 0..255.
         titles: one title per image.
         ncols: images per row.
         cmap, vmin, vmax: for single-channel images.
         size: inches per image.
     """
+    if isinstance(ncols, bool) or not isinstance(ncols, int | np.integer) or ncols < 1:
+        raise ValueError(f"ncols must be a positive int, got {ncols!r}")
     imgs = [_to_numpy_image(im) for im in images]
     if not imgs:
         raise ValueError("images is empty")
@@ -121,18 +137,36 @@ def show_images(
     return fig
 
 
+#: Colours of mask labels 1, 2, ... (the palette without black, which is the background's).
+MASK_COLORS = tuple(c for c in PALETTE if c != "#000000")
+
+
 def mask_to_rgb(mask, num_classes: int | None = None) -> np.ndarray:
-    """Colour a label mask ``[H, W]`` (0 = background, black) with the palette; returns ``[H, W, 3]``."""
+    """Colour a label mask ``[H, W]``; returns ``[H, W, 3]`` float32 RGB in [0, 1].
+
+    Introduced in chapter 00. Label 0 (background) is black and label ``k >= 1`` gets
+    ``MASK_COLORS[(k - 1) % 7]``, i.e. ``PALETTE[k - 1]`` for ``k <= 7`` (black is skipped so that no
+    class looks like the background).
+
+    Args:
+        mask: ``Tensor[H, W]`` or array of integer labels (bool, or floats holding whole numbers).
+        num_classes: number of labels including the background (default: ``mask.max() + 1``).
+    """
     m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
     if m.ndim != 2:
         raise ValueError(f"mask must be [H, W], got shape {m.shape}")
+    if m.dtype.kind not in "biuf" or (m.dtype.kind == "f" and not np.array_equal(m, np.round(m))):
+        raise ValueError(f"mask must hold integer labels, got dtype {m.dtype}")
+    m = m.astype(np.int64)
     if m.size and m.min() < 0:
-        raise ValueError("mask labels must be >= 0")
+        raise ValueError(f"mask labels must be >= 0, got min {m.min()}")
     n = int(num_classes if num_classes is not None else (m.max() + 1 if m.size else 1))
-    table = np.zeros((max(n, 1), 3), dtype=np.float32)
+    if n < 1 or (m.size and m.max() >= n):
+        raise ValueError(f"num_classes must be > mask.max() = {m.max() if m.size else 0}, got {num_classes}")
+    table = np.zeros((n, 3), dtype=np.float32)
     for k in range(1, n):
-        table[k] = mpl.colors.to_rgb(PALETTE[(k - 1) % len(PALETTE)])
-    return table[m.astype(np.int64)]
+        table[k] = mpl.colors.to_rgb(MASK_COLORS[(k - 1) % len(MASK_COLORS)])
+    return table[m]
 
 
 def draw_boxes(
@@ -143,12 +177,21 @@ def draw_boxes(
     color_index: Sequence[int] | None = None,
     linewidth: float = 1.5,
 ) -> None:
-    """Draw ``(x1, y1, x2, y2)`` pixel boxes ``Tensor[K, 4]`` on a matplotlib axis, with optional labels."""
+    """Draw ``(x1, y1, x2, y2)`` pixel boxes ``Tensor[K, 4]`` on a matplotlib axis, with optional labels.
+
+    Introduced in chapter 00. Coordinates are in pixels with ``x2``/``y2`` exclusive (as
+    :class:`course_lib.data.Shapes` boxes): on an ``imshow`` axis, whose pixel ``j`` spans
+    ``[j - 0.5, j + 0.5]``, the rectangle starts at ``(x1 - 0.5, y1 - 0.5)`` and is ``x2 - x1`` wide.
+    Box ``k`` gets ``color(color_index[k])`` (default ``color(k)``).
+    """
     b = boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else np.asarray(boxes, dtype=float)
     if b.size == 0:
         return
     if b.ndim != 2 or b.shape[1] != 4:
         raise ValueError(f"boxes must be [K, 4], got shape {b.shape}")
+    for name, seq in (("labels", labels), ("color_index", color_index)):
+        if seq is not None and len(seq) != len(b):
+            raise ValueError(f"{name} must have one entry per box ({len(b)}), got {len(seq)}")
     for k, (x1, y1, x2, y2) in enumerate(b):
         c = color(color_index[k] if color_index is not None else k)
         # pixel (i, j) covers [j, j+1) x [i, i+1); imshow centres pixels on integers
@@ -179,16 +222,28 @@ def plot_curves(
     logy: bool = False,
     x: Sequence[float] | None = None,
 ):
-    """Plot named curves on one axis (role names such as ``train``/``val`` get their fixed colours)."""
+    """Plot named curves on one axis; returns the axis.
+
+    Introduced in chapter 00. A curve whose name starts with a role (``train``, ``val``, ``test``,
+    ``reference``, e.g. ``"val_acc"``) gets the role's fixed colour; the other curves take the
+    palette in order, skipping the colours of the roles on the same axis.
+    """
     if not curves:
         raise ValueError("curves is empty")
     if ax is None:
         _, ax = plt.subplots()
-    for k, (name, ys) in enumerate(curves.items()):
+    roles = [ROLE_COLORS.get(name.split("_")[0]) for name in curves]
+    free = [c for c in PALETTE if c not in roles]
+    others = 0
+    for (name, ys), role_color in zip(curves.items(), roles, strict=True):
         ys = [float(v) for v in ys]
         xs = list(x) if x is not None else list(range(1, len(ys) + 1))
-        role = name.split("_")[0]
-        c = ROLE_COLORS.get(role, PALETTE[k % len(PALETTE)])
+        if len(xs) != len(ys):
+            raise ValueError(f"x has {len(xs)} values but curve {name!r} has {len(ys)}")
+        if role_color is not None:
+            c = role_color
+        else:
+            c, others = free[others % len(free)], others + 1
         ax.plot(xs, ys, label=name, color=c, marker="o" if len(ys) <= 30 else None, markersize=3)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

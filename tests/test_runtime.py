@@ -1,0 +1,224 @@
+"""course_lib.runtime: seeds, threads, device choice, set-up banner and mixed precision."""
+
+from __future__ import annotations
+
+import random
+
+import matplotlib as mpl
+import numpy as np
+import pytest
+import torch
+
+from course_lib import runtime, viz
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+@pytest.fixture
+def restore_globals(monkeypatch):
+    """Undo what setup()/set_threads() change process-wide, so other tests see the defaults."""
+    threads = torch.get_num_threads()
+    det = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    monkeypatch.delenv("COURSE_DEVICE", raising=False)
+    monkeypatch.delenv("COURSE_NUM_THREADS", raising=False)
+    with mpl.rc_context():
+        yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(det, warn_only=warn_only)
+    torch.backends.cudnn.benchmark = benchmark
+
+
+def _draws():
+    return (
+        random.random(),
+        np.random.rand(3).tolist(),  # noqa: NPY002 - the legacy global generator is what gets seeded
+        torch.rand(3).tolist(),
+        torch.randint(0, 10**6, (2,)).tolist(),
+    )
+
+
+# ------------------------------------------------------------------------------------------ seeds
+@pytest.mark.parametrize("seed", [0, 1234, np.int64(7), 2**40])
+def test_seed_everything_reproduces_python_numpy_and_torch(seed):
+    runtime.seed_everything(seed)
+    first = _draws()
+    runtime.seed_everything(seed)
+    assert _draws() == first
+    runtime.seed_everything(int(seed) + 1)
+    other = _draws()
+    assert all(a != b for a, b in zip(first, other, strict=True)), "another seed gave the same draws"
+
+
+def test_seed_everything_matches_the_libraries_own_seeding():
+    runtime.seed_everything(3)
+    got = _draws()
+    random.seed(3)
+    np.random.seed(3)  # noqa: NPY002
+    torch.manual_seed(3)
+    assert got == _draws()
+
+
+@pytest.mark.parametrize(
+    "seed, exc, match",
+    [(-1, ValueError, "seed must be in"), (2**64, ValueError, "seed must be in"), (1.5, TypeError, "int"),
+     ("0", TypeError, "int"), (True, TypeError, "int"), (None, TypeError, "int")],
+)  # fmt: skip
+def test_seed_everything_rejects_bad_seeds(seed, exc, match):
+    with pytest.raises(exc, match=match):
+        runtime.seed_everything(seed)
+
+
+# ---------------------------------------------------------------------------------------- threads
+def test_set_threads_sets_torch_threads(restore_globals):
+    assert runtime.set_threads(2) == 2
+    assert torch.get_num_threads() == 2
+    assert runtime.set_threads(np.int32(1)) == 1
+    assert torch.get_num_threads() == 1
+
+
+def test_set_threads_reads_the_environment_and_defaults(restore_globals, monkeypatch):
+    torch.set_num_threads(2)
+    assert runtime.set_threads() == runtime.DEFAULT_NUM_THREADS == 1
+    assert torch.get_num_threads() == 1
+    monkeypatch.setenv("COURSE_NUM_THREADS", "2")
+    assert runtime.set_threads() == 2
+    assert torch.get_num_threads() == 2
+    # an explicit argument wins over the environment
+    assert runtime.set_threads(1) == 1 and torch.get_num_threads() == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+def test_set_threads_rejects_a_bad_environment_value(restore_globals, monkeypatch, value):
+    monkeypatch.setenv("COURSE_NUM_THREADS", value)
+    with pytest.raises(ValueError, match="COURSE_NUM_THREADS"):
+        runtime.set_threads()
+
+
+@pytest.mark.parametrize(
+    "value, exc", [(0, ValueError), (-1, ValueError), (1.0, TypeError), ("2", TypeError), (True, TypeError)]
+)
+def test_set_threads_rejects_bad_values(restore_globals, value, exc):
+    before = torch.get_num_threads()
+    with pytest.raises(exc, match="num_threads"):
+        runtime.set_threads(value)
+    assert torch.get_num_threads() == before
+
+
+# ----------------------------------------------------------------------------------------- device
+def test_get_device_default_and_forced_cpu(restore_globals, monkeypatch):
+    expected = "cuda" if HAS_CUDA else ("mps" if runtime._mps_available() else "cpu")
+    assert runtime.get_device().type == expected
+    assert runtime.get_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    assert runtime.get_device() == torch.device("cpu")
+    # an explicit preference wins over the environment
+    monkeypatch.setenv("COURSE_DEVICE", "nonsense")
+    assert runtime.get_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="nonsense"):
+        runtime.get_device()
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="CUDA is available here")
+def test_get_device_refuses_unavailable_cuda(restore_globals, monkeypatch):
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        runtime.get_device("cuda")
+    monkeypatch.setenv("COURSE_DEVICE", "cuda:0")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        runtime.get_device()
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_get_device_cuda_index_checked(restore_globals):
+    assert runtime.get_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ValueError, match="GPU"):
+        runtime.get_device(f"cuda:{torch.cuda.device_count()}")
+
+
+@pytest.mark.parametrize("name", ["gpu", "CPU", "", "tpu:0"])
+def test_get_device_rejects_unknown_names(name):
+    with pytest.raises(ValueError, match="device must be one of"):
+        runtime.get_device(name)
+
+
+def test_versions_lists_the_libraries():
+    v = runtime.versions()
+    assert v["torch"] == torch.__version__
+    assert v["numpy"] == np.__version__
+    assert {"python", "torchvision", "sklearn", "skimage", "matplotlib"} <= set(v)
+
+
+# ------------------------------------------------------------------------------------------ setup
+def test_setup_seeds_sets_threads_device_determinism_style_and_prints_once(
+    restore_globals, monkeypatch, capsys
+):
+    monkeypatch.setattr(runtime, "_printed_banner", False)
+    torch.use_deterministic_algorithms(False)
+    mpl.rcParams["figure.dpi"] = 33
+    dev = runtime.setup(seed=5, num_threads=1, device="cpu")
+    assert dev == torch.device("cpu")
+    draws = _draws()
+    runtime.seed_everything(5)
+    assert _draws() == draws, "setup(seed=5) did not seed like seed_everything(5)"
+    assert torch.get_num_threads() == 1
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.is_deterministic_algorithms_warn_only_enabled()
+    assert torch.backends.cudnn.benchmark is False
+    assert mpl.rcParams["figure.dpi"] == 80  # viz.use_style applied
+    assert list(mpl.rcParams["axes.prop_cycle"].by_key()["color"]) == list(viz.PALETTE)
+    out = capsys.readouterr().out
+    assert out.startswith("device: cpu (") and "CPU threads: 1, seed: 5" in out
+    assert f"torch {torch.__version__}" in out and out.count("\n") == 2
+    # the banner is printed once per process
+    runtime.setup(seed=5, device="cpu")
+    assert capsys.readouterr().out == ""
+
+
+def test_setup_options(restore_globals, monkeypatch, capsys):
+    monkeypatch.setattr(runtime, "_printed_banner", False)
+    torch.use_deterministic_algorithms(False)
+    mpl.rcParams["figure.dpi"] = 33
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    monkeypatch.setenv("COURSE_NUM_THREADS", "2")
+    dev = runtime.setup(deterministic=False, style=False, verbose=False)
+    assert dev == torch.device("cpu")
+    assert torch.get_num_threads() == 2
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert mpl.rcParams["figure.dpi"] == 33
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ValueError, match="seed"):
+        runtime.setup(seed=-1, verbose=False)
+
+
+# ------------------------------------------------------------------------------- mixed precision
+def test_autocast_is_a_no_op_on_cpu():
+    a, b = torch.randn(4, 8), torch.randn(8, 3)
+    with runtime.autocast("cpu"):
+        out = a @ b
+        conv = torch.nn.functional.conv2d(torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3))
+    assert out.dtype == torch.float32 and conv.dtype == torch.float32
+    assert not torch.is_autocast_enabled("cpu")
+    with runtime.autocast(torch.device("cpu"), enabled=False):
+        assert (a @ b).dtype == torch.float32
+
+
+def test_grad_scaler_is_disabled_on_cpu():
+    scaler = runtime.grad_scaler("cpu")
+    assert isinstance(scaler, torch.amp.GradScaler)
+    assert not scaler.is_enabled()
+    loss = torch.tensor(2.0, requires_grad=True)
+    assert scaler.scale(loss) is loss  # a disabled scaler passes the loss through
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_autocast_uses_low_precision_on_cuda():
+    a, b = torch.randn(4, 8, device="cuda"), torch.randn(8, 3, device="cuda")
+    with runtime.autocast("cuda"):
+        out = a @ b
+    want = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    assert out.dtype == want
+    assert runtime.grad_scaler("cuda").is_enabled() == (want == torch.float16)
+    with runtime.autocast("cuda", enabled=False):
+        assert (a @ b).dtype == torch.float32
