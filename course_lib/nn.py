@@ -270,6 +270,8 @@ class LayerStats:
             outputs within ``1 - threshold`` of 0 or 1.
         numel: number of entries.
         output: the detached output ``h`` (only with ``keep=True``), on its original device.
+
+    Introduced in chapter 02.
     """
 
     name: str

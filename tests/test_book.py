@@ -19,7 +19,9 @@ def site(tmp_path_factory):
         [sys.executable, "tools/book.py", "build", "--out", str(out)],
         cwd=manifest.ROOT, capture_output=True, text=True,
     )  # fmt: skip
-    assert r.returncode == 0, "book build failed (warnings are errors):\n" + r.stdout[-4000:] + r.stderr[-8000:]
+    assert r.returncode == 0, (
+        "book build failed (warnings are errors):\n" + r.stdout[-4000:] + r.stderr[-8000:]
+    )
     return out / "_build" / "html"
 
 

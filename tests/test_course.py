@@ -23,7 +23,9 @@ def test_manifest_lists_course_chapters_in_order():
 
 
 def test_every_chapter_folder_is_in_the_manifest_and_back():
-    folders = sorted(p.name for p in (ROOT / "chapters").iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = sorted(
+        p.name for p in (ROOT / "chapters").iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
     assert folders == [c.slug for c in CHAPTERS], "chapters/ and book.yml disagree"
 
 
@@ -51,7 +53,9 @@ def test_book_toc_is_generated_from_the_manifest():
     chapter_files = [f for f in files if f.startswith("chapters/")]
     assert chapter_files == [f"chapters/{c.slug}/{c.slug}" for c in CHAPTERS]
     for f in files:
-        assert any((ROOT / f).with_suffix(s).exists() for s in (".md", ".ipynb")), f"TOC entry {f} has no page"
+        assert any((ROOT / f).with_suffix(s).exists() for s in (".md", ".ipynb")), (
+            f"TOC entry {f} has no page"
+        )
 
 
 def test_readme_chapter_table_matches_the_manifest():
@@ -116,4 +120,6 @@ def test_chapter_runtime_line_is_rewritten_in_place():
     assert "# **Measured runtime:** 12 s on a 2-core CPU" in new
     with pytest.raises(ValueError, match="exactly one"):
         bench.chapter_with_line(text + text, "x")
-    assert bench.over_budget({"cpu": {"chapters": {"a": {"wall_s": 91.0, "peak_mb": 1}}}}) == ["a: 91.0 s > 90 s"]
+    assert bench.over_budget({"cpu": {"chapters": {"a": {"wall_s": 91.0, "peak_mb": 1}}}}) == [
+        "a: 91.0 s > 90 s"
+    ]

@@ -11,7 +11,9 @@ TARGETS = ["course_lib", "tests", "tools", "chapters"]
 
 
 def _ruff(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ruff", *args, *TARGETS], cwd=manifest.ROOT, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "ruff", *args, *TARGETS], cwd=manifest.ROOT, capture_output=True, text=True
+    )
 
 
 def test_ruff_check():
