@@ -22,13 +22,15 @@ whichever its internal heap retains, which depends on chunking and threads; here
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = ["kneighbors", "knn_predict", "pairwise_distances"]
 
 
 def _check_p(p: int) -> None:
-    if isinstance(p, bool) or p not in (1, 2):
+    if isinstance(p, bool) or not isinstance(p, int | float) or p not in (1, 2):
         raise ValueError(f"p must be 1 (L1, Manhattan) or 2 (L2, Euclidean), got {p!r}")
 
 
@@ -60,7 +62,7 @@ def _distances(a: torch.Tensor, b: torch.Tensor, p: int, squared: bool = False) 
         return torch.cdist(a, b, p=1.0)
     # ||a - b||^2 = ||a||^2 + ||b||^2 - 2 a.b : one matrix product instead of an [N, M, D] tensor.
     # Rounding can make the result slightly negative for (near-)identical rows, hence the clamp.
-    sq = (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+    sq = torch.addmm((b * b).sum(1)[None, :], a, b.T, alpha=-2.0).add_((a * a).sum(1, keepdim=True))
     sq = sq.clamp_min_(0.0)
     return sq if squared else sq.sqrt_()
 
@@ -93,6 +95,37 @@ def pairwise_distances(a: torch.Tensor, b: torch.Tensor, p: int = 2) -> torch.Te
     _check_pair(a, b, ("a", "b"))
     dtype = torch.promote_types(a.dtype, b.dtype)
     return _distances(a.to(dtype), b.to(dtype), p)
+
+
+def _k_smallest(d: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` smallest entries of each row of ``d[B, N]``, ordered by (value, column index).
+
+    Same result as a stable sort of each row cut to ``k`` columns, in O(N) per row instead of
+    O(N log N). ``topk`` picks k entries; where the (k+1)-th smallest value equals the k-th it may
+    pick any of the tied entries, so those rows are redone: every entry below the k-th value is
+    taken, and entries equal to it are taken from the left until there are ``k``.
+    """
+    n = d.shape[1]
+    vals, idx = torch.topk(d, min(k + 1, n), dim=1, largest=False, sorted=True)
+    kth = vals[:, k - 1 : k]  # [B, 1]
+    # the set of k is ambiguous only where the (k+1)-th smallest value equals the k-th
+    tied = (vals[:, k] == vals[:, k - 1]).nonzero()[:, 0] if k < n else idx.new_zeros(0)
+    idx = idx[:, :k]
+    if tied.numel():
+        dt, kt = d[tied], kth[tied]
+        below, equal = dt < kt, dt == kt
+        missing = k - below.sum(dim=1, keepdim=True)  # >= 1 tied entries to take
+        take = below | (equal & (equal.cumsum(dim=1) <= missing))  # exactly k per row
+        idx[tied] = take.nonzero()[:, 1].view(len(tied), k)
+    # order by (value, index): sort by index, then a stable sort by value
+    idx = idx.sort(dim=1).values
+    dist, order = torch.sort(d.gather(1, idx), dim=1, stable=True)
+    return dist, idx.gather(1, order)
+
+
+def _check_finite(name: str, x: torch.Tensor) -> None:
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
 
 
 def _check_int(name: str, value: int, low: int) -> None:
@@ -137,18 +170,19 @@ def kneighbors(
         raise ValueError(f"train_x is empty (shape {tuple(train_x.shape)}); k-NN needs training points")
     if k > train_x.shape[0]:
         raise ValueError(f"k must be <= the number of training points N = {train_x.shape[0]}, got {k}")
-    train = train_x.reshape(train_x.shape[0], -1)
-    query = query_x.reshape(query_x.shape[0], -1)
+    train = train_x.reshape(train_x.shape[0], math.prod(train_x.shape[1:]))
+    query = query_x.reshape(query_x.shape[0], math.prod(query_x.shape[1:]))
     _check_pair(train, query, ("train_x", "query_x"))
+    _check_finite("train_x", train)
+    _check_finite("query_x", query)
     dtype = torch.promote_types(train.dtype, query.dtype)
     train, query = train.to(dtype), query.to(dtype)
     dists, idxs = [], []
     for start in range(0, query.shape[0], batch_size):
         # ranking by squared L2 avoids ties created by rounding in the square root
-        d = _distances(query[start : start + batch_size], train, p, squared=True)
-        d, order = torch.sort(d, dim=1, stable=True)
-        dists.append(d[:, :k])
-        idxs.append(order[:, :k])
+        d, i = _k_smallest(_distances(query[start : start + batch_size], train, p, squared=True), k)
+        dists.append(d)
+        idxs.append(i)
     if not dists:
         return query.new_zeros(0, k), torch.zeros(0, k, dtype=torch.int64, device=query.device)
     dist, idx = torch.cat(dists), torch.cat(idxs)
