@@ -84,7 +84,9 @@ def msle(pred: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     _check_tensor(target, "target")
     _check_reduction(reduction)
     if pred.shape != target.shape:
-        raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
     for name, t in (("pred", pred), ("target", target)):
         if t.numel() and (t < 0).any():
             raise ValueError(f"{name} must be >= 0 for the MSLE, got a minimum of {t.min().item():.4g}")
@@ -207,11 +209,15 @@ def _as_list(feats: Tensor | Sequence[Tensor], name: str) -> list[Tensor]:
 
 def _check_layer_pairs(fx: list[Tensor], fy: list[Tensor], *, broadcast_y: bool) -> None:
     if len(fx) != len(fy):
-        raise ValueError(f"feats_x and feats_y must have one tensor per layer, got {len(fx)} and {len(fy)} layers")
+        raise ValueError(
+            f"feats_x and feats_y must have one tensor per layer, got {len(fx)} and {len(fy)} layers"
+        )
     for i, (a, b) in enumerate(zip(fx, fy, strict=True)):
         ok = a.shape[1:] == b.shape[1:] and (a.shape[0] == b.shape[0] or (broadcast_y and b.shape[0] == 1))
         if not ok:
-            raise ValueError(f"layer {i}: feats_x has shape {tuple(a.shape)} but feats_y has {tuple(b.shape)}")
+            raise ValueError(
+                f"layer {i}: feats_x has shape {tuple(a.shape)} but feats_y has {tuple(b.shape)}"
+            )
 
 
 def style_loss(
@@ -291,7 +297,10 @@ def identity_loss(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
     _check_tensor(a, "a")
     _check_tensor(b, "b")
     if a.shape != b.shape or a.ndim < 2 or a.shape[0] == 0:
-        raise ValueError(f"a and b must be non-empty Tensor[B, D] of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            "a and b must be non-empty Tensor[B, D] of the same shape, "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     return (1 - F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1, eps=eps)).mean()
 
 
@@ -365,7 +374,10 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
     _check_tensor(z1, "z1")
     _check_tensor(z2, "z2")
     if z1.ndim != 2 or z1.shape != z2.shape or z1.shape[0] == 0:
-        raise ValueError(f"z1 and z2 must be non-empty Tensor[N, D] of the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(
+            "z1 and z2 must be non-empty Tensor[N, D] of the same shape, "
+            f"got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     n = z1.shape[0]

@@ -49,7 +49,9 @@ def _check_boxes(boxes: Tensor, name: str, *, ndim: int | None = 2) -> None:
 def _safe_divide(num: Tensor, den: Tensor) -> Tensor:
     """``num / den`` where ``den > 0`` and 0 where ``den == 0`` (no NaN, in the values or the gradients)."""
     positive = den > 0
-    return torch.where(positive, num / torch.where(positive, den, torch.ones_like(den)), torch.zeros_like(num))
+    return torch.where(
+        positive, num / torch.where(positive, den, torch.ones_like(den)), torch.zeros_like(num)
+    )
 
 
 def _box_iou_terms(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -1,0 +1,1797 @@
+# %% [markdown]
+# # 03 · Loss functions
+#
+# A network learns whatever its loss rewards, so choosing the loss is choosing what "good" means.
+# An L2 loss asks for the average of every plausible answer, which is why L2-trained restoration
+# models produce grey, blurry images when the answer is uncertain. An L1 loss asks for the median and
+# shrugs off outliers. Cross-entropy is written on logits because the version on probabilities
+# overflows. A box loss built on IoU gives no gradient once the boxes stop overlapping. This
+# chapter builds the losses of computer vision from their formulas, checks each one against its
+# PyTorch, torchvision or SciPy counterpart, and measures on small experiments what each of them
+# does to a model.
+#
+# **Learning objectives.** After this chapter you can:
+# - write L1, L2, Huber, binary and multi-class cross-entropy, MSLE, entropy and KL divergence from
+#   their formulas and match them to `torch.nn.functional`;
+# - explain with an experiment why L2 blurs: it is minimised by the conditional *mean*, L1 by the
+#   *median*;
+# - plot and reason about the gradient each loss sends back, and say why the logit versions of the
+#   cross-entropy are the stable ones;
+# - compute feature (perceptual), style (Gram) and identity losses with a feature network;
+# - compute IoU and GIoU for boxes, and show why 1 − GIoU trains where 1 − IoU is flat;
+# - implement SimCLR's NT-Xent loss, and match predictions to targets with the Hungarian algorithm as
+#   DETR does.
+#
+# **Prerequisites.** [Chapter 00](../00_introduction/00_introduction.ipynb) (tensors, the training
+# loop), [chapter 02](../02_activations_and_init/02_activations_and_init.ipynb) (sigmoid, softmax and
+# its stable form). Derivatives and the chain rule at the level of a first calculus course.
+#
+# **Measured runtime:** not measured yet.
+
+# %%
+import math
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import numpy as np
+import scipy.stats
+import torch
+import torch.nn.functional as F
+import torchvision.ops as tvops
+from matplotlib.colors import to_rgb
+from matplotlib.patches import Rectangle
+from scipy.optimize import linear_sum_assignment
+from sklearn.linear_model import QuantileRegressor
+from sklearn.metrics import mean_squared_log_error, root_mean_squared_log_error
+from torch import nn
+from tqdm.auto import trange
+
+from course_lib import data, losses, ops, runtime, viz
+
+device = runtime.setup(seed=0)
+
+# %% [markdown]
+# ## What a loss is
+#
+# A model $f_\theta$ is trained by choosing parameters $\theta$ that make a **loss** $\ell(\hat y, y)$
+# small on average, where $\hat y = f_\theta(x)$ is the prediction and $y$ the target. The quantity we
+# would like to minimise is the expected loss over the data distribution (the *risk*); what we can
+# compute is its average over the $N$ training pairs, the **empirical risk**
+#
+# $$
+# \hat R(\theta) = \frac{1}{N} \sum_{i=1}^{N} \ell\big(f_\theta(x_i), y_i\big).
+# $$
+#
+# Two families cover most of this chapter:
+#
+# - **regression losses** compare numbers (pixel values, box coordinates, depths): L1, L2, Huber, MSLE;
+# - **classification losses** compare a predicted probability distribution with a target one:
+#   binary and multi-class cross-entropy, KL divergence.
+#
+# A loss is not the same thing as a **metric**. A metric (accuracy, IoU, PSNR) is what we report; a
+# loss must also send useful gradients back to $\theta$. Accuracy is flat almost everywhere, so we
+# train with cross-entropy and report accuracy. The IoU section below meets the same problem again.
+#
+# **Reduction.** A loss over a batch (and over the pixels of an image) is either summed or averaged.
+# PyTorch's losses take `reduction="mean"` (the default), `"sum"` or `"none"`. The mean keeps the
+# size of the gradient independent of the batch size, so the same learning rate works for batches of
+# 10 and of 1,000:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+pred = torch.tensor([2.0, 0.0, 1.0, 4.0])
+target = torch.tensor([1.0, 0.0, 3.0, 4.0])
+print("reduction='none':", F.l1_loss(pred, target, reduction="none").tolist())
+print("reduction='sum' :", F.l1_loss(pred, target, reduction="sum").item())
+print("reduction='mean':", F.l1_loss(pred, target, reduction="mean").item())
+for n in (10, 100, 1000):
+    w = torch.tensor(0.0, requires_grad=True)  # one shared parameter predicting every target
+    y_n = torch.ones(n)
+    (g_sum,) = torch.autograd.grad(F.mse_loss(w.expand(n), y_n, reduction="sum"), w)
+    (g_mean,) = torch.autograd.grad(F.mse_loss(w.expand(n), y_n, reduction="mean"), w)
+    print(f"batch of {n:4d}: gradient with sum = {g_sum.item():7.1f}, with mean = {g_mean.item():.1f}")
+
+# %% [markdown]
+# ## L1, L2 and Huber
+#
+# For a prediction $\hat y$ and a target $y$ with $N$ elements (all the pixels of a batch of images,
+# say), with residuals $r_i = \hat y_i - y_i$:
+#
+# $$
+# \mathrm{MAE} = \frac{1}{N}\sum_{i=1}^{N} |r_i|, \qquad
+# \mathrm{MSE} = \frac{1}{N}\sum_{i=1}^{N} r_i^2, \qquad
+# \mathrm{Huber}_\delta = \frac{1}{N}\sum_{i=1}^{N}
+# \begin{cases} \tfrac12 r_i^2 & |r_i| < \delta \\
+# \delta\,(|r_i| - \tfrac12\delta) & \text{otherwise.}\end{cases}
+# $$
+#
+# The mean absolute error (L1 loss) is a *mean*: written as a plain sum over pixels, as some lecture
+# notes do, it is a different number that grows with the image size and the batch size. Huber's loss
+# (Huber, 1964) is quadratic for small residuals and linear for large ones. The *smooth L1* loss of
+# object detection is the same curve divided by $\delta$ (PyTorch calls that $\delta$ `beta`).
+
+
+# %%
+def mae(pred, target):
+    return (pred - target).abs().mean()  # the 1/N makes it a mean, not a sum
+
+
+def mse(pred, target):
+    return ((pred - target) ** 2).mean()
+
+
+def huber(pred, target, delta=1.0):
+    r = (pred - target).abs()
+    return torch.where(r < delta, 0.5 * r**2, delta * (r - 0.5 * delta)).mean()
+
+
+gen = torch.Generator().manual_seed(0)
+pred, target = 2 * torch.randn(64, 3, generator=gen), torch.randn(64, 3, generator=gen)
+torch.testing.assert_close(mae(pred, target), F.l1_loss(pred, target))
+torch.testing.assert_close(mse(pred, target), F.mse_loss(pred, target))
+for delta in (0.5, 1.0, 2.0):
+    torch.testing.assert_close(huber(pred, target, delta), F.huber_loss(pred, target, delta=delta))
+    torch.testing.assert_close(huber(pred, target, delta) / delta, F.smooth_l1_loss(pred, target, beta=delta))
+print("MAE, MSE, Huber and smooth L1 written from their formulas equal torch's")
+
+# %% [markdown]
+# ### The mean and the median
+#
+# Which single number $c$ best predicts a random target $Y$? Set the derivative of the expected loss
+# to zero:
+#
+# $$
+# \frac{d}{dc}\,\mathbb E\big[(c - Y)^2\big] = 2\,(c - \mathbb E[Y]) = 0 \;\Rightarrow\; c = \mathbb E[Y],
+# \qquad
+# \frac{d}{dc}\,\mathbb E\,|c - Y| = P(Y < c) - P(Y > c) = 0 \;\Rightarrow\; c = \mathrm{median}(Y).
+# $$
+#
+# L2 is minimised by the **mean**, L1 by the **median**. Let us check it by gradient descent on a
+# constant, with targets that are $+1$ 70 % of the time and $-1$ 30 % of the time: the mean is 0.4,
+# the median is 1.
+
+# %%
+y_bimodal = torch.cat([torch.ones(700), -torch.ones(300)])  # 70 % +1, 30 % -1
+target_mean, target_median = y_bimodal.mean().item(), y_bimodal.median().item()
+
+
+def fit_constant(loss_fn, steps=400, lr=0.1, start=-0.8):
+    """Gradient descent on one number c, the constant prediction; the step size decays 100x."""
+    c = torch.tensor(start, requires_grad=True)
+    path = []
+    for t in range(steps):
+        (grad,) = torch.autograd.grad(loss_fn(c.expand_as(y_bimodal), y_bimodal), c)
+        with torch.no_grad():
+            c -= lr * 0.01 ** (t / steps) * grad
+        path.append(c.item())
+    return c.item(), path
+
+
+c_l2, path_l2 = fit_constant(F.mse_loss)
+c_l1, path_l1 = fit_constant(F.l1_loss)
+
+cs = torch.linspace(-1.5, 1.5, 301)
+risk_l2 = ((cs[:, None] - y_bimodal) ** 2).mean(1)
+risk_l1 = (cs[:, None] - y_bimodal).abs().mean(1)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+axes[0].plot(cs, risk_l2, color=viz.color(0), label="L2 risk  mean((c − y)²)")
+axes[0].plot(cs, risk_l1, color=viz.color(1), label="L1 risk  mean(|c − y|)")
+axes[0].axvline(target_mean, color=viz.color(0), ls=":", label=f"mean = {target_mean:.2f}")
+axes[0].axvline(target_median, color=viz.color(1), ls=":", label=f"median = {target_median:.0f}")
+axes[0].set(xlabel="constant prediction c", ylabel="average loss", title="Risk of a constant prediction")
+axes[0].legend(fontsize=8)
+axes[1].plot(path_l2, color=viz.color(0), label=f"L2 → {c_l2:.3f}")
+axes[1].plot(path_l1, color=viz.color(1), label=f"L1 → {c_l1:.3f}")
+axes[1].axhline(target_mean, color=viz.color("reference"), ls=":", lw=1)
+axes[1].axhline(target_median, color=viz.color("reference"), ls=":", lw=1)
+axes[1].set(xlabel="gradient-descent step", ylabel="c", title="Gradient descent on c")
+axes[1].legend()
+plt.show()
+
+# %%
+assert abs(c_l2 - target_mean) < 0.05, f"L2 fit {c_l2:.3f}, expected the mean {target_mean:.2f}"
+assert abs(c_l1 - target_median) < 0.05, f"L1 fit {c_l1:.3f}, expected the median {target_median:.0f}"
+print(f"L2 converged to {c_l2:.3f} (mean {target_mean:.2f}); L1 to {c_l1:.3f} (median {target_median:.0f})")
+
+# %% [markdown]
+# ### Why an L2-trained model blurs
+#
+# A common explanation for blurry L2 restorations is the shape of the loss near zero: the
+# gradient $2r$ of the squared error vanishes as the error shrinks, so small details are "not
+# penalised". That is not the main reason. With enough data and training, a model trained with L2
+# converges to the **conditional mean** $\mathbb E[y \mid x]$ of the plausible outputs. When several
+# sharp outputs are plausible for the same input, their mean is a blend of them: blur. L1 converges to
+# the per-pixel **conditional median**, which for a two-valued pixel is its more likely value.
+#
+# A tiny inpainting task shows it. Each 16×16 digit gets a horizontal stripe (rows 6–9) painted black
+# or white with probability 1/2 each, and the stripe is hidden from the model. The digit says nothing
+# about the stripe's colour. A 3×3 tag in the top-left corner gives a hint: it has the stripe's colour
+# 3 times out of 4. Given the tag, the stripe is the tag's colour with probability 0.75, so the
+# conditional mean is 0.75 (or 0.25) and the conditional median is 1 (or 0). A small MLP sees the
+# visible pixels and predicts the 64 hidden ones; we train it once with L2 and once with L1, on fresh
+# random stripes at every step.
+
+# %%
+digits, _ = data.load_digits()
+digits16 = F.interpolate(digits, size=16, mode="bilinear", align_corners=False).clamp(0, 1)
+train_digits, test_digits = digits16[:1400], digits16[1400:]
+STRIPE = slice(6, 10)  # hidden rows
+
+
+def make_inpainting(images, gen):
+    """Paint a black/white stripe (50/50) and a corner tag that matches it 3 times in 4; hide the stripe.
+
+    Returns the model input [B, 1, 16, 16] (stripe filled with 0.5), the hidden pixels [B, 64] and the
+    tag [B].
+    """
+    n = len(images)
+    white = (torch.rand(n, generator=gen) < 0.5).float()
+    agree = (torch.rand(n, generator=gen) < 0.75).float()
+    tag = agree * white + (1 - agree) * (1 - white)
+    full = images.clone()
+    full[:, 0, STRIPE, :] = white[:, None, None]
+    full[:, 0, :3, :3] = tag[:, None, None]
+    inputs = full.clone()
+    inputs[:, 0, STRIPE, :] = 0.5
+    return inputs, full[:, 0, STRIPE, :].flatten(1), tag
+
+
+def train_inpainter(loss_fn, name, steps=300, seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(256, 64), nn.ReLU(), nn.Linear(64, 64)).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(seed + 1)
+    for _ in trange(steps, desc=f"inpainting with {name}"):
+        idx = torch.randint(0, len(train_digits), (128,), generator=gen)
+        x, y, _ = make_inpainting(train_digits[idx], gen)
+        loss = loss_fn(model(x.to(device)), y.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+inpainters = {"L2": train_inpainter(F.mse_loss, "L2"), "L1": train_inpainter(F.l1_loss, "L1")}
+x_test, y_test, tag_test = make_inpainting(test_digits, torch.Generator().manual_seed(2))
+with torch.no_grad():
+    stripe_pred = {k: m(x_test.to(device)).cpu() for k, m in inpainters.items()}
+
+
+def with_stripe(inputs, stripe):
+    """Put 64 stripe pixels back into the images (for display)."""
+    out = inputs.clone()
+    out[:, 0, STRIPE, :] = stripe.reshape(-1, 4, 16)
+    return out
+
+
+show = torch.arange(6)
+hidden_rgb = torch.tensor(to_rgb(viz.color(1)))[:, None, None]
+masked = x_test[show].repeat(1, 3, 1, 1)
+masked[:, :, STRIPE, :] = hidden_rgb[None]  # the hidden stripe drawn in orange
+rows = {
+    "model input (stripe hidden)": masked,
+    "truth": with_stripe(x_test[show], y_test[show]).repeat(1, 3, 1, 1),
+    "L2 prediction": with_stripe(x_test[show], stripe_pred["L2"][show]).clamp(0, 1).repeat(1, 3, 1, 1),
+    "L1 prediction": with_stripe(x_test[show], stripe_pred["L1"][show]).clamp(0, 1).repeat(1, 3, 1, 1),
+}
+# one montage image: a row of 16x16 images per row of `rows`, separated by 2 blue pixels
+montage = torch.tensor(to_rgb(viz.color(5)))[:, None, None].repeat(1, len(rows) * 18 - 2, len(show) * 18 - 2)
+for r, imgs in enumerate(rows.values()):
+    for c in range(len(show)):
+        montage[:, r * 18 : r * 18 + 16, c * 18 : c * 18 + 16] = imgs[c]
+fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), width_ratios=[1.6, 1])
+axes[0].imshow(montage.permute(1, 2, 0).numpy(), interpolation="nearest")
+axes[0].set(xticks=[], yticks=[r * 18 + 7.5 for r in range(len(rows))], yticklabels=list(rows))
+axes[0].grid(False)
+axes[0].set_title("Hidden stripe: black or white; the corner tag is right 3 times in 4")
+ax = axes[1]
+bins = np.linspace(-0.15, 1.15, 53)
+for k, (name, p) in enumerate(stripe_pred.items()):
+    ax.hist(p.flatten().numpy(), bins=bins, color=viz.color(k), alpha=0.7, label=f"{name}-trained")
+ax.axvline(0.75, color=viz.color("reference"), ls=":", lw=1)
+ax.axvline(0.25, color=viz.color("reference"), ls=":", lw=1)
+ax.set(xlabel="predicted stripe pixel value", ylabel="pixels", title="L2 predicts the mean, L1 a mode")
+ax.legend()
+plt.show()
+
+# %%
+tag_white = tag_test == 1
+mean_l2_white = stripe_pred["L2"][tag_white].mean().item()
+mean_l2_black = stripe_pred["L2"][~tag_white].mean().item()
+mode = tag_test[:, None].expand_as(y_test)  # the more likely stripe value given the tag
+near_mode = {k: ((p - mode).abs() < 0.15).float().mean().item() for k, p in stripe_pred.items()}
+print(f"L2: mean prediction {mean_l2_white:.3f} when the tag is white, {mean_l2_black:.3f} when black")
+print(f"pixels within 0.15 of the likelier colour: L2 {near_mode['L2']:.1%}, L1 {near_mode['L1']:.1%}")
+assert abs(mean_l2_white - 0.75) < 0.08 and abs(mean_l2_black - 0.25) < 0.08, (
+    f"L2 should predict the conditional means 0.75/0.25, got {mean_l2_white:.3f}/{mean_l2_black:.3f}"
+)
+assert near_mode["L1"] > 0.9, f"L1 should pick the likelier colour, only {near_mode['L1']:.1%} of pixels do"
+assert near_mode["L2"] < 0.1, f"L2 should predict grey, yet {near_mode['L2']:.1%} of pixels are black/white"
+
+# %% [markdown]
+# The L2 model paints the stripe a uniform grey of 0.75 or 0.25: exactly the conditional mean,
+# a colour that never occurs in the data. The L1 model commits to the likelier colour. Two remarks:
+#
+# - Without the tag (exactly 50/50) the L1 answer is not unique: every value between 0 and 1 is a
+#   median of a fair coin between 0 and 1, and L1's risk is flat there. L1 reduces blur; it does not
+#   remove it.
+# - Sharp *and* plausible outputs need a loss that rewards looking like a sample from the data rather
+#   than being close to an average: an adversarial loss (below, and chapter 10 (gans)) or a
+#   perceptual loss.
+#
+# ### Robustness to outliers
+#
+# The gradient of L2 grows with the residual, so a few points far from the trend pull the whole fit.
+# L1's gradient has the same size for every point, and Huber's is capped at $\delta$. Fitting a
+# line makes the difference visible: 100 points on $y = 2x + 1$ with a little noise, and a fraction of
+# points in the right half replaced by readings near $-3$ (a sensor that drops out, say).
+#
+# A clean way to minimise all three losses is **iteratively reweighted least squares** (IRLS). For a
+# loss $\rho(r)$ with derivative $\psi = \rho'$, the optimality condition $\sum_i \psi(r_i)\,\partial
+# r_i/\partial\theta = 0$ is the condition of a *weighted* least-squares fit with weights
+# $w_i = \psi(r_i)/r_i$, up to a constant factor: $w = 1$ for L2, $w = 1/|r|$ for L1, and
+# $w = \min(1, \delta/|r|)$ for Huber. Solve the weighted fit, recompute the weights, repeat. The
+# weights say how much each point may pull: far points get little weight under L1 and Huber.
+
+# %%
+TRUE_SLOPE, TRUE_INTERCEPT = 2.0, 1.0
+
+
+def make_line_data(outlier_fraction, n=100, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, generator=g, dtype=torch.float64) * 2 - 1
+    y = TRUE_SLOPE * x + TRUE_INTERCEPT + 0.1 * torch.randn(n, generator=g, dtype=torch.float64)
+    k = round(outlier_fraction * n)
+    right_first = torch.argsort(torch.rand(n, generator=g, dtype=torch.float64) + (x < 0).double())
+    outliers = right_first[:k]  # random points of the right half (x > 0) first
+    y[outliers] = -3 + 0.3 * torch.randn(k, generator=g, dtype=torch.float64)
+    return x, y, outliers
+
+
+IRLS_WEIGHTS = {
+    "L2": lambda r, delta: torch.ones_like(r),
+    "L1": lambda r, delta: 1 / r.abs().clamp_min(1e-6),
+    "Huber": lambda r, delta: (delta / r.abs().clamp_min(1e-12)).clamp(max=1.0),
+}
+
+
+def fit_line(x, y, loss="L2", delta=1.0, iters=100):
+    """Slope and intercept minimising the mean L1, L2 or Huber loss, by IRLS."""
+    A = torch.stack([x, torch.ones_like(x)], dim=1)
+    w, theta = torch.ones_like(y), None
+    for _ in range(1 if loss == "L2" else iters):
+        sw = w.sqrt()[:, None]
+        new = torch.linalg.lstsq(A * sw, y[:, None] * sw).solution[:, 0]
+        if theta is not None and (new - theta).abs().max() < 1e-10:
+            return new  # converged
+        theta = new
+        w = IRLS_WEIGHTS[loss](y - A @ theta, delta)
+    return theta
+
+
+x_line, y_line, outliers = make_line_data(0.1)
+fits = {name: fit_line(x_line, y_line, name) for name in IRLS_WEIGHTS}
+
+# check each fit against an independent solver
+torch.testing.assert_close(fits["L2"], torch.from_numpy(np.polyfit(x_line.numpy(), y_line.numpy(), 1)))
+qr = QuantileRegressor(quantile=0.5, alpha=0.0, solver="highs").fit(x_line[:, None].numpy(), y_line.numpy())
+theta_qr = torch.tensor([qr.coef_[0], qr.intercept_], dtype=torch.float64)
+
+
+def mean_abs(theta):
+    return (theta[0] * x_line + theta[1] - y_line).abs().mean().item()
+
+
+assert mean_abs(fits["L1"]) <= mean_abs(theta_qr) + 1e-6  # same L1 optimum as median regression
+torch.testing.assert_close(fits["L1"], theta_qr, atol=1e-2, rtol=0)
+theta_h = fits["Huber"].clone().requires_grad_()
+(grad_h,) = torch.autograd.grad(F.huber_loss(theta_h[0] * x_line + theta_h[1], y_line, delta=1.0), theta_h)
+assert grad_h.abs().max() < 1e-6, "the gradient of torch's Huber loss vanishes at the IRLS fit"
+
+slope_err = {name: abs(theta[0].item() - TRUE_SLOPE) for name, theta in fits.items()}
+for name, theta in fits.items():
+    print(f"{name:5s}: slope {theta[0]:.3f}, intercept {theta[1]:.3f}, slope error {slope_err[name]:.3f}")
+assert slope_err["L1"] < slope_err["L2"], (
+    f"L1 slope error {slope_err['L1']:.3f} >= L2's {slope_err['L2']:.3f}"
+)
+assert slope_err["L1"] < 0.1 and slope_err["L2"] > 0.5, f"with 10% outliers, slope errors {slope_err}"
+
+# %% [markdown]
+# L2 was checked against NumPy's least squares, L1 against scikit-learn's median (quantile)
+# regression, and Huber by the zero gradient of `F.huber_loss` at the fitted line. With 10 % outliers
+# the L1 slope is within a few hundredths of the truth and the L2 slope is off by about 0.9. The
+# grid below raises the outlier fraction. Past the point where outliers are a large part of the right
+# half, even L1 breaks down: no loss can tell which half of the data is "right" when the outliers
+# are as numerous as the inliers there.
+
+
+# %%
+def draw_line_fits(ax, outlier_fraction, delta):
+    x, y, out = make_line_data(outlier_fraction)
+    inlier = torch.ones_like(y, dtype=torch.bool)
+    inlier[out] = False
+    ax.scatter(x[inlier], y[inlier], s=8, color=viz.color("reference"), label="data")
+    ax.scatter(x[~inlier], y[~inlier], s=12, marker="x", color=viz.color(3), label="outliers")
+    xs = torch.linspace(-1, 1, 2, dtype=torch.float64)
+    ax.plot(xs, TRUE_SLOPE * xs + TRUE_INTERCEPT, color=viz.color(7), ls=":", lw=1, label="truth")
+    for k, name in enumerate(IRLS_WEIGHTS):
+        theta = fit_line(x, y, name, delta)
+        ax.plot(xs, theta[0] * xs + theta[1], color=viz.color(k), label=f"{name} (slope {theta[0]:.2f})")
+    ax.set(
+        xlabel="x",
+        ylabel="y",
+        ylim=(-4.5, 4.5),
+        title=f"{outlier_fraction:.0%} outliers, Huber δ = {delta:g}",
+    )
+    ax.legend(fontsize=7, loc="upper left")
+
+
+fig, axes = plt.subplots(1, 4, figsize=(14, 3.4), sharey=True)
+for ax, frac in zip(axes, (0.0, 0.1, 0.2, 0.3), strict=True):
+    draw_line_fits(ax, frac, delta=0.5)
+plt.show()
+
+
+# %% [markdown]
+# Explore: move the outlier fraction, and move Huber's $\delta$ from small (close to L1) to large
+# (close to L2).
+
+
+# %%
+def explore_outliers(outlier_fraction=0.1, delta=0.5):
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    draw_line_fits(ax, outlier_fraction, delta)
+    plt.show()
+
+
+_ = widgets.interact(
+    explore_outliers,
+    outlier_fraction=widgets.FloatSlider(value=0.1, min=0.0, max=0.45, step=0.05, description="outliers"),
+    delta=widgets.FloatLogSlider(value=0.5, base=10, min=-1.5, max=1.0, step=0.25, description="Huber δ"),
+)
+# %% [markdown]
+# ## Gradients of each loss
+#
+# What a loss teaches is in its gradient: that is the only thing backpropagation sends to the
+# network. For the regression losses we differentiate with respect to the residual $r = \hat y - y$;
+# for the classification losses with respect to the **logits** $z$ (the scores before the
+# sigmoid/softmax):
+#
+# | loss | gradient | behaviour |
+# |---|---|---|
+# | L2, $r^2$ | $2r$ | proportional to the error: big errors pull hard |
+# | L1, $\lvert r\rvert$ | $\operatorname{sign}(r)$ | same pull for every error (PyTorch uses 0 at $r = 0$) |
+# | Huber | $\operatorname{clip}(r, -\delta, \delta)$ | L2 near 0, L1 beyond $\delta$ |
+# | BCE on a logit | $\sigma(z) - y$ | bounded by 1; vanishes only when confidently right |
+# | CE on logits | $\mathrm{softmax}(z) - \mathrm{onehot}(y)$ | the same, per class |
+#
+# The figure computes every gradient with autograd (dots) and draws the formula (lines); the cell
+# asserts they agree.
+
+# %%
+r = torch.linspace(-3, 3, 121, requires_grad=True)
+z = torch.linspace(-6, 6, 121, requires_grad=True)
+delta = 1.0
+curves = {}  # name -> (x, loss, autograd gradient, formula gradient)
+for name, loss_vals, formula in [
+    ("L1", F.l1_loss(r, torch.zeros_like(r), reduction="none"), torch.sign(r)),
+    ("L2", F.mse_loss(r, torch.zeros_like(r), reduction="none"), 2 * r),
+    (
+        f"Huber (δ = {delta:g})",
+        F.huber_loss(r, torch.zeros_like(r), reduction="none", delta=delta),
+        r.clamp(-delta, delta),
+    ),
+]:
+    (g_auto,) = torch.autograd.grad(loss_vals.sum(), r)
+    curves[name] = (r, loss_vals, g_auto, formula)
+for y_val in (1.0, 0.0):
+    loss_vals = F.binary_cross_entropy_with_logits(z, torch.full_like(z, y_val), reduction="none")
+    (g_auto,) = torch.autograd.grad(loss_vals.sum(), z)
+    curves[f"BCE, y = {y_val:g}"] = (z, loss_vals, g_auto, torch.sigmoid(z) - y_val)
+# cross-entropy over 3 classes, target class 0, logits (z, 1, 0): vary the logit of the target class
+logits3 = torch.stack([z, torch.ones_like(z), torch.zeros_like(z)], dim=1)
+ce_vals = F.cross_entropy(logits3, torch.zeros(len(z), dtype=torch.long), reduction="none")
+(g_ce,) = torch.autograd.grad(ce_vals.sum(), z)
+curves["CE, target class"] = (z, ce_vals, g_ce, torch.softmax(logits3, 1)[:, 0] - 1)
+
+for name, (_, _, g_auto, formula) in curves.items():
+    torch.testing.assert_close(g_auto, formula.detach(), msg=f"autograd and formula disagree for {name}")
+
+panels = [["L1"], ["L2"], [f"Huber (δ = {delta:g})"], ["BCE, y = 1", "BCE, y = 0"], ["CE, target class"]]
+xlabels = ["residual r", "residual r", "residual r", "logit z", "logit of the target class"]
+fig, axes = plt.subplots(2, 5, figsize=(15, 5.4), sharex="col")
+for col, (names, xlabel) in enumerate(zip(panels, xlabels, strict=True)):
+    for k, name in enumerate(names):
+        xv, lv, ga, fm = (t.detach() for t in curves[name])
+        c = viz.color(col if len(names) == 1 else 3 + k) if col < 4 else viz.color(7)
+        axes[0, col].plot(xv, lv, color=c, label=name)
+        axes[1, col].plot(xv, fm, color=c, label="formula")
+        axes[1, col].plot(xv[::8], ga[::8], "o", ms=3, color=c, alpha=0.6, label="autograd")
+    axes[0, col].set_title(" / ".join(names) if len(names) == 1 else "BCE")
+    axes[0, col].legend(fontsize=7)
+    axes[1, col].set_xlabel(xlabel)
+    axes[1, col].axhline(0, color=viz.color("reference"), lw=0.6)
+axes[0, 0].set_ylabel("loss")
+axes[1, 0].set_ylabel("d loss / d input")
+axes[1, 0].legend(fontsize=7)
+fig.suptitle("Each loss (top) and the gradient it sends back (bottom)")
+plt.show()
+
+# %% [markdown]
+# ## Binary cross-entropy
+#
+# For a binary label $y \in \{0, 1\}$ and a predicted probability $\hat y = \sigma(z)$,
+#
+# $$
+# \mathrm{BCE}(\hat y, y) = -\big[\,y \log \hat y + (1 - y) \log(1 - \hat y)\,\big].
+# $$
+#
+# It is 0 when the prediction is certain and right, and grows without bound as a wrong prediction
+# becomes certain. Computing it as written, after a sigmoid, fails in floating point: for $z = 20$,
+# $\sigma(z)$ rounds to exactly 1.0 in float32, and $\log(1 - 1) = -\infty$. Substituting
+# $\hat y = \sigma(z)$ and simplifying gives a form on the logit that never overflows:
+#
+# $$
+# \mathrm{BCE}(z, y) = \log(1 + e^{z}) - y z = \max(z, 0) - y z + \log\big(1 + e^{-|z|}\big).
+# $$
+#
+# That is what `F.binary_cross_entropy_with_logits` (and `nn.BCEWithLogitsLoss`) computes; pass it raw
+# logits. `F.binary_cross_entropy` takes probabilities, and it clamps $\log$ at $-100$, so it returns
+# 100 where the true loss is 20. That is a silent error.
+
+
+# %%
+def bce_on_probs(p, y):
+    return -(y * torch.log(p) + (1 - y) * torch.log(1 - p))
+
+
+def bce_on_logits(z, y):
+    return z.clamp(min=0) - y * z + torch.log1p(torch.exp(-z.abs()))
+
+
+zs = torch.randn(200, generator=gen) * 3
+ys = (torch.rand(200, generator=gen) < 0.5).float()
+torch.testing.assert_close(
+    bce_on_probs(torch.sigmoid(zs), ys).mean(), F.binary_cross_entropy(torch.sigmoid(zs), ys)
+)
+torch.testing.assert_close(bce_on_logits(zs, ys).mean(), F.binary_cross_entropy_with_logits(zs, ys))
+z_big = torch.tensor([-500.0, -60.0, 60.0, 500.0])
+y_big = torch.tensor([1.0, 0.0, 0.0, 1.0])
+torch.testing.assert_close(
+    bce_on_logits(z_big, y_big), F.binary_cross_entropy_with_logits(z_big, y_big, reduction="none")
+)
+print("BCE on probabilities and on logits equal torch's (including logits of ±500)")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+z_table = torch.tensor([2.0, 10.0, 20.0, 100.0])  # logits of examples whose label is 0
+y0 = torch.zeros_like(z_table)
+naive = bce_on_probs(torch.sigmoid(z_table), y0)
+clamped = F.binary_cross_entropy(torch.sigmoid(z_table), y0, reduction="none")
+stable = F.binary_cross_entropy_with_logits(z_table, y0, reduction="none")
+print(f"{'logit z':>8} | {'sigmoid then log':>16} | {'F.binary_cross_entropy':>22} | {'with_logits':>11}")
+for zi, a, b, c in zip(z_table, naive, clamped, stable, strict=True):
+    print(f"{zi.item():8.0f} | {a.item():16.2f} | {b.item():22.2f} | {c.item():11.2f}")
+
+# %% [markdown]
+# ## Cross-entropy for many classes
+#
+# With $M$ classes, logits $z \in \mathbb R^M$, softmax probabilities $\hat y_j = e^{z_j} / \sum_k
+# e^{z_k}$ and a target distribution $y$ (one-hot for a hard label),
+#
+# $$
+# \mathrm{CE}(z, y) = -\sum_{j=0}^{M-1} y_j \log \hat y_j
+# \quad\overset{\text{one-hot on class } c}{=}\quad
+# -\log \hat y_c = -z_c + \log\sum_{k} e^{z_k}.
+# $$
+#
+# Only the probability of the correct class enters the loss: how the rest is spread over the wrong
+# classes does not matter. The right-hand form is `log_softmax` followed by picking the target entry
+# (the *negative log-likelihood*, NLL). `torch.logsumexp` subtracts the maximum before exponentiating,
+# the same trick as the stable softmax of chapter 02.
+#
+# In PyTorch the logits have shape `[N, M]` and the target is a tensor of **class indices** of shape
+# `[N]`, with values in $0, \dots, M-1$: class $c$ corresponds to the one-hot vector with its 1 at
+# position $c$ (counting from 0). `F.cross_entropy` applies the log-softmax itself, so it takes raw
+# logits, never probabilities.
+
+
+# %%
+def log_softmax(z):
+    return z - torch.logsumexp(z, dim=1, keepdim=True)
+
+
+def cross_entropy(z, y):
+    """Mean cross-entropy of logits z [N, M] and class indices y [N] (values 0..M-1)."""
+    return -log_softmax(z)[torch.arange(len(y)), y].mean()
+
+
+logits = torch.randn(32, 5, generator=gen) * 4
+labels = torch.randint(0, 5, (32,), generator=gen)
+torch.testing.assert_close(cross_entropy(logits, labels), F.cross_entropy(logits, labels))
+torch.testing.assert_close(cross_entropy(logits, labels), F.nll_loss(F.log_softmax(logits, dim=1), labels))
+huge = torch.tensor([[1000.0, 0.0, -1000.0]])
+print(
+    "naive log(softmax) of logits (1000, 0, -1000):",
+    torch.log(torch.exp(huge) / torch.exp(huge).sum()).tolist(),
+)
+print("log_softmax via logsumexp                   :", log_softmax(huge).tolist())
+
+# %% [markdown]
+# ### A worked example: bits or nats
+#
+# Take the predicted probabilities $S = (0.775, 0.126, 0.039, 0.070)$ and the one-hot target
+# $T = (1, 0, 0, 0)$, class index 0. The cross-entropy is $-\log S_0$. Its *value* depends on the base
+# of the logarithm: $-\log_2 0.775 = 0.3677$ **bits**, while PyTorch uses the natural logarithm and
+# reports $-\ln 0.775 = 0.2549$ **nats**. The two differ by the factor $\ln 2$. Both are correct;
+# mixing them is not. (The four printed values of $S$ sum to 1.010 because they are rounded. Passing
+# $\log S$ to `F.cross_entropy` would renormalise them and give $-\ln(0.775/1.010) = 0.2648$;
+# `F.nll_loss` uses $\log S$ as it is.)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+S = torch.tensor([0.775, 0.126, 0.039, 0.070])  # predicted probabilities
+T = torch.tensor([1.0, 0.0, 0.0, 0.0])  # one-hot target, class index 0
+ce_bits = -(T * torch.log2(S)).sum()
+ce_nats = -(T * torch.log(S)).sum()
+print(f"cross-entropy with log2 : {ce_bits.item():.4f} bits")
+print(f"cross-entropy with ln   : {ce_nats.item():.4f} nats")
+print(f"F.nll_loss(log S, 0)    : {F.nll_loss(torch.log(S)[None], torch.tensor([0])).item():.4f} nats")
+print(f"nats / ln 2             : {(ce_nats / math.log(2)).item():.4f} bits")
+renormalised = F.cross_entropy(torch.log(S)[None], torch.tensor([0]))
+print(f"sum of S = {S.sum().item():.3f}; F.cross_entropy(log S, 0) = {renormalised.item():.4f}")
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+cls = np.arange(4)
+axes[0].bar(cls - 0.2, S, width=0.4, color=viz.color(0), label="prediction S")
+axes[0].bar(cls + 0.2, T, width=0.4, color=viz.color(2), label="target T (class 0)")
+axes[0].set(xticks=cls, xlabel="class index", ylabel="probability", title="Prediction and one-hot target")
+axes[0].legend()
+contrib = -(T * torch.log2(S))
+axes[1].bar(cls, contrib, color=viz.color(1))
+for c_i, v in zip(cls, contrib, strict=True):
+    axes[1].text(c_i, v.item() + 0.01, f"{v.item():.4f}", ha="center", fontsize=8)
+axes[1].set(
+    xticks=cls,
+    xlabel="class index",
+    ylabel="−T log₂ S (bits)",
+    title="Only the target class contributes: 0.3677 bits",
+)
+plt.show()
+
+# %% [markdown]
+# ### Label smoothing
+#
+# With hard targets the cross-entropy keeps decreasing as the target logit grows: its minimum is at
+# an infinite logit gap, and a network can become over-confident. **Label smoothing** (Szegedy et al.,
+# 2016) trains on the target $q = (1 - \varepsilon)\,\mathrm{onehot}(c) + \varepsilon / M$ instead.
+# The optimum then puts probability $1 - \varepsilon + \varepsilon/M$ on class $c$ and
+# $\varepsilon/M$ on each other class, a finite logit gap of $\log\frac{1 - \varepsilon +
+# \varepsilon/M}{\varepsilon/M}$. PyTorch has it built in: `F.cross_entropy(..., label_smoothing=ε)`.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+eps_ls, M = 0.1, 5
+q_smooth = (1 - eps_ls) * F.one_hot(labels, M).float() + eps_ls / M
+torch.testing.assert_close(
+    F.cross_entropy(logits, labels, label_smoothing=eps_ls), -(q_smooth * log_softmax(logits)).sum(1).mean()
+)
+torch.testing.assert_close(
+    F.cross_entropy(logits, labels, label_smoothing=eps_ls), F.cross_entropy(logits, q_smooth)
+)
+gap = math.log((1 - eps_ls + eps_ls / M) / (eps_ls / M))
+print(f"with ε = {eps_ls}, M = {M}: optimal logit gap {gap:.3f} (without smoothing: infinite)")
+
+# %% [markdown]
+# ## Mean squared logarithmic error
+#
+# When targets span orders of magnitude (counts, areas, distances), an error of 10 on a target of 100
+# matters more than an error of 10 on a target of 10,000. Comparing logarithms measures *relative*
+# errors. The usual mean squared logarithmic error adds 1 inside the logarithm, so that zeros stay
+# finite:
+#
+# $$
+# \mathrm{MSLE} = \frac1N \sum_{i=1}^N \big(\log(1 + \hat y_i) - \log(1 + y_i)\big)^2,
+# \qquad \mathrm{RMSLE} = \sqrt{\mathrm{MSLE}}.
+# $$
+#
+# A formula often labelled "MSLE", $\sqrt{\frac1N\sum(\log \hat y_i - \log y_i)^2}$, is really the
+# *root* of it, and without the $+1$ it breaks as soon as a value is 0: $\log 0 = -\infty$, and a
+# pair of zeros gives $-\infty - (-\infty)$ = NaN. `torch.log1p` computes
+# $\log(1+x)$ accurately for small $x$. Both arguments must be non-negative.
+
+
+# %%
+def msle_scratch(pred, target):
+    return ((torch.log1p(pred) - torch.log1p(target)) ** 2).mean()
+
+
+counts_pred = torch.tensor([0.0, 3.0, 12.0, 95.0, 1100.0, 9000.0])
+counts_true = torch.tensor([0.0, 2.0, 10.0, 100.0, 1000.0, 10000.0])
+assert math.isclose(
+    msle_scratch(counts_pred, counts_true).item(),
+    mean_squared_log_error(counts_true, counts_pred),
+    rel_tol=1e-5,
+)
+torch.testing.assert_close(losses.msle(counts_pred, counts_true), msle_scratch(counts_pred, counts_true))
+assert math.isclose(
+    losses.msle(counts_pred, counts_true).sqrt().item(),
+    root_mean_squared_log_error(counts_true, counts_pred),
+    rel_tol=1e-5,
+)
+no_plus_one = ((torch.log(counts_pred) - torch.log(counts_true)) ** 2).mean().sqrt()
+print(f"root formula without +1 on data with a zero: {no_plus_one.item()}")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"{'target':>8} {'prediction':>11} {'squared error':>14} {'squared log error':>18}")
+for t, p in [(10.0, 11.0), (100.0, 110.0), (1000.0, 1100.0), (10000.0, 11000.0)]:
+    se = (p - t) ** 2
+    sle = losses.msle(torch.tensor([p]), torch.tensor([t])).item()
+    print(f"{t:8.0f} {p:11.0f} {se:14.0f} {sle:18.5f}")
+
+# %% [markdown]
+# Every prediction above is 10 % too high. The squared error grows 10,000-fold from the first row to
+# the last; the squared log error stays close to $\log(1.1)^2 \approx 0.0091$. Use MSLE when relative
+# errors are what matters and the targets are non-negative. Note that MSLE penalises
+# under-prediction a little more than over-prediction by the same amount.
+#
+# ## Entropy, cross-entropy and KL divergence
+#
+# For discrete distributions $p$ (the reference, e.g. the data) and $q$ (the model):
+#
+# $$
+# H(p) = -\sum_i p_i \log p_i, \qquad
+# H(p, q) = -\sum_i p_i \log q_i, \qquad
+# D_{KL}(p \,\|\, q) = \sum_i p_i \log \frac{p_i}{q_i},
+# $$
+#
+# with the convention $0 \log 0 = 0$. The **entropy** $H(p)$ is the average surprise of samples
+# drawn from $p$: 0 for a one-hot distribution, largest ($\log M$) for the uniform one. The
+# **cross-entropy** is the average surprise when samples of $p$ are scored with $q$. The **KL
+# divergence** is the excess, and so
+#
+# $$
+# H(p, q) = H(p) + D_{KL}(p \,\|\, q).
+# $$
+#
+# $D_{KL}(p\|q) \ge 0$ with equality only for $q = p$ (Gibbs' inequality), and it is not symmetric.
+# For $p = (\frac12, \frac14, \frac18, \frac18)$ and a uniform $q$ everything is a round number of bits:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+p = torch.tensor([0.5, 0.25, 0.125, 0.125], dtype=torch.float64)
+q = torch.full((4,), 0.25, dtype=torch.float64)
+H_p = -(p * torch.log2(p)).sum()
+H_pq = -(p * torch.log2(q)).sum()
+KL_pq = (p * torch.log2(p / q)).sum()
+print(f"H(p) = {H_p.item():.4f} bits, H(p, q) = {H_pq.item():.4f} bits, KL(p || q) = {KL_pq.item():.4f} bits")
+torch.testing.assert_close(H_pq, H_p + KL_pq)
+# the same quantities from course_lib, SciPy and PyTorch
+torch.testing.assert_close(losses.entropy(p, base=2), H_p)
+torch.testing.assert_close(losses.kl_divergence(p, q, base=2), KL_pq)
+assert math.isclose(scipy.stats.entropy(p.numpy(), base=2), H_p.item())
+assert math.isclose(scipy.stats.entropy(p.numpy(), q.numpy(), base=2), KL_pq.item())
+# F.kl_div(input, target) expects input = log q (log-probabilities) and target = p, in nats
+torch.testing.assert_close(F.kl_div(q.log(), p, reduction="sum") / math.log(2), KL_pq)
+p2, q2 = torch.tensor([0.9, 0.1], dtype=torch.float64), torch.tensor([0.5, 0.5], dtype=torch.float64)
+print(
+    f"asymmetry: KL(p2 || q2) = {losses.kl_divergence(p2, q2).item():.4f} nats, "
+    f"KL(q2 || p2) = {losses.kl_divergence(q2, p2).item():.4f} nats"
+)
+print(f"KL(p || p) = {losses.kl_divergence(p, p).item():.4f}")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+P = torch.softmax(torch.randn(1000, 6, generator=gen, dtype=torch.float64) * 2, dim=1)
+Q = torch.softmax(torch.randn(1000, 6, generator=gen, dtype=torch.float64) * 2, dim=1)
+kl = losses.kl_divergence(P, Q)
+assert (kl >= 0).all(), "Gibbs' inequality"
+torch.testing.assert_close(kl, F.kl_div(Q.log(), P, reduction="none").sum(1))
+print(
+    f"1000 random pairs: min KL = {kl.min().item():.4f} >= 0; "
+    f"KL(P||Q) != KL(Q||P) for {(~torch.isclose(kl, losses.kl_divergence(Q, P))).sum().item()} pairs"
+)
+
+# %% [markdown]
+# **Which to minimise, CE or KL?** When the reference $p$ is fixed (labels, a teacher's soft targets in
+# distillation), $H(p)$ is a constant: CE and KL differ by it in *value* but have the same *gradient*
+# with respect to the model, so they train identically. That is the whole relationship. The claim that
+# "KL is preferred for autoencoders" has no support. The VAE of chapter 09 (autoencoders) does contain a
+# KL term, but it compares two *different* things, the encoder's distribution over latent codes and a
+# prior. It regularises the latent codes; it does not replace the reconstruction loss. The choice
+# between CE and KL matters only when $p$ itself depends on the parameters, because then $H(p)$ has
+# a gradient too.
+
+# %%
+p_teacher = torch.softmax(torch.randn(8, 5, generator=gen, dtype=torch.float64), dim=1)  # fixed
+z_student = torch.randn(8, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+ce_val = -(p_teacher * F.log_softmax(z_student, dim=1)).sum(1).mean()
+kl_val = losses.kl_divergence(p_teacher, torch.softmax(z_student, dim=1)).mean()
+(g_ce,) = torch.autograd.grad(ce_val, z_student)
+(g_kl,) = torch.autograd.grad(kl_val, z_student)
+torch.testing.assert_close(g_ce, g_kl)
+torch.testing.assert_close(g_ce, (torch.softmax(z_student, 1) - p_teacher).detach() / 8)
+torch.testing.assert_close(ce_val - kl_val, losses.entropy(p_teacher).mean())
+print(
+    f"CE = {ce_val.item():.4f}, KL = {kl_val.item():.4f}, difference = mean H(p) = "
+    f"{losses.entropy(p_teacher).mean().item():.4f}; gradients are identical"
+)
+
+# %% [markdown]
+# **The direction of KL matters.** Fit a single Gaussian $q$ to a two-peaked $p$. Minimising
+# $D_{KL}(p\|q)$ ("forward") punishes $q \approx 0$ wherever $p > 0$, so $q$ spreads over both peaks
+# and puts its mass between them. This is the distribution version of L2's grey stripe.
+# Minimising $D_{KL}(q\|p)$ ("reverse") punishes $q > 0$ where $p \approx 0$, so $q$ settles on one
+# peak. Both are found below by a grid search over the mean and the width of $q$.
+
+# %%
+grid = torch.linspace(-6, 6, 481, dtype=torch.float64)
+
+
+def gaussian_on_grid(mu, sigma):
+    d = torch.exp(-0.5 * ((grid - mu[..., None]) / sigma[..., None]) ** 2)
+    return d / d.sum(-1, keepdim=True)
+
+
+p_two = 0.5 * gaussian_on_grid(torch.tensor(-2.0), torch.tensor(0.6)) + 0.5 * gaussian_on_grid(
+    torch.tensor(2.0), torch.tensor(0.6)
+)
+mus, sigmas = torch.meshgrid(torch.linspace(-3, 3, 61), torch.linspace(0.3, 3.3, 31), indexing="ij")
+q_all = gaussian_on_grid(mus.flatten().double(), sigmas.flatten().double())  # [61*31, 481]
+forward = losses.kl_divergence(p_two.expand_as(q_all), q_all)
+reverse = losses.kl_divergence(q_all, p_two.expand_as(q_all))
+best_f, best_r = forward.argmin(), reverse.argmin()
+mu_f, sd_f = round(mus.flatten()[best_f].item(), 2) + 0.0, sigmas.flatten()[best_f].item()  # + 0.0: no "-0.0"
+mu_r, sd_r = round(mus.flatten()[best_r].item(), 2) + 0.0, sigmas.flatten()[best_r].item()
+
+fig, ax = plt.subplots(figsize=(7, 3.2))
+ax.fill_between(grid, p_two, color=viz.color("reference"), alpha=0.3, label="p (two peaks)")
+ax.plot(grid, q_all[best_f], color=viz.color(0), label=f"argmin KL(p‖q): μ = {mu_f:.1f}, σ = {sd_f:.1f}")
+ax.plot(grid, q_all[best_r], color=viz.color(1), label=f"argmin KL(q‖p): μ = {mu_r:.1f}, σ = {sd_r:.1f}")
+ax.set(
+    xlabel="x", ylabel="probability (on the grid)", title="Forward KL covers the peaks, reverse KL picks one"
+)
+ax.legend(fontsize=8)
+plt.show()
+assert abs(mu_f) < 0.3 and sd_f > 1.5, f"forward KL should cover both peaks, got μ={mu_f:.2f}, σ={sd_f:.2f}"
+assert abs(abs(mu_r) - 2) < 0.3 and sd_r < 1.0, (
+    f"reverse KL should pick a peak, got μ={mu_r:.2f}, σ={sd_r:.2f}"
+)
+
+# %% [markdown]
+# ## Perceptual, style and identity losses
+#
+# Pixel losses compare images pixel by pixel, so an image shifted by one pixel can be "far" from
+# itself, and a blurry average can be "close" to everything. The losses of this section compare images
+# through the feature maps $\phi_l(x) \in \mathbb R^{C_l \times H_l \times W_l}$ of a feature network
+# $\phi$.
+#
+# In practice $\phi$ is a classification network pretrained on ImageNet, usually VGG-16 or VGG-19;
+# its trained features are what make these losses "perceptual". This course downloads no weights, so
+# here $\phi$ is a small **randomly initialised** conv net, enough to show the mechanics and the
+# properties that do not depend on training. Chapter 06 (cnns) and chapter 19 (restoration and style)
+# train their own feature networks. Our $\phi$ uses circular padding, which will let us build two
+# different images with *exactly* the same Gram matrices below.
+
+
+# %%
+class RandomFeatures(nn.Module):
+    """A small VGG-like feature network with random weights; returns the feature maps of 3 blocks."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+
+        def conv(c_in, c_out):
+            return nn.Conv2d(c_in, c_out, 3, padding=1, padding_mode="circular")
+
+        self.blocks = nn.ModuleList(
+            [
+                nn.Sequential(conv(3, 16), nn.ReLU()),
+                nn.Sequential(nn.AvgPool2d(2), conv(16, 32), nn.ReLU()),
+                nn.Sequential(nn.AvgPool2d(2), conv(32, 64), nn.ReLU()),
+            ]
+        )
+        self.requires_grad_(False)
+
+    def forward(self, x):
+        feats = []
+        for block in self.blocks:
+            x = block(x)
+            feats.append(x)
+        return feats
+
+
+phi = RandomFeatures().to(device).eval()
+photo = data.sample_image("chelsea", 48).to(device)[None]  # [1, 3, 48, 48]
+print([tuple(f.shape) for f in phi(photo)])
+
+# %% [markdown]
+# ### Feature reconstruction (perceptual) loss
+#
+# Johnson et al. (2016) compare the feature maps of one layer $j$ with a squared error normalised by
+# the layer's size:
+#
+# $$
+# \ell^{\phi, j}_{\text{feat}}(\hat y, y)
+# = \frac{1}{C_j H_j W_j}\,\big\|\phi_j(\hat y) - \phi_j(y)\big\|_2^2 .
+# $$
+#
+# The normalisation makes it the mean squared difference of the feature maps, so layers of different
+# sizes are on a comparable scale. `course_lib.losses.feature_loss` sums it over the layers it is given.
+# Its costs are those of running $\phi$: memory and compute, a feature network trained on another
+# task, and weights per layer to tune.
+
+
+# %%
+def feature_loss_scratch(fx, fy):
+    c, h, w = fx.shape[1:]
+    return (((fx - fy) ** 2).sum(dim=(1, 2, 3)) / (c * h * w)).mean()
+
+
+noisy = (photo + 0.1 * torch.randn(photo.shape, generator=gen).to(device)).clamp(0, 1)
+f_photo, f_noisy = phi(photo), phi(noisy)
+for j in range(3):
+    torch.testing.assert_close(
+        feature_loss_scratch(f_noisy[j], f_photo[j]), losses.feature_loss(f_noisy[j], f_photo[j])
+    )
+torch.testing.assert_close(
+    losses.feature_loss(f_noisy, f_photo),
+    sum(F.mse_loss(a, b) for a, b in zip(f_noisy, f_photo, strict=True)),
+)
+print(
+    "feature loss per layer:",
+    [f"{losses.feature_loss(a, b).item():.2e}" for a, b in zip(f_noisy, f_photo, strict=True)],
+)
+
+# %% [markdown]
+# ### Style loss and Gram matrices
+#
+# Gatys et al. (2016) describe the *style* of an image by the correlations between feature channels.
+# Write layer $l$'s feature maps as a matrix $F^l \in \mathbb R^{N_l \times M_l}$: $N_l$ channels
+# (rows), $M_l = H_l W_l$ positions (columns). The **Gram matrix** is
+#
+# $$
+# G^l_{ij} = \sum_{k=1}^{M_l} F^l_{ik} F^l_{jk}, \qquad G^l = F^l (F^l)^\top \in \mathbb R^{N_l\times N_l}.
+# $$
+#
+# With $A^l$ the Gram matrix of the style image, the loss of layer $l$ and the total are
+#
+# $$
+# E_l = \frac{1}{4 N_l^2 M_l^2} \sum_{i,j} \big(G^l_{ij} - A^l_{ij}\big)^2, \qquad
+# \mathcal L_{\text{style}} = \sum_l w_l E_l .
+# $$
+#
+# The sum over positions $k$ forgets *where* each feature occurs. Permuting the columns of $F^l$ (the
+# spatial positions) leaves $G^l$ unchanged, so the Gram matrix captures feature statistics, not
+# layout.
+
+
+# %%
+def gram_scratch(f):
+    b, c, h, w = f.shape
+    F_l = f.reshape(b, c, h * w)
+    return F_l @ F_l.transpose(1, 2)  # [B, C, C]
+
+
+def style_loss_scratch(feats_x, feats_y, weights):
+    total = 0.0
+    for w_l, fx, fy in zip(weights, feats_x, feats_y, strict=True):
+        n_l, m_l = fx.shape[1], fx.shape[2] * fx.shape[3]
+        E_l = ((gram_scratch(fx) - gram_scratch(fy)) ** 2).sum(dim=(1, 2)) / (4 * n_l**2 * m_l**2)
+        total = total + w_l * E_l.mean()
+    return total
+
+
+f = f_photo[1]
+torch.testing.assert_close(gram_scratch(f), losses.gram_matrix(f, normalize=False))
+torch.testing.assert_close(gram_scratch(f), torch.einsum("bchw,bdhw->bcd", f, f))
+torch.testing.assert_close(
+    style_loss_scratch(f_noisy, f_photo, [1 / 3] * 3),
+    losses.style_loss(f_noisy, f_photo),
+    rtol=1e-4,
+    atol=1e-12,
+)
+perm = torch.randperm(f.shape[2] * f.shape[3], generator=gen).to(device)
+f_shuffled = f.flatten(2)[:, :, perm].reshape_as(f)
+torch.testing.assert_close(losses.gram_matrix(f_shuffled), losses.gram_matrix(f))
+print(
+    f"Gram matrix of a {tuple(f.shape)} feature map: {tuple(losses.gram_matrix(f).shape)}, "
+    "unchanged by a random permutation of the positions"
+)
+
+# %% [markdown]
+# Two images with the same style: because $\phi$ uses circular padding and average pooling by 2 twice,
+# rolling the image cyclically by a multiple of 4 pixels rolls every feature map the same way. The
+# Gram matrices are then equal at every layer, although the pixels and the feature maps differ. A
+# photo cut into tiles and shuffled keeps most local statistics, so its style loss stays small, while
+# its feature loss is large. A different photo differs in both.
+
+# %%
+rolled = torch.roll(photo, shifts=(16, 24), dims=(2, 3))
+tiles = photo.unfold(2, 12, 12).unfold(3, 12, 12)  # [1, 3, 4, 4, 12, 12]
+order = torch.randperm(16, generator=gen)
+tiled = tiles.reshape(1, 3, 16, 12, 12)[:, :, order].reshape(1, 3, 4, 4, 12, 12)
+tiled = tiled.permute(0, 1, 2, 4, 3, 5).reshape(1, 3, 48, 48)
+other = data.sample_image("coffee", 48).to(device)[None]
+candidates = {"rolled": rolled, "tiles shuffled": tiled, "another photo": other}
+f_rolled = phi(rolled)
+for a, b in zip(f_rolled, f_photo, strict=True):
+    torch.testing.assert_close(losses.gram_matrix(a), losses.gram_matrix(b), rtol=1e-4, atol=1e-7)
+scores = {}
+for name, img in candidates.items():
+    fi = phi(img)
+    scores[name] = (losses.feature_loss(fi, f_photo).item(), losses.style_loss(fi, f_photo).item())
+viz.show_images(
+    [photo[0].cpu()] + [img[0].cpu() for img in candidates.values()],
+    ["original"] + [f"{n}\nfeature {s[0]:.4f}\nstyle {s[1]:.2e}" for n, s in scores.items()],
+    ncols=4,
+    size=2.3,
+    suptitle="Feature loss sees layout; style loss sees statistics",
+)
+plt.show()
+assert scores["rolled"][1] < 1e-9 < scores["rolled"][0], "same Gram matrices, different feature maps"
+assert scores["tiles shuffled"][1] < scores["another photo"][1], "shuffled tiles keep the style closer"
+
+# %% [markdown]
+# Even with random weights, the Gram statistics identify a texture. Below, crops from three bundled
+# texture photos (brick, grass, gravel) are compared: each crop's style loss is smallest against
+# another crop of the *same* texture, taken from a different part of the photo.
+
+# %%
+texture_names = ["brick", "grass", "gravel"]
+crops_a, crops_b = [], []
+for name in texture_names:
+    t = data.sample_image(name, 128).expand(3, -1, -1)  # grey photos -> 3 channels
+    crops_a.append(t[:, :48, :48])
+    crops_b.append(t[:, 64:112, 64:112])
+feats_a = phi(torch.stack(crops_a).to(device))
+feats_b = phi(torch.stack(crops_b).to(device))
+style_matrix = torch.zeros(3, 3)
+for i in range(3):
+    for j in range(3):
+        style_matrix[i, j] = losses.style_loss(
+            [f[i : i + 1] for f in feats_a], [f[j : j + 1] for f in feats_b]
+        ).item()
+fig, axes = plt.subplots(1, 2, figsize=(9, 3.3), width_ratios=[1.2, 1])
+axes[0].imshow(torch.cat([torch.cat(crops_a, 2), torch.cat(crops_b, 2)], 1).permute(1, 2, 0))
+axes[0].set(
+    xticks=[24, 72, 120], xticklabels=texture_names, yticks=[24, 72], yticklabels=["crop A", "crop B"]
+)
+axes[0].grid(False)
+im = axes[1].imshow(style_matrix / style_matrix.max(), cmap="viridis")
+axes[1].set(
+    xticks=range(3),
+    xticklabels=texture_names,
+    yticks=range(3),
+    yticklabels=texture_names,
+    xlabel="crop B",
+    ylabel="crop A",
+    title="style loss (÷ max)",
+)
+axes[1].grid(False)
+for i in range(3):
+    for j in range(3):
+        axes[1].text(
+            j,
+            i,
+            f"{(style_matrix[i, j] / style_matrix.max()).item():.3f}",
+            ha="center",
+            va="center",
+            color=viz.color(7),
+            fontsize=8,
+            bbox={"facecolor": (1, 1, 1, 0.7), "linewidth": 0, "pad": 1},
+        )
+fig.colorbar(im, ax=axes[1])
+plt.show()
+assert (style_matrix.argmin(dim=1) == torch.arange(3)).all(), f"diagonal not the row minimum:\n{style_matrix}"
+
+# %% [markdown]
+# ### Identity loss
+#
+# To edit or invert a face while keeping who it is, one compares embeddings $R(\cdot)$ from a
+# face-recognition network (for example ArcFace, as in the pSp encoder of Richardson et al., 2021):
+#
+# $$
+# \mathcal L_{ID} = 1 - \cos\big(R(x),\, R(\hat x)\big)
+# = 1 - \frac{\langle R(x), R(\hat x)\rangle}{\|R(x)\|\,\|R(\hat x)\|} .
+# $$
+#
+# Minimising it **maximises** the cosine similarity: the loss is 0 for embeddings that point the same
+# way, 1 for orthogonal ones and 2 for opposite ones. (Some lecture notes say to "minimise the cosine
+# similarity"; that would push the identity away.) Only the direction counts, not the length. The
+# recognition network must be pretrained; here $R$ is our random $\phi$ with global average pooling,
+# just to run the code.
+
+
+# %%
+def identity_loss_scratch(a, b):
+    cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+    return (1 - cos).mean()
+
+
+def embed(x):
+    return phi(x)[-1].mean(dim=(2, 3))  # [B, 64]
+
+
+e_photo, e_other = embed(photo), embed(other)
+torch.testing.assert_close(identity_loss_scratch(e_photo, e_other), losses.identity_loss(e_photo, e_other))
+emb = torch.randn(4, 16, generator=gen)
+torch.testing.assert_close(losses.identity_loss(emb, 3 * emb), torch.tensor(0.0), atol=1e-6, rtol=0)
+torch.testing.assert_close(losses.identity_loss(emb, -emb), torch.tensor(2.0))
+# With random weights every embedding is an average of ReLU outputs, all positive, so all embeddings
+# point roughly the same way and this number is close to 0 for any pair: it carries no identity.
+print(f"identity loss photo vs coffee (random R): {losses.identity_loss(e_photo, e_other).item():.4f}")
+
+# %% [markdown]
+# ## Adversarial loss
+#
+# For outputs with many acceptable answers (super-resolution, inpainting, denoising), we want the
+# output to look like a real image, not to be close to the average of the answers. An **adversarial
+# loss** uses a second network, the discriminator $D$, that estimates the probability that its input is
+# real. Generator $G$ and discriminator play the minimax game of Goodfellow et al. (2014):
+#
+# $$
+# \min_G \max_D \; \mathbb E_{x\sim p_\text{data}}\big[\log D(x)\big]
+# + \mathbb E_{z}\big[\log\big(1 - D(G(z))\big)\big].
+# $$
+#
+# In practice the generator minimises the **non-saturating** loss $-\mathbb E_z[\log D(G(z))]$ instead
+# of $\mathbb E_z[\log(1 - D(G(z)))]$. Early in training $D$ rejects the generated images confidently,
+# $D(G(z)) \approx 0$, and there the gradient of $\log(1 - D)$ with respect to $D$'s logit vanishes,
+# while that of $-\log D$ does not. For restoration, the adversarial term is added to a pixel loss,
+# $\mathcal L_G = \lambda_1 \|G(x) - y\|_1 - \lambda_\text{adv} \log D(G(x))$ (pix2pix, SRGAN). The
+# training dynamics, mode collapse and the Wasserstein variants are the subject of chapter 10 (gans).
+
+# %%
+a = torch.linspace(-8, 4, 200, requires_grad=True)  # discriminator logit on generated images
+d_fake = torch.sigmoid(a)
+saturating = torch.log1p(-d_fake)  # generator minimises log(1 - D)
+non_saturating = -F.logsigmoid(a)  # generator minimises -log D
+(g_sat,) = torch.autograd.grad(saturating.sum(), a)
+(g_ns,) = torch.autograd.grad(non_saturating.sum(), a)
+torch.testing.assert_close(g_sat, -d_fake.detach())
+torch.testing.assert_close(g_ns, -(1 - d_fake.detach()))
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+axes[0].plot(d_fake.detach(), saturating.detach(), color=viz.color(0), label="log(1 − D)  (saturating)")
+axes[0].plot(d_fake.detach(), non_saturating.detach(), color=viz.color(1), label="−log D  (non-saturating)")
+axes[0].set(xlabel="D(G(z))", ylabel="generator loss", title="Two generator losses")
+axes[0].legend()
+axes[1].plot(d_fake.detach(), g_sat.abs(), color=viz.color(0), label="saturating")
+axes[1].plot(d_fake.detach(), g_ns.abs(), color=viz.color(1), label="non-saturating")
+axes[1].set(xlabel="D(G(z))", ylabel="|d loss / d logit|", title="Gradient when D rejects the fakes (left)")
+axes[1].legend()
+plt.show()
+
+# %% [markdown]
+# ## IoU and GIoU for boxes
+#
+# Boxes are written $(x_1, y_1, x_2, y_2)$ with $x_2 \ge x_1$, $y_2 \ge y_1$. The **intersection over
+# union** of boxes $A$ and $B$ is $\mathrm{IoU} = |A \cap B| / |A \cup B|$ with
+# $|A\cup B| = |A| + |B| - |A \cap B|$: 1 for identical boxes, 0 for disjoint ones. IoU is a *metric*
+# (detection counts a prediction as correct when IoU ≥ 0.5); the loss built from it comes after the
+# next section.
+#
+# ### Two conventions for the width
+#
+# Old detection code often computes widths as $x_2 - x_1 + 1$. This **inclusive-pixel** convention
+# treats $x_1$ and $x_2$ as indices of the first and last pixel *inside* the box, so a box from pixel 0
+# to pixel 0 is one pixel wide. Modern code (torchvision, DETR, this course) uses the **continuous**
+# convention, where a box covers $[x_1, x_2]$ and its width is $x_2 - x_1$. The two give different
+# IoUs on small integer boxes. On normalised boxes in $[0, 1]$, as DETR uses, the $+1$ is a gross
+# error: it adds a whole image width to every box. (The boxes of `course_lib.data.make_shapes` are in
+# the continuous convention: a box from pixel column 3 to column 7 inclusive is stored as
+# $x_1 = 3$, $x_2 = 8$.)
+
+
+# %%
+def iou_inclusive_pixels(box_a, box_b):
+    """IoU with the +1 convention of old detection code (x2, y2 are the last pixel inside the box)."""
+    xa, ya = max(box_a[0], box_b[0]), max(box_a[1], box_b[1])
+    xb, yb = min(box_a[2], box_b[2]), min(box_a[3], box_b[3])
+    inter = max(0, xb - xa + 1) * max(0, yb - ya + 1)
+    area_a = (box_a[2] - box_a[0] + 1) * (box_a[3] - box_a[1] + 1)
+    area_b = (box_b[2] - box_b[0] + 1) * (box_b[3] - box_b[1] + 1)
+    return inter / (area_a + area_b - inter)
+
+
+def iou_continuous(box_a, box_b):
+    """IoU of the regions [x1, x2] x [y1, y2]: width is x2 - x1."""
+    xa, ya = max(box_a[0], box_b[0]), max(box_a[1], box_b[1])
+    xb, yb = min(box_a[2], box_b[2]), min(box_a[3], box_b[3])
+    inter = max(0, xb - xa) * max(0, yb - ya)
+    area_a = (box_a[2] - box_a[0]) * (box_a[3] - box_a[1])
+    area_b = (box_b[2] - box_b[0]) * (box_b[3] - box_b[1])
+    return inter / (area_a + area_b - inter)
+
+
+# %%
+# NBVAL_CHECK_OUTPUT
+pairs = [
+    ((0, 0, 2, 2), (1, 0, 3, 2)),
+    ((0, 0, 1, 1), (1, 1, 2, 2)),
+    ((0, 0, 10, 10), (5, 5, 15, 15)),
+    ((0.10, 0.10, 0.20, 0.20), (0.15, 0.10, 0.25, 0.20)),
+]
+print(f"{'box A':>24} {'box B':>24} {'IoU (+1)':>9} {'IoU (continuous)':>17}")
+for box_a, box_b in pairs:
+    print(
+        f"{box_a!s:>24} {box_b!s:>24} {iou_inclusive_pixels(box_a, box_b):9.4f} "
+        f"{iou_continuous(box_a, box_b):17.4f}"
+    )
+
+# %% [markdown]
+# ### Vectorised IoU and GIoU
+#
+# For sets of $N$ and $M$ boxes we want the full $N \times M$ matrix at once, by broadcasting, with no
+# Python loop. The **generalized IoU** of Rezatofighi et al. (2019) subtracts the fraction of the
+# smallest enclosing box $C$ that neither box covers:
+#
+# $$
+# \mathrm{GIoU} = \mathrm{IoU} - \frac{|C \setminus (A \cup B)|}{|C|} \in (-1, 1].
+# $$
+#
+# It equals the IoU when the boxes fill their enclosing box, and is negative for disjoint boxes: the
+# further apart, the closer to $-1$. `course_lib.ops` holds the library versions, which also check
+# their inputs and return 0 instead of NaN for a pair of zero-area boxes.
+
+
+# %%
+def box_iou_scratch(b1, b2):
+    """IoU matrix [N, M] of boxes b1 [N, 4] and b2 [M, 4] (continuous convention)."""
+    lt = torch.maximum(b1[:, None, :2], b2[None, :, :2])  # intersection top-left, [N, M, 2]
+    rb = torch.minimum(b1[:, None, 2:], b2[None, :, 2:])  # intersection bottom-right
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    area1 = (b1[:, 2] - b1[:, 0]) * (b1[:, 3] - b1[:, 1])
+    area2 = (b2[:, 2] - b2[:, 0]) * (b2[:, 3] - b2[:, 1])
+    union = area1[:, None] + area2[None, :] - inter
+    return inter / union, union
+
+
+def giou_scratch(b1, b2):
+    iou, union = box_iou_scratch(b1, b2)
+    c_wh = torch.maximum(b1[:, None, 2:], b2[None, :, 2:]) - torch.minimum(b1[:, None, :2], b2[None, :, :2])
+    c_area = c_wh[..., 0] * c_wh[..., 1]
+    return iou - (c_area - union) / c_area
+
+
+def random_boxes(n, gen):
+    xy = torch.rand(n, 2, generator=gen) * 10
+    return torch.cat([xy, xy + torch.rand(n, 2, generator=gen) * 5 + 0.1], dim=1)
+
+
+b1, b2 = random_boxes(30, gen), random_boxes(20, gen)
+torch.testing.assert_close(box_iou_scratch(b1, b2)[0], ops.box_iou(b1, b2))
+torch.testing.assert_close(ops.box_iou(b1, b2), tvops.box_iou(b1, b2))
+torch.testing.assert_close(giou_scratch(b1, b2), ops.generalized_box_iou(b1, b2))
+torch.testing.assert_close(ops.generalized_box_iou(b1, b2), tvops.generalized_box_iou(b1, b2))
+print("IoU and GIoU from scratch = course_lib.ops = torchvision.ops on 30 x 20 random boxes")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+a_box = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+others = torch.tensor(
+    [
+        [0.0, 0.0, 2.0, 2.0],
+        [1.0, 0.0, 3.0, 2.0],
+        [2.0, 0.0, 4.0, 2.0],
+        [4.0, 0.0, 6.0, 2.0],
+        [12.0, 0.0, 14.0, 2.0],
+    ]
+)
+names = ["identical", "half overlapping", "touching", "disjoint, gap 2", "disjoint, gap 10"]
+iou_vals, giou_vals = ops.box_iou(a_box, others)[0], ops.generalized_box_iou(a_box, others)[0]
+for name, i_v, g_v in zip(names, iou_vals, giou_vals, strict=True):
+    print(f"{name:>18}: IoU {i_v.item():.4f}  GIoU {g_v.item():+.4f}")
+assert iou_vals[0] == 1 and abs(iou_vals[1] - 1 / 3) < 1e-6 and iou_vals[3] == 0 and giou_vals[3] < 0
+
+# %% [markdown]
+# ### A loss from the IoU
+#
+# The IoU loss is $1 - \mathrm{IoU}$ and the GIoU loss $1 - \mathrm{GIoU} \in [0, 2)$. Both are
+# scale-invariant, unlike an L1 loss on coordinates, which punishes the same relative error more on
+# big boxes. Their difference shows when the boxes do not overlap. Slide a box horizontally past a
+# fixed one: $1 - \mathrm{IoU}$ is stuck at 1 with zero gradient as soon as they separate, while
+# $1 - \mathrm{GIoU}$ keeps decreasing towards the target. The library versions take *paired* boxes
+# `Tensor[N, 4]` (prediction $i$ with target $i$) and compute the $N$ values directly, without the
+# $N\times N$ matrix.
+
+# %%
+fixed = torch.tensor([[0.0, 0.0, 4.0, 4.0]])
+shift = torch.linspace(-12, 12, 241, requires_grad=True)
+moving = torch.stack([shift, torch.zeros_like(shift), shift + 4, torch.full_like(shift, 4.0)], dim=1)
+fixed_n = fixed.expand_as(moving)  # paired: moving[i] with fixed_n[i]
+box_losses = {
+    "1 − IoU": losses.iou_loss(moving, fixed_n, reduction="none"),
+    "1 − GIoU": losses.giou_loss(moving, fixed_n, reduction="none"),
+}
+torch.testing.assert_close(
+    box_losses["1 − GIoU"], tvops.generalized_box_iou_loss(moving, fixed_n, reduction="none")
+)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+for k, (name, vals) in enumerate(box_losses.items()):
+    (g_shift,) = torch.autograd.grad(vals.sum(), shift)
+    axes[0].plot(shift.detach(), vals.detach(), color=viz.color(k), label=name)
+    axes[1].plot(shift.detach(), g_shift, color=viz.color(k), label=name)
+for ax in axes:
+    ax.axvspan(-4, 4, color=viz.color("reference"), alpha=0.12, lw=0)
+axes[0].set(
+    xlabel="horizontal offset of the moving 4×4 box", ylabel="loss", title="Loss (shaded: boxes overlap)"
+)
+axes[1].set(xlabel="horizontal offset of the moving 4×4 box", ylabel="d loss / d offset", title="Gradient")
+axes[0].legend()
+plt.show()
+
+# %% [markdown]
+# The same effect decides whether a box regressor can learn from a bad start. Below, a 4×4 box starts
+# far from its target and gradient descent (Adam) moves its centre and log-size. With the IoU loss the
+# gradient is exactly zero and the box never moves; with the GIoU loss it slides to the target.
+
+# %%
+target_box = torch.tensor([[10.0, 8.0, 18.0, 14.0]])
+
+
+def fit_box(loss_fn, steps=100):
+    centre = torch.tensor([3.0, 22.0], requires_grad=True)
+    log_size = torch.tensor([math.log(4.0), math.log(4.0)], requires_grad=True)
+    opt = torch.optim.Adam([{"params": [centre], "lr": 0.3}, {"params": [log_size], "lr": 0.03}])
+    path = []
+    for _ in range(steps):
+        half = log_size.exp() / 2
+        box = torch.cat([centre - half, centre + half])[None]
+        path.append(box.detach()[0])
+        loss = loss_fn(box, target_box)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return torch.stack(path)
+
+
+paths = {"1 − IoU": fit_box(losses.iou_loss), "1 − GIoU": fit_box(losses.giou_loss)}
+final_iou = {k: ops.paired_box_iou(p[-1:], target_box).item() for k, p in paths.items()}
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), width_ratios=[1, 1, 1.2])
+for ax, (name, path) in zip(axes[:2], paths.items(), strict=False):
+    for t in [*range(0, len(path), 10), len(path) - 1]:
+        x1, y1, x2, y2 = path[t].tolist()
+        last = t == len(path) - 1
+        style = {"lw": 2, "label": "prediction (every 10 steps)"} if last else {"lw": 1}
+        alpha = 0.2 + 0.8 * t / len(path)
+        ax.add_patch(
+            Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=viz.color(0), alpha=alpha, **style)
+        )
+    x1, y1, x2, y2 = target_box[0].tolist()
+    ax.add_patch(
+        Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=viz.color(2), lw=2.5, label="target")
+    )
+    ax.set(xlim=(-1, 21), ylim=(26, 4), aspect="equal", title=f"{name}: final IoU {final_iou[name]:.2f}")
+    ax.legend(loc="upper left", fontsize=8)
+for k, (name, path) in enumerate(paths.items()):
+    axes[2].plot(ops.paired_box_iou(path, target_box.expand_as(path)), color=viz.color(k), label=name)
+axes[2].set(xlabel="step", ylabel="IoU with the target", title="Box fitting by gradient descent")
+axes[2].legend()
+plt.show()
+moved = (paths["1 − IoU"] - paths["1 − IoU"][0]).abs().max().item()
+assert moved == 0.0, f"the IoU-loss box should not move (zero gradient), it moved by {moved}"
+assert final_iou["1 − GIoU"] > 0.9, f"GIoU fit reached IoU {final_iou['1 − GIoU']:.3f}, expected > 0.9"
+
+# %% [markdown]
+# Chapter 08 (detection) trains box regressors with these losses, and adds non-maximum suppression,
+# anchors and mAP.
+#
+# ## Contrastive loss: NT-Xent
+#
+# Self-supervised learning trains an encoder without labels. SimCLR (Chen et al., 2020) makes two
+# random augmentations of each of $N$ images, which gives $2N$ embeddings $z_1, \dots, z_{2N}$, and
+# asks the two views of the same image (a **positive pair** $i, j$) to be more similar to each other
+# than to the other $2N - 2$ embeddings of the **batch** (the negatives). Similarity is the cosine
+# similarity $\mathrm{sim}(u, v) = u^\top v / (\|u\|\|v\|)$, which is a plain dot product once the
+# vectors are L2-normalised. The normalised temperature-scaled cross-entropy (NT-Xent) is, for the
+# anchor $i$,
+#
+# $$
+# \ell_{i,j} = -\log \frac{\exp(\mathrm{sim}(z_i, z_j)/\tau)}
+# {\sum_{k=1}^{2N} \mathbb 1_{[k \ne i]}\exp(\mathrm{sim}(z_i, z_k)/\tau)},
+# $$
+#
+# and the loss is the mean of $\ell$ over all $2N$ anchors. The denominator runs over the other
+# $2N - 1$ embeddings of the *batch*, not over a whole dataset, and it sums exponentials, not raw
+# similarities. It is a softmax cross-entropy in which the "classes" are the other samples and the
+# correct class is the positive. The temperature $\tau$ sets how sharply hard negatives are
+# weighted.
+
+
+# %%
+def nt_xent_scratch(z1, z2, tau):
+    """NT-Xent written as the formula: exponentials, a mask for k != i, no loop."""
+    n = len(z1)
+    z = F.normalize(torch.cat([z1, z2]), dim=1)  # 2N unit vectors
+    sim = z @ z.T  # cosine similarities [2N, 2N]
+    e = torch.exp(sim / tau) * (1 - torch.eye(2 * n, device=z.device))  # drop k = i
+    positive = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    ell = -torch.log(e[torch.arange(2 * n, device=z.device), positive] / e.sum(dim=1))
+    return ell.mean()
+
+
+def nt_xent_as_cross_entropy(z1, z2, tau):
+    """The same loss as a 2N-way classification: logits = similarities, the label = the positive."""
+    n = len(z1)
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    logits = (z @ z.T / tau).fill_diagonal_(float("-inf"))
+    positive = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(logits, positive)
+
+
+z1, z2 = torch.randn(16, 32, generator=gen), torch.randn(16, 32, generator=gen)
+for tau in (0.1, 0.5, 1.0):
+    torch.testing.assert_close(nt_xent_scratch(z1, z2, tau), losses.nt_xent(z1, z2, temperature=tau))
+    torch.testing.assert_close(nt_xent_as_cross_entropy(z1, z2, tau), losses.nt_xent(z1, z2, temperature=tau))
+print(
+    f"at τ = 0.005, exp overflows in the formula version: {nt_xent_scratch(z1, z1, 0.005).item()}; "
+    f"course_lib (logsumexp): {losses.nt_xent(z1, z1, temperature=0.005).item():.4f}"
+)
+
+# %% [markdown]
+# When the two views agree the loss is low; when the second view is unrelated it is close to
+# $\log(2N - 1)$, the loss of a uniform guess over the $2N - 1$ candidates. The loss does not reach 0
+# even for identical views: the positive still competes with the negatives in the denominator. With
+# nearly orthogonal negatives its floor is $\log\big(1 + (2N - 2)\,e^{-1/\tau}\big)$, about 2.24 for
+# $N = 32$ and $\tau = 0.5$, and a lower temperature lowers it. The left panel shows the similarity
+# matrix of aligned pairs: the positives are the two off-diagonals.
+
+# %%
+n_pairs = 32
+base = torch.randn(n_pairs, 16, generator=gen)
+noise = torch.randn(n_pairs, 16, generator=gen)
+noise_levels = torch.logspace(-2, 1, 25)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), width_ratios=[1, 1.3])
+zz = F.normalize(torch.cat([base[:8], base[:8] + 0.3 * noise[:8]]), dim=1)
+im = axes[0].imshow(zz @ zz.T, cmap="viridis", vmin=-1, vmax=1)
+axes[0].set(title="cosine similarities, N = 8 pairs", xlabel="k", ylabel="i")
+axes[0].grid(False)
+fig.colorbar(im, ax=axes[0])
+for k, tau in enumerate((0.1, 0.5, 1.0)):
+    vals = [losses.nt_xent(base, base + s * noise, temperature=tau).item() for s in noise_levels]
+    axes[1].plot(noise_levels, vals, color=viz.color(k), label=f"τ = {tau}")
+axes[1].axhline(math.log(2 * n_pairs - 1), color=viz.color("reference"), ls=":", label="log(2N − 1)")
+axes[1].set(
+    xscale="log", xlabel="noise added to the second view", ylabel="NT-Xent", title=f"N = {n_pairs} pairs"
+)
+axes[1].legend(fontsize=8)
+plt.show()
+aligned_loss = losses.nt_xent(base, base + 0.05 * noise).item()
+random_loss = losses.nt_xent(base, noise).item()
+assert aligned_loss < random_loss - 1.0, (
+    f"aligned {aligned_loss:.3f} should be well below random {random_loss:.3f}"
+)
+print(
+    f"aligned views: {aligned_loss:.3f}, unrelated views: {random_loss:.3f}, "
+    f"log(2N-1) = {math.log(2 * n_pairs - 1):.3f}"
+)
+
+# %% [markdown]
+# Chapter 17 (self-supervised learning) trains an encoder with this loss, and chapter 18 (CLIP) uses
+# its two-modality cousin, the symmetric InfoNCE loss between images and captions.
+#
+# ## Hungarian matching
+#
+# A detector like DETR (Carion et al., 2020) predicts a fixed set of $N$ boxes with class
+# probabilities, say $N = 100$, for images that contain fewer objects. Before a loss can be computed,
+# each ground-truth object must be paired with one prediction, and the loss must not depend on the
+# order in which the predictions come out. DETR pads the ground truth with "no object" ($\varnothing$)
+# entries to $N$ elements and picks the **permutation** $\hat\sigma$ of the predictions with the lowest
+# total matching cost:
+#
+# $$
+# \hat\sigma = \arg\min_{\sigma} \sum_{i=1}^{N} \mathcal L_\text{match}\big(y_i, \hat y_{\sigma(i)}\big),
+# \qquad
+# \mathcal L_\text{match} = -\mathbb 1_{\{c_i \ne \varnothing\}}\, \hat p_{\sigma(i)}(c_i)
+# + \mathbb 1_{\{c_i \ne \varnothing\}}\, \mathcal L_\text{box}\big(b_i, \hat b_{\sigma(i)}\big),
+# $$
+#
+# where $c_i$ is the class, $b_i \in [0, 1]^4$ the normalised box (centre, width, height), and
+# $\mathcal L_\text{box} = \lambda_\text{iou}\big(1 - \mathrm{GIoU}(b_i, \hat b_{\sigma(i)})\big) +
+# \lambda_{L1} \|b_i - \hat b_{\sigma(i)}\|_1$. The **Hungarian loss** is then evaluated on that
+# matching:
+#
+# $$
+# \mathcal L_\text{Hungarian}(y, \hat y) = \sum_{i=1}^{N} \Big[-\log \hat p_{\hat\sigma(i)}(c_i)
+# + \mathbb 1_{\{c_i \ne \varnothing\}}\, \mathcal L_\text{box}\big(b_i, \hat b_{\hat\sigma(i)}\big)\Big].
+# $$
+#
+# The matching is a **global one-to-one assignment**, solved exactly in $O(N^3)$ by the Hungarian
+# algorithm (Kuhn, 1955). SciPy's `linear_sum_assignment` solves the same problem, with a
+# shortest-augmenting-path variant of it (Jonker–Volgenant style). It is *not* "for each target,
+# take the closest prediction". That rule can give the same prediction to two targets, and even its
+# one-to-one greedy version can cost more than the optimum.
+#
+# First, a check: hide 5 ground-truth boxes among 8 predictions (noisy copies in random slots, plus
+# 3 distractors) and recover the hidden slots from an L1 cost matrix.
+
+# %%
+g_match = torch.Generator().manual_seed(3)
+gt_centres = torch.rand(5, 2, generator=g_match) * 0.8 + 0.1
+gt_boxes = torch.cat([gt_centres - 0.05, gt_centres + 0.05], dim=1)  # 5 boxes in [0, 1]
+hidden_slots = torch.randperm(8, generator=g_match)[:5]  # prediction slot of each ground-truth box
+pred_centres = torch.rand(8, 2, generator=g_match) * 0.8 + 0.1  # distractors
+pred_boxes = torch.cat([pred_centres - 0.04, pred_centres + 0.04], dim=1)
+pred_boxes[hidden_slots] = gt_boxes + 0.02 * torch.randn(5, 4, generator=g_match)
+
+cost = torch.cdist(gt_boxes, pred_boxes, p=1)  # [5, 8] L1 distance between box vectors
+rows, cols = linear_sum_assignment(cost.numpy())
+assert (torch.as_tensor(cols) == hidden_slots).all(), (
+    f"matching {cols} != hidden slots {hidden_slots.tolist()}"
+)
+
+
+def matched_loss(gt, pred):
+    """Sum over targets of L1 + (1 - GIoU) to the prediction that the Hungarian algorithm assigns."""
+    c = torch.cdist(gt, pred, p=1) + (1 - ops.generalized_box_iou(gt, pred))
+    r, k = linear_sum_assignment(c.numpy())
+    return c[r, k].sum()
+
+
+shuffle = torch.randperm(8, generator=g_match)
+torch.testing.assert_close(matched_loss(gt_boxes, pred_boxes[shuffle]), matched_loss(gt_boxes, pred_boxes))
+print(
+    f"hidden slots {hidden_slots.tolist()} recovered: {cols.tolist()}; the matched loss is the same "
+    "after shuffling the predictions"
+)
+
+# %% [markdown]
+# Now the counterexample. Two targets and two predictions, all the same size, on a line. Target
+# $t_0$'s nearest prediction is $p_0$, and so is target $t_1$'s: "closest prediction per target" gives
+# $p_0$ twice. Greedy one-to-one matching (take the targets in order, each takes the nearest free
+# prediction) gives $t_0 \to p_0$ and leaves the far $p_1$ to $t_1$. The optimal assignment
+# gives $p_0$ to $t_1$ and $p_1$ to $t_0$, at a lower total cost.
+
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def box_at(x):
+    return [x, 0.4, x + 0.04, 0.6]
+
+
+targets_ce = torch.tensor([box_at(0.40), box_at(0.30)])
+preds_ce = torch.tensor([box_at(0.35), box_at(0.55)])
+cost_ce = torch.cdist(targets_ce, preds_ce, p=1)
+closest = cost_ce.argmin(dim=1).tolist()
+greedy, free = [], [0, 1]
+for i in range(2):
+    j = min(free, key=lambda k: cost_ce[i, k].item())
+    greedy.append(j)
+    free.remove(j)
+_, optimal = linear_sum_assignment(cost_ce.numpy())
+greedy_cost = sum(cost_ce[i, j].item() for i, j in enumerate(greedy))
+optimal_cost = sum(cost_ce[i, j].item() for i, j in enumerate(optimal))
+print(f"closest prediction per target: {closest} (p0 used twice)")
+print(f"greedy one-to-one: {greedy}, total cost {greedy_cost:.2f}")
+print(f"Hungarian:         {optimal.tolist()}, total cost {optimal_cost:.2f}")
+assert optimal_cost < greedy_cost
+
+
+# %%
+def draw_matching(ax, gts, preds, assignment, title):
+    """Targets in green, matched predictions dashed blue, unmatched ones dotted grey, arrows = assignment."""
+    for i, b in enumerate(gts.tolist()):
+        ax.add_patch(Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, color=viz.color(2), lw=2))
+        ax.text(b[0], b[1] - 0.012, f"t{i}", color=viz.color(2), fontsize=8)
+    for j, b in enumerate(preds.tolist()):
+        matched = j in list(assignment)
+        c, ls = (viz.color(0), "--") if matched else (viz.color("reference"), ":")
+        ax.add_patch(Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, color=c, ls=ls, lw=1.5))
+        ax.text(b[2], b[3] + 0.035, f"p{j}", color=c, fontsize=8, ha="right")
+    for i, j in enumerate(assignment):
+        ci, cj = gts[i].reshape(2, 2).mean(0), preds[j].reshape(2, 2).mean(0)
+        arrow = {"arrowstyle": "->", "color": viz.color(3), "lw": 1.5, "connectionstyle": "arc3,rad=0.4"}
+        ax.annotate("", xy=cj.tolist(), xytext=ci.tolist(), arrowprops=arrow)
+    ax.set(xlim=(0, 1), ylim=(1, 0), aspect="equal", title=title, xlabel="x", ylabel="y")
+
+
+fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
+draw_matching(axes[0], gt_boxes, pred_boxes, cols.tolist(), "5 targets, 8 predictions (3 unmatched)")
+draw_matching(axes[1], targets_ce, preds_ce, greedy, f"greedy one-to-one: cost {greedy_cost:.2f}")
+draw_matching(axes[2], targets_ce, preds_ce, optimal.tolist(), f"Hungarian: cost {optimal_cost:.2f}")
+for ax in axes[1:]:
+    ax.set(xlim=(0.25, 0.65), ylim=(0.7, 0.3))
+plt.show()
+
+# %% [markdown]
+# Chapter 08 (detection) puts the matching inside a training loop, with the class term and the
+# "no object" padding.
+#
+# ## Summary
+#
+# | loss | task | formula (per element or sample) | PyTorch / course_lib |
+# |---|---|---|---|
+# | L1 (MAE) | regression, restoration | $\frac1N\sum\lvert\hat y - y\rvert$; minimiser: median | `F.l1_loss` |
+# | L2 (MSE) | regression | $\frac1N\sum(\hat y - y)^2$; minimiser: mean (blur) | `F.mse_loss` |
+# | Huber / smooth L1 | robust regression, boxes | quadratic below $\delta$, linear above | `F.huber_loss`, `F.smooth_l1_loss` |
+# | BCE | binary, multi-label | $\log(1 + e^z) - yz$ on logits | `F.binary_cross_entropy_with_logits` |
+# | CE | multi-class | $-z_c + \log\sum_k e^{z_k}$; targets $0..M-1$ | `F.cross_entropy` (logits) |
+# | MSLE | non-negative targets over decades | $\frac1N\sum(\log(1+\hat y) - \log(1+y))^2$ | `losses.msle` |
+# | KL | match a distribution | $\sum p \log(p/q) = H(p,q) - H(p)$ | `losses.kl_divergence`, `F.kl_div(log q, p)` |
+# | feature (perceptual) | restoration, style transfer | $\frac{1}{CHW}\lVert\phi(\hat y) - \phi(y)\rVert^2$ | `losses.feature_loss` |
+# | style | style transfer, textures | $\frac{1}{4N^2M^2}\sum(G - A)^2$ per layer | `losses.gram_matrix`, `losses.style_loss` |
+# | identity | face editing and inversion | $1 - \cos(R(x), R(\hat x))$ | `losses.identity_loss` |
+# | adversarial | realistic outputs | $-\log D(G(z))$ (non-saturating) | chapter 10 |
+# | IoU / GIoU | box regression | $1 - \mathrm{IoU}$, $1 - \mathrm{GIoU}$ | `losses.giou_loss`, `tvops.generalized_box_iou_loss` |
+# | NT-Xent | self-supervised | softmax CE over the other $2N-1$ batch samples | `losses.nt_xent` |
+# | Hungarian | set prediction (DETR) | loss after an optimal one-to-one matching | `linear_sum_assignment` |
+#
+# - The loss decides what the model converges to: L2 gives the conditional mean (grey stripes, blur),
+#   L1 the conditional median. Robustness to outliers follows from the same gradients.
+# - Write classification losses on logits (`*_with_logits`, `F.cross_entropy`); the probability
+#   versions overflow or clamp silently.
+# - A loss value depends on its units and reduction: bits or nats, sum or mean.
+# - CE and KL differ by the constant $H(p)$ when the target is fixed, and then give the same gradient.
+# - Losses through a feature network compare layout (feature loss) or statistics (Gram/style loss).
+# - A loss must give gradients where the model starts: 1 − IoU is flat for disjoint boxes, 1 − GIoU is
+#   not.
+# - Contrastive and set-prediction losses compare a prediction with the other samples of the batch, or
+#   with an optimal matching, rather than with one fixed target.
+#
+# ## Exercises
+#
+# ### Exercise 1: the L1 minimiser is a median
+#
+# Show that $c \mapsto \frac1N\sum_i |c - y_i|$ is minimised by a median of the $y_i$: its slope at
+# any $c$ that is not a data point is (number of $y_i$ below $c$ − number above)$/N$. Then check it
+# numerically: for 101 random values the minimiser on a fine grid is their median; for 100 values,
+# every $c$ between the two middle values is a minimiser.
+
+# %% tags=["hide-cell"]
+# Solution. d/dc |c - y_i| = sign(c - y_i), so the slope is (#{y_i < c} - #{y_i > c}) / N. It is
+# negative while fewer than half of the points lie below c and positive once more than half do, so the
+# minimum is where the counts balance: at the middle value (odd N) or anywhere between the two middle
+# values (even N), where the slope is exactly 0.
+g_ex = torch.Generator().manual_seed(1)
+values = -torch.log(torch.rand(101, generator=g_ex, dtype=torch.float64))  # skewed (exponential) data
+grid_c = torch.linspace(0, 6, 30001, dtype=torch.float64)
+
+
+def l1_risk(v):
+    return (grid_c[:, None] - v).abs().mean(1)
+
+
+best = grid_c[l1_risk(values).argmin()]
+assert abs(best - values.median()) < 1e-3, (best, values.median())
+even = values[:100].sort().values
+risk_even = l1_risk(even)
+flat = grid_c[(risk_even - risk_even.min()).abs() < 1e-12]
+print(
+    f"odd N: grid minimiser {best.item():.4f}, median {values.median().item():.4f}, "
+    f"mean {values.mean().item():.4f}"
+)
+print(
+    f"even N: minimisers span [{flat.min().item():.4f}, {flat.max().item():.4f}], "
+    f"middle values {even[49].item():.4f} and {even[50].item():.4f}"
+)
+
+# %% [markdown]
+# ### Exercise 2: focal loss
+#
+# In detection, most candidate boxes are easy background, and their many small losses can drown the
+# few hard examples. The focal loss of Lin et al. (2017) multiplies the BCE by $(1 - p_t)^\gamma$,
+# where $p_t$ is the predicted probability of the true label, and weights the classes with
+# $\alpha_t$: $\mathrm{FL} = -\alpha_t (1 - p_t)^\gamma \log p_t$. Implement it on logits (use
+# `F.binary_cross_entropy_with_logits` for $-\log p_t$), check it against
+# `torchvision.ops.sigmoid_focal_loss`, and compute how much an easy example ($p_t = 0.9$) and a hard
+# one ($p_t = 0.1$) are down-weighted for $\gamma = 2$.
+
+
+# %% tags=["hide-cell"]
+def focal_loss(z, y, alpha=0.25, gamma=2.0):
+    ce = F.binary_cross_entropy_with_logits(z, y, reduction="none")  # -log p_t
+    p = torch.sigmoid(z)
+    p_t = p * y + (1 - p) * (1 - y)
+    alpha_t = alpha * y + (1 - alpha) * (1 - y)
+    return (alpha_t * (1 - p_t) ** gamma * ce).mean()
+
+
+z_ex = torch.randn(100, generator=g_ex) * 3
+y_ex = (torch.rand(100, generator=g_ex) < 0.2).float()
+torch.testing.assert_close(focal_loss(z_ex, y_ex), tvops.sigmoid_focal_loss(z_ex, y_ex, reduction="mean"))
+for p_t in (0.9, 0.1):
+    print(f"p_t = {p_t}: modulating factor (1 - p_t)^2 = {(1 - p_t) ** 2:.2f}")
+print("an easy example's loss is scaled by 0.01, a hard one's by 0.81: 81 times more relative weight")
+
+# %% [markdown]
+# ### Exercise 3: Dice loss (a preview of chapter 07)
+#
+# Segmentation often uses the soft **Dice loss**
+# $1 - \frac{2\sum_i p_i g_i + \epsilon}{\sum_i p_i + \sum_i g_i + \epsilon}$ on predicted probabilities
+# $p$ and a binary mask $g$. Implement it. Check that for binary $p$ the Dice coefficient equals
+# $2|A\cap B|/(|A|+|B|)$ and relates to the IoU $J$ by $D = 2J/(1+J)$, using two overlapping squares
+# (their IoU as boxes is given by `ops.box_iou`).
+
+
+# %% tags=["hide-cell"]
+def dice_loss(prob, mask, eps=1e-6):
+    inter = (prob * mask).sum(dim=(-2, -1))
+    return 1 - (2 * inter + eps) / (prob.sum(dim=(-2, -1)) + mask.sum(dim=(-2, -1)) + eps)
+
+
+mask_a = torch.zeros(32, 32)
+mask_a[4:20, 4:20] = 1
+mask_b = torch.zeros(32, 32)
+mask_b[10:26, 8:24] = 1
+dice = 1 - dice_loss(mask_a, mask_b)
+jaccard = ops.box_iou(torch.tensor([[4.0, 4.0, 20.0, 20.0]]), torch.tensor([[8.0, 10.0, 24.0, 26.0]]))[0, 0]
+torch.testing.assert_close(dice, 2 * (mask_a * mask_b).sum() / (mask_a.sum() + mask_b.sum()))
+torch.testing.assert_close(dice, 2 * jaccard / (1 + jaccard))
+print(
+    f"Dice {dice.item():.4f}, IoU {jaccard.item():.4f}, 2J/(1+J) = {(2 * jaccard / (1 + jaccard)).item():.4f}"
+)
+
+# %% [markdown]
+# ### Exercise 4: what label smoothing does to a classifier
+#
+# Train two softmax-regression classifiers (one linear layer) on the digits, with
+# `label_smoothing=0` and `label_smoothing=0.2`, for 150 full-batch Adam steps. Compare their test
+# accuracy, their mean confidence (the largest softmax probability) and their mean logit gap
+# (largest minus second-largest logit).
+
+# %% tags=["hide-cell"]
+splits = data.digits_splits(flatten=True)
+x_tr, y_tr = splits.tensors("train")
+x_te, y_te = splits.tensors("test")
+results = {}
+for eps_s in (0.0, 0.2):
+    torch.manual_seed(0)
+    clf = nn.Linear(64, 10).to(device)
+    opt = torch.optim.Adam(clf.parameters(), lr=0.05)
+    for _ in range(150):
+        loss = F.cross_entropy(clf(x_tr.to(device)), y_tr.to(device), label_smoothing=eps_s)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        out = clf(x_te.to(device)).cpu()
+    top2 = out.topk(2, dim=1).values
+    results[eps_s] = (
+        (out.argmax(1) == y_te).float().mean().item(),
+        out.softmax(1).max(1).values.mean().item(),
+        (top2[:, 0] - top2[:, 1]).mean().item(),
+    )
+    print(
+        f"ε = {eps_s}: accuracy {results[eps_s][0]:.3f}, mean confidence {results[eps_s][1]:.3f}, "
+        f"mean logit gap {results[eps_s][2]:.2f}"
+    )
+assert results[0.2][1] < results[0.0][1] and results[0.2][2] < results[0.0][2]
+
+# %% [markdown]
+# ## References
+#
+# - Huber, P. J. (1964). Robust estimation of a location parameter. *The Annals of Mathematical
+#   Statistics*, 35(1), 73–101.
+# - Kullback, S., and Leibler, R. A. (1951). On information and sufficiency. *The Annals of
+#   Mathematical Statistics*, 22(1), 79–86.
+# - Kuhn, H. W. (1955). The Hungarian method for the assignment problem. *Naval Research Logistics
+#   Quarterly*, 2(1–2), 83–97.
+# - Goodfellow, I., Pouget-Abadie, J., Mirza, M., Xu, B., Warde-Farley, D., Ozair, S., Courville, A.,
+#   and Bengio, Y. (2014). Generative adversarial nets. *NeurIPS 2014*. arXiv:1406.2661.
+# - Gatys, L. A., Ecker, A. S., and Bethge, M. (2016). Image style transfer using convolutional neural
+#   networks. *CVPR 2016*.
+# - Johnson, J., Alahi, A., and Fei-Fei, L. (2016). Perceptual losses for real-time style transfer and
+#   super-resolution. *ECCV 2016*. arXiv:1603.08155.
+# - Szegedy, C., Vanhoucke, V., Ioffe, S., Shlens, J., and Wojna, Z. (2016). Rethinking the Inception
+#   architecture for computer vision. *CVPR 2016*. arXiv:1512.00567. (Label smoothing.)
+# - Zhao, H., Gallo, O., Frosio, I., and Kautz, J. (2017). Loss functions for image restoration with
+#   neural networks. *IEEE Transactions on Computational Imaging*, 3(1), 47–57. arXiv:1511.08861.
+# - Ledig, C., et al. (2017). Photo-realistic single image super-resolution using a generative
+#   adversarial network. *CVPR 2017*. arXiv:1609.04802.
+# - Lin, T.-Y., Goyal, P., Girshick, R., He, K., and Dollár, P. (2017). Focal loss for dense object
+#   detection. *ICCV 2017*. arXiv:1708.02002.
+# - Rezatofighi, H., Tsoi, N., Gwak, J., Sadeghian, A., Reid, I., and Savarese, S. (2019). Generalized
+#   intersection over union: a metric and a loss for bounding box regression. *CVPR 2019*.
+#   arXiv:1902.09630.
+# - Chen, T., Kornblith, S., Norouzi, M., and Hinton, G. (2020). A simple framework for contrastive
+#   learning of visual representations. *ICML 2020*. arXiv:2002.05709.
+# - Carion, N., Massa, F., Synnaeve, G., Usunier, N., Kirillov, A., and Zagoruyko, S. (2020). End-to-end
+#   object detection with transformers. *ECCV 2020*. arXiv:2005.12872.
+# - Richardson, E., Alaluf, Y., Patashnik, O., Nitzan, Y., Azar, Y., Shapiro, S., and Cohen-Or, D.
+#   (2021). Encoding in style: a StyleGAN encoder for image-to-image translation. *CVPR 2021*.
+#   arXiv:2008.00951. (Identity loss.)
