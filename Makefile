@@ -45,8 +45,9 @@ book: env
 test: env
 	$(PY) -m pytest -n $(JOBS) --dist loadfile
 
+# (--allow-root only where the user is root, e.g. in a container)
 lab: env
-	$(VENV)/bin/jupyter lab --notebook-dir=chapters
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. $(if $(filter 0,$(shell id -u)),--allow-root) README.md
 
 sync: env
 	$(PY) tools/manifest.py

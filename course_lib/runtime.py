@@ -29,6 +29,8 @@ import torch
 __all__ = [
     "DEFAULT_NUM_THREADS",
     "autocast",
+    "cpu_name",
+    "device_name",
     "get_device",
     "grad_scaler",
     "seed_everything",
@@ -37,9 +39,12 @@ __all__ = [
     "versions",
 ]
 
-#: Intra-op CPU threads used by the course. On the loaded 2-core reference machine the small models
-#: of the course trained faster with one thread per process than with two (see CONVENTIONS.md), and
-#: one thread keeps CPU results reproducible. ``COURSE_NUM_THREADS`` overrides it.
+#: Intra-op CPU threads used by the course, set here and nowhere else (``COURSE_NUM_THREADS``
+#: overrides it). Measured on the 2-core reference machine (2026-11-21, torch 2.14.1):
+#: chapters 00-03 each ran 2-3 s faster with one thread than with two (e.g. 00: 16.8 s vs 19.1 s);
+#: a small convnet alone trained up to 1.7x faster with two threads, but with two processes running
+#: (``make test`` and ``make execute`` run two kernels) two threads each made it 2x slower and an
+#: MLP 7x slower than one thread each. One thread also keeps CPU results reproducible.
 DEFAULT_NUM_THREADS = 1
 
 _VALID_DEVICES = ("cpu", "cuda", "mps")
@@ -117,6 +122,28 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
+def cpu_name() -> str:
+    """The processor's model name (from ``/proc/cpuinfo`` on Linux), or the platform's best guess."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def device_name(device: torch.device | str) -> str:
+    """A readable name for ``device``: the GPU's model, or the CPU's model and core count."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    if dev.type == "mps":
+        return "Apple GPU (MPS)"
+    return f"{cpu_name()}, {os.cpu_count()} cores"
+
+
 def versions() -> dict[str, str]:
     """Versions of Python and the main libraries, as strings."""
     out = {"python": platform.python_version(), "torch": torch.__version__}
@@ -163,7 +190,7 @@ def setup(
         viz.use_style()
     if verbose and not _printed_banner:
         v = versions()
-        name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu"
+        name = device_name(dev)
         print(f"device: {dev.type} ({name}), CPU threads: {threads}, seed: {seed}")
         print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
         _printed_banner = True

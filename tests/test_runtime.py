@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import matplotlib as mpl
@@ -222,3 +223,16 @@ def test_autocast_uses_low_precision_on_cuda():
     assert runtime.grad_scaler("cuda").is_enabled() == (want == torch.float16)
     with runtime.autocast("cuda", enabled=False):
         assert (a @ b).dtype == torch.float32
+
+
+def test_device_names_are_readable():
+    name = runtime.device_name("cpu")
+    assert name.startswith(runtime.cpu_name()) and name.endswith(f"{os.cpu_count()} cores")
+    assert runtime.cpu_name() and runtime.cpu_name() != "cpu"
+
+
+def test_banner_names_the_cpu(capsys, monkeypatch):
+    monkeypatch.setattr(runtime, "_printed_banner", False)
+    runtime.setup(0, device="cpu", style=False)
+    out = capsys.readouterr().out
+    assert f"device: cpu ({runtime.cpu_name()}" in out

@@ -64,8 +64,10 @@ def _measure_one(slug: str) -> dict:
 def machine() -> dict:
     import torch
 
+    from course_lib import runtime
+
     info = {
-        "cpu": _cpu_name(),
+        "cpu": runtime.cpu_name(),
         "cores": os.cpu_count(),
         "threads": int(os.environ.get("COURSE_NUM_THREADS", "1")),
         "python": platform.python_version(),
@@ -73,18 +75,8 @@ def machine() -> dict:
         "date": dt.date.today().isoformat(),
     }
     if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu"] = runtime.device_name("cuda")
     return info
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure(chapters: list[manifest.Chapter]) -> tuple[str, dict]:

@@ -16,6 +16,7 @@ the ``.ipynb`` is newer, ``sync`` refuses rather than overwrite it (run ``jupyte
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 import time
@@ -32,8 +33,15 @@ KERNEL = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": 
 CELL_TIMEOUT_S = 600
 
 
+def _config():
+    """The repository's jupytext.toml, so that these tools write exactly what `jupytext --sync` writes."""
+    from jupytext.config import load_jupytext_config
+
+    return load_jupytext_config(str(manifest.ROOT / "chapters"))
+
+
 def py_text_of(nb) -> str:
-    return jupytext.writes(nb, fmt="py:percent")
+    return jupytext.writes(nb, fmt="py:percent", config=_config())
 
 
 def _read_py(ch: manifest.Chapter):
@@ -43,8 +51,30 @@ def _read_py(ch: manifest.Chapter):
     return nb
 
 
+def _keep_ids(new, old) -> None:
+    """Give cells of ``new`` the ids of ``old``'s cells with the same type and source (stable diffs)."""
+    import uuid
+
+    pool: dict[tuple[str, str], list[str]] = {}
+    for c in old.cells:
+        if "id" in c:
+            pool.setdefault((c.cell_type, c.source), []).append(c.id)
+    kept, fresh = set(), []
+    for c in new.cells:
+        ids = pool.get((c.cell_type, c.source))
+        if ids:
+            c.id = ids.pop(0)
+            kept.add(c.id)
+        else:
+            fresh.append(c)
+    for c in fresh:  # a changed cell keeps its new random id unless it clashes with a kept one
+        while c.get("id") in kept:
+            c.id = uuid.uuid4().hex[:8]
+
+
 def _merge_outputs(new, old) -> None:
-    """Copy outputs and execution counts from ``old`` to the cells of ``new`` with identical source."""
+    """Copy ids, outputs and execution counts from ``old`` to the cells of ``new`` with identical source."""
+    _keep_ids(new, old)
     olds = [c for c in old.cells if c.cell_type == "code"]
     news = [c for c in new.cells if c.cell_type == "code"]
     if [c.source for c in olds] == [c.source for c in news]:
@@ -92,6 +122,8 @@ def execute(ch: manifest.Chapter) -> tuple[str, float]:
     from nbclient import NotebookClient
 
     nb = _read_py(ch)
+    if ch.ipynb.exists():
+        _keep_ids(nb, nbformat.read(ch.ipynb, as_version=4))
     client = NotebookClient(
         nb,
         timeout=CELL_TIMEOUT_S,
@@ -157,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if problems else 0
     jobs = max(1, min(args.jobs, len(chs)))
     failed = []
-    with ProcessPoolExecutor(jobs) as pool:
+    # spawn, not fork: a forked worker inherits the parent's ZMQ/thread state and can hang a kernel
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {ch.slug: pool.submit(execute, ch) for ch in chs}
         for slug, fut in futures.items():
             try:

@@ -1,3 +1,13 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # 01 · Data preprocessing
 #
@@ -22,7 +32,9 @@
 # **Prerequisites.** [Chapter 00](../00_introduction/00_introduction.ipynb) (digits, splits, k-NN);
 # linear algebra: mean, variance, covariance matrix, eigenvectors of a symmetric matrix.
 #
-# **Measured runtime:** not measured yet.
+# **Measured runtime:** 14 s on a 2-core CPU (see the runtime table).
+#
+# **Files:** [01_preprocessing.ipynb](01_preprocessing.ipynb) (notebook, with outputs) · [01_preprocessing.py](01_preprocessing.py) (the paired script instructors edit)
 
 # %%
 import ipywidgets as widgets

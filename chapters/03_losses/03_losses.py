@@ -1,3 +1,13 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # 03 · Loss functions
 #
@@ -26,7 +36,9 @@
 # loop), [chapter 02](../02_activations_and_init/02_activations_and_init.ipynb) (sigmoid, softmax and
 # its stable form). Derivatives and the chain rule at the level of a first calculus course.
 #
-# **Measured runtime:** not measured yet.
+# **Measured runtime:** 19 s on a 2-core CPU (see the runtime table).
+#
+# **Files:** [03_losses.ipynb](03_losses.ipynb) (notebook, with outputs) · [03_losses.py](03_losses.py) (the paired script instructors edit)
 
 # %%
 import math
