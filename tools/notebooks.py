@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -117,6 +118,46 @@ def sync(ch: manifest.Chapter) -> str:
     return state
 
 
+def _coalesce_streams(nb) -> None:
+    """Merge consecutive stdout (or stderr) outputs of a cell; how the kernel chunks them is random."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        merged = []
+        for out in cell.outputs:
+            if (
+                merged
+                and out.output_type == "stream"
+                and merged[-1].output_type == "stream"
+                and merged[-1].name == out.name
+            ):
+                merged[-1].text += out.text
+            else:
+                merged.append(out)
+        cell.outputs = merged
+
+
+def _stable_widget_ids(nb, slug: str) -> None:
+    """Replace the random ids of widget models by ids derived from the chapter and their order."""
+    import hashlib
+    import json
+
+    state = (
+        nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    )
+    if not state:
+        return
+    text = json.dumps({"cells": nb.cells, "widgets": nb.metadata["widgets"]})
+    order = sorted(state, key=lambda k: text.find(k))
+    mapping = {old: hashlib.sha1(f"{slug}/{i}".encode()).hexdigest()[:32] for i, old in enumerate(order)}
+    pattern = re.compile("|".join(map(re.escape, mapping)))
+    swapped = json.loads(pattern.sub(lambda m: mapping[m.group(0)], text))
+    for cell, new in zip(nb.cells, swapped["cells"], strict=True):
+        if cell.cell_type == "code":
+            cell.outputs = nbformat.from_dict(new["outputs"])
+    nb.metadata["widgets"] = nbformat.from_dict(swapped["widgets"])
+
+
 def execute(ch: manifest.Chapter) -> tuple[str, float]:
     """Run the chapter from its ``.py`` in a fresh kernel (cwd = chapter folder); save the ``.ipynb``."""
     from nbclient import NotebookClient
@@ -135,6 +176,8 @@ def execute(ch: manifest.Chapter) -> tuple[str, float]:
     t0 = time.perf_counter()
     client.execute()
     wall = time.perf_counter() - t0
+    _coalesce_streams(nb)
+    _stable_widget_ids(nb, ch.slug)
     jupytext.write(nb, ch.ipynb, fmt="ipynb")
     _normalize_py(ch, nb)
     return ch.slug, wall
