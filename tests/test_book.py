@@ -29,7 +29,7 @@ def site(tmp_path_factory):
 def test_book_has_front_page_runtime_page_and_search(site):
     assert "README.html" in (site / "index.html").read_text(encoding="utf-8")  # index -> front page
     front = (site / "README.html").read_text(encoding="utf-8")
-    assert "Deep Learning for Computer Vision" in front and "make test" in front
+    assert "Deep Learning for Computer Vision" in front and "Quick start" in front
     for ch in CHAPTERS:
         assert f'href="chapters/{ch.slug}/{ch.slug}.html"' in front, f"front page links {ch.slug}"
     assert (site / "search.html").exists() and (site / "searchindex.js").exists()
