@@ -151,7 +151,9 @@ def runtime_line(results: dict, slug: str) -> str:
         parts.append(f"{c['wall_s']:.0f} s on a {m['cores']}-core CPU")
     if g:
         parts.append(f"{g['wall_s']:.0f} s on a GPU ({results['gpu']['machine'].get('gpu', 'CUDA')})")
-    return "**Measured runtime:** " + "; ".join(parts) + " (see the runtime table)."
+    return (
+        "**Measured runtime:** " + "; ".join(parts) + " (see the [runtime table](../../assets/runtimes.md))."
+    )
 
 
 def page(results: dict) -> str:
