@@ -123,3 +123,10 @@ def test_chapter_runtime_line_is_rewritten_in_place():
     assert bench.over_budget({"cpu": {"chapters": {"a": {"wall_s": 91.0, "peak_mb": 1}}}}) == [
         "a: 91.0 s > 90 s"
     ]
+
+
+def test_generated_blocks_need_their_markers_once_and_in_order():
+    assert manifest.replace_between("a\n<s>\nold\n<e>\nb", "<s>", "<e>", "new\n") == "a\n<s>\nnew\n<e>\nb"
+    for bad in ("no markers", "<e>\n<s>\n", "<s>\n<s>\n<e>\n"):
+        with pytest.raises(ValueError, match="markers"):
+            manifest.replace_between(bad, "<s>", "<e>", "x")

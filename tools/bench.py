@@ -165,11 +165,7 @@ def page(results: dict) -> str:
 
 
 def readme_with_table(text: str, results: dict) -> str:
-    if README_START not in text or README_END not in text:
-        raise SystemExit(f"README.md lacks the {README_START} ... {README_END} markers")
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    return head + README_START + "\n" + table(results) + README_END + tail
+    return manifest.replace_between(text, README_START, README_END, table(results))
 
 
 def chapter_with_line(text: str, line: str) -> str:

@@ -91,12 +91,17 @@ def readme_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def replace_between(text: str, start: str, end: str, body: str) -> str:
+    """``text`` with everything between the marker lines ``start`` and ``end`` replaced by ``body``."""
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise ValueError(f"expected the markers {start} ... {end} once each, in that order")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return head + start + "\n" + body + end + tail
+
+
 def readme_with_table(text: str) -> str:
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"README.md lacks the {README_START} ... {README_END} markers")
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    return head + README_START + "\n" + readme_table() + README_END + tail
+    return replace_between(text, README_START, README_END, readme_table())
 
 
 if __name__ == "__main__":

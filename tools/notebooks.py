@@ -81,7 +81,8 @@ def _merge_outputs(new, old) -> None:
     if [c.source for c in olds] == [c.source for c in news]:
         for n, o in zip(news, olds, strict=True):
             n.outputs, n.execution_count = o.get("outputs", []), o.get("execution_count")
-    new.metadata.update({k: v for k, v in old.metadata.items() if k in ("widgets", "language_info")})
+        # the widget state belongs to those outputs: keep it only with them
+        new.metadata.update({k: v for k, v in old.metadata.items() if k in ("widgets", "language_info")})
 
 
 def _normalize_py(ch: manifest.Chapter, nb) -> None:
