@@ -9,14 +9,28 @@ One module per topic; each public function names the chapter that introduces it.
 - :mod:`course_lib.metrics`: accuracy and friends (00)
 - :mod:`course_lib.neighbors`: pairwise distances and k-nearest-neighbour prediction (00)
 - :mod:`course_lib.preprocess`: PCA and whitening (01)
-- :mod:`course_lib.nn`: MLP builder, activations, weight initialization, activation statistics (02)
+- :mod:`course_lib.nn`: MLP builder, activations, weight initialization, activation statistics (02);
+  conv-norm-activation blocks, stochastic depth (05); residual blocks and a configurable ResNet (06)
 - :mod:`course_lib.losses`: losses beyond torch's own: MSLE, KL, Gram/style, NT-Xent, IoU losses (03)
 - :mod:`course_lib.ops`: box operations: area, IoU, generalized IoU (03)
+- :mod:`course_lib.optim`: learning-rate warm-up + cosine schedule (04), weight EMA (05)
 
 Import ``course_lib.nn`` under another name (``from course_lib import nn as cnn``) next to ``torch.nn``.
 """
 
-from course_lib import data, losses, metrics, neighbors, nn, ops, preprocess, runtime, train, viz
+from course_lib import data, losses, metrics, neighbors, nn, ops, optim, preprocess, runtime, train, viz
 
 __version__ = "0.1.0"
-__all__ = ["data", "losses", "metrics", "neighbors", "nn", "ops", "preprocess", "runtime", "train", "viz"]
+__all__ = [
+    "data",
+    "losses",
+    "metrics",
+    "neighbors",
+    "nn",
+    "ops",
+    "optim",
+    "preprocess",
+    "runtime",
+    "train",
+    "viz",
+]

@@ -198,6 +198,7 @@ def fit(
     progress: bool = True,
     desc: str = "training",
     history: History | None = None,
+    after_step: Callable[[], Any] | None = None,
 ) -> History:
     """Train ``model`` for ``epochs`` epochs and return the per-epoch :class:`History`.
 
@@ -219,6 +220,8 @@ def fit(
             otherwise train metrics are running averages over the epoch's batches.
         progress: show a tqdm progress bar over epochs.
         history: continue an existing history (e.g. when training in stages).
+        after_step: called with no arguments after every optimizer step, e.g.
+            ``lambda: ema.update(model)`` for a :class:`course_lib.optim.WeightEMA`.
 
     Records ``train_loss``, ``train_<metric>``, ``val_loss``, ``val_<metric>``, ``lr`` (of the first
     parameter group, at the start of the epoch: the rate its first batch used) and ``time`` (seconds,
@@ -232,6 +235,8 @@ def fit(
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     if scheduler_step not in ("epoch", "batch"):
         raise ValueError(f"scheduler_step must be 'epoch' or 'batch', got {scheduler_step!r}")
+    if after_step is not None and not callable(after_step):
+        raise TypeError(f"after_step must be callable, got {type(after_step).__name__}")
     if grad_clip is not None and not grad_clip > 0:
         raise ValueError(f"grad_clip must be > 0, got {grad_clip}")
     device = torch.device(device) if device is not None else _model_device(model)
@@ -267,6 +272,8 @@ def fit(
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             scaler.step(optimizer)
             scaler.update()
+            if after_step is not None:
+                after_step()
             if scheduler is not None and scheduler_step == "batch":
                 scheduler.step()
             bs = _batch_size(x)

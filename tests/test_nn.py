@@ -332,3 +332,173 @@ def test_recorder_bad_input():
         rec.column("variance")
     with pytest.raises(TypeError, match="h must be a Tensor"):
         cnn.layer_stats([1.0, 2.0])
+
+
+# --------------------------------------------------------------------------------------------
+# conv blocks, stochastic depth, residual networks (chapters 05-06)
+# --------------------------------------------------------------------------------------------
+def _n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("norm", ["batch", "group", "instance", None])
+@pytest.mark.parametrize(("kernel_size", "stride", "dilation"), [(3, 1, 1), (3, 2, 1), (5, 1, 2), (1, 1, 1)])
+def test_conv_norm_act_matches_torchvision(norm, kernel_size, stride, dilation):
+    from torchvision.ops import Conv2dNormActivation
+
+    norm_cls = {
+        "batch": nn.BatchNorm2d,
+        "group": lambda c: nn.GroupNorm(8, c),
+        "instance": lambda c: nn.InstanceNorm2d(c, affine=True),
+        None: None,
+    }[norm]
+    ours = cnn.ConvNormAct(4, 16, kernel_size, stride, dilation=dilation, norm=norm)
+    ref = Conv2dNormActivation(4, 16, kernel_size, stride, dilation=dilation, norm_layer=norm_cls)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 4, 9, 9, generator=_gen())
+    assert_close(ours(x), ref(x))
+    assert ours(x).shape[-1] == (9 - 1) // stride + 1  # "same" padding at stride 1
+    assert (ours[0].bias is None) == (norm is not None)
+
+
+def test_conv_norm_act_options_and_bad_input():
+    block = cnn.ConvNormAct(3, 6, act="gelu", norm="group")
+    assert isinstance(block[1], nn.GroupNorm) and block[1].num_groups == 6
+    assert isinstance(block[2], nn.GELU)
+    assert len(cnn.ConvNormAct(3, 6, norm=None, act=None)) == 1
+    with pytest.raises(ValueError, match="norm"):
+        cnn.ConvNormAct(3, 6, norm="layer")
+    with pytest.raises(ValueError, match="out_channels"):
+        cnn.ConvNormAct(3, 0)
+    with pytest.raises(ValueError, match="unknown activation"):
+        cnn.ConvNormAct(3, 6, act="swishy")
+
+
+def test_norm_layer_group_count():
+    assert cnn.norm_layer("group", 12).num_groups == 6
+    assert cnn.norm_layer("group", 7).num_groups == 7
+    assert cnn.norm_layer("group", 64).num_groups == 8
+    assert isinstance(cnn.norm_layer(None, 5), nn.Identity)
+
+
+def test_drop_path_equals_torchvision_stochastic_depth():
+    from torchvision.ops import StochasticDepth
+
+    x = torch.randn(64, 3, 4, 4, generator=_gen())
+    ours, ref = cnn.DropPath(0.3).train(), StochasticDepth(0.3, "row").train()
+    torch.manual_seed(5)
+    a = ours(x)
+    torch.manual_seed(5)
+    b = ref(x)
+    assert_close(a, b)
+    kept = (a.flatten(1) != 0).any(1)
+    assert 0 < kept.sum() < 64  # some samples dropped, some kept
+    assert_close(a[kept], x[kept] / 0.7)
+    assert torch.equal(ours.eval()(x), x)
+    assert torch.equal(cnn.DropPath(0.0).train()(x), x)
+
+
+def test_drop_path_is_unbiased_and_rejects_bad_p():
+    x = torch.ones(200_000, 1)
+    torch.manual_seed(0)
+    assert cnn.DropPath(0.2).train()(x).mean().item() == pytest.approx(1.0, abs=0.01)
+    for p in (1.0, -0.1, True):
+        with pytest.raises(ValueError, match="p must"):
+            cnn.DropPath(p)
+
+
+@pytest.mark.parametrize(
+    ("block", "in_c", "out_c", "stride"),
+    [("basic", 8, 8, 1), ("basic", 8, 16, 2), ("bottleneck", 16, 4, 1), ("bottleneck", 8, 8, 2)],
+)
+def test_residual_blocks_match_torchvision(block, in_c, out_c, stride):
+    from torchvision.models import resnet
+
+    x = torch.randn(2, in_c, 8, 8, generator=_gen())
+    if block == "basic":
+        ours = cnn.BasicBlock(in_c, out_c, stride)
+        expansion, ref_cls = 1, resnet.BasicBlock
+    else:
+        ours = cnn.Bottleneck(in_c, out_c, stride)
+        expansion, ref_cls = 4, resnet.Bottleneck
+    downsample = None
+    if stride != 1 or in_c != out_c * expansion:
+        downsample = nn.Sequential(
+            nn.Conv2d(in_c, out_c * expansion, 1, stride=stride, bias=False),
+            nn.BatchNorm2d(out_c * expansion),
+        )
+    ref = ref_cls(in_c, out_c, stride, downsample)
+    ref.load_state_dict(ours.state_dict())  # same names, same shapes
+    ours.eval(), ref.eval()
+    assert_close(ours(x), ref(x))
+    assert ours(x).shape == (2, out_c * expansion, 8 // stride, 8 // stride)
+
+
+def test_plain_block_has_no_shortcut():
+    plain = cnn.BasicBlock(8, 16, 2, residual=False).eval()
+    assert plain.downsample is None
+    x = torch.randn(1, 8, 6, 6, generator=_gen())
+    assert_close(plain(x), torch.relu(plain.branch(x)))
+    res = cnn.BasicBlock(8, 8, residual=True).eval()
+    assert_close(res(x), torch.relu(res.branch(x) + x))
+
+
+def test_resnet18_and_resnet50_equal_torchvision():
+    from torchvision.models import resnet18, resnet50
+
+    ours = cnn.ResNet((2, 2, 2, 2), (64, 128, 256, 512), stem="imagenet", num_classes=1000)
+    ref = resnet18(weights=None)
+    assert _n_params(ours) == _n_params(ref) == 11_689_512
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(1, 3, 64, 64, generator=_gen())
+    ours.eval(), ref.eval()
+    assert_close(ours(x), ref(x))
+    big = cnn.ResNet((3, 4, 6, 3), (64, 128, 256, 512), block="bottleneck", stem="imagenet", num_classes=1000)
+    assert _n_params(big) == 25_557_032
+    big.load_state_dict(resnet50(weights=None).state_dict(), strict=True)
+
+
+def test_small_resnet_shapes_features_and_gradients():
+    model = cnn.ResNet((1, 1, 1), (8, 16, 32), in_channels=1, num_classes=5)
+    x = torch.randn(4, 1, 16, 16, generator=_gen())
+    feats = model.features(x)
+    assert feats.shape == (4, 32, 4, 4) and model.out_channels == 32
+    out = model(x)
+    assert out.shape == (4, 5)
+    assert_close(out, model.fc(feats.mean((2, 3))))  # GAP + linear
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_resnet_options():
+    plain = cnn.ResNet((2, 2), (8, 16), residual=False)
+    assert all(
+        not b.residual and b.downsample is None for b in plain.modules() if isinstance(b, cnn.BasicBlock)
+    )
+    rates = [m.p for m in cnn.ResNet((2, 3), (8, 16), drop_path=0.4).modules() if isinstance(m, cnn.DropPath)]
+    assert_close(torch.tensor(rates), torch.linspace(0, 0.4, 5, dtype=torch.float32))
+    assert _n_params(cnn.ResNet((1,), (8,), norm=None, num_classes=2)) == (
+        (3 * 9 + 1) * 8 + 2 * (8 * 9 * 8 + 8) + 8 * 2 + 2
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"layers": (2, 2), "widths": (8,)}, "equal length"),
+        ({"layers": (), "widths": ()}, "non-empty"),
+        ({"layers": (0,), "widths": (8,)}, r"layers\[0\]"),
+        ({"block": "dense"}, "block"),
+        ({"stem": "huge"}, "stem"),
+        ({"drop_path": 1.0}, "drop_path"),
+        ({"num_classes": 0}, "num_classes"),
+    ],
+)
+def test_resnet_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cnn.ResNet(**kwargs)
+
+
+def test_resnet_rejects_wrong_rank():
+    with pytest.raises(ValueError, match="Tensor\\[N, C, H, W\\]"):
+        cnn.ResNet()(torch.randn(3, 8, 8))
