@@ -1,7 +1,8 @@
 """Box operations: areas, IoU and generalized IoU, in the style of ``torchvision.ops.boxes``.
 
-Introduced in chapter 03 (losses); chapter 08 (detection) extends it with NMS, box conversions and
-matching. Boxes are ``(x1, y1, x2, y2)`` with ``x2 >= x1`` and ``y2 >= y1`` in the *continuous*
+Introduced in chapter 03 (losses) with the IoU family; chapter 08 (detection) adds box format
+conversion, non-maximum suppression (plain and class-wise), box encoding and decoding relative to
+anchors, anchor grids and Hungarian matching. Boxes are ``(x1, y1, x2, y2)`` with ``x2 >= x1`` and ``y2 >= y1`` in the *continuous*
 convention: a box covers the region ``[x1, x2] x [y1, y2]``, so its width is ``x2 - x1`` (no "+1" as in
 the inclusive-pixel convention of some old detection code). Every function works on the device and
 floating dtype of its inputs and has no Python loop over boxes.
@@ -9,13 +10,25 @@ floating dtype of its inputs and has no Python loop over boxes.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
 __all__ = [
+    "BBOX_XFORM_CLIP",
+    "BOX_FORMATS",
+    "anchor_grid",
+    "batched_nms",
     "box_area",
+    "box_convert",
     "box_iou",
+    "decode_boxes",
+    "encode_boxes",
     "generalized_box_iou",
+    "hungarian_match",
+    "nms",
     "paired_box_iou",
     "paired_generalized_box_iou",
 ]
@@ -185,3 +198,310 @@ def paired_generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """
     _check_paired(boxes1, boxes2)
     return _giou_from_terms(*_box_iou_terms(boxes1, boxes2))
+
+
+# --------------------------------------------------------------------------------------------
+# box formats (chapter 08)
+# --------------------------------------------------------------------------------------------
+#: Box formats understood by :func:`box_convert`: corners, corner + size, centre + size.
+BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
+
+
+def box_convert(boxes: Tensor, in_fmt: str, out_fmt: str) -> Tensor:
+    """Convert boxes between ``"xyxy"`` (corners), ``"xywh"`` (top-left corner and size) and ``"cxcywh"``
+    (centre and size).
+
+    Matches ``torchvision.ops.box_convert``. The result is a new tensor, on the input's device.
+
+    Args:
+        boxes: ``Tensor[..., 4]`` floating boxes in ``in_fmt``; widths and heights must be >= 0.
+        in_fmt, out_fmt: one of :data:`BOX_FORMATS`.
+    Returns:
+        ``Tensor[..., 4]`` in ``out_fmt``.
+
+    Introduced in chapter 08.
+    """
+    for name, fmt in (("in_fmt", in_fmt), ("out_fmt", out_fmt)):
+        if fmt not in BOX_FORMATS:
+            raise ValueError(f"{name} must be one of {BOX_FORMATS}, got {fmt!r}")
+    if not isinstance(boxes, Tensor):
+        raise TypeError(f"boxes must be a Tensor[..., 4], got {type(boxes).__name__}")
+    if not boxes.is_floating_point():
+        raise TypeError(f"boxes must have a floating dtype, got {boxes.dtype}; convert with .float()")
+    if boxes.ndim < 1 or boxes.shape[-1] != 4:
+        raise ValueError(f"boxes must have shape [..., 4], got {tuple(boxes.shape)}")
+    a, b, c, d = boxes.unbind(-1)
+    if in_fmt == "xyxy":
+        x1, y1, x2, y2 = a, b, c, d
+    elif in_fmt == "xywh":
+        if (c < 0).any() or (d < 0).any():
+            raise ValueError("boxes in 'xywh' format must have non-negative width and height")
+        x1, y1, x2, y2 = a, b, a + c, b + d
+    else:
+        if (c < 0).any() or (d < 0).any():
+            raise ValueError("boxes in 'cxcywh' format must have non-negative width and height")
+        x1, y1, x2, y2 = a - c / 2, b - d / 2, a + c / 2, b + d / 2
+    if out_fmt == "xyxy":
+        out = (x1, y1, x2, y2)
+    elif out_fmt == "xywh":
+        out = (x1, y1, x2 - x1, y2 - y1)
+    else:
+        out = ((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1)
+    return torch.stack(out, dim=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# non-maximum suppression (chapter 08)
+# --------------------------------------------------------------------------------------------
+def _check_scores(scores: Tensor, n: int) -> None:
+    if not isinstance(scores, Tensor):
+        raise TypeError(f"scores must be a Tensor[N], got {type(scores).__name__}")
+    if scores.ndim != 1 or scores.shape[0] != n:
+        raise ValueError(f"scores must have shape [N] = [{n}] (one per box), got {tuple(scores.shape)}")
+    if not scores.is_floating_point():
+        raise TypeError(f"scores must have a floating dtype, got {scores.dtype}")
+
+
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy non-maximum suppression: keep the best box, drop every box overlapping it by more than
+    ``iou_threshold``, and repeat with the best box left.
+
+    Equal to ``torchvision.ops.nms`` (ties in score keep the earlier box). Instead of a Python loop over
+    boxes, it solves the greedy rule "box ``i`` survives iff no surviving higher-scored box overlaps it"
+    as a fixed point: starting from "all survive", each round recomputes survival for all boxes at once
+    with one masked matrix product, and after ``r`` rounds the first ``r`` boxes in score order are
+    final. It stops as soon as nothing changes, which takes as many rounds as the longest chain of
+    suppressions (a handful in practice), each ``O(N^2)`` on the boxes' device.
+
+    Args:
+        boxes: ``Tensor[N, 4]`` boxes ``(x1, y1, x2, y2)``.
+        scores: ``Tensor[N]`` scores.
+        iou_threshold: boxes with IoU ``> iou_threshold`` with a kept, better box are discarded.
+    Returns:
+        ``Tensor[K]`` int64 indices of the kept boxes, by decreasing score.
+
+    Introduced in chapter 08.
+    """
+    _check_boxes(boxes, "boxes")
+    _check_scores(scores, boxes.shape[0])
+    if not 0.0 <= float(iou_threshold) <= 1.0:
+        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+    if boxes.shape[0] == 0:
+        return torch.empty(0, dtype=torch.int64, device=boxes.device)
+    order = torch.sort(scores, descending=True, stable=True).indices
+    sorted_boxes = boxes[order]
+    # suppresses[j, i]: box j (better, j < i in score order) would suppress box i
+    suppresses = (box_iou(sorted_boxes, sorted_boxes) > iou_threshold).triu(diagonal=1)
+    weights = suppresses.to(boxes.dtype)
+    keep = torch.ones(order.shape[0], dtype=torch.bool, device=boxes.device)
+    while True:
+        new_keep = (keep.to(boxes.dtype) @ weights) == 0  # no kept, better box suppresses me
+        if torch.equal(new_keep, keep):
+            break
+        keep = new_keep
+    return order[keep]
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """Non-maximum suppression within each category: boxes of different ``idxs`` never suppress
+    each other.
+
+    Shifts each category's boxes by ``category × (largest coordinate + 1)`` so that boxes of different
+    categories cannot overlap, then runs one :func:`nms` (the trick ``torchvision.ops.batched_nms``
+    uses, and equal to it).
+
+    Args:
+        boxes: ``Tensor[N, 4]`` boxes ``(x1, y1, x2, y2)``.
+        scores: ``Tensor[N]`` scores.
+        idxs: ``Tensor[N]`` integer category (class, or image) of each box.
+        iou_threshold: as in :func:`nms`.
+    Returns:
+        ``Tensor[K]`` int64 indices of the kept boxes, by decreasing score.
+
+    Introduced in chapter 08.
+    """
+    _check_boxes(boxes, "boxes")
+    _check_scores(scores, boxes.shape[0])
+    if not isinstance(idxs, Tensor) or idxs.shape != scores.shape or idxs.is_floating_point():
+        raise ValueError(
+            f"idxs must be an integer Tensor[N] = [{boxes.shape[0]}], got "
+            f"{getattr(idxs, 'dtype', type(idxs).__name__)} {tuple(getattr(idxs, 'shape', ()))}"
+        )
+    if boxes.shape[0] == 0:
+        return torch.empty(0, dtype=torch.int64, device=boxes.device)
+    offsets = idxs.to(boxes.dtype) * (boxes.max() - boxes.min() + 1)
+    return nms(boxes + offsets[:, None], scores, iou_threshold)
+
+
+# --------------------------------------------------------------------------------------------
+# box coding and anchors (chapter 08)
+# --------------------------------------------------------------------------------------------
+#: Largest log-scale change :func:`decode_boxes` applies (as in torchvision's detection models).
+BBOX_XFORM_CLIP = math.log(1000.0 / 16)
+
+
+def _check_weights(weights: Sequence[float]) -> tuple[float, float, float, float]:
+    if len(weights) != 4 or any(w <= 0 for w in weights):
+        raise ValueError(f"weights must be 4 positive numbers (wx, wy, ww, wh), got {weights}")
+    return tuple(float(w) for w in weights)  # type: ignore[return-value]
+
+
+def encode_boxes(boxes: Tensor, anchors: Tensor, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0)) -> Tensor:
+    r"""Regression targets of ``boxes`` relative to ``anchors`` (R-CNN's parameterization).
+
+    With centres :math:`(x, y)`, sizes :math:`(w, h)` of the box and :math:`(x_a, y_a, w_a, h_a)` of
+    the anchor:
+
+    .. math::
+        t_x = w_x\frac{x - x_a}{w_a},\quad t_y = w_y\frac{y - y_a}{h_a},\quad
+        t_w = w_w\log\frac{w}{w_a},\quad t_h = w_h\log\frac{h}{h_a}.
+
+    Offsets are measured in anchor sizes, so the same target means the same relative move for a small
+    and a large anchor; the logs keep sizes positive after decoding. Equal to ``BoxCoder.encode_single``
+    of torchvision's detection models.
+
+    Args:
+        boxes: ``Tensor[N, 4]`` target boxes ``(x1, y1, x2, y2)``.
+        anchors: ``Tensor[N, 4]`` anchors (or proposals), with positive width and height.
+        weights: ``(wx, wy, ww, wh)`` scales of the four targets (Faster R-CNN's second stage uses
+            ``(10, 10, 5, 5)``).
+    Returns:
+        ``Tensor[N, 4]`` targets ``(t_x, t_y, t_w, t_h)``.
+
+    Introduced in chapter 08.
+    """
+    _check_boxes(boxes, "boxes")
+    _check_boxes(anchors, "anchors")
+    if boxes.shape != anchors.shape:
+        raise ValueError(
+            f"boxes and anchors must be paired (same shape [N, 4]), got {tuple(boxes.shape)} and "
+            f"{tuple(anchors.shape)}"
+        )
+    wx, wy, ww, wh = _check_weights(weights)
+    a = box_convert(anchors, "xyxy", "cxcywh")
+    b = box_convert(boxes, "xyxy", "cxcywh")
+    if (a[:, 2:] <= 0).any() or (b[:, 2:] <= 0).any():
+        raise ValueError("encode_boxes needs boxes and anchors with positive width and height")
+    return torch.stack(
+        (
+            wx * (b[:, 0] - a[:, 0]) / a[:, 2],
+            wy * (b[:, 1] - a[:, 1]) / a[:, 3],
+            ww * torch.log(b[:, 2] / a[:, 2]),
+            wh * torch.log(b[:, 3] / a[:, 3]),
+        ),
+        dim=1,
+    )
+
+
+def decode_boxes(deltas: Tensor, anchors: Tensor, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0)) -> Tensor:
+    """Apply regression ``deltas`` to ``anchors``: the inverse of :func:`encode_boxes`.
+
+    The log-size deltas are clamped at :data:`BBOX_XFORM_CLIP` so an untrained head cannot produce
+    overflowing boxes. Equal to ``BoxCoder.decode_single`` of torchvision's detection models.
+
+    Args:
+        deltas: ``Tensor[N, 4]`` predicted ``(t_x, t_y, t_w, t_h)``.
+        anchors: ``Tensor[N, 4]`` anchors ``(x1, y1, x2, y2)``.
+        weights: as in :func:`encode_boxes`.
+    Returns:
+        ``Tensor[N, 4]`` boxes ``(x1, y1, x2, y2)``.
+
+    Introduced in chapter 08.
+    """
+    _check_boxes(anchors, "anchors")
+    if not isinstance(deltas, Tensor) or deltas.shape != anchors.shape or not deltas.is_floating_point():
+        raise ValueError(
+            f"deltas must be a floating Tensor[N, 4] like anchors {tuple(anchors.shape)}, got "
+            f"{tuple(getattr(deltas, 'shape', ()))}"
+        )
+    wx, wy, ww, wh = _check_weights(weights)
+    a = box_convert(anchors, "xyxy", "cxcywh")
+    cx = deltas[:, 0] / wx * a[:, 2] + a[:, 0]
+    cy = deltas[:, 1] / wy * a[:, 3] + a[:, 1]
+    w = torch.exp((deltas[:, 2] / ww).clamp(max=BBOX_XFORM_CLIP)) * a[:, 2]
+    h = torch.exp((deltas[:, 3] / wh).clamp(max=BBOX_XFORM_CLIP)) * a[:, 3]
+    return box_convert(torch.stack((cx, cy, w, h), dim=1), "cxcywh", "xyxy")
+
+
+def anchor_grid(
+    feature_size: tuple[int, int],
+    stride: float,
+    sizes: Sequence[float],
+    aspect_ratios: Sequence[float] = (1.0,),
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Anchor boxes centred on every cell of a feature map, in image pixels.
+
+    Cell ``(i, j)`` of an ``H × W`` feature map with stride ``s`` covers pixels ``[j s, (j+1) s)``; its
+    anchors are centred at ``((j + 0.5) s, (i + 0.5) s)``. Each centre gets one anchor per (size,
+    aspect ratio) pair, with area ``size²`` and ``height / width = ratio`` (torchvision's convention).
+
+    Args:
+        feature_size: ``(H, W)`` of the feature map.
+        stride: image pixels per feature cell.
+        sizes: anchor side lengths (square-root of the area), in pixels.
+        aspect_ratios: height / width ratios.
+        device, dtype: of the result.
+    Returns:
+        ``Tensor[H * W * A, 4]`` boxes ``(x1, y1, x2, y2)`` with ``A = len(sizes) * len(aspect_ratios)``,
+        ordered by row, then column, then anchor (ratio-major: all sizes of the first ratio
+        first, as in torchvision's ``AnchorGenerator``).
+
+    Introduced in chapter 08.
+    """
+    if len(feature_size) != 2 or any(
+        isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in feature_size
+    ):
+        raise ValueError(f"feature_size must be two positive ints (H, W), got {feature_size}")
+    if not stride > 0:
+        raise ValueError(f"stride must be > 0, got {stride}")
+    if len(sizes) == 0 or any(not s > 0 for s in sizes):
+        raise ValueError(f"sizes must be non-empty and positive, got {sizes}")
+    if len(aspect_ratios) == 0 or any(not r > 0 for r in aspect_ratios):
+        raise ValueError(f"aspect_ratios must be non-empty and positive, got {aspect_ratios}")
+    s = torch.as_tensor(sizes, dtype=dtype, device=device)
+    r = torch.as_tensor(aspect_ratios, dtype=dtype, device=device)
+    h_ratio = torch.sqrt(r)
+    ws = (s[None, :] / h_ratio[:, None]).reshape(-1)  # [A], ratio-major as in torchvision
+    hs = (s[None, :] * h_ratio[:, None]).reshape(-1)
+    base = torch.stack((-ws, -hs, ws, hs), dim=1) / 2  # [A, 4] centred at 0
+    height, width = feature_size
+    cy = (torch.arange(height, dtype=dtype, device=device) + 0.5) * stride
+    cx = (torch.arange(width, dtype=dtype, device=device) + 0.5) * stride
+    yy, xx = torch.meshgrid(cy, cx, indexing="ij")
+    centres = torch.stack((xx, yy, xx, yy), dim=-1).reshape(-1, 1, 4)  # [H*W, 1, 4]
+    return (centres + base[None]).reshape(-1, 4)
+
+
+# --------------------------------------------------------------------------------------------
+# Hungarian matching (chapters 03 and 08)
+# --------------------------------------------------------------------------------------------
+def hungarian_match(cost: Tensor) -> tuple[Tensor, Tensor]:
+    """The one-to-one assignment of rows to columns with the smallest total cost.
+
+    DETR matches its ``N`` predictions to the ``M <= N`` targets this way: a global optimum over all
+    pairs, not "each target takes its nearest prediction" (which can give two targets the same
+    prediction). Solved by ``scipy.optimize.linear_sum_assignment`` (a Hungarian-type algorithm) on the
+    CPU; the indices come back on the cost's device.
+
+    Args:
+        cost: ``Tensor[N, M]`` finite costs; rectangular matrices match ``min(N, M)`` pairs.
+    Returns:
+        ``(rows, cols)``: two int64 ``Tensor[min(N, M)]``, rows increasing; ``cost[rows, cols].sum()`` is
+        minimal.
+
+    Introduced in chapter 08.
+    """
+    if not isinstance(cost, Tensor):
+        raise TypeError(f"cost must be a Tensor[N, M], got {type(cost).__name__}")
+    if cost.ndim != 2:
+        raise ValueError(f"cost must have shape [N, M], got {tuple(cost.shape)}")
+    if cost.numel() and not torch.isfinite(cost).all():
+        raise ValueError("cost contains NaN or infinite entries")
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(cost.detach().cpu().double().numpy())
+    as_tensor = lambda a: torch.as_tensor(a, dtype=torch.int64, device=cost.device)  # noqa: E731
+    return as_tensor(rows), as_tensor(cols)

@@ -158,3 +158,186 @@ def test_inverted_box_raises():
 def test_paired_shape_mismatch():
     with pytest.raises(ValueError, match="paired"):
         ops.paired_box_iou(random_boxes(3, 0), random_boxes(2, 1))
+
+
+# ---------------------------------------------------------------------------- box_convert (chapter 08)
+@pytest.mark.parametrize("in_fmt", ops.BOX_FORMATS)
+@pytest.mark.parametrize("out_fmt", ops.BOX_FORMATS)
+def test_box_convert_matches_torchvision(in_fmt, out_fmt):
+    b = tvops.box_convert(random_boxes(30, 2, torch.float64), "xyxy", in_fmt)
+    ours = ops.box_convert(b, in_fmt, out_fmt)
+    torch.testing.assert_close(ours, tvops.box_convert(b, in_fmt, out_fmt))
+    torch.testing.assert_close(ops.box_convert(ours, out_fmt, in_fmt), b)  # round trip
+
+
+def test_box_convert_hand_values_batched_and_bad_input():
+    b = torch.tensor([[1.0, 2.0, 5.0, 8.0]])
+    assert ops.box_convert(b, "xyxy", "cxcywh").tolist() == [[3.0, 5.0, 4.0, 6.0]]
+    assert ops.box_convert(b, "xyxy", "xywh").tolist() == [[1.0, 2.0, 4.0, 6.0]]
+    assert ops.box_convert(torch.zeros(2, 0, 4), "xyxy", "cxcywh").shape == (2, 0, 4)
+    with pytest.raises(ValueError, match="out_fmt"):
+        ops.box_convert(b, "xyxy", "yxyx")
+    with pytest.raises(TypeError, match="floating"):
+        ops.box_convert(b.long(), "xyxy", "xywh")
+    with pytest.raises(ValueError, match="non-negative"):
+        ops.box_convert(torch.tensor([[0.0, 0.0, -1.0, 2.0]]), "cxcywh", "xyxy")
+
+
+# ---------------------------------------------------------------------------- nms, batched_nms
+def clustered_boxes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes in a few tight clusters (many overlaps, long suppression chains) and rounded scores (ties)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.rand(4, 2, generator=g) * 20
+    pick = torch.randint(0, 4, (n,), generator=g)
+    xy = centres[pick] + torch.randn(n, 2, generator=g)
+    wh = torch.rand(n, 2, generator=g) * 4 + 2
+    scores = (torch.rand(n, generator=g) * 10).round() / 10
+    return torch.cat([xy, xy + wh], dim=1), scores
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.5, 0.7, 1.0])
+def test_nms_matches_torchvision(seed, threshold):
+    boxes, scores = clustered_boxes(60, seed)
+    ours = ops.nms(boxes, scores, threshold)
+    assert torch.equal(ours, tvops.nms(boxes, scores, threshold))
+    assert ours.dtype == torch.int64
+
+
+def test_nms_hand_case_and_edges():
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 9.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.95])
+    # box 3 (0.95) suppresses 0 (IoU 0.9) and then 1 (IoU ~0.61 > 0.5); box 2 is far away
+    assert ops.nms(boxes, scores, 0.5).tolist() == [3, 2]
+    assert ops.nms(boxes, scores, 0.65).tolist() == [3, 1, 2]
+    assert ops.nms(torch.zeros(0, 4), torch.zeros(0), 0.5).shape == (0,)
+    assert ops.nms(boxes[:1], scores[:1], 0.5).tolist() == [0]
+    same = torch.tensor([[0, 0, 1, 1.0]] * 3)
+    assert ops.nms(same, torch.tensor([0.5, 0.5, 0.5]), 0.5).tolist() == [0]  # ties keep the first
+    degenerate = torch.tensor([[0, 0, 0, 0.0], [0, 0, 0, 0.0]])
+    assert ops.nms(degenerate, torch.tensor([0.2, 0.3]), 0.5).tolist() == [1, 0]  # IoU 0: both kept
+
+
+def test_nms_bad_input():
+    boxes, scores = clustered_boxes(5, 0)
+    with pytest.raises(ValueError, match="scores"):
+        ops.nms(boxes, scores[:3], 0.5)
+    with pytest.raises(ValueError, match="iou_threshold"):
+        ops.nms(boxes, scores, 1.5)
+    with pytest.raises(ValueError, match="x2 >= x1"):
+        ops.nms(boxes[:, [2, 1, 0, 3]], scores, 0.5)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_batched_nms_matches_torchvision(seed):
+    boxes, scores = clustered_boxes(80, seed)
+    idxs = torch.randint(0, 3, (80,), generator=torch.Generator().manual_seed(seed))
+    ours = ops.batched_nms(boxes, scores, idxs, 0.5)
+    assert torch.equal(ours, tvops.batched_nms(boxes, scores, idxs, 0.5))
+    # a class never suppresses another: per-class NMS gives the same set
+    per_class = torch.cat(
+        [torch.nonzero(idxs == c)[:, 0][ops.nms(boxes[idxs == c], scores[idxs == c], 0.5)] for c in range(3)]
+    )
+    assert set(ours.tolist()) == set(per_class.tolist())
+    assert (
+        ops.batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5).numel()
+        == 0
+    )
+    with pytest.raises(ValueError, match="idxs"):
+        ops.batched_nms(boxes, scores, idxs.float(), 0.5)
+
+
+# ---------------------------------------------------------------------------- box coding, anchors
+def test_encode_decode_match_torchvision_box_coder():
+    from torchvision.models.detection._utils import BoxCoder
+
+    anchors = random_boxes(40, 3, torch.float64)
+    boxes = random_boxes(40, 4, torch.float64)
+    for weights in [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0)]:
+        coder = BoxCoder(weights)
+        deltas = ops.encode_boxes(boxes, anchors, weights)
+        torch.testing.assert_close(deltas, coder.encode_single(boxes, anchors))
+        torch.testing.assert_close(
+            ops.decode_boxes(deltas, anchors, weights), coder.decode_single(deltas, anchors)
+        )
+        torch.testing.assert_close(ops.decode_boxes(deltas, anchors, weights), boxes)  # exact inverse
+
+
+def test_encode_hand_values_and_decode_clamp():
+    anchor = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    box = torch.tensor([[5.0, 0.0, 15.0, 20.0]])  # shifted half a width right, twice as tall
+    t = ops.encode_boxes(box, anchor)
+    torch.testing.assert_close(t, torch.tensor([[0.5, 0.5, 0.0, torch.log(torch.tensor(2.0)).item()]]))
+    huge = ops.decode_boxes(torch.tensor([[0.0, 0.0, 100.0, 100.0]]), anchor)
+    assert torch.isfinite(huge).all() and huge[0, 2].item() == pytest.approx(5 + 10 * 1000 / 16 / 2, rel=1e-5)
+
+
+def test_box_coding_bad_input():
+    anchor = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    with pytest.raises(ValueError, match="positive width"):
+        ops.encode_boxes(torch.tensor([[1.0, 1.0, 1.0, 5.0]]), anchor)
+    with pytest.raises(ValueError, match="paired"):
+        ops.encode_boxes(torch.cat([anchor, anchor]), anchor)
+    with pytest.raises(ValueError, match="weights"):
+        ops.encode_boxes(anchor, anchor, (1.0, 1.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="deltas"):
+        ops.decode_boxes(torch.zeros(2, 4), anchor)
+
+
+def test_anchor_grid_hand_values_and_torchvision_layout():
+    a = ops.anchor_grid((2, 3), stride=8, sizes=(8.0, 16.0), aspect_ratios=(0.5, 1.0, 2.0))
+    assert a.shape == (2 * 3 * 6, 4)
+    centres = ops.box_convert(a, "xyxy", "cxcywh")
+    assert centres[0, :2].tolist() == [4.0, 4.0] and centres[6, :2].tolist() == [12.0, 4.0]
+    assert centres[-1, :2].tolist() == [20.0, 12.0]
+    torch.testing.assert_close(centres[:, 2] * centres[:, 3], torch.tensor([64.0, 256] * 18))
+    torch.testing.assert_close(centres[:6, 3] / centres[:6, 2], torch.tensor([0.5, 0.5, 1, 1, 2, 2]))
+    # torchvision's AnchorGenerator: same anchors (before its rounding), with centres at j*stride
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+    gen = AnchorGenerator(sizes=((8, 16),), aspect_ratios=((0.5, 1.0, 2.0),))
+    base = gen.generate_anchors([8, 16], [0.5, 1.0, 2.0])
+    ours_base = ops.anchor_grid((1, 1), stride=8, sizes=(8, 16), aspect_ratios=(0.5, 1.0, 2.0)) - 4
+    torch.testing.assert_close(ours_base, base, atol=0.5, rtol=0)  # torchvision rounds to whole pixels
+    assert torch.equal(ours_base.round(), base)
+
+
+def test_anchor_grid_bad_input():
+    with pytest.raises(ValueError, match="feature_size"):
+        ops.anchor_grid((0, 3), 8, (8,))
+    with pytest.raises(ValueError, match="sizes"):
+        ops.anchor_grid((2, 3), 8, ())
+    with pytest.raises(ValueError, match="aspect_ratios"):
+        ops.anchor_grid((2, 3), 8, (8,), (-1.0,))
+
+
+# ---------------------------------------------------------------------------- hungarian_match
+def test_hungarian_match_equals_brute_force():
+    import itertools
+
+    g = torch.Generator().manual_seed(0)
+    for n, m in [(4, 4), (5, 3), (3, 5)]:
+        cost = torch.rand(n, m, generator=g)
+        rows, cols = ops.hungarian_match(cost)
+        assert len(rows) == min(n, m) and torch.equal(rows, rows.sort().values)
+        if n >= m:
+            best = min(
+                sum(cost[p[j], j].item() for j in range(m)) for p in itertools.permutations(range(n), m)
+            )
+        else:
+            best = min(
+                sum(cost[i, p[i]].item() for i in range(n)) for p in itertools.permutations(range(m), n)
+            )
+        assert cost[rows, cols].sum().item() == pytest.approx(best)
+
+
+def test_hungarian_is_global_not_greedy():
+    # greedy "each target takes its closest prediction" would give both targets prediction 0
+    cost = torch.tensor([[0.1, 0.2], [0.5, 10.0]])
+    rows, cols = ops.hungarian_match(cost)
+    assert cols.tolist() == [1, 0] and cost[rows, cols].sum().item() == pytest.approx(0.7)
+    assert ops.hungarian_match(torch.zeros(0, 3))[0].numel() == 0
+    with pytest.raises(ValueError, match="NaN"):
+        ops.hungarian_match(torch.tensor([[float("nan")]]))
+    with pytest.raises(ValueError, match=r"\[N, M\]"):
+        ops.hungarian_match(torch.zeros(3))
