@@ -10,6 +10,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from course_lib import nn as cnn
+from course_lib import ops
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -502,3 +503,93 @@ def test_resnet_bad_input(kwargs, match):
 def test_resnet_rejects_wrong_rank():
     with pytest.raises(ValueError, match="Tensor\\[N, C, H, W\\]"):
         cnn.ResNet()(torch.randn(3, 8, 8))
+
+
+# --------------------------------------------------------------------------------------------
+# U-Net, ASPP (chapter 07); FPN, detection head (chapter 08)
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("up", ["transpose", "bilinear"])
+@pytest.mark.parametrize("skips", [True, False])
+def test_unet_shapes_and_gradients(up, skips):
+    model = cnn.UNet(3, 4, (8, 16, 32), up=up, skips=skips)
+    x = torch.randn(2, 3, 16, 12, generator=_gen())
+    out = model(x)
+    assert out.shape == (2, 4, 16, 12)
+    out.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert model.dec[0][0][0].in_channels == (32 if skips else 16)
+
+
+def test_unet_bad_input():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        cnn.UNet(3, 2, (8, 16, 32))(torch.randn(1, 3, 10, 12))
+    with pytest.raises(ValueError, match="at least two"):
+        cnn.UNet(3, 2, (8,))
+    with pytest.raises(ValueError, match="up"):
+        cnn.UNet(up="nearest")
+
+
+def test_aspp_equals_torchvision():
+    from torchvision.models.segmentation.deeplabv3 import ASPP as TorchASPP
+
+    ours, ref = cnn.ASPP(8, 16, (2, 4)), TorchASPP(8, [2, 4], 16)
+    assert set(ours.state_dict()) == set(ref.state_dict())
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 8, 9, 9, generator=_gen())
+    ours.eval(), ref.eval()
+    assert_close(ours(x), ref(x))
+    assert ours(x).shape == (2, 16, 9, 9)
+    # the receptive field of the rate-4 branch spans 9x9 pixels with 3x3 weights
+    assert ours.convs[2][0].dilation == (4, 4) and ours.convs[2][0].padding == (4, 4)
+    with pytest.raises(ValueError, match="rates"):
+        cnn.ASPP(8, 16, (0,))
+
+
+def test_fpn_equals_torchvision():
+    from collections import OrderedDict
+
+    from torchvision.ops import FeaturePyramidNetwork
+
+    ours, ref = cnn.FPN([4, 8, 16], 6), FeaturePyramidNetwork([4, 8, 16], 6)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    g = _gen()
+    feats = [
+        torch.randn(2, 4, 16, 16, generator=g),
+        torch.randn(2, 8, 8, 8, generator=g),
+        torch.randn(2, 16, 3, 3, generator=g),
+    ]
+    outs = ours(feats)
+    refs = ref(OrderedDict((str(i), f) for i, f in enumerate(feats)))
+    for o, r in zip(outs, refs.values(), strict=True):
+        assert_close(o, r)
+    assert [o.shape[-1] for o in outs] == [16, 8, 3] and all(o.shape[1] == 6 for o in outs)
+    with pytest.raises(ValueError, match="expects 3 feature maps"):
+        ours(feats[:2])
+
+
+def test_detection_head_layout_prior_and_levels():
+    head = cnn.DetectionHead(8, 3, num_anchors=2, depth=1, centerness=True)
+    g = _gen()
+    f1, f2 = torch.randn(2, 8, 4, 5, generator=g), torch.randn(2, 8, 2, 3, generator=g)
+    out = head([f1, f2])
+    assert out["cls_logits"].shape == (2, (20 + 6) * 2, 3)
+    assert out["box_regression"].shape == (2, 52, 4) and out["centerness"].shape == (2, 52)
+    # row-major cells, then anchors: the order of ops.anchor_grid
+    raw = head.cls_logits(head.cls_tower(f1))  # [N, A*C, H, W]
+    n, h, w, a, c = 1, 2, 3, 1, 2
+    assert_close(out["cls_logits"][n, (h * 5 + w) * 2 + a, c], raw[n, a * 3 + c, h, w])
+    anchors = ops.anchor_grid((4, 5), 4, (8.0, 16.0))  # the first level's anchors, one per prediction
+    assert anchors.shape[0] == 40 == f1.shape[2] * f1.shape[3] * head.num_anchors
+    # the prior: every class probability starts near 0.01
+    head0 = cnn.DetectionHead(8, 3)
+    p = torch.sigmoid(head0(f1)["cls_logits"])
+    assert abs(p.mean().item() - 0.01) < 0.002
+
+
+def test_detection_head_bad_input():
+    with pytest.raises(ValueError, match="prior"):
+        cnn.DetectionHead(8, 3, prior=1.0)
+    with pytest.raises(ValueError, match="depth"):
+        cnn.DetectionHead(8, 3, depth=-1)
+    with pytest.raises(ValueError, match="feature maps"):
+        cnn.DetectionHead(8, 3)(torch.randn(8, 4, 4))
