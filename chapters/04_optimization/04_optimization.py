@@ -1,0 +1,1519 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Optimization
+#
+# Training a network is a walk downhill on a loss surface with thousands or millions of dimensions,
+# guided only by the local slope, measured on a few examples at a time. Where the walk ends and how
+# long it takes depend on a handful of decisions: how large a step to take compared with the
+# curvature, whether to keep some velocity through narrow valleys, whether every parameter gets its
+# own step size, and how the step size changes over training. This chapter computes gradients by
+# hand, builds the optimizers used in practice (GD, SGD, momentum, Nesterov, AdaGrad, RMSProp, Adam,
+# AdamW) from their update equations and checks that each one reproduces `torch.optim` step for step,
+# races them on an ill-conditioned valley and on a digits classifier, and ends with learning-rate
+# schedules and warm-up.
+#
+# **Learning objectives.** After this chapter you can:
+# - backpropagate through a small circuit by hand and check any gradient with finite differences;
+# - explain why gradient descent on a quadratic needs $\eta < 2/L$, and how the condition number
+#   $\kappa = L/\lambda_{\min}$ sets its speed ($\propto \kappa$ steps) and that of momentum
+#   ($\propto \sqrt\kappa$);
+# - write GD, SGD, momentum, Nesterov, AdaGrad, RMSProp, Adam and AdamW from their equations and match
+#   `torch.optim` exactly, including its conventions (momentum buffer, dampening, where $\epsilon$
+#   goes, bias correction, decoupled weight decay);
+# - measure how the noise of a mini-batch gradient falls with the batch size;
+# - choose between step, cosine, one-cycle and warm-up schedules, and explain why warm-up lets Adam
+#   use a larger learning rate.
+#
+# **Prerequisites.** [Chapter 00](../00_introduction/00_introduction.ipynb) (`train.fit`),
+# [chapter 01](../01_preprocessing/01_preprocessing.ipynb) (centring makes gradient descent faster; this
+# chapter explains why in terms of conditioning), [chapter 03](../03_losses/03_losses.ipynb)
+# (cross-entropy). Partial derivatives and the chain rule; eigenvalues of a symmetric matrix.
+#
+# **Measured runtime:** not measured yet.
+#
+# **Files:** [04_optimization.ipynb](04_optimization.ipynb) (notebook, with outputs) · [04_optimization.py](04_optimization.py) (the paired script instructors edit)
+
+# %%
+import copy
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+from torch.utils.data import DataLoader
+
+from course_lib import data, metrics, optim, runtime, train, viz
+
+device = runtime.setup(seed=0)
+
+# %% [markdown]
+# ## Gradients and backpropagation
+#
+# Every optimizer in this chapter needs one thing from the model: the gradient $\nabla_\theta L$ of the
+# loss with respect to every parameter. For a small step $\delta$,
+# $L(\theta + \delta) \approx L(\theta) + \nabla L^\top \delta$, and among steps of a fixed length the
+# one that lowers $L$ most is
+# $\delta \propto -\nabla L$: the negative gradient is the direction of steepest descent, but only
+# locally, for steps small enough that the linear approximation holds.
+#
+# ### A circuit by hand
+#
+# A network is a composition of simple operations, a computational graph or *circuit*.
+# **Backpropagation** (Rumelhart et al., 1986) computes all the gradients in two passes. The forward
+# pass evaluates the nodes and keeps their values. The backward pass visits the nodes from the output
+# back to the inputs and applies the chain rule: each node multiplies the gradient arriving from above
+# (the *upstream* gradient $\partial f/\partial \text{out}$) by its own *local* derivative
+# $\partial \text{out}/\partial \text{in}$ and passes the product to its inputs. Take
+# $f(x, y, z) = (x + y)\,z$ with the intermediate $q = x + y$:
+#
+# $$
+# \frac{\partial f}{\partial z} = q, \qquad \frac{\partial f}{\partial q} = z, \qquad
+# \frac{\partial f}{\partial x} = \frac{\partial f}{\partial q}\,\frac{\partial q}{\partial x}
+# = z \cdot 1, \qquad \frac{\partial f}{\partial y} = z \cdot 1 .
+# $$
+#
+# An addition passes its upstream gradient unchanged to both inputs; a product sends each input the
+# upstream gradient times the *other* input.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+x_in, y_in, z_in = 3.0, -1.0, -2.0
+q = x_in + y_in  # forward pass
+f_out = q * z_in
+df_dq, df_dz = z_in, q  # backward pass: a product node sends each input the other one
+df_dx, df_dy = df_dq * 1.0, df_dq * 1.0  # an add node passes the gradient through
+
+xyz = torch.tensor([x_in, y_in, z_in], requires_grad=True)
+((xyz[0] + xyz[1]) * xyz[2]).backward()
+torch.testing.assert_close(xyz.grad, torch.tensor([df_dx, df_dy, df_dz]))
+print(f"f = {f_out}; by hand (df/dx, df/dy, df/dz) = {(df_dx, df_dy, df_dz)}; autograd {xyz.grad.tolist()}")
+
+
+# %%
+def draw_circuit(ax):
+    """The graph of f = (x + y) z with forward values above the wires and gradients below."""
+    pos = {"x": (0, 2.7), "y": (0, 1.1), "z": (0, -0.4), "+": (2.4, 1.9), "×": (4.6, 0.8), "f": (6.6, 0.8)}
+    wires = [("x", "+", x_in, df_dx), ("y", "+", y_in, df_dy), ("+", "×", q, df_dq)]
+    wires += [("z", "×", z_in, df_dz), ("×", "f", f_out, 1.0)]
+    for a, b, value, gradient in wires:
+        (x0, y0), (x1, y1) = pos[a], pos[b]
+        arrow = {"arrowstyle": "->", "shrinkA": 16, "shrinkB": 16, "color": viz.color("reference"), "lw": 1.5}
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=arrow)
+        length = np.hypot(x1 - x0, y1 - y0)
+        nx, ny = -(y1 - y0) / length, (x1 - x0) / length  # unit normal to the wire, pointing up
+        xm, ym = x0 + 0.45 * (x1 - x0), y0 + 0.45 * (y1 - y0)  # labels a little before the middle
+        for sign, text, c in ((1, f"{value:g}", viz.color(0)), (-1, f"{gradient:g}", viz.color(3))):
+            ax.text(xm + 0.25 * sign * nx, ym + 0.25 * sign * ny, text, color=c, ha="center", va="center",
+                    fontsize=11, weight="bold")  # fmt: skip
+    for name, (x, y) in pos.items():
+        op = name in "+×"
+        ax.add_patch(plt.Circle((x, y), 0.28, color=viz.color(5) if op else "white", ec="black", zorder=3))
+        ax.text(x, y, name, ha="center", va="center", fontsize=13, zorder=4)
+    ax.text(-0.3, -1.1, "blue (above): forward value    red (below): gradient ∂f/∂wire", fontsize=9)
+    ax.set(xlim=(-0.6, 7.2), ylim=(-1.3, 3.1), aspect="equal", title="Backpropagation through f = (x + y) z")
+    ax.axis("off")
+
+
+fig, ax = plt.subplots(figsize=(7, 3.4))
+draw_circuit(ax)
+plt.show()
+
+# %% [markdown]
+# The same recipe works for any graph. A sigmoid neuron $f = \sigma(s)$ with
+# $s = \mathbf w^\top \mathbf x + b$ has the local derivative $\sigma'(s) = \sigma(s)(1 - \sigma(s))$,
+# which the forward pass already computed, so
+# $\partial f/\partial \mathbf w = \sigma(s)(1-\sigma(s))\,\mathbf x$,
+# $\partial f/\partial \mathbf x = \sigma(s)(1-\sigma(s))\,\mathbf w$ and
+# $\partial f/\partial b = \sigma(s)(1-\sigma(s))$.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+w_n = torch.tensor([2.0, -3.0], requires_grad=True)
+x_n = torch.tensor([-1.0, -2.0], requires_grad=True)
+b_n = torch.tensor(-3.0, requires_grad=True)
+out_n = torch.sigmoid(w_n @ x_n + b_n)
+out_n.backward()
+local = out_n.item() * (1 - out_n.item())  # sigma'(s) from the forward value
+by_hand = {"w": local * x_n.detach(), "x": local * w_n.detach(), "b": torch.tensor(local)}
+for name, t in (("w", w_n), ("x", x_n), ("b", b_n)):
+    torch.testing.assert_close(t.grad, by_hand[name])
+print(
+    f"sigma(s) = {out_n.item():.4f}; df/dw = {[round(v, 4) for v in by_hand['w'].tolist()]}, "
+    f"df/dx = {[round(v, 4) for v in by_hand['x'].tolist()]}, df/db = {local:.4f}"
+)
+
+# %% [markdown]
+# ### Checking gradients with finite differences
+#
+# A hand-written backward pass is easy to get subtly wrong; the standard check compares it with a
+# **centred finite difference**, one parameter at a time:
+#
+# $$
+# \frac{\partial L}{\partial \theta_i} \approx \frac{L(\theta + h\,e_i) - L(\theta - h\,e_i)}{2h} .
+# $$
+#
+# Its truncation error is $O(h^2)$ (the one-sided difference has $O(h)$), but the two values of $L$ are
+# rounded to the machine precision $\varepsilon$ before they are subtracted, which adds an error
+# $\approx \varepsilon |L| / h$. The sum is smallest near $h \approx \varepsilon^{1/3}$: about $10^{-5}$
+# in float64 ($\varepsilon \approx 2\times10^{-16}$) and $5\times10^{-3}$ in float32
+# ($\varepsilon \approx 10^{-7}$), where the best achievable relative error is only about $10^{-4}$.
+# Gradient checks are therefore done in float64. We check a small MLP written as a function of one flat
+# parameter vector, first with our own loop, then with `torch.autograd.gradcheck`.
+
+# %%
+splits = data.digits_splits(flatten=True)
+x_train, y_train = splits.tensors("train")
+x_small, y_small = x_train[:64].double(), y_train[:64]
+SIZES = {"W1": (8, 64), "b1": (8,), "W2": (10, 8), "b2": (10,)}  # a 64-8-10 tanh MLP, 610 parameters
+
+
+def mlp_loss(theta, x=x_small, y=y_small):
+    """Cross-entropy of a tanh MLP whose weights are the flat vector theta (Tensor[610])."""
+    p, start = {}, 0
+    for name, shape in SIZES.items():
+        n = int(np.prod(shape))
+        p[name], start = theta[start : start + n].view(shape), start + n
+    hidden = torch.tanh(x @ p["W1"].T + p["b1"])
+    return F.cross_entropy(hidden @ p["W2"].T + p["b2"], y)
+
+
+def numerical_grad(fn, theta, h=1e-6):
+    """Centred differences, one coordinate at a time (2 evaluations per parameter)."""
+    g = torch.zeros_like(theta)
+    for i in range(theta.numel()):
+        e = torch.zeros_like(theta)
+        e[i] = h
+        g[i] = (fn(theta + e) - fn(theta - e)) / (2 * h)
+    return g
+
+
+theta0 = 0.3 * torch.randn(610, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+theta0.requires_grad_(True)
+(g_auto,) = torch.autograd.grad(mlp_loss(theta0), theta0)
+g_num = numerical_grad(mlp_loss, theta0.detach())
+rel_err = ((g_auto - g_num).abs().max() / g_auto.abs().max()).item()
+assert rel_err < 1e-7, f"relative error {rel_err:.2e} between autograd and finite differences"
+assert torch.autograd.gradcheck(mlp_loss, (theta0,), eps=1e-6, atol=1e-8)
+print(f"max relative error autograd vs centred differences (float64, h = 1e-6): {rel_err:.1e}")
+
+# %%
+k_probe = int(g_auto.abs().argmax())  # the parameter with the largest gradient
+exact = g_auto[k_probe].item()
+hs = np.geomspace(1e-12, 1e-1, 45)
+fig, ax = plt.subplots(figsize=(6.4, 3.6))
+for i, dtype in enumerate((torch.float32, torch.float64)):
+    th, xs = theta0.detach().to(dtype), x_small.to(dtype)
+    errors = []
+    for h in hs:
+        e = torch.zeros_like(th)
+        e[k_probe] = h
+        fd = (mlp_loss(th + e, xs).item() - mlp_loss(th - e, xs).item()) / (2 * h)
+        errors.append(max(abs(fd - exact) / abs(exact), 1e-17))
+    ax.loglog(hs, errors, marker="o", ms=3, color=viz.color(i), label=str(dtype).replace("torch.", ""))
+    ax.axvline(torch.finfo(dtype).eps ** (1 / 3), color=viz.color(i), ls=":", lw=1)
+ax.set(
+    xlabel="step h",
+    ylabel="relative error of the centred difference",
+    ylim=(1e-12, 10),
+    title="Finite differences: rounding error (left) vs truncation error (right)",
+)
+ax.legend(title="dotted: h = eps^(1/3)")
+plt.show()
+
+# %% [markdown]
+# On the right of each V the truncation error falls as $h^2$ (slope 2); on the left the rounding
+# error grows as $1/h$. In float32 no step gets the relative error below about $10^{-4}$: fine for
+# catching a missing factor of 2, useless for catching a small bias.
+#
+# ## Gradient descent on an ill-conditioned valley
+#
+# **Gradient descent** (GD) repeats $\theta \leftarrow \theta - \eta\,\nabla L(\theta)$ with the
+# gradient of the whole training set and a **learning rate** (step size) $\eta$. Near a minimum every
+# smooth loss looks like a quadratic, $L(\theta) \approx \tfrac12 \theta^\top H \theta$, with $H$ the
+# Hessian, so the quadratic tells us what step sizes can work. Rotate the coordinates onto the
+# eigenvectors of $H$ (eigenvalues $\lambda_i$): the gradient is $H\theta$ and each coordinate evolves
+# on its own,
+#
+# $$
+# \theta_i \leftarrow (1 - \eta \lambda_i)\,\theta_i
+# \quad\Longrightarrow\quad \theta_i^{(t)} = (1 - \eta\lambda_i)^t\,\theta_i^{(0)} .
+# $$
+#
+# - GD converges only if $|1 - \eta\lambda_i| < 1$ for every $i$, i.e.
+#   $\eta < 2/L$ with $L = \lambda_{\max}$ (the smoothness constant). Beyond it, the steepest direction
+#   overshoots by more than it corrects, and the iterates grow geometrically.
+# - The flattest direction, with eigenvalue $\lambda_{\min}$, shrinks only by $1 - \eta\lambda_{\min}$
+#   per step. The best constant step balances the two extremes, $\eta^\star = 2/(L + \lambda_{\min})$,
+#   and gives the rate $\frac{\kappa - 1}{\kappa + 1}$ with the **condition number**
+#   $\kappa = L/\lambda_{\min}$. Gaining a factor $\varepsilon$ takes about
+#   $\frac{\kappa}{2}\ln\frac{1}{\varepsilon}$ steps: **GD is slow in proportion to $\kappa$.**
+#
+# Our test bed is the valley $f(x, y) = \tfrac12(x^2 + \kappa\,y^2)$ with $\kappa = 100$: $L = 100$,
+# $\lambda_{\min} = 1$, so $\eta$ must stay below $0.02$, and even the best $\eta$ shrinks the error
+# along $x$ by only 2 % per step. In a network, badly scaled or correlated inputs create exactly such valleys,
+# which is why centring and standardizing the inputs
+# ([chapter 01](../01_preprocessing/01_preprocessing.ipynb)) speeds gradient descent up.
+
+# %%
+KAPPA, START = 100.0, (-5.0, 1.0)
+
+
+def valley(theta, kappa=KAPPA):
+    """f(x, y) = (x² + kappa y²) / 2 for theta = Tensor[2] (or numpy array [..., 2])."""
+    return 0.5 * (theta[..., 0] ** 2 + kappa * theta[..., 1] ** 2)
+
+
+def gd_on_valley(lr, steps=200, kappa=KAPPA):
+    """f after each of `steps` GD steps from START (numpy, closed form per coordinate)."""
+    factors = 1 - lr * np.array([1.0, kappa])
+    path = np.array(START) * factors ** np.arange(steps + 1)[:, None]
+    return valley(path, kappa)
+
+
+etas = np.linspace(0, 0.022, 500)
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+ax = axes[0]
+ax.plot(etas * KAPPA, np.abs(1 - etas), color=viz.color(0), label="flat direction, λ = λmin = 1")
+ax.plot(etas * KAPPA, np.abs(1 - etas * KAPPA), color=viz.color(1), label="steep direction, λ = L = 100")
+ax.plot(
+    etas * KAPPA,
+    np.maximum(np.abs(1 - etas), np.abs(1 - etas * KAPPA)),
+    color="black",
+    ls="--",
+    lw=1,
+    label="the slower of the two: the rate",
+)
+ax.axvline(2 / (KAPPA + 1) * KAPPA, color=viz.color(2), ls=":", label="η* = 2/(L + λmin)")
+ax.axvspan(2, 2.2, color=viz.color(3), alpha=0.15, label="η > 2/L: diverges")
+ax.set(
+    xlabel="η · L",
+    ylabel="|1 − ηλ| (factor per step)",
+    title="Contraction per step on the valley",
+    ylim=(0, 1.25),
+    xlim=(0, 2.2),
+)
+ax.legend(fontsize=8, loc="lower left")
+for i, lr in enumerate((0.005, 0.01, 0.0198, 0.0205)):
+    axes[1].semilogy(gd_on_valley(lr), color=viz.color(i), label=f"η = {lr} (ηL = {lr * KAPPA:.2f})")
+axes[1].set(xlabel="GD step", ylabel="f", ylim=(1e-3, 1e4), title="GD on f = (x² + 100y²)/2 from (−5, 1)")
+axes[1].legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# Even $\eta$ just under the limit ($\eta L = 1.98$) leaves $f \approx 0.02$ after 200 steps: the
+# steep direction is already solved, but the flat one, where all the remaining loss sits, moves at 2 %
+# per step. Just over the limit, the steep direction explodes.
+#
+# ## Stochastic gradient descent
+#
+# The training loss is an average over $N$ examples, $L(\theta) = \frac1N\sum_i \ell_i(\theta)$, and GD
+# pays for all $N$ gradients per step. **Stochastic gradient descent** (SGD; Robbins and Monro, 1951)
+# uses the gradient of a random mini-batch $\mathcal B$ of $B$ examples instead:
+#
+# $$
+# g_{\mathcal B} = \frac1B \sum_{i \in \mathcal B} \nabla \ell_i(\theta), \qquad
+# \theta \leftarrow \theta - \eta\, g_{\mathcal B} .
+# $$
+#
+# The update rule is GD's; only the gradient changes. $g_{\mathcal B}$ is an unbiased estimate of
+# $\nabla L$, and its noise shrinks with the batch: if $\Sigma$ is the covariance of the per-example
+# gradients, a batch drawn without replacement has
+#
+# $$
+# \mathbb E\,\lVert g_{\mathcal B} - \nabla L\rVert^2
+# = \frac{\operatorname{tr}\Sigma}{B}\cdot\frac{N - B}{N - 1}.
+# $$
+#
+# One epoch of SGD makes $N/B$ steps for the price of one GD step. Far from the minimum, where the true
+# gradient is large compared with the noise, that is a large win. Near it, the noise keeps the
+# iterates bouncing in a region whose size grows with $\eta$: with a constant step size SGD does not
+# converge, which is one reason to decay the learning rate (Robbins and Monro require
+# $\sum_t \eta_t = \infty$ and $\sum_t \eta_t^2 < \infty$).
+#
+# ### Gradient noise and the batch size
+#
+# We measure this on a digits MLP at initialization. `torch.func` computes all 1,078 per-example
+# gradients in one vectorized call (`vmap` of `grad`); their mean must equal the full-batch gradient
+# from autograd.
+
+# %%
+torch.manual_seed(0)
+probe_model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)).to(device)
+xt, yt = x_train.to(device), y_train.to(device)
+params = {k: v.detach() for k, v in probe_model.named_parameters()}
+
+
+def example_loss(p, x, y):
+    return F.cross_entropy(functional_call(probe_model, p, (x[None],)), y[None])
+
+
+per_example = vmap(grad(example_loss), in_dims=(None, 0, 0))(params, xt, yt)
+G = torch.cat([g.flatten(1) for g in per_example.values()], dim=1)  # [N, P] per-example gradients
+full = torch.autograd.grad(F.cross_entropy(probe_model(xt), yt), list(probe_model.parameters()))
+torch.testing.assert_close(G.mean(0), torch.cat([g.flatten() for g in full]), rtol=1e-4, atol=1e-6)
+
+n_train, g_full = len(G), G.mean(0)
+trace_sigma = ((G - g_full) ** 2).sum(1).mean()  # tr Σ = mean squared distance to the mean gradient
+gen = torch.Generator().manual_seed(0)
+batch_sizes = 2 ** np.arange(11)  # 1 ... 1024
+measured = []
+for b in batch_sizes:
+    draws = torch.stack([torch.randperm(n_train, generator=gen)[:b] for _ in range(40)])
+    select = torch.zeros(40, n_train).scatter_(1, draws, 1.0 / b).to(device)  # row i averages batch i
+    g_b = select @ G  # 40 mini-batch gradients
+    measured.append((((g_b - g_full) ** 2).sum(1).mean() / (g_full**2).sum()).item())
+theory = (trace_sigma / (g_full**2).sum()).item() / batch_sizes * (n_train - batch_sizes) / (n_train - 1)
+noise_scale = (trace_sigma / (g_full**2).sum()).item()
+print(f"{G.shape[1]} parameters; the noise equals the signal at B ≈ tr Σ / |∇L|² = {noise_scale:.0f}")
+
+fig, ax = plt.subplots(figsize=(6.4, 3.6))
+ax.loglog(batch_sizes, measured, "o", color=viz.color(0), label="measured (40 batches each)")
+theory_label = "tr Σ / (B |∇L|²) · (N − B)/(N − 1)"
+ax.loglog(batch_sizes, theory, color=viz.color("reference"), label=theory_label)
+ax.axhline(1, color=viz.color(3), ls=":", lw=1, label="noise = signal")
+ax.set(xlabel="batch size B", ylabel="E|g_B − ∇L|² / |∇L|²", title="Mini-batch gradient noise, ∝ 1/B")
+ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# The relative noise falls as $1/B$ (its standard deviation as $1/\sqrt B$), and faster at the end,
+# where the batch becomes the whole training set. Below the "noise scale"
+# $\operatorname{tr}\Sigma / \lVert\nabla L\rVert^2$ (McCandlish et al., 2018) a bigger batch buys an
+# almost proportionally better step; far above it, doubling the batch doubles the cost and barely
+# changes the step. As training goes on, $\lVert\nabla L\rVert$ shrinks and the noise scale grows.
+#
+# ## Optimizers from scratch
+#
+# Each optimizer below is a short class that reads `p.grad` and updates the parameter in place, like
+# `torch.optim`. They share a skeleton: the parameters, a state dictionary per parameter (velocities,
+# moment estimates), and the step counter $t$ (starting at 1). We write $g$ for the gradient of the
+# current mini-batch, $\eta$ for the learning rate and $\lambda$ for the weight decay.
+
+
+# %%
+class Optimizer:
+    """The skeleton shared by the optimizers below: parameters, per-parameter state, step counter t."""
+
+    def __init__(self, params, lr):
+        self.params = list(params)
+        self.lr = lr
+        self.state = [{} for _ in self.params]
+        self.t = 0
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self):
+        self.t += 1
+        for p, state in zip(self.params, self.state, strict=True):
+            self.update(p, p.grad, state)
+
+    def update(self, theta, g, state):
+        raise NotImplementedError
+
+
+# %% [markdown]
+# ### GD and SGD
+#
+# $$
+# \theta \leftarrow \theta - \eta\,(g + \lambda\theta)
+# $$
+#
+# With the full-batch gradient this is GD, with a mini-batch's it is SGD. The optional term
+# $\lambda\theta$ is the gradient of an L2 penalty $\frac\lambda2\lVert\theta\rVert^2$; for plain SGD
+# it is the same as shrinking the weights by the factor $1 - \eta\lambda$ before each step ("weight
+# decay"). PyTorch's `SGD(lr, weight_decay)` is exactly this.
+
+
+# %%
+class SGD(Optimizer):
+    def __init__(self, params, lr, weight_decay=0.0):
+        super().__init__(params, lr)
+        self.wd = weight_decay
+
+    def update(self, theta, g, state):
+        g = g + self.wd * theta  # gradient of the L2 penalty
+        theta -= self.lr * g
+
+
+# %% [markdown]
+# ### Momentum
+#
+# In the valley, successive gradients along the flat $x$ direction point the same way, while along
+# the steep $y$ direction they alternate in sign. **Momentum** (Polyak's heavy ball, 1964) keeps a
+# running sum of past gradients: the consistent components add up, the alternating ones cancel. The
+# textbook form keeps a velocity $v$:
+#
+# $$
+# v \leftarrow \mu v - \eta g, \qquad \theta \leftarrow \theta + v ,
+# $$
+#
+# with momentum $\mu$ around 0.9, so a constant gradient is eventually followed with the step
+# $\eta/(1-\mu) = 10\eta$. PyTorch keeps instead a buffer $b$ in gradient units, with an optional
+# dampening $\tau$, and starts it at the first gradient:
+#
+# $$
+# b_1 = g_1, \qquad b_t = \mu\, b_{t-1} + (1 - \tau)\, g_t, \qquad \theta \leftarrow \theta - \eta\, b_t .
+# $$
+#
+# With $\tau = 0$ and a constant $\eta$ the two forms produce the same iterates ($v = -\eta b$). They
+# differ when $\eta$ changes: PyTorch's step follows a new learning rate at once, the velocity form
+# keeps moving at the old speed for a while (exercise 2).
+
+
+# %%
+class Momentum(Optimizer):
+    def __init__(self, params, lr, momentum=0.9, dampening=0.0, weight_decay=0.0):
+        super().__init__(params, lr)
+        self.mu, self.tau, self.wd = momentum, dampening, weight_decay
+
+    def buffer(self, g, state):
+        if "b" not in state:
+            state["b"] = g.clone()  # PyTorch starts the buffer at the first gradient, undamped
+        else:
+            state["b"] = self.mu * state["b"] + (1 - self.tau) * g
+        return state["b"]
+
+    def update(self, theta, g, state):
+        g = g + self.wd * theta
+        theta -= self.lr * self.buffer(g, state)
+
+
+# %% [markdown]
+# ### Nesterov momentum
+#
+# Nesterov's method (1983, brought to deep learning by Sutskever et al., 2013) evaluates the gradient
+# where the momentum is about to carry the parameters, $\theta + \mu v$, and so corrects an overshoot
+# one step earlier:
+#
+# $$
+# v \leftarrow \mu v - \eta\,\nabla L(\theta + \mu v), \qquad \theta \leftarrow \theta + v .
+# $$
+#
+# Computing a gradient at a point other than the current parameters is awkward in a framework, so
+# PyTorch tracks the look-ahead point $\phi = \theta + \mu v$ itself. Substituting gives an update
+# that uses only the gradient $g$ at the current parameters:
+#
+# $$
+# b_t = \mu\, b_{t-1} + g_t, \qquad \phi \leftarrow \phi - \eta\,(g_t + \mu\, b_t) .
+# $$
+#
+# (PyTorch requires $\tau = 0$ with `nesterov=True`.)
+
+
+# %%
+class Nesterov(Momentum):
+    def update(self, theta, g, state):
+        g = g + self.wd * theta
+        b = self.buffer(g, state)
+        theta -= self.lr * (g + self.mu * b)
+
+
+# %% [markdown]
+# ### AdaGrad
+#
+# One learning rate for all parameters is a compromise: it must be small enough for the steepest
+# direction. **AdaGrad** (Duchi et al., 2011) gives each parameter its own rate, dividing by the root
+# of the sum of all its past squared gradients (all operations element-wise):
+#
+# $$
+# G \leftarrow G + g \odot g, \qquad \theta \leftarrow \theta - \eta\,\frac{g}{\sqrt{G} + \epsilon} .
+# $$
+#
+# Parameters with large gradients get small steps; parameters with small or rare gradients (a
+# rarely active feature) get large ones. Because $G$ only grows, the effective rate decays like
+# $1/\sqrt t$: good for convex problems, often too fast for deep networks. PyTorch's conventions:
+# $\epsilon = 10^{-10}$ is added *after* the square root, $G$ starts at 0 (`initial_accumulator_value`),
+# and weight decay is added to $g$ first.
+
+
+# %%
+class AdaGrad(Optimizer):
+    def __init__(self, params, lr=0.01, eps=1e-10, weight_decay=0.0):
+        super().__init__(params, lr)
+        self.eps, self.wd = eps, weight_decay
+
+    def update(self, theta, g, state):
+        g = g + self.wd * theta
+        state["G"] = state.get("G", 0) + g * g  # sum of squared gradients, never forgets
+        theta -= self.lr * g / (state["G"].sqrt() + self.eps)
+
+
+# %% [markdown]
+# ### RMSProp
+#
+# **RMSProp** (Tieleman and Hinton, 2012, proposed in a lecture, not a paper) replaces AdaGrad's sum by
+# an exponential moving average, so old gradients are forgotten and the effective rate does not decay
+# to zero:
+#
+# $$
+# v \leftarrow \alpha v + (1 - \alpha)\, g \odot g, \qquad
+# \theta \leftarrow \theta - \eta\,\frac{g}{\sqrt{v} + \epsilon} .
+# $$
+#
+# PyTorch: $\alpha = 0.99$ by default (Keras calls it $\rho$, with default 0.9, and puts $\epsilon$
+# inside the root), $\epsilon = 10^{-8}$ outside the root, $v$ starts at 0 and is not bias-corrected.
+# That last point makes the first steps large: $v_1 = (1 - \alpha) g_1^2$, so the first step is
+# $\eta\, g_1 / (\sqrt{0.01}\,|g_1|) = 10\,\eta$ in every coordinate. (`RMSprop` also has a `momentum`
+# option and a `centered` variant that divides by an estimate of the standard deviation.)
+
+
+# %%
+class RMSProp(Optimizer):
+    def __init__(self, params, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr)
+        self.alpha, self.eps, self.wd = alpha, eps, weight_decay
+
+    def update(self, theta, g, state):
+        g = g + self.wd * theta
+        state["v"] = self.alpha * state.get("v", 0) + (1 - self.alpha) * g * g  # moving average of g²
+        theta -= self.lr * g / (state["v"].sqrt() + self.eps)
+
+
+# %% [markdown]
+# ### Adam
+#
+# **Adam** (Kingma and Ba, 2015) combines momentum with RMSProp's per-parameter scaling. It keeps
+# moving averages of the gradient (first moment, $m$) and of its square (second moment, $v$), corrects
+# their bias towards the zero they start from, and steps along their ratio:
+#
+# $$
+# \begin{aligned}
+# m &\leftarrow \beta_1 m + (1 - \beta_1)\, g, &
+# v &\leftarrow \beta_2 v + (1 - \beta_2)\, g \odot g, \\
+# \hat m &= \frac{m}{1 - \beta_1^t}, &
+# \hat v &= \frac{v}{1 - \beta_2^t}, \qquad
+# \theta \leftarrow \theta - \eta\,\frac{\hat m}{\sqrt{\hat v} + \epsilon} .
+# \end{aligned}
+# $$
+#
+# Defaults: $\beta_1 = 0.9$, $\beta_2 = 0.999$, $\epsilon = 10^{-8}$ added outside the root. **Bias
+# correction:** after $t$ steps of a constant gradient $g$, $m = (1 - \beta_1^t)\,g$, so dividing by
+# $1 - \beta_1^t$ gives back $g$; without it the early steps would be far too small for $m$ and too
+# large for $v$ (RMSProp's $10\eta$ first step). With it, the first step is exactly $\eta\,g/|g|$:
+# every parameter moves by $\eta$, whatever the size of its gradient.
+#
+# Adam is sometimes described as "AdaGrad with momentum". That is not right: AdaGrad divides by a sum
+# that never forgets, so its steps shrink forever, while Adam's $v$ is RMSProp's moving average. Adam is
+# **RMSProp with momentum (on $m$) and bias correction**. PyTorch's `Adam(weight_decay=λ)` adds
+# $\lambda\theta$ to $g$ before the moments, i.e. L2 regularization.
+
+
+# %%
+class Adam(Optimizer):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr)
+        self.betas, self.eps, self.wd = betas, eps, weight_decay
+
+    def update(self, theta, g, state):
+        g = g + self.wd * theta  # L2: the penalty's gradient goes through the moments
+        self.adam_step(theta, g, state)
+
+    def adam_step(self, theta, g, state):
+        beta1, beta2 = self.betas
+        state["m"] = beta1 * state.get("m", 0) + (1 - beta1) * g
+        state["v"] = beta2 * state.get("v", 0) + (1 - beta2) * g * g
+        m_hat = state["m"] / (1 - beta1**self.t)  # bias corrections
+        v_hat = state["v"] / (1 - beta2**self.t)
+        theta -= self.lr * m_hat / (v_hat.sqrt() + self.eps)
+
+
+# %% [markdown]
+# ### AdamW: decoupled weight decay
+#
+# For SGD, an L2 penalty and weight decay are the same thing. For Adam they are not: the penalty's
+# gradient $\lambda\theta$ is divided by $\sqrt{\hat v}$ like the rest of the gradient, so a weight with
+# a large gradient history is barely decayed, and one with small gradients is decayed hard.
+# Loshchilov and Hutter (2019) **decouple** the decay from the gradient: shrink the weights directly,
+# then take the Adam step with the loss gradient alone. PyTorch's `AdamW` does
+#
+# $$
+# \theta \leftarrow \theta - \eta\lambda\,\theta, \qquad \text{then the Adam step with } g ,
+# $$
+#
+# with the default $\lambda = 0.01$. (The paper writes the decay as $\eta_t \lambda\theta$ with a
+# schedule multiplier $\eta_t$ but *not* the base rate $\alpha$; PyTorch multiplies by the learning
+# rate, so its $\lambda$ is the paper's $\lambda/\alpha$.)
+
+
+# %%
+class AdamW(Adam):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+    def update(self, theta, g, state):
+        theta -= self.lr * self.wd * theta  # decoupled: decay the weights, not the gradient
+        self.adam_step(theta, g, state)
+
+
+# %% [markdown]
+# The difference is easy to see on two weights that the data do not care about: their loss gradient
+# is pure noise, with standard deviation 1 for the first and 0.01 for the second. Both start at 1 and
+# get the same decay $\lambda = 0.1$.
+
+# %%
+noise = torch.randn(600, 2, generator=torch.Generator().manual_seed(1)) * torch.tensor([1.0, 0.01])
+decay_paths = {}
+for name, make in (("Adam + L2", torch.optim.Adam), ("AdamW", torch.optim.AdamW)):
+    w = torch.ones(2, requires_grad=True)
+    opt = make([w], lr=0.01, weight_decay=0.1)
+    path = [w.detach().clone()]
+    for g_t in noise:
+        w.grad = g_t.clone()  # the data's gradient: noise, no pull in any direction
+        opt.step()
+        path.append(w.detach().clone())
+    decay_paths[name] = torch.stack(path)
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), sharey=True)
+for ax, (name, path) in zip(axes, decay_paths.items(), strict=True):
+    ax.plot(path[:, 0], color=viz.color(0), label="weight with gradient noise 1")
+    ax.plot(path[:, 1], color=viz.color(1), label="weight with gradient noise 0.01")
+    ax.set(xlabel="step", title=f"{name}, λ = 0.1, η = 0.01")
+axes[0].set_ylabel("weight")
+axes[0].legend()
+plt.show()
+for name, path in decay_paths.items():
+    print(f"{name:9s} after 600 steps: noisy weight {path[-1, 0]:+.2f}, quiet weight {path[-1, 1]:+.2f}")
+
+# %% [markdown]
+# With the L2 penalty inside Adam, the pull a weight feels is $\lambda\theta$ divided by its gradient
+# scale $\sqrt{\hat v}$. For the noisy weight (scale 1) that happens to equal AdamW's decay. The quiet
+# weight (scale 0.01) is pushed to 0 within about 200 steps: its gradient is almost only
+# $\lambda\theta$, and Adam normalizes that to a step of size $\eta$, a decay 100 times stronger
+# than intended. AdamW shrinks both by the same factor $1 - \eta\lambda$ per step,
+# $0.999^{600} \approx 0.55$, plus the random walk caused by the noise.
+#
+# ### All eight equal `torch.optim`
+#
+# Now the check. For each optimizer, two copies of the same small MLP (in float64, on the CPU) take 15
+# steps on the same mini-batches of digits, one with our class and one with `torch.optim`; the
+# parameters must agree after every step. The settings are not all defaults, to exercise the
+# conventions: weight decay for SGD and Adam, dampening for momentum.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+x_check, y_check = x_train[:256].double(), y_train[:256]
+
+
+def same_as_torch(make_ours, make_torch, batch_size=32, steps=15):
+    """Run our optimizer and torch's side by side; assert equal parameters after every step."""
+    torch.manual_seed(1)
+    ours = nn.Sequential(nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 10)).double()
+    ref = copy.deepcopy(ours)
+    opt_ours, opt_ref = make_ours(ours.parameters()), make_torch(ref.parameters())
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        idx = torch.randperm(len(y_check), generator=gen)[:batch_size]
+        for model, opt in ((ours, opt_ours), (ref, opt_ref)):
+            opt.zero_grad()
+            F.cross_entropy(model(x_check[idx]), y_check[idx]).backward()
+            opt.step()
+        for p_ours, p_ref in zip(ours.parameters(), ref.parameters(), strict=True):
+            torch.testing.assert_close(p_ours, p_ref, rtol=1e-10, atol=1e-12)
+
+
+checks = {
+    "GD": (lambda p: SGD(p, lr=0.1), lambda p: torch.optim.SGD(p, lr=0.1), len(y_check)),
+    "SGD": (
+        lambda p: SGD(p, lr=0.1, weight_decay=1e-2),
+        lambda p: torch.optim.SGD(p, lr=0.1, weight_decay=1e-2),
+        32,
+    ),
+    "momentum": (
+        lambda p: Momentum(p, lr=0.05, momentum=0.9, dampening=0.1),
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, dampening=0.1),
+        32,
+    ),
+    "Nesterov": (
+        lambda p: Nesterov(p, lr=0.05, momentum=0.9),
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True),
+        32,
+    ),
+    "AdaGrad": (lambda p: AdaGrad(p, lr=0.1), lambda p: torch.optim.Adagrad(p, lr=0.1), 32),
+    "RMSProp": (lambda p: RMSProp(p, lr=0.01), lambda p: torch.optim.RMSprop(p, lr=0.01), 32),
+    "Adam": (
+        lambda p: Adam(p, lr=0.01, weight_decay=1e-2),
+        lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=1e-2),
+        32,
+    ),
+    "AdamW": (
+        lambda p: AdamW(p, lr=0.01, weight_decay=0.1),
+        lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1),
+        32,
+    ),
+}
+for name, (make_ours, make_torch, batch_size) in checks.items():
+    same_as_torch(make_ours, make_torch, batch_size)
+    print(f"{name:9s} (batch {batch_size:3d}): parameters equal to torch.optim's after each of 15 steps")
+
+# %% [markdown]
+# From here on the chapter uses `torch.optim`.
+#
+# ## The race on the valley
+#
+# Back to $f = \tfrac12(x^2 + 100\,y^2)$ from $(-5, 1)$, 200 steps each (the gradient is exact here, so
+# GD and SGD coincide). Momentum uses GD's learning rate 0.015. Nesterov needs a smaller one: on a
+# quadratic, heavy-ball momentum is stable for $\eta\lambda < 2(1 + \mu)$, Nesterov's only for
+# $\eta\lambda < 2(1 + \mu)/(1 + 2\mu)$, that is $\eta < 0.0136$ here with $\mu = 0.9$.
+
+# %%
+race = {
+    "GD": lambda p: torch.optim.SGD(p, lr=0.015),
+    "momentum": lambda p: torch.optim.SGD(p, lr=0.015, momentum=0.9),
+    "Nesterov": lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, nesterov=True),
+    "AdaGrad": lambda p: torch.optim.Adagrad(p, lr=0.5),
+    "RMSProp": lambda p: torch.optim.RMSprop(p, lr=0.03),
+    "Adam": lambda p: torch.optim.Adam(p, lr=0.1),
+    "AdamW": lambda p: torch.optim.AdamW(p, lr=0.1, weight_decay=0.01),
+}
+RACE_SETTINGS = {
+    "GD": "η = 0.015",
+    "momentum": "η = 0.015, μ = 0.9",
+    "Nesterov": "η = 0.01, μ = 0.9",
+    "AdaGrad": "η = 0.5",
+    "RMSProp": "η = 0.03",
+    "Adam": "η = 0.1",
+    "AdamW": "η = 0.1, λ = 0.01",
+}
+# one colour per optimizer family for the rest of the chapter; variants are dashed
+OPT_STYLE = {"GD": (viz.color(7), "-"), "SGD": (viz.color(0), "-"), "momentum": (viz.color(1), "-"),
+             "Nesterov": (viz.color(1), "--"), "AdaGrad": (viz.color(2), "-"), "RMSProp": (viz.color(4), "-"),
+             "Adam": (viz.color(3), "-"), "AdamW": (viz.color(3), "--")}  # fmt: skip
+
+
+def run_on_valley(make_opt, steps=200, kappa=KAPPA, start=START):
+    """Optimize the valley with a torch.optim optimizer; returns the path [steps + 1, 2] and f values."""
+    theta = torch.tensor(start, dtype=torch.float64, requires_grad=True)
+    opt = make_opt([theta])
+    path = [theta.detach().clone()]
+    for _ in range(steps):
+        opt.zero_grad()
+        valley(theta, kappa).backward()
+        opt.step()
+        path.append(theta.detach().clone())
+    path = torch.stack(path).numpy()
+    return path, valley(path, kappa)
+
+
+race_results = {name: run_on_valley(make) for name, make in race.items()}
+for name, (_, fs) in race_results.items():
+    print(f"{name:9s} f after 200 steps: {fs[-1]:.1e}")
+
+# %%
+XS, YS = np.meshgrid(np.linspace(-6, 2, 120), np.linspace(-1.6, 1.6, 120))
+LEVELS = np.geomspace(0.02, 300, 12)
+
+
+def draw_contours(ax, kappa=KAPPA):
+    ax.contour(
+        XS,
+        YS,
+        valley(np.stack([XS, YS], -1), kappa),
+        levels=LEVELS,
+        colors=viz.color("reference"),
+        linewidths=0.6,
+        alpha=0.5,
+    )
+    ax.plot(0, 0, "*", color="black", ms=9)
+    ax.set(xlim=(-6, 2), ylim=(-1.6, 1.6), xticks=[-6, -4, -2, 0, 2], yticks=[-1, 0, 1])
+    ax.grid(False)
+
+
+fig, axes = plt.subplots(2, 4, figsize=(13, 5.6))
+for ax, (name, (path, fs)) in zip(axes.flat, race_results.items(), strict=False):
+    c, ls = OPT_STYLE[name]
+    draw_contours(ax)
+    ax.plot(path[:, 0], path[:, 1], "-o", ms=1.5, lw=0.8, color=c)
+    ax.set_title(f"{name} ({RACE_SETTINGS[name]}): f = {fs[-1]:.0e}", fontsize=9)
+    axes.flat[-1].semilogy(fs, color=c, ls=ls, label=name)
+axes.flat[-1].set(xlabel="step", ylabel="f", title="f over 200 steps", ylim=(1e-12, 1e3))
+axes.flat[-1].legend(fontsize=7, ncols=2)
+fig.suptitle("Optimizers on f = (x² + 100 y²)/2 from (−5, 1), 200 steps (axes not to scale)")
+plt.show()
+
+# %%
+f_final = {name: fs[-1] for name, (_, fs) in race_results.items()}
+for name in ("momentum", "Adam"):
+    assert f_final[name] < 1e-3 * f_final["GD"], (
+        f"{name} ended at f = {f_final[name]:.1e}, expected < 1e-3 x GD's {f_final['GD']:.1e}"
+    )
+print(f"GD {f_final['GD']:.1e}, momentum {f_final['momentum']:.1e}, Adam {f_final['Adam']:.1e}")
+
+# %% [markdown]
+# GD crawls along the valley floor. Momentum overshoots along $y$ at first (its $\eta L = 1.5$ is big),
+# but its velocity along $x$ builds up to ten times GD's step and it reaches $10^{-8}$. Adam steps by
+# about $\eta$ in each coordinate whatever the gradient's size, so it moves diagonally at first and
+# treats the flat and the steep axis alike. That is the ideal case for a per-coordinate method: the
+# valley's axes *are* the coordinates. Rotate the valley by 45° and Adam ends up behind even GD, while
+# momentum, which is rotation-invariant, does not change at all (exercise 3). AdaGrad and RMSProp also
+# rescale each coordinate and head down the valley without zigzagging; without momentum they are
+# slower than Adam, and AdaGrad's steps keep shrinking as its sum of squares grows.
+#
+# How the speed depends on the conditioning: the best constant step gives GD the rate
+# $\frac{\kappa-1}{\kappa+1}$, so about $\kappa$ steps per decade. Heavy-ball momentum with its best
+# parameters, $\eta = 4/(\sqrt L + \sqrt{\lambda_{\min}})^2$ and
+# $\mu = (\frac{\sqrt\kappa - 1}{\sqrt\kappa + 1})^2$, has the rate
+# $\frac{\sqrt\kappa-1}{\sqrt\kappa+1}$: about $\sqrt\kappa$ steps per decade. We count the steps
+# until $f$ has fallen by $10^{6}$, for $\kappa$ from 1 to $10^4$ (GD in closed form, heavy ball by
+# simulation).
+
+
+# %%
+def gd_steps_to_converge(kappas, tol=1e-6, max_steps=50_000):
+    """GD steps with eta* = 2/(L + mu) until f < tol f0, from (1, 1), in closed form per coordinate."""
+    lam = np.stack([np.ones_like(kappas), kappas], 1)[:, None, :]  # [K, 1, 2]
+    eta = (2 / (kappas + 1))[:, None, None]
+    t = np.arange(1, max_steps + 1)[None, :, None]
+    f = 0.5 * (lam * (1 - eta * lam) ** (2 * t)).sum(-1)  # [K, T]: f after each step
+    return 1 + (f >= tol * 0.5 * lam.sum(-1)).sum(1)  # f decreases monotonically
+
+
+def hb_steps_to_converge(lrs, moms, kappas, tol=1e-6, max_steps=2000):
+    """Heavy-ball steps (PyTorch's form) until f < tol f0, from (1, 1), one problem per kappa."""
+    lam = np.stack([np.ones_like(kappas), kappas], 1)
+    theta, b = np.ones_like(lam), np.zeros_like(lam)
+    f0, done = 0.5 * lam.sum(1), np.zeros(len(kappas))
+    for t in range(1, max_steps + 1):
+        b = moms[:, None] * b + lam * theta  # b starts at 0, so b_1 = g_1
+        theta = theta - lrs[:, None] * b
+        f = 0.5 * (lam * theta**2).sum(1)
+        done[(done == 0) & (f < tol * f0)] = t  # f oscillates: record the first time it is below
+        if done.all():
+            break
+    return done
+
+
+kappas = np.geomspace(1, 1e4, 9)
+root = np.sqrt(kappas)
+gd_steps = gd_steps_to_converge(kappas)
+hb_steps = hb_steps_to_converge(4 / (root + 1) ** 2, ((root - 1) / (root + 1)) ** 2, kappas)
+fig, ax = plt.subplots(figsize=(6.4, 3.6))
+ax.loglog(kappas, gd_steps, "o-", color=viz.color(0), label="GD, η = 2/(L + λmin)")
+ax.loglog(kappas, hb_steps, "s-", color=viz.color(1), label="heavy ball, best η and μ")
+ax.loglog(kappas, np.log(1e6) / 2 * np.maximum(kappas / 2, 1), ":", color=viz.color(0), label="∝ κ")
+ax.loglog(kappas, np.log(1e6) / 2 * np.maximum(root / 2, 1), ":", color=viz.color(1), label="∝ √κ")
+ax.set(
+    xlabel="condition number κ = L/λmin",
+    ylabel="steps until f < 1e-6 f0",
+    title="GD needs ~κ steps, momentum ~√κ",
+)
+ax.legend(fontsize=8)
+plt.show()
+print(f"kappa = 1e4: GD {gd_steps[-1]:.0f} steps, heavy ball {hb_steps[-1]:.0f} steps")
+
+# %% [markdown]
+# At $\kappa = 10^4$, momentum needs about 50 times fewer steps than GD, and the ratio grows like
+# $\sqrt\kappa$. Nesterov's method has the
+# same $\sqrt\kappa$ rate on quadratics, and (unlike heavy ball) keeps an accelerated guarantee on
+# all smooth convex functions. In deep learning neither guarantee applies literally, but the picture
+# of narrow valleys, where momentum accumulates along the floor, is a useful one.
+#
+# ### Explore: step size and momentum
+#
+# The static figure shows four settings on the valley: GD with a safe step, GD with a step just over
+# the limit $2/L = 0.02$, heavy-ball momentum at the safe step, and Nesterov at the same step, which is
+# beyond *its* limit of $\eta L < 1.36$. The widget below it simulates any setting (PyTorch's update,
+# in NumPy, checked against `torch.optim.SGD` first).
+
+
+# %%
+def heavy_ball(lr, momentum, kappa=KAPPA, nesterov=False, steps=200):
+    """PyTorch's SGD with momentum on the valley, in NumPy: path [steps + 1, 2] and f values."""
+    lam, theta, b = np.array([1.0, kappa]), np.array(START), np.zeros(2)
+    path = [theta]
+    for _ in range(steps):
+        g = lam * theta
+        b = momentum * b + g  # b starts at 0, so b_1 = g_1 as in PyTorch
+        theta = np.clip(theta - lr * (g + momentum * b if nesterov else b), -1e9, 1e9)
+        path.append(theta)
+    path = np.array(path)
+    return path, valley(path, kappa)
+
+
+for lr, mom, nest in ((0.015, 0.0, False), (0.015, 0.9, False), (0.01, 0.9, True)):
+
+    def make(p, lr=lr, mom=mom, nest=nest):
+        return torch.optim.SGD(p, lr=lr, momentum=mom, nesterov=nest)
+
+    np.testing.assert_allclose(
+        heavy_ball(lr, mom, nesterov=nest)[0], run_on_valley(make)[0], rtol=1e-9, atol=1e-12
+    )
+
+
+def draw_run(ax_path, ax_f, lr, momentum, kappa=KAPPA, nesterov=False, color=0):
+    path, fs = heavy_ball(lr, momentum, kappa, nesterov)
+    draw_contours(ax_path, kappa)
+    outside = np.flatnonzero((np.abs(path[:, 1]) > 1.6) | (path[:, 0] < -6) | (path[:, 0] > 2))
+    shown = path if len(outside) == 0 else path[: outside[0] + 1]  # stop once the path leaves the plot
+    ax_path.plot(shown[:, 0], shown[:, 1], "-o", ms=1.5, lw=0.8, color=viz.color(color))
+    if len(outside):
+        ax_path.text(-5.8, -1.45, f"diverges: leaves the plot at step {outside[0]}", fontsize=8,
+                     color=viz.color(3))  # fmt: skip
+    name = "GD" if momentum == 0 else ("Nesterov" if nesterov else "heavy ball")
+    line1 = f"{name}: η = {lr:.4g}, μ = {momentum:.2g}"
+    ax_path.set_title(f"{line1}\nηL = {lr * kappa:.3g}; f after 200 steps = {fs[-1]:.1e}", fontsize=9)
+    ax_f.semilogy(np.minimum(fs, 1e15), color=viz.color(color))
+    ax_f.set(xlabel="step", ylim=(1e-12, 1e15), yticks=[1e-10, 1e-5, 1, 1e5, 1e10, 1e15])
+    ax_f.minorticks_off()
+
+
+SETTINGS = [(0.015, 0.0, False), (0.0205, 0.0, False), (0.015, 0.9, False), (0.015, 0.9, True)]
+fig, axes = plt.subplots(2, 4, figsize=(13, 5.4), height_ratios=[1.2, 1])
+for i, (lr, mom, nest) in enumerate(SETTINGS):
+    draw_run(axes[0, i], axes[1, i], lr, mom, nesterov=nest, color=i)
+axes[1, 0].set_ylabel("f")
+fig.suptitle("GD (μ = 0) and momentum on the valley, κ = 100: without momentum, η must stay < 2/L = 0.02")
+plt.show()
+
+
+# %% [markdown]
+# Things to try: raise $\eta$ with $\mu = 0$ until it diverges (at $\eta L = 2$); with $\mu = 0.9$ the
+# heavy ball survives up to $\eta L = 3.8$, Nesterov only to $1.36$; push $\mu$ to 0.99 and watch the
+# slow, wide spiral of too much momentum; set $\kappa = 1$ (round bowl) where one GD step with
+# $\eta = 1$ lands on the minimum, and $\kappa = 1000$ where every step size is a bad compromise.
+
+
+# %%
+def show_valley(lr=0.015, momentum=0.9, kappa=100, nesterov=False):
+    fig, (ax_path, ax_f) = plt.subplots(1, 2, figsize=(11, 3.6), width_ratios=[1.4, 1], layout="none")
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.15, top=0.85, wspace=0.2)
+    draw_run(ax_path, ax_f, lr, momentum, float(kappa), nesterov)
+    limit = 2 * (1 + momentum) / (1 + 2 * momentum) if nesterov else 2 * (1 + momentum)
+    ax_f.set_title(f"stable while ηL < {limit:.3g} (here ηL = {lr * kappa:.3g})", fontsize=9)
+    plt.show()
+
+
+_ = widgets.interact(
+    show_valley,
+    lr=widgets.FloatLogSlider(
+        value=0.015,
+        base=10,
+        min=-3,
+        max=0,
+        step=0.025,
+        description="η",
+        readout_format=".4f",
+        continuous_update=False,
+    ),
+    momentum=widgets.FloatSlider(
+        value=0.9, min=0.0, max=0.99, step=0.01, description="μ", continuous_update=False
+    ),
+    kappa=widgets.Dropdown(options=[1, 10, 100, 1000], value=100, description="κ"),
+    nesterov=widgets.Checkbox(value=False, description="Nesterov"),
+)
+
+# %% [markdown]
+# ## Training a digits classifier with each optimizer
+#
+# Valleys in two dimensions are a caricature. The real test is a network: a 64-64-10 MLP on the digits
+# (1,078 training images), 10 epochs with mini-batches of 32 (34 steps per epoch), from the same
+# initial weights for every optimizer. GD, plain SGD, momentum and Nesterov share the learning rate
+# 0.01; the adaptive methods use common starting values (AdaGrad 0.05, RMSProp, Adam and AdamW 0.001).
+# GD uses the whole training set per step, so it makes one step per epoch.
+
+# %%
+torch.manual_seed(0)
+initial_mlp = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+val_loader = DataLoader(splits.val, batch_size=512)
+contenders = {
+    "GD": (lambda p: torch.optim.SGD(p, lr=0.01), len(splits.train)),
+    "SGD": (lambda p: torch.optim.SGD(p, lr=0.01), 32),
+    "momentum": (lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9), 32),
+    "Nesterov": (lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, nesterov=True), 32),
+    "AdaGrad": (lambda p: torch.optim.Adagrad(p, lr=0.05), 32),
+    "RMSProp": (lambda p: torch.optim.RMSprop(p, lr=1e-3), 32),
+    "Adam": (lambda p: torch.optim.Adam(p, lr=1e-3), 32),
+    "AdamW": (lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.01), 32),
+}
+histories = {}
+for name, (make_opt, batch_size) in contenders.items():
+    model = copy.deepcopy(initial_mlp).to(device)
+    loader = DataLoader(
+        splits.train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
+    histories[name] = train.fit(
+        model,
+        loader,
+        epochs=10,
+        optimizer=make_opt(model.parameters()),
+        loss_fn=F.cross_entropy,
+        val_loader=val_loader,
+        metrics={"acc": metrics.accuracy},
+        desc=name,
+    )
+
+# %%
+epochs = np.arange(1, 11)
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+for name, h in histories.items():
+    c, ls = OPT_STYLE[name]
+    axes[0].semilogy(epochs, h["train_loss"], ls=ls, color=c, marker="o", ms=3, label=name)
+    axes[1].plot(epochs, h["val_acc"], ls=ls, color=c, marker="o", ms=3, label=name)
+axes[0].set(xlabel="epoch", ylabel="training loss (mean over the epoch)", title="Training loss")
+axes[1].set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy", ylim=(0, 1))
+axes[1].legend(ncols=2, fontsize=8, loc="center right")
+fig.suptitle("64-64-10 MLP on digits, 10 epochs, same initial weights")
+plt.show()
+
+# %%
+acc = {name: h.last("val_acc") for name, h in histories.items()}
+loss = {name: h.last("train_loss") for name, h in histories.items()}
+for name in ("momentum", "Adam"):
+    assert acc[name] > 0.93, f"{name}: validation accuracy {acc[name]:.3f}, expected > 0.93"
+    assert acc[name] > acc["SGD"] + 0.03, f"{name} {acc[name]:.3f} should beat SGD {acc['SGD']:.3f} by > 0.03"
+    assert loss[name] < 0.5 * loss["SGD"], f"{name} training loss {loss[name]:.3f} vs SGD {loss['SGD']:.3f}"
+assert acc["GD"] < acc["SGD"], f"GD {acc['GD']:.3f} should trail SGD {acc['SGD']:.3f} after 10 epochs"
+print(" | ".join(f"{k} {v:.3f}" for k, v in acc.items()))
+
+# %% [markdown]
+# - **GD vs SGD.** For the same amount of computation (10 passes over the data), GD has made 10 steps
+#   and SGD 340. Even though each of SGD's steps is noisy, that wins by a wide margin.
+# - **Momentum.** At the same learning rate, momentum's effective step is ten times larger along
+#   consistent directions, and it reaches a much lower loss than plain SGD. Nesterov is almost
+#   indistinguishable here.
+# - **Adaptive methods.** Adam, RMSProp and AdaGrad train fast with little tuning, which is why Adam
+#   is the usual default. AdamW's curve lies on Adam's: with $\eta\lambda = 10^{-5}$ per step, 340 steps
+#   of decay change the weights by 0.3 %. Weight decay matters for long runs and for generalization
+#   ([chapter 05](../05_regularization/05_regularization.ipynb)), not for 10 epochs.
+#
+# Such rankings depend on the learning rates: with a tuned rate (and a schedule), SGD with momentum
+# often generalizes as well as or better than Adam on vision tasks, and Adam with a bad rate fails too.
+#
+# ## Learning-rate schedules
+#
+# The learning rate rarely stays constant. Large steps early make fast progress, and their noise
+# helps escape poor regions; small steps late let SGD settle instead of bouncing around the minimum
+# (the Robbins–Monro argument above). The common schedules for a run of $T$ steps with base rate
+# $\eta_0$:
+#
+# - **step decay**: multiply by $\gamma$ (e.g. 0.1) every $k$ steps, as in the original ResNet
+#   training (÷10 at epochs 30, 60, 90);
+# - **exponential**: $\eta_t = \eta_0\gamma^t$;
+# - **cosine annealing** (Loshchilov and Hutter, 2017):
+#   $\eta_t = \eta_{\min} + \tfrac12(\eta_0 - \eta_{\min})(1 + \cos(\pi t / T))$, smooth, with no
+#   decay points to choose;
+# - **one-cycle** (Smith and Topin, 2019): ramp up to a large peak over the first ~30 % of the run, then
+#   anneal to almost zero (PyTorch's `OneCycleLR` also cycles the momentum the other way);
+# - **linear warm-up then cosine**: the rate climbs linearly from $\eta_0/w$ to $\eta_0$ over $w$ steps,
+#   then follows a cosine down to $f_{\min}\eta_0$. This is the default of most modern vision
+#   training recipes, and `course_lib.optim.warmup_cosine` builds it:
+#
+# $$
+# \eta_t = \eta_0 \cdot \begin{cases} \dfrac{t + 1}{w} & t < w, \\[2mm]
+# f_{\min} + (1 - f_{\min})\,\tfrac12\bigl(1 + \cos(\pi\,\tfrac{t - w}{T - w})\bigr) & w \le t .
+# \end{cases}
+# $$
+#
+# Schedules are stepped once per optimizer step here (`scheduler_step="batch"` in `train.fit`), which
+# makes them independent of the epoch length.
+
+
+# %%
+def warmup_cosine_lr(t, base_lr, warmup_steps, total_steps, min_factor=0.0):
+    """The warm-up + cosine learning rate at 0-based step t, from the formula above."""
+    if t < warmup_steps:
+        return base_lr * (t + 1) / warmup_steps
+    progress = min(1.0, (t - warmup_steps) / (total_steps - warmup_steps))
+    return base_lr * (min_factor + (1 - min_factor) * 0.5 * (1 + np.cos(np.pi * progress)))
+
+
+def lr_curve(make_scheduler, steps=300, base_lr=0.1):
+    """The learning rate used by each of `steps` optimizer steps under a torch scheduler."""
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=base_lr, momentum=0.9)
+    sched = make_scheduler(opt)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return np.array(lrs)
+
+
+T_TOTAL, WARMUP, MIN_F = 300, 30, 0.05
+ours = np.array([warmup_cosine_lr(t, 0.1, WARMUP, T_TOTAL, MIN_F) for t in range(T_TOTAL)])
+lib = lr_curve(lambda o: optim.warmup_cosine(o, warmup_steps=WARMUP, total_steps=T_TOTAL, min_factor=MIN_F))
+sched = torch.optim.lr_scheduler
+torch_seq = lr_curve(
+    lambda o: sched.SequentialLR(
+        o,
+        [
+            sched.LinearLR(o, start_factor=1 / WARMUP, end_factor=1.0, total_iters=WARMUP - 1),
+            sched.CosineAnnealingLR(o, T_max=T_TOTAL - WARMUP, eta_min=0.1 * MIN_F),
+        ],
+        milestones=[WARMUP],
+    )
+)
+factors = [
+    optim.warmup_cosine_factor(t, warmup_steps=WARMUP, total_steps=T_TOTAL, min_factor=MIN_F)
+    for t in range(T_TOTAL)
+]
+np.testing.assert_allclose(0.1 * np.array(factors), ours, rtol=1e-12)
+np.testing.assert_allclose(lib, ours, rtol=1e-12)
+np.testing.assert_allclose(torch_seq, ours, rtol=1e-9)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("warm-up + cosine: our formula == optim.warmup_cosine == SequentialLR(LinearLR, CosineAnnealingLR)")
+print("lr at steps 0, 29, 30, 165, 299:", [f"{ours[t]:.5f}" for t in (0, 29, 30, 165, 299)])
+
+# %%
+schedules = {
+    "constant": lr_curve(lambda o: sched.LambdaLR(o, lambda t: 1.0)),
+    "step (×0.1 every 100)": lr_curve(lambda o: sched.StepLR(o, step_size=100, gamma=0.1)),
+    "exponential (γ = 0.99)": lr_curve(lambda o: sched.ExponentialLR(o, gamma=0.99)),
+    "cosine": lr_curve(lambda o: sched.CosineAnnealingLR(o, T_max=T_TOTAL)),
+    "one-cycle": lr_curve(lambda o: sched.OneCycleLR(o, max_lr=0.1, total_steps=T_TOTAL)),
+    "warm-up (30) + cosine": lib,
+}
+fig, axes = plt.subplots(2, 3, figsize=(11, 4.6), sharex=True, sharey=True)
+for i, (ax, (name, lrs)) in enumerate(zip(axes.flat, schedules.items(), strict=True)):
+    ax.plot(lrs, color=viz.color(i if i != 6 else 7), lw=2)
+    ax.set_title(name, fontsize=10)
+for ax in axes[1]:
+    ax.set_xlabel("optimizer step")
+for ax in axes[:, 0]:
+    ax.set_ylabel("learning rate")
+fig.suptitle("Learning-rate schedules over 300 steps, base rate 0.1")
+plt.show()
+
+# %% [markdown]
+# ### Warm-up
+#
+# Why start *low*? Three reasons.
+#
+# 1. **Adam's early statistics are unreliable.** At step 1, $\hat v = g^2$ is estimated from a single
+#    gradient, so the update is exactly $\eta\,\mathrm{sign}(g)$: every parameter moves by the full
+#    $\eta$, whatever the size or the reliability of its gradient. Over the next steps the estimate
+#    still rests on a handful of samples and its variance is large (Liu et al., 2020, analyse this and
+#    propose RAdam). RMSProp, without bias correction, is worse: its first step is $10\eta$.
+# 2. **The network changes fast at the start.** The initial gradients are large and the curvature is
+#    different from what it becomes later; a large rate can throw the weights into a region they never
+#    recover from (dead ReLUs, saturated units, a loss spike).
+# 3. **Large batches.** To keep the same progress per epoch with a $k$ times larger batch, the
+#    learning rate is scaled by $k$ (the "linear scaling rule"; Goyal et al., 2017, trained ImageNet with
+#    batches of 8,192 this way); that rate is only usable after a few epochs of warm-up.
+#
+# The first point can be measured directly. Feed Adam and RMSProp pure noise,
+# $g \sim \mathcal N(0, 1)$ for 10,000 parameters, and record the average size of the update divided
+# by $\eta$.
+
+# %%
+noise_grads = torch.randn(300, 10_000, generator=torch.Generator().manual_seed(0))
+update_size = {}
+for name, make in (
+    ("RMSProp (α = 0.99)", torch.optim.RMSprop),
+    ("Adam (β1 = 0.9, β2 = 0.999)", torch.optim.Adam),
+):
+    w = torch.zeros(10_000, requires_grad=True)
+    opt = make([w], lr=1.0)
+    sizes = []
+    for g_t in noise_grads:
+        before = w.detach().clone()
+        w.grad = g_t.clone()
+        opt.step()
+        sizes.append((w.detach() - before).abs().mean().item())
+    update_size[name] = np.array(sizes)
+
+fig, ax = plt.subplots(figsize=(6.4, 3.6))
+for i, (name, sizes) in enumerate(update_size.items()):
+    ax.semilogy(np.arange(1, 301), sizes, color=viz.color(i), label=name)
+ax.set(xlabel="step t", ylabel="mean |update| / η", title="Update size on pure-noise gradients")
+ax.legend()
+plt.show()
+print({k: f"step 1: {v[0]:.2f}, step 300: {v[-1]:.2f}" for k, v in update_size.items()})
+
+# %% [markdown]
+# On gradients that carry no information, Adam's first update is $\eta$ per parameter and it takes
+# dozens of steps to fall to its steady level, about five times smaller (there $\hat m$ averages the
+# noise away while $\hat v$ measures its full size). RMSProp starts at $10\eta$. A warm-up over the
+# first few hundred steps keeps these early, badly informed updates small.
+#
+# ### Warm-up in a training run
+#
+# We train a 64-128-128-10 MLP with Adam and batches of 128 (9 steps per epoch, 90 in all) at
+# several peak rates, each with a cosine schedule, once without warm-up and once with a linear
+# warm-up over the first epoch (`optim.warmup_cosine`). The loss of every step is logged from inside
+# the loss function, and the rate of every step with `after_step`.
+
+
+# %%
+def warmup_run(peak_lr, warmup_steps, epochs=10, batch_size=128):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
+    model = model.to(device)
+    loader = DataLoader(
+        splits.train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=peak_lr)
+    scheduler = optim.warmup_cosine(opt, warmup_steps=warmup_steps, total_steps=epochs * len(loader))
+    step_loss, step_lr = [], []
+
+    def logged_ce(out, y):
+        loss = F.cross_entropy(out, y)
+        if torch.is_grad_enabled():  # a training step (evaluation runs without gradients)
+            step_loss.append(loss.item())
+        return loss
+
+    hist = train.fit(
+        model,
+        loader,
+        epochs=epochs,
+        optimizer=opt,
+        loss_fn=logged_ce,
+        val_loader=val_loader,
+        metrics={"acc": metrics.accuracy},
+        scheduler=scheduler,
+        scheduler_step="batch",
+        after_step=lambda: step_lr.append(opt.param_groups[0]["lr"]),
+        desc=f"peak {peak_lr}, warm-up {warmup_steps}",
+    )
+    with torch.no_grad():  # hidden ReLU units that output 0 for every training image are dead
+        h1 = model[1](model[0](xt))
+        h2 = model[3](model[2](h1))
+        dead = [(h.amax(0) == 0).float().mean().item() for h in (h1, h2)]
+    return {"acc": hist.last("val_acc"), "loss": np.array(step_loss), "lr": np.array(step_lr), "dead": dead}
+
+
+PEAKS = (0.01, 0.03, 0.1)
+runs = {(peak, w): warmup_run(peak, w) for peak in PEAKS for w in (0, 9)}
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+labels = {0: "cosine, no warm-up", 9: "warm-up (1 epoch) + cosine"}
+for i, w in enumerate((0, 9)):
+    axes[0].semilogx(PEAKS, [runs[p, w]["acc"] for p in PEAKS], "o-", color=viz.color(i), label=labels[w])
+    axes[1].semilogy(runs[0.1, w]["loss"], color=viz.color(i), label=labels[w])
+    axes[2].plot(runs[0.1, w]["lr"], color=viz.color(i), label=labels[w])
+axes[0].set(
+    xlabel="peak learning rate (Adam)",
+    ylabel="validation accuracy after 10 epochs",
+    title="Warm-up widens the usable range",
+    ylim=(0, 1),
+)
+axes[1].set(xlabel="optimizer step", ylabel="mini-batch loss", title="Loss per step at peak rate 0.1")
+axes[2].set(xlabel="optimizer step", ylabel="learning rate", title="The two schedules at peak 0.1")
+axes[0].legend(fontsize=8)
+plt.show()
+
+# %%
+warm, cold = runs[0.1, 9]["acc"], runs[0.1, 0]["acc"]
+assert warm > 0.9, f"Adam at peak lr 0.1 with warm-up: validation accuracy {warm:.3f}, expected > 0.9"
+assert warm > cold + 0.05, f"warm-up {warm:.3f} should beat no warm-up {cold:.3f} by > 0.05 at peak lr 0.1"
+for w in (9, 0):
+    r = runs[0.1, w]
+    print(
+        f"peak lr 0.1, {labels[w]:27s}: val acc {r['acc']:.3f}, "
+        f"largest first-epoch loss {r['loss'][:9].max():5.1f}, "
+        f"dead ReLUs {r['dead'][0]:.0%} (layer 1), {r['dead'][1]:.0%} (layer 2)"
+    )
+
+# %% [markdown]
+# At the smaller peak rates both schedules reach the same accuracy; warm-up changes nothing there. At
+# 0.1, Adam's first full-size steps move every weight by 0.1 at once: the loss jumps to about 30,
+# almost every unit of the first hidden layer dies (its ReLU outputs 0 for every training image, so it
+# never gets a gradient again), and the run never recovers. With a one-epoch warm-up the same peak rate
+# trains normally. Warm-up does
+# not make training faster by itself: it makes larger rates safe, and larger rates (or larger
+# batches) are what make training faster.
+#
+# A related tool: averaging the weights over the last steps (an exponential moving average,
+# `optim.WeightEMA`) gives a smoother model than the last iterate; it belongs to
+# [chapter 05](../05_regularization/05_regularization.ipynb).
+#
+# ## Summary
+#
+# | optimizer | state per parameter | update (PyTorch's form) | `torch.optim` |
+# |---|---|---|---|
+# | GD / SGD | none | $\theta \leftarrow \theta - \eta(g + \lambda\theta)$ | `SGD(lr)` |
+# | momentum | $b$ | $b \leftarrow \mu b + (1-\tau)g$ ($b_1 = g_1$); $\theta \leftarrow \theta - \eta b$ | `SGD(lr, momentum)` |
+# | Nesterov | $b$ | $b \leftarrow \mu b + g$; $\theta \leftarrow \theta - \eta(g + \mu b)$ | `SGD(..., nesterov=True)` |
+# | AdaGrad | $G = \sum g^2$ | $\theta \leftarrow \theta - \eta g/(\sqrt G + \epsilon)$ | `Adagrad` |
+# | RMSProp | $v$ (EMA of $g^2$) | $\theta \leftarrow \theta - \eta g/(\sqrt v + \epsilon)$, no bias correction | `RMSprop` |
+# | Adam | $m$, $v$ | bias-corrected $\hat m, \hat v$; $\theta \leftarrow \theta - \eta\hat m/(\sqrt{\hat v} + \epsilon)$ | `Adam` |
+# | AdamW | $m$, $v$ | $\theta \leftarrow (1 - \eta\lambda)\theta$, then the Adam step | `AdamW` |
+#
+# - Backpropagation is the chain rule applied from the output back; check gradients with centred
+#   differences in float64.
+# - On a quadratic, GD needs $\eta < 2/L$ and about $\kappa$ steps per decade of accuracy; momentum
+#   needs about $\sqrt\kappa$. Ill-conditioning, not the number of parameters, is what makes GD slow.
+# - SGD trades exact gradients for many cheap steps; the noise variance falls as $1/B$.
+# - Adaptive methods scale each coordinate by its gradient history. Adam is RMSProp with momentum
+#   and bias correction (not AdaGrad with momentum). With Adam, use decoupled weight decay (AdamW),
+#   not an L2 penalty.
+# - Schedules: decay the rate (step, cosine, one-cycle) to settle at the end; warm up at the start so
+#   that large rates, large batches and Adam's early statistics do no harm.
+#
+# ## Exercises
+#
+# ### Exercise 1: the best constant step
+#
+# For GD on $\tfrac12(x^2 + \kappa y^2)$ the factor per step is
+# $r(\eta) = \max(|1 - \eta|, |1 - \eta\kappa|)$. Show that it is smallest at
+# $\eta^\star = 2/(1 + \kappa)$, with $r = (\kappa - 1)/(\kappa + 1)$. Check it for $\kappa = 100$ by a
+# grid search over $\eta$, and check heavy ball's $(\sqrt\kappa - 1)/(\sqrt\kappa + 1)$ by computing
+# the spectral radius of its $2\times2$ iteration matrix (acting on $(\theta, b)$)
+# $\begin{pmatrix}1 - \eta\lambda & -\eta\mu\\ \lambda & \mu\end{pmatrix}$ over a grid of $\eta$ and $\mu$.
+
+# %% tags=["hide-cell"]
+# Solution. |1 - eta| falls and |1 - eta kappa| rises with eta (for eta > 1/kappa), so the maximum is
+# smallest where they are equal: 1 - eta = eta kappa - 1, i.e. eta = 2/(1 + kappa), r = (kappa-1)/(kappa+1).
+kappa_ex = 100.0
+eta_grid = np.linspace(1e-4, 0.0199, 20000)
+r_gd = np.maximum(np.abs(1 - eta_grid), np.abs(1 - eta_grid * kappa_ex))
+assert abs(eta_grid[r_gd.argmin()] - 2 / (1 + kappa_ex)) < 1e-5
+assert abs(r_gd.min() - (kappa_ex - 1) / (kappa_ex + 1)) < 1e-5
+
+
+def hb_radius(eta, mu, lam):
+    """Spectral radius of heavy ball's iteration matrix on one eigen-direction (vectorized)."""
+    tr, det = 1 - eta * lam + mu, mu  # characteristic polynomial z^2 - tr z + det
+    disc = np.lib.scimath.sqrt(tr**2 - 4 * det)
+    return np.maximum(np.abs((tr + disc) / 2), np.abs((tr - disc) / 2))
+
+
+E, M = np.meshgrid(np.linspace(1e-4, 0.05, 400), np.linspace(0, 0.95, 400))
+rate = np.maximum(hb_radius(E, M, 1.0), hb_radius(E, M, kappa_ex))
+best = np.unravel_index(rate.argmin(), rate.shape)
+root_k = np.sqrt(kappa_ex)
+print(f"GD: best eta {eta_grid[r_gd.argmin()]:.5f} (theory {2 / (1 + kappa_ex):.5f}), rate {r_gd.min():.4f}")
+rate_hb, mu_hb = (root_k - 1) / (root_k + 1), ((root_k - 1) / (root_k + 1)) ** 2
+print(f"heavy ball: grid rate {rate.min():.4f} at eta {E[best]:.4f}, mu {M[best]:.3f}")
+print(f"            theory {rate_hb:.4f} at eta {4 / (root_k + 1) ** 2:.4f}, mu {mu_hb:.3f}")
+assert abs(rate.min() - rate_hb) < 0.01
+
+# %% [markdown]
+# ### Exercise 2: two forms of momentum
+#
+# Implement the velocity form $v \leftarrow \mu v - \eta_t g$, $\theta \leftarrow \theta + v$ and run
+# it next to `torch.optim.SGD(momentum=0.9)` on the valley (κ = 100) for 100 steps, with a learning
+# rate that drops from 0.01 to 0.001 after step 50 (`StepLR`). Show that the iterates are identical
+# before the drop and differ after it. Which form slows down at once?
+
+# %% tags=["hide-cell"]
+theta_v = torch.tensor(START, dtype=torch.float64)
+v = torch.zeros(2, dtype=torch.float64)
+theta_t = torch.tensor(START, dtype=torch.float64, requires_grad=True)
+opt = torch.optim.SGD([theta_t], lr=0.01, momentum=0.9)
+drop = torch.optim.lr_scheduler.StepLR(opt, step_size=50, gamma=0.1)
+gap, step_v, step_t = [], [], []
+for _ in range(100):
+    eta_t = opt.param_groups[0]["lr"]
+    v = 0.9 * v - eta_t * torch.tensor([1.0, KAPPA], dtype=torch.float64) * theta_v  # velocity form
+    theta_v = theta_v + v
+    before = theta_t.detach().clone()
+    opt.zero_grad()
+    valley(theta_t).backward()
+    opt.step()
+    drop.step()
+    gap.append((theta_v - theta_t.detach()).abs().max().item())
+    step_v.append(v.norm().item())
+    step_t.append((theta_t.detach() - before).norm().item())
+assert max(gap[:50]) < 1e-12 and max(gap[50:]) > 1e-3
+print(f"max difference: steps 1-50 {max(gap[:50]):.1e}, steps 51-100 {max(gap[50:]):.1e}")
+print(f"step length just after the drop (step 51): velocity form {step_v[50]:.4f}, PyTorch {step_t[50]:.4f}")
+# PyTorch's buffer b is in gradient units, so the step eta_t * b shrinks by 10x at once. The velocity
+# v already contains the old learning rate and decays only by mu per step, so the velocity form keeps
+# moving at the old speed for ~1/(1 - mu) = 10 steps.
+
+# %% [markdown]
+# ### Exercise 3: rotate the valley
+#
+# Rotate the valley by 45°: $f(\theta) = \tfrac12 (R\theta)^\top \mathrm{diag}(1, 100)\,(R\theta)$
+# and start from $R^\top(-5, 1)$, the same point in rotated coordinates. Rerun momentum and Adam with the
+# race settings. Show that momentum's final $f$ does not change, and measure how much Adam loses.
+
+# %% tags=["hide-cell"]
+c45 = np.cos(np.pi / 4)
+R = torch.tensor([[c45, -c45], [c45, c45]], dtype=torch.float64)
+
+
+def rotated_run(make_opt, steps=200):
+    theta = (R.T @ torch.tensor(START, dtype=torch.float64)).requires_grad_(True)
+    opt = make_opt([theta])
+    for _ in range(steps):
+        opt.zero_grad()
+        valley(R @ theta).backward()
+        opt.step()
+    return valley(R @ theta.detach()).item()
+
+
+f_rot = {name: rotated_run(race[name]) for name in ("momentum", "Adam")}
+for name, value in f_rot.items():
+    print(f"{name:9s} axis-aligned f = {f_final[name]:.1e}, rotated f = {value:.1e}")
+assert abs(f_rot["momentum"] - f_final["momentum"]) < 1e-6 * f_final["GD"]
+assert f_rot["Adam"] > 10 * f_final["Adam"]
+# Momentum's update is a linear function of the gradients, so it commutes with rotations. Adam divides
+# coordinate by coordinate; in rotated coordinates both axes mix the steep and the flat direction,
+# and its per-coordinate scaling no longer matches the curvature.
+
+# %% [markdown]
+# ### Exercise 4: Adam does not see the scale of the loss
+#
+# Multiply the valley by 1,000 and rerun Adam and GD with the race settings. Show that Adam's path is
+# unchanged (up to the effect of $\epsilon$) and explain why, and what happens to GD.
+
+# %% tags=["hide-cell"]
+for name in ("Adam", "GD"):
+    theta_s = torch.tensor(START, dtype=torch.float64, requires_grad=True)
+    opt = race[name]([theta_s])
+    for _ in range(200):
+        opt.zero_grad()
+        (1000 * valley(theta_s)).backward()
+        opt.step()
+    final = valley(theta_s.detach()).item()
+    result = f"{final:.2e}" if np.isfinite(final) else "diverged (overflow)"
+    print(f"{name}: f after 200 steps, loss x1: {f_final[name]:.2e}, loss x1000: {result}")
+# Adam's step is m_hat / sqrt(v_hat): scaling every gradient by c scales m by c and sqrt(v) by c, and
+# the ratio is unchanged (epsilon = 1e-8 is negligible next to these gradients). GD's step is scaled by
+# 1000: eta L = 1.5 becomes 1500, far beyond 2, and it diverges until the numbers overflow.
+
+# %% [markdown]
+# ## References
+#
+# - Robbins, H., and Monro, S. (1951). A stochastic approximation method. *The Annals of Mathematical
+#   Statistics*, 22(3), 400–407.
+# - Polyak, B. T. (1964). Some methods of speeding up the convergence of iteration methods. *USSR
+#   Computational Mathematics and Mathematical Physics*, 4(5), 1–17.
+# - Nesterov, Y. (1983). A method for solving the convex programming problem with convergence rate
+#   $O(1/k^2)$. *Soviet Mathematics Doklady*, 27, 372–376.
+# - Rumelhart, D. E., Hinton, G. E., and Williams, R. J. (1986). Learning representations by
+#   back-propagating errors. *Nature*, 323, 533–536.
+# - Duchi, J., Hazan, E., and Singer, Y. (2011). Adaptive subgradient methods for online learning and
+#   stochastic optimization. *Journal of Machine Learning Research*, 12, 2121–2159.
+# - Tieleman, T., and Hinton, G. (2012). Lecture 6.5, RMSProp: divide the gradient by a running
+#   average of its recent magnitude. *Neural Networks for Machine Learning* (Coursera).
+# - Sutskever, I., Martens, J., Dahl, G., and Hinton, G. (2013). On the importance of initialization and
+#   momentum in deep learning. *ICML 2013*.
+# - Kingma, D. P., and Ba, J. (2015). Adam: a method for stochastic optimization. *ICLR 2015*.
+#   arXiv:1412.6980.
+# - He, K., Zhang, X., Ren, S., and Sun, J. (2016). Deep residual learning for image recognition.
+#   *CVPR 2016*. arXiv:1512.03385. (Step schedule.)
+# - Loshchilov, I., and Hutter, F. (2017). SGDR: stochastic gradient descent with warm restarts.
+#   *ICLR 2017*. arXiv:1608.03983.
+# - Goyal, P., Dollár, P., Girshick, R., Noordhuis, P., Wesolowski, L., Kyrola, A., Tulloch, A., Jia, Y.,
+#   and He, K. (2017). Accurate, large minibatch SGD: training ImageNet in 1 hour. arXiv:1706.02677.
+# - Bottou, L., Curtis, F. E., and Nocedal, J. (2018). Optimization methods for large-scale machine
+#   learning. *SIAM Review*, 60(2), 223–311. arXiv:1606.04838.
+# - McCandlish, S., Kaplan, J., Amodei, D., and the OpenAI Dota Team (2018). An empirical model of
+#   large-batch training. arXiv:1812.06162.
+# - Loshchilov, I., and Hutter, F. (2019). Decoupled weight decay regularization. *ICLR 2019*.
+#   arXiv:1711.05101.
+# - Smith, L. N., and Topin, N. (2019). Super-convergence: very fast training of neural networks using
+#   large learning rates. *Artificial Intelligence and Machine Learning for Multi-Domain Operations
+#   Applications*, SPIE 11006. arXiv:1708.07120.
+# - Liu, L., Jiang, H., He, P., Chen, W., Liu, X., Gao, J., and Han, J. (2020). On the variance of the
+#   adaptive learning rate and beyond. *ICLR 2020*. arXiv:1908.03265.
