@@ -1,0 +1,1758 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 08 · Object detection
+#
+# A classifier says *what* is in an image. A detector says what is where: for every object it
+# returns a box, a class and a confidence, and the number of objects is not known in advance. That
+# one difference (a variable-size set of outputs) explains most of the machinery of the field:
+# candidate boxes and anchors, non-maximum suppression to remove duplicates, box codings that make
+# regression well-conditioned, region pooling, bipartite matching, and an evaluation metric (mean
+# average precision) that rewards finding every object once and only once. This chapter builds each
+# piece from its definition, checks it against torchvision, and trains a small one-stage detector on
+# coloured shapes to a measured mAP.
+#
+# **Learning objectives.** After this chapter you can:
+# - train a network with a classification head and a box-regression head, and explain its multi-task
+#   loss;
+# - convert between box formats, and compute IoU, GIoU, non-maximum suppression and the R-CNN box
+#   encoding by hand and with `course_lib.ops`;
+# - generate anchor grids and label anchors by IoU, as Faster R-CNN's region proposal network does;
+# - explain what R-CNN, Fast R-CNN and Faster R-CNN each changed, and implement RoI pooling and
+#   RoIAlign;
+# - train a one-stage, centre-based detector and evaluate it with precision-recall curves, AP and
+#   mAP computed step by step;
+# - describe what a feature pyramid network adds, and how DETR replaces anchors and NMS with a
+#   Hungarian matching and a set loss.
+#
+# **Prerequisites.** [Chapter 03](../03_losses/03_losses.ipynb) (IoU, GIoU, focal loss, Hungarian
+# matching), [chapter 06](../06_cnns/06_cnns.ipynb) (convolutions, strides, receptive fields,
+# ResNet), [chapter 07](../07_segmentation/07_segmentation.ipynb) (dense prediction, upsampling).
+#
+# **Measured runtime:** not measured yet.
+#
+# **Files:** [08_detection.ipynb](08_detection.ipynb) (notebook, with outputs) · [08_detection.py](08_detection.py) (the paired script instructors edit)
+
+# %%
+import itertools
+import math
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import numpy as np
+import skimage.segmentation
+import torch
+import torch.nn.functional as F
+import torchvision.ops as tvops
+from matplotlib.patches import FancyArrowPatch, Rectangle
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from torchvision.models.detection._utils import BoxCoder, Matcher
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from tqdm.auto import trange
+
+from course_lib import data, losses, metrics, ops, runtime, train, viz
+from course_lib import nn as cnn
+
+device = runtime.setup(seed=0)
+
+# %% [markdown]
+# ## The detection task
+#
+# The data of this chapter are scenes of coloured circles, squares and triangles from
+# `data.make_shapes`. Each image comes with one box per object, in pixels, as $(x_1, y_1, x_2, y_2)$
+# with $x_2, y_2$ exclusive (a box from pixel column 3 to column 7 has $x_1 = 3$, $x_2 = 8$, width 5),
+# and one class label per box. The colour is a nuisance: a red and a blue square are both
+# "square".
+#
+# A detector's output for one image is a *set* of triples (box, class, score). The set has no order
+# and no fixed size, so detection cannot be cast as "regress a fixed vector". Three families of answers
+# appear below: classify many candidate regions (R-CNN and its successors), predict a fixed, dense grid
+# of candidates and remove the duplicates (YOLO, RetinaNet, FCOS), or predict a small set directly
+# and match it to the targets (DETR).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+SIZE = 32  # image side in pixels
+CLASSES = data.SHAPE_CLASSES
+scenes = data.make_shapes(8, 48, min_objects=1, max_objects=4, seed=5)
+print(f"classes: {CLASSES}")
+print(f"images {tuple(scenes.images.shape)}; objects per image: {[len(b) for b in scenes.boxes]}")
+print(f"first image: boxes {scenes.boxes[0].tolist()}, labels {scenes.labels[0].tolist()}")
+print(f"caption: {scenes.captions[0]!r}")
+
+# %%
+fig, axes = plt.subplots(1, 8, figsize=(11, 1.9))
+for ax, img, boxes, labels in zip(axes, scenes.images, scenes.boxes, scenes.labels, strict=True):
+    ax.imshow(img.permute(1, 2, 0), interpolation="nearest")
+    viz.draw_boxes(ax, boxes, [CLASSES[k] for k in labels], color_index=labels.tolist())
+    ax.axis("off")
+fig.suptitle("Detection targets: one box and one class per object (colour = class)")
+plt.show()
+
+# %% [markdown]
+# ## Classification and localization
+#
+# With exactly one object per image the output size is fixed again: a class and four numbers. A CNN
+# computes a feature vector and two **heads** read it: a linear layer with $C$ class scores, trained
+# with cross-entropy, and a linear layer with 4 box numbers, trained with a regression loss. The two
+# losses are summed into a **multi-task loss**
+#
+# $$
+# L = L_{\text{cls}}(p, c) + \lambda\, L_{\text{box}}(\hat b, b),
+# $$
+#
+# where $\lambda$ balances the two terms (they have different units). Lecture notes often use an L2
+# loss on $(x, y, w, h)$ in pixels. That works, but its size depends on the image resolution and it
+# punishes a 2-pixel error on a large box as much as on a small one. Here the box is normalised by the
+# image size and the loss is L1 plus the GIoU loss of [chapter 03](../03_losses/03_losses.ipynb),
+# which is scale-invariant. The box head outputs $(c_x, c_y, w, h)$ through a sigmoid, so every
+# predicted box is valid (positive width and height, centre inside the image), then converts it to
+# corners.
+#
+# One design choice matters: the features are **flattened**, not globally average-pooled. Global
+# average pooling discards most of the information about *where* things are, which a classifier can
+# afford and a box regressor cannot.
+#
+# The same recipe with $K$ pairs of coordinates instead of one box is **human pose estimation** by
+# regression (DeepPose): a fixed number $K$ of joints (14 in the Leeds Sports Pose data), each
+# regressed as an $(x, y)$ pair.
+
+# %%
+single = data.make_shapes(2000, SIZE, min_objects=1, max_objects=1, seed=3)
+boxes_norm = torch.cat(single.boxes) / SIZE  # [2000, 4] in [0, 1]
+targets_loc = torch.cat([torch.cat(single.labels)[:, None].float(), boxes_norm], dim=1)  # class, box
+N_TRAIN = 1600
+loc_train = TensorDataset(single.images[:N_TRAIN], targets_loc[:N_TRAIN])
+loc_test = TensorDataset(single.images[N_TRAIN:], targets_loc[N_TRAIN:])
+loc_loader = DataLoader(loc_train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
+
+
+class TwoHeadNet(nn.Module):
+    """A small CNN whose flattened features feed a class head and a box head."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.num_classes = num_classes
+        self.features = nn.Sequential(
+            cnn.ConvNormAct(3, 8), nn.MaxPool2d(2),  # 16 x 16
+            cnn.ConvNormAct(8, 32), nn.MaxPool2d(2),  # 8 x 8
+            cnn.ConvNormAct(32, 64), nn.MaxPool2d(2),  # 4 x 4: still knows where things are
+            nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU(),
+        )  # fmt: skip
+        self.cls_head = nn.Linear(128, num_classes)
+        self.box_head = nn.Linear(128, 4)
+
+    def forward(self, x):
+        h = self.features(x)
+        box = ops.box_convert(torch.sigmoid(self.box_head(h)), "cxcywh", "xyxy")
+        return torch.cat([self.cls_head(h), box], dim=1)  # [N, C + 4]: logits, then the box
+
+
+def loc_loss(out, y, lam=1.0):
+    cls_loss = F.cross_entropy(out[:, :3], y[:, 0].long())
+    box_loss = F.l1_loss(out[:, 3:], y[:, 1:]) + losses.giou_loss(out[:, 3:], y[:, 1:])
+    return cls_loss + lam * box_loss
+
+
+def loc_accuracy(out, y):
+    return metrics.accuracy(out[:, :3], y[:, 0].long())
+
+
+def loc_mean_iou(out, y):
+    return ops.paired_box_iou(out[:, 3:], y[:, 1:]).mean()
+
+
+torch.manual_seed(0)
+loc_model = TwoHeadNet().to(device)
+EPOCHS_LOC = 3
+opt = torch.optim.AdamW(loc_model.parameters(), lr=3e-3, weight_decay=1e-4)
+sched = torch.optim.lr_scheduler.OneCycleLR(
+    opt, 3e-3, total_steps=EPOCHS_LOC * len(loc_loader), pct_start=0.2
+)
+loc_history = train.fit(
+    loc_model,
+    loc_loader,
+    epochs=EPOCHS_LOC,
+    optimizer=opt,
+    loss_fn=loc_loss,
+    val_loader=DataLoader(loc_test, batch_size=400),
+    metrics={"acc": loc_accuracy, "iou": loc_mean_iou},
+    scheduler=sched,
+    scheduler_step="batch",
+    desc="classification + localization",
+)
+loc_history.plot(["loss", "acc", "iou"], title="Two heads: class accuracy and box IoU on held-out images")
+plt.show()
+
+# %%
+loc_acc, loc_iou = loc_history.last("val_acc"), loc_history.last("val_iou")
+assert loc_acc > 0.9, f"class accuracy {loc_acc:.3f}, expected > 0.9"
+assert loc_iou > 0.65, f"mean box IoU {loc_iou:.3f}, expected > 0.65"
+print(f"held-out class accuracy {loc_acc:.3f}, mean box IoU {loc_iou:.3f}")
+
+# %%
+x_show, y_show = loc_test[:8]
+with torch.no_grad():
+    out_show = loc_model.eval()(x_show.to(device)).cpu()
+fig, axes = plt.subplots(1, 8, figsize=(13, 2.3))
+for ax, img, out, y in zip(axes, x_show, out_show, y_show, strict=True):
+    ax.imshow(img.permute(1, 2, 0), interpolation="nearest")
+    viz.draw_boxes(ax, y[None, 1:] * SIZE, color_index=[2], linewidth=2)
+    viz.draw_boxes(ax, out[None, 3:] * SIZE, color_index=[1], linewidth=1.5)
+    iou = ops.paired_box_iou(out[None, 3:], y[None, 1:]).item()
+    ax.set_title(f"{CLASSES[out[:3].argmax()]}, IoU {iou:.2f}", fontsize=8)
+    ax.axis("off")
+fig.suptitle("Green: target box. Orange: predicted box. Title: predicted class and IoU")
+plt.show()
+
+# %% [markdown]
+# ## Boxes
+#
+# ### Box formats
+#
+# Three ways of writing the same box are common: corners $(x_1, y_1, x_2, y_2)$ (`"xyxy"`,
+# torchvision and this course), top-left corner and size $(x, y, w, h)$ (`"xywh"`, COCO's annotation
+# files) and centre and size $(c_x, c_y, w, h)$ (`"cxcywh"`, YOLO and DETR). Mixing them up is a
+# classic silent bug: every number is plausible and the boxes are simply wrong.
+#
+# $$
+# c_x = \tfrac{x_1 + x_2}{2},\quad c_y = \tfrac{y_1 + y_2}{2},\quad w = x_2 - x_1,\quad h = y_2 - y_1
+# \qquad\Longleftrightarrow\qquad
+# x_1 = c_x - \tfrac{w}{2},\quad x_2 = c_x + \tfrac{w}{2}\ (\text{same for } y).
+# $$
+
+
+# %%
+def xyxy_to_cxcywh(b):
+    x1, y1, x2, y2 = b.unbind(-1)
+    return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], dim=-1)
+
+
+def cxcywh_to_xyxy(b):
+    cx, cy, w, h = b.unbind(-1)
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
+
+
+def xyxy_to_xywh(b):
+    x1, y1, x2, y2 = b.unbind(-1)
+    return torch.stack([x1, y1, x2 - x1, y2 - y1], dim=-1)
+
+
+all_boxes = torch.cat(single.boxes[:200])
+torch.testing.assert_close(xyxy_to_cxcywh(all_boxes), ops.box_convert(all_boxes, "xyxy", "cxcywh"))
+torch.testing.assert_close(xyxy_to_cxcywh(all_boxes), tvops.box_convert(all_boxes, "xyxy", "cxcywh"))
+torch.testing.assert_close(xyxy_to_xywh(all_boxes), tvops.box_convert(all_boxes, "xyxy", "xywh"))
+torch.testing.assert_close(cxcywh_to_xyxy(xyxy_to_cxcywh(all_boxes)), all_boxes)
+print("box conversions from scratch = course_lib.ops.box_convert = torchvision.ops.box_convert")
+
+# %% [markdown]
+# ### IoU and GIoU
+#
+# Detection compares boxes with the **intersection over union**
+# $\mathrm{IoU}(A, B) = |A\cap B| / |A \cup B|$, and the generalized IoU
+# $\mathrm{GIoU} = \mathrm{IoU} - |C \setminus (A\cup B)|/|C|$ with $C$ the smallest box enclosing
+# both. [Chapter 03](../03_losses/03_losses.ipynb) derived both, wrote them from scratch and showed why
+# $1 - \mathrm{GIoU}$ trains where $1 - \mathrm{IoU}$ is flat. What matters here is the scale: a
+# detection "counts" when its IoU with a target reaches a threshold, usually 0.5. The figure shows
+# what a few IoU values look like for two boxes of the same size.
+
+# %%
+fig, axes = plt.subplots(1, 4, figsize=(11, 2.9))
+ref_box = torch.tensor([[10.0, 10.0, 30.0, 30.0]])
+for ax, target_iou in zip(axes, (0.3, 0.5, 0.7, 0.9), strict=True):
+    # shift a 20x20 box diagonally by d: IoU = (20 - d)^2 / (800 - (20 - d)^2), solved for d
+    side = math.sqrt(800 * target_iou / (1 + target_iou))
+    d = 20 - side
+    moved = ref_box + d
+    iou = ops.box_iou(ref_box, moved).item()
+    giou = ops.generalized_box_iou(ref_box, moved).item()
+    for k, b in enumerate((ref_box[0], moved[0])):
+        ax.add_patch(Rectangle(b[:2].tolist(), 20, 20, fill=True, alpha=0.25, color=viz.color(k)))
+        ax.add_patch(Rectangle(b[:2].tolist(), 20, 20, fill=False, lw=2, color=viz.color(k)))
+    ax.set(xlim=(5, 45), ylim=(45, 5), aspect="equal", title=f"IoU {iou:.2f}, GIoU {giou:.2f}")
+    ax.axis("off")
+fig.suptitle("Two 20×20 boxes shifted diagonally: IoU 0.5 is a looser match than it sounds")
+plt.show()
+
+g_box = torch.Generator().manual_seed(0)
+xy = torch.rand(50, 2, generator=g_box) * 20
+rand_boxes = torch.cat([xy, xy + 1 + torch.rand(50, 2, generator=g_box) * 10], dim=1)
+torch.testing.assert_close(
+    ops.box_iou(rand_boxes, rand_boxes[:20]), tvops.box_iou(rand_boxes, rand_boxes[:20])
+)
+torch.testing.assert_close(
+    ops.generalized_box_iou(rand_boxes, rand_boxes[:20]),
+    tvops.generalized_box_iou(rand_boxes, rand_boxes[:20]),
+)
+
+# %% [markdown]
+# Two boxes of the same size shifted by a quarter of their side along both axes already fall to IoU
+# 0.39: the 0.5 threshold of PASCAL VOC forgives quite a lot, which is why COCO averages over the
+# thresholds 0.5, 0.55, ..., 0.95.
+#
+# ## Non-maximum suppression
+#
+# Every dense detector predicts many boxes around each object: neighbouring cells and neighbouring
+# anchors all see it. **Non-maximum suppression** (NMS) keeps one of them. The greedy algorithm:
+#
+# 1. sort the boxes by score;
+# 2. keep the best remaining box;
+# 3. discard every remaining box whose IoU with it is *above* the threshold $t$;
+# 4. repeat from 2 until no box remains.
+#
+# The threshold is a trade-off. A low $t$ removes duplicates aggressively, but also removes a
+# correct box of a *second* object that overlaps the first. A high $t$ keeps both objects, and also
+# the duplicates. Detectors usually run NMS per class (boxes of different classes never suppress
+# each other), with $t$ between 0.3 and 0.7 (0.5 in torchvision's detectors).
+
+
+# %%
+def nms_loop(boxes, scores, iou_threshold):
+    """Greedy NMS, written as the four steps above. Returns kept indices by decreasing score."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i].item())  # stable: ties keep order
+    keep = []
+    while order:
+        best = order.pop(0)
+        keep.append(best)
+        ious = ops.box_iou(boxes[best][None], boxes[order])[0] if order else []
+        order = [i for i, iou in zip(order, ious, strict=True) if iou <= iou_threshold]
+    return torch.tensor(keep, dtype=torch.int64)
+
+
+g_nms = torch.Generator().manual_seed(1)
+for trial in range(20):  # clusters of jittered boxes, random thresholds
+    centres = torch.rand(4, 2, generator=g_nms) * 40
+    base = torch.cat([centres, centres + 12], dim=1).repeat_interleave(8, dim=0)
+    boxes_t = base + torch.randn(32, 4, generator=g_nms) * 2
+    boxes_t[:, 2:] = torch.maximum(boxes_t[:, 2:], boxes_t[:, :2] + 1)
+    scores_t = torch.rand(32, generator=g_nms)
+    thr = float(torch.rand(1, generator=g_nms)) * 0.8 + 0.1
+    ours = nms_loop(boxes_t, scores_t, thr)
+    assert torch.equal(ours, ops.nms(boxes_t, scores_t, thr)), trial
+    assert torch.equal(ours, tvops.nms(boxes_t, scores_t, thr)), trial
+print("NMS loop = course_lib.ops.nms = torchvision.ops.nms on 20 random sets of clustered boxes")
+
+# %% [markdown]
+# `ops.nms` computes the same answer without a Python loop over boxes, with a fixed-point iteration
+# on the IoU matrix (see its docstring), which matters on a GPU. Below, a scene with three objects,
+# two of which overlap, and eight noisy candidate boxes around each, scored as a detector might
+# score them.
+
+# %%
+nms_scene = data.make_shapes(1, 64, min_objects=3, max_objects=3, overlap=True, radius=(0.14, 0.24), seed=4)
+nms_gt = nms_scene.boxes[0]
+g_cand = torch.Generator().manual_seed(2)
+cand_boxes = nms_gt.repeat_interleave(8, dim=0)
+cand_sizes = (cand_boxes[:, 2:] - cand_boxes[:, :2]).repeat(1, 2)
+cand_boxes = cand_boxes + torch.randn(len(cand_boxes), 4, generator=g_cand) * 0.12 * cand_sizes
+cand_boxes[:, 2:] = torch.maximum(cand_boxes[:, 2:], cand_boxes[:, :2] + 2)
+cand_scores = 0.5 + 0.45 * torch.rand(len(cand_boxes), generator=g_cand)
+cand_object = torch.arange(3).repeat_interleave(8)  # which object each candidate surrounds (for colour)
+
+
+def draw_nms(ax, iou_threshold):
+    keep = ops.nms(cand_boxes, cand_scores, iou_threshold)
+    ax.imshow(nms_scene.images[0].permute(1, 2, 0), interpolation="nearest")
+    dropped = torch.ones(len(cand_boxes), dtype=torch.bool)
+    dropped[keep] = False
+    for b in cand_boxes[dropped].tolist():
+        ax.add_patch(
+            Rectangle(
+                (b[0] - 0.5, b[1] - 0.5),
+                b[2] - b[0],
+                b[3] - b[1],
+                fill=False,
+                lw=0.7,
+                ls=":",
+                color=viz.color("reference"),
+            )
+        )
+    labels = [f"{cand_scores[i]:.2f}" for i in keep]
+    viz.draw_boxes(ax, cand_boxes[keep], labels, color_index=cand_object[keep].tolist(), linewidth=2)
+    found = (ops.box_iou(nms_gt, cand_boxes[keep]) >= 0.5).any(1).sum().item()
+    ax.set_title(f"t = {iou_threshold:.2f}: {len(keep)} kept, {found}/3 objects", fontsize=9)
+    ax.axis("off")
+
+
+fig, axes = plt.subplots(1, 4, figsize=(13, 3.6))
+for ax, thr in zip(axes, (0.1, 0.3, 0.5, 0.8), strict=True):
+    draw_nms(ax, thr)
+fig.suptitle("NMS at four IoU thresholds (dotted grey: suppressed candidates; labels: scores)")
+plt.show()
+
+# %% [markdown]
+# At $t = 0.1$ the two overlapping objects are reduced to one box: a missed object. At $t = 0.5$ one
+# duplicate of the square already gets through, and at $t = 0.8$ most near-duplicates survive: false
+# positives. Move the threshold and watch both failure modes.
+
+
+# %%
+def explore_nms(iou_threshold=0.5):
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    draw_nms(ax, iou_threshold)
+    plt.show()
+
+
+_ = widgets.interact(
+    explore_nms,
+    iou_threshold=widgets.FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, description="IoU thr."),
+)
+
+# %% [markdown]
+# ## Evaluating a detector: precision, recall, AP and mAP
+#
+# Before training detectors we need the score they are judged by. For one class:
+#
+# 1. **Match** detections to ground-truth boxes, image by image. Take the detections by decreasing
+#    score; each one takes the unmatched ground-truth box it overlaps most, if that IoU is at least
+#    0.5: a **true positive** (TP). Otherwise it is a **false positive** (FP): a box in the wrong place,
+#    or a *second* detection of an object that is already found. This is where NMS pays off.
+# 2. **Rank** all detections of the class over all images by score. After the top $k$,
+#    $\text{precision}_k = \mathrm{TP}_k / k$ and $\text{recall}_k = \mathrm{TP}_k / N_{\text{gt}}$.
+# 3. **Interpolate**: replace each precision by the best precision at any equal or higher recall,
+#    $p_{\text{interp}}(r) = \max_{r' \ge r} p(r')$, so the curve only goes down.
+# 4. **Average precision** is the area under the interpolated curve. PASCAL VOC (since 2010) takes the
+#    exact area ("all-point"); COCO averages $p_{\text{interp}}$ at the 101 recalls
+#    $0, 0.01, \dots, 1$. (VOC 2007 used 11 points.)
+#
+# **mAP** is the mean of the AP over classes, and COCO's headline number also averages over the IoU
+# thresholds $0.5, 0.55, \dots, 0.95$. First, matching on one image with two objects: a duplicate of
+# an object that is already found is a false positive even though its IoU is high.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+gt_demo = torch.tensor([[10.0, 10.0, 30.0, 30.0], [40.0, 12.0, 60.0, 28.0]])
+det_demo = torch.tensor(
+    [[11.0, 9.0, 31.0, 30.0], [12.0, 11.0, 30.0, 31.0], [41.0, 20.0, 58.0, 36.0], [70.0, 5.0, 80.0, 15.0]]
+)
+score_demo = torch.tensor([0.9, 0.8, 0.7, 0.6])
+is_tp_demo = metrics.match_detections(det_demo, score_demo, gt_demo, iou_threshold=0.5)
+ious_demo = ops.box_iou(det_demo, gt_demo).max(1).values
+for k in range(4):
+    print(
+        f"detection {k}: score {score_demo[k]:.1f}, best IoU {ious_demo[k]:.2f} -> {'TP' if is_tp_demo[k] else 'FP'}"
+    )
+
+# %% [markdown]
+# Detection 1 overlaps the first object with IoU 0.81, but detection 0 took that object first.
+# Detection 2 overlaps the second object too little. Now the AP of a ranked list, step by step: ten
+# detections of one class, pooled over images and sorted by score, for 6 ground-truth objects.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+ranked_scores = torch.tensor([0.95, 0.91, 0.85, 0.80, 0.74, 0.66, 0.52, 0.45, 0.33, 0.20])
+ranked_tp = torch.tensor([1, 1, 0, 1, 0, 1, 0, 0, 1, 0], dtype=torch.bool)
+NUM_GT = 6  # one object is never detected: recall cannot reach 1
+
+tp_cum = torch.cumsum(ranked_tp.double(), 0)
+precision = tp_cum / torch.arange(1, 11)
+recall = tp_cum / NUM_GT
+envelope = torch.tensor([precision[k:].max() for k in range(10)])  # best precision at recall >= r_k
+ap_all = sum((recall[k] - (recall[k - 1] if k else 0.0)) * envelope[k] for k in range(10)).item()
+levels = torch.linspace(0, 1, 101, dtype=torch.float64)
+ap_101 = sum(envelope[recall >= r].max().item() if (recall >= r).any() else 0.0 for r in levels) / 101
+
+print(" k  score  TP?  precision  recall  interpolated")
+for k in range(10):
+    print(
+        f"{k + 1:2d}  {ranked_scores[k]:.2f}  {'yes' if ranked_tp[k] else ' no'}"
+        f"   {precision[k]:.3f}     {recall[k]:.3f}   {envelope[k]:.3f}"
+    )
+p_lib, r_lib, _ = metrics.precision_recall(ranked_scores, ranked_tp, NUM_GT)
+torch.testing.assert_close(p_lib, precision)
+torch.testing.assert_close(r_lib, recall)
+assert abs(ap_all - metrics.average_precision(p_lib, r_lib, "all")) < 1e-12
+assert abs(ap_101 - metrics.average_precision(p_lib, r_lib, "101")) < 1e-12
+print(f"AP all-point {ap_all:.4f}, AP 101-point {ap_101:.4f} (both equal course_lib.metrics)")
+
+# %%
+fig, ax = plt.subplots(figsize=(6.4, 3.8))
+r_step = torch.cat([torch.zeros(1), recall])
+env_step = torch.cat([envelope[:1], envelope])  # height of the interval (recall[k-1], recall[k]]
+ax.fill_between(
+    r_step, env_step, step="pre", color=viz.color(0), alpha=0.15, label=f"all-point AP = area = {ap_all:.3f}"
+)
+ax.plot(recall, precision, "o", color=viz.color(1), label="precision after each detection")
+ax.step(r_step, env_step, where="pre", color=viz.color(0), label="interpolated precision (envelope)")
+env_at = [envelope[recall >= r].max().item() if (recall >= r).any() else 0.0 for r in levels]
+ax.plot(levels, env_at, ".", ms=4, color=viz.color(3), label=f"101-point samples (AP = {ap_101:.3f})")
+ax.set(
+    xlabel="recall",
+    ylabel="precision",
+    xlim=(-0.02, 1.02),
+    ylim=(0, 1.05),
+    title="Precision-recall of a ranked list (6 objects, 10 detections)",
+)
+ax.legend(fontsize=8, loc="lower left")
+plt.show()
+
+# %% [markdown]
+# The 101-point value is a Riemann sum of the same envelope on a grid of recalls, so it usually agrees
+# with the exact area to two or three decimals (here, with recalls at multiples of 1/6, the two happen
+# to coincide). Both count a precision of 0 beyond the last recall reached: an object that is never
+# detected costs AP whatever the scores of the others.
+#
+# ## Anchors and box coding
+#
+# A network is good at predicting small corrections, and bad at predicting absolute coordinates in
+# pixels from a translation-equivariant convolution. Most detectors therefore predict each box
+# *relative to a reference box* placed at a known location: an **anchor** (Faster R-CNN, RetinaNet),
+# a grid cell (YOLO, FCOS), or a region proposal (the second stage of Faster R-CNN).
+#
+# ### Encoding a box relative to an anchor
+#
+# With centre and size $(x, y, w, h)$ of the box and $(x_a, y_a, w_a, h_a)$ of the anchor, R-CNN's
+# parameterization is
+#
+# $$
+# t_x = \frac{x - x_a}{w_a},\qquad t_y = \frac{y - y_a}{h_a},\qquad
+# t_w = \log\frac{w}{w_a},\qquad t_h = \log\frac{h}{h_a}.
+# $$
+#
+# Offsets are measured in anchor sizes, so the same $t$ means the same *relative* move for a small
+# and a large anchor; the logarithm makes size changes symmetric (twice as big and half as big are
+# $\pm\log 2$) and keeps decoded sizes positive. Decoding inverts it:
+# $x = x_a + t_x w_a$, $w = w_a e^{t_w}$. The regression loss is applied to the $t$'s (smooth L1 in
+# Fast and Faster R-CNN).
+
+
+# %%
+def encode(boxes, anchors):
+    b, a = xyxy_to_cxcywh(boxes), xyxy_to_cxcywh(anchors)
+    return torch.stack(
+        [
+            (b[:, 0] - a[:, 0]) / a[:, 2],
+            (b[:, 1] - a[:, 1]) / a[:, 3],
+            torch.log(b[:, 2] / a[:, 2]),
+            torch.log(b[:, 3] / a[:, 3]),
+        ],
+        dim=1,
+    )
+
+
+def decode(deltas, anchors):
+    a = xyxy_to_cxcywh(anchors)
+    centre = a[:, :2] + deltas[:, :2] * a[:, 2:]
+    size = a[:, 2:] * torch.exp(deltas[:, 2:])
+    return cxcywh_to_xyxy(torch.cat([centre, size], dim=1))
+
+
+anchors_t = rand_boxes[:30]
+targets_t = rand_boxes[20:]
+deltas_t = encode(targets_t, anchors_t)
+torch.testing.assert_close(deltas_t, ops.encode_boxes(targets_t, anchors_t))
+torch.testing.assert_close(deltas_t, BoxCoder((1.0, 1.0, 1.0, 1.0)).encode_single(targets_t, anchors_t))
+torch.testing.assert_close(decode(deltas_t, anchors_t), targets_t)  # round trip
+torch.testing.assert_close(ops.decode_boxes(ops.encode_boxes(targets_t, anchors_t), anchors_t), targets_t)
+print("encode/decode from scratch = course_lib.ops = torchvision BoxCoder; decode(encode(b)) = b")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+anchor_demo = torch.tensor([[0.0, 0.0, 16.0, 16.0]])
+for name, box in {
+    "same box": [0.0, 0.0, 16.0, 16.0],
+    "shifted right by 4": [4.0, 0.0, 20.0, 16.0],
+    "twice as wide": [-8.0, 0.0, 24.0, 16.0],
+    "half as tall": [0.0, 4.0, 16.0, 12.0],
+}.items():
+    t = ops.encode_boxes(torch.tensor([box]), anchor_demo)[0]
+    print(f"{name:>19}: t = ({t[0]:+.3f}, {t[1]:+.3f}, {t[2]:+.3f}, {t[3]:+.3f})")
+
+# %% [markdown]
+# Faster R-CNN's second stage scales the targets by weights $(10, 10, 5, 5)$ (`ops.encode_boxes(...,
+# weights=...)`), which only rescales the loss terms; the decoded box is the same.
+#
+# ### Anchor grids
+#
+# An anchor generator places $A$ boxes (several sizes times several aspect ratios) at the centre of
+# every cell of a feature map with stride $s$: cell $(i, j)$ gets anchors centred at
+# $((j + \frac12)s, (i + \frac12)s)$. Faster R-CNN uses $A = 9$: areas $128^2, 256^2, 512^2$ pixels
+# and aspect ratios 1:1, 1:2, 2:1, on a stride-16 feature map. (Implementations build these from a
+# 16-pixel base box scaled by 8, 16 and 32; the paper states the areas.) torchvision's
+# `AnchorGenerator` rounds the anchors to whole pixels and centres them on $js$ instead of
+# $(j + \frac12)s$; otherwise they are the same.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+frcnn_anchors = ops.anchor_grid((1, 1), stride=16, sizes=(128, 256, 512), aspect_ratios=(0.5, 1.0, 2.0)) - 8
+tv_anchors = AnchorGenerator(sizes=((128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),)).cell_anchors[0]
+assert torch.equal(frcnn_anchors.round(), tv_anchors)
+wh = frcnn_anchors[:, 2:] - frcnn_anchors[:, :2]
+print("the 9 Faster R-CNN anchors (w x h):", ", ".join(f"{w:.0f}x{h:.0f}" for w, h in wh.tolist()))
+n_anchors = len(ops.anchor_grid((38, 63), 16, (128, 256, 512), (0.5, 1.0, 2.0)))
+print(f"a 600x1000 image -> a 38x63 stride-16 feature map -> {n_anchors} anchors")
+
+# %% [markdown]
+# ### Labelling anchors by IoU
+#
+# Training needs a target for every anchor. Faster R-CNN's region proposal network labels an anchor
+# **positive** if its IoU with some ground-truth box is at least 0.7, **negative** (background) if its
+# IoU with every box is below 0.3, and **ignores** the rest. With coarse anchors a small or elongated
+# object may have no anchor at 0.7, so a second rule adds, for every ground-truth box, the anchor(s)
+# that overlap it most. Without that rule the object would never be learned. The positives are
+# regressed towards the box they overlap most, with the encoding above.
+#
+# Below, a 64-pixel scene with a stride-16 grid ($4\times 4$ cells) and 6 anchors per cell (sizes 16
+# and 32, ratios 0.5, 1, 2). torchvision's `Matcher` implements the same rules.
+
+
+# %%
+def label_anchors(anchors, gt_boxes, pos_thr=0.7, neg_thr=0.3):
+    """1 = positive, 0 = negative, -1 = ignored; and the index of the box each anchor overlaps most."""
+    iou = ops.box_iou(anchors, gt_boxes)  # [A, G]
+    best_iou, best_gt = iou.max(dim=1)
+    labels = torch.full((len(anchors),), -1, dtype=torch.int64)
+    labels[best_iou < neg_thr] = 0
+    labels[best_iou >= pos_thr] = 1
+    best_per_gt = iou.max(dim=0).values  # the best anchor of every box is positive, whatever its IoU
+    labels[((iou == best_per_gt[None]) & (best_per_gt[None] > 0)).any(dim=1)] = 1
+    return labels, best_gt, iou
+
+
+anchor_scene = data.make_shapes(1, 64, min_objects=3, max_objects=3, radius=(0.1, 0.22), seed=7)
+scene_gt = anchor_scene.boxes[0]
+grid_anchors = ops.anchor_grid((4, 4), stride=16, sizes=(16, 32), aspect_ratios=(0.5, 1.0, 2.0))
+anchor_labels, anchor_gt, anchor_iou = label_anchors(grid_anchors, scene_gt)
+
+matcher = Matcher(0.7, 0.3, allow_low_quality_matches=True)
+tv_match = matcher(anchor_iou.T)  # -1 below 0.3, -2 between the thresholds, else the box index
+tv_labels = torch.where(tv_match >= 0, 1, torch.where(tv_match == -1, 0, -1))
+assert torch.equal(anchor_labels, tv_labels)
+assert torch.equal(anchor_gt[anchor_labels == 1], tv_match[anchor_labels == 1])
+positives_per_gt = torch.bincount(anchor_gt[anchor_labels == 1], minlength=len(scene_gt))
+assert (positives_per_gt > 0).all(), "every ground-truth box must have a positive anchor"
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(
+    f"{len(grid_anchors)} anchors: {(anchor_labels == 1).sum().item()} positive, "
+    f"{(anchor_labels == 0).sum().item()} negative, {(anchor_labels == -1).sum().item()} ignored"
+)
+for g, box in enumerate(scene_gt.tolist()):
+    best = anchor_iou[:, g].max().item()
+    above = (anchor_iou[:, g] >= 0.7).sum().item()
+    print(
+        f"box {g} {box}: best anchor IoU {best:.2f}, anchors >= 0.7: {above}, positives: {positives_per_gt[g]}"
+    )
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
+img64 = anchor_scene.images[0].permute(1, 2, 0)
+axes[0].imshow(img64, interpolation="nearest")
+for k in range(5):
+    axes[0].axhline(16 * k - 0.5, color="white", lw=0.5, alpha=0.5)
+    axes[0].axvline(16 * k - 0.5, color="white", lw=0.5, alpha=0.5)
+cell = 5  # cell (1, 1): its 6 anchors
+viz.draw_boxes(axes[0], grid_anchors[cell * 6 : cell * 6 + 6], color_index=[0, 1, 0, 1, 0, 1], linewidth=1.2)
+axes[0].plot([24 - 0.5], [24 - 0.5], "w+", ms=10)
+axes[0].set_title("6 anchors of one cell (blue: 16, orange: 32 px)")
+axes[1].imshow(img64, interpolation="nearest")
+viz.draw_boxes(axes[1], scene_gt, color_index=[2] * len(scene_gt), linewidth=2.5)
+pos = anchor_labels == 1
+viz.draw_boxes(axes[1], grid_anchors[pos], color_index=[1] * int(pos.sum()), linewidth=1.2)
+axes[1].set_title("ground truth (green) and positive anchors (orange)")
+counts = torch.stack([(anchor_labels == v).sum() for v in (1, 0, -1)])
+axes[2].bar(
+    ["positive", "negative", "ignored"], counts, color=[viz.color(1), viz.color(0), viz.color("reference")]
+)
+for k, c in enumerate(counts.tolist()):
+    axes[2].text(k, c + 0.5, str(c), ha="center")
+axes[2].set(ylabel="anchors", title=f"Labels of all {len(grid_anchors)} anchors")
+for ax in axes[:2]:
+    ax.axis("off")
+plt.show()
+
+# %% [markdown]
+# Almost every anchor is background: foreground/background imbalance is the central difficulty of
+# dense detection. Faster R-CNN samples 256 anchors per image with at most half of them positive;
+# RetinaNet keeps all of them and down-weights the easy negatives with the focal loss (chapter 03,
+# exercise 2).
+#
+# ## Two-stage detectors: R-CNN, Fast R-CNN, Faster R-CNN
+#
+# ### R-CNN: classify region proposals
+#
+# The brute-force way to detect is a **sliding window**: run a classifier ("dog? cat? background?")
+# on every crop at every position, scale and aspect ratio. That is far too many crops for a CNN. R-CNN
+# (Girshick et al., 2014) classifies only about 2,000 **region proposals** per image, produced by
+# **selective search**, a bottom-up grouping algorithm that has nothing to do with neural networks:
+# over-segment the image into small regions (the graph-based method of Felzenszwalb and
+# Huttenlocher), then repeatedly merge the two most similar neighbouring regions (colour, texture,
+# size, how well they fill their joint box), recording the box of every region formed along the way.
+# Each proposal is warped to a fixed square, passed through a CNN, classified by per-class linear
+# SVMs, and refined by a box regressor that predicts the encoding $t$ above. (Some lecture notes say
+# R-CNN's proposals come from a "region proposal network": they do not. The RPN arrived two papers
+# later, with Faster R-CNN.)
+#
+# The sketch below shows only the first ingredient: Felzenszwalb segments at three scales on a photo,
+# each segment's box a proposal. Selective search adds the hierarchical merging and several colour
+# spaces.
+
+# %%
+photo = data.sample_image("coffee", size=(96, 128))
+photo_np = photo.permute(1, 2, 0).numpy()
+fig, axes = plt.subplots(1, 3, figsize=(10.5, 2.9))
+for ax, scale in zip(axes, (30, 100, 300), strict=True):
+    seg = skimage.segmentation.felzenszwalb(photo_np, scale=scale, sigma=0.8, min_size=30)
+    labels_seg = torch.from_numpy(seg)
+    ids = labels_seg.unique()
+    ys, xs = torch.meshgrid(torch.arange(96.0), torch.arange(128.0), indexing="ij")
+    onehot = labels_seg[None] == ids[:, None, None]  # [R, H, W]
+    big = 1e9
+    props = torch.stack(
+        [
+            torch.where(onehot, xs, big).amin((1, 2)),
+            torch.where(onehot, ys, big).amin((1, 2)),
+            torch.where(onehot, xs, -1).amax((1, 2)) + 1,
+            torch.where(onehot, ys, -1).amax((1, 2)) + 1,
+        ],
+        dim=1,
+    ).float()
+    ax.imshow(skimage.segmentation.mark_boundaries(photo_np, seg, color=(1, 1, 1)), interpolation="nearest")
+    viz.draw_boxes(ax, props, color_index=list(range(len(props))), linewidth=0.8)
+    ax.set_title(f"Felzenszwalb scale {scale}: {len(props)} regions -> boxes", fontsize=9)
+    ax.axis("off")
+fig.suptitle("Bottom-up region proposals (the first step of selective search)")
+plt.show()
+
+# %% [markdown]
+# R-CNN is slow (one CNN forward pass per proposal, about 2,000 per image) and trained in three
+# separate stages (fine-tune the CNN, train the SVMs, train the box regressors), with features cached
+# on disk.
+#
+# ### Fast R-CNN: share the convolution, pool each region
+#
+# Fast R-CNN (Girshick, 2015) runs the CNN **once** per image and cuts every proposal out of the
+# feature map. A proposal in image pixels is **projected** onto the feature map by the network's
+# stride: with stride 16, a $688 \times 920$ image gives a $43 \times 57.5$ map (57 or 58 cells
+# depending on padding), a $320 \times 128$ proposal becomes $20 \times 8$ cells, and its centre
+# $(340, 450)$ lands at $(21.25, 28.125)$. **RoI pooling** then divides the projected region into a
+# fixed $k \times k$ grid (7 × 7) and max-pools each bin, so regions of any size become a fixed-size
+# tensor for the fully connected layers. Classification (softmax over $C + 1$ classes, background
+# included) and class-specific box regression are trained together, end to end, with
+# $L = L_{\text{cls}} + \lambda [c \ne \text{bg}] L_{\text{box}}$ and a smooth L1 box loss.
+#
+# RoI pooling rounds twice: the projected box corners are rounded to whole cells, and the bin edges
+# are rounded outwards (floor for the start, ceiling for the end). torchvision's `roi_pool` keeps the
+# old inclusive convention: a box covers cells $\lfloor x_1 s \rceil$ to $\lfloor x_2 s \rceil$
+# *inclusive* (C's `round`, halves away from zero, unlike Python's `round`).
+
+
+# %%
+def roi_pool_scratch(feature, box, output_size, spatial_scale):
+    """Max-pool the region `box` (image pixels, x1 y1 x2 y2) of `feature` [C, H, W] into [C, k, k]."""
+    _, height, width = feature.shape
+    x1, y1, x2, y2 = (math.floor(v * spatial_scale + 0.5) for v in box.tolist())  # round half up
+    bin_w = max(x2 - x1 + 1, 1) / output_size
+    bin_h = max(y2 - y1 + 1, 1) / output_size
+    out = torch.zeros(feature.shape[0], output_size, output_size)
+    for i in range(output_size):
+        r0 = min(max(math.floor(i * bin_h) + y1, 0), height)
+        r1 = min(max(math.ceil((i + 1) * bin_h) + y1, 0), height)
+        for j in range(output_size):
+            c0 = min(max(math.floor(j * bin_w) + x1, 0), width)
+            c1 = min(max(math.ceil((j + 1) * bin_w) + x1, 0), width)
+            if r1 > r0 and c1 > c0:  # an empty bin gives 0
+                out[:, i, j] = feature[:, r0:r1, c0:c1].amax(dim=(1, 2))
+    return out
+
+
+g_roi = torch.Generator().manual_seed(3)
+fmap = torch.randn(1, 4, 20, 24, generator=g_roi)  # a stride-8 feature map of a 160 x 192 image
+rois = torch.tensor([[10.0, 20.0, 100.0, 60.0], [3.3, 7.9, 50.2, 41.7], [0.0, 0.0, 190.0, 155.0]])
+rois_tv = torch.cat([torch.zeros(3, 1), rois], dim=1)  # torchvision wants (batch index, x1, y1, x2, y2)
+for roi, roi_tv in zip(rois, rois_tv, strict=True):
+    torch.testing.assert_close(
+        roi_pool_scratch(fmap[0], roi, 7, 1 / 8), tvops.roi_pool(fmap, roi_tv[None], 7, 1 / 8)[0]
+    )
+# a 14 x 14 region pooled to 7 x 7 is a 2 x 2 max-pool of the region (bins of exactly 2 cells)
+exact = tvops.roi_pool(fmap, torch.tensor([[0.0, 16.0, 8.0, 120.0, 112.0]]), 7, 1 / 8)
+torch.testing.assert_close(exact[0], F.max_pool2d(fmap[0, :, 1:15, 2:16], 2))
+print("RoI pooling from scratch = torchvision.ops.roi_pool; a 14x14 region = max_pool2d(2)")
+
+# %% [markdown]
+# ### RoIAlign: no rounding
+#
+# Each rounding moves the pooled region by up to half a feature cell, 8 pixels at stride 16. For
+# classification that hardly matters; for box refinement and for masks it does. **RoIAlign**
+# (He et al., 2017, Mask R-CNN) keeps the box in real-valued coordinates, divides it into $k\times k$
+# equal bins, samples a few regularly spaced points in each bin by **bilinear interpolation** and
+# averages them. With `aligned=True`, torchvision also shifts the box by half a cell, so that feature
+# cell $j$ is centred on image coordinate $(j + \frac12)s$, the same convention as the anchors above.
+
+
+# %%
+def bilinear(feature, y, x):
+    """Sample feature [C, H, W] at real coordinates y, x (any shape), clamped to the border."""
+    _, height, width = feature.shape
+    y, x = y.clamp(0, height - 1), x.clamp(0, width - 1)
+    y0, x0 = y.floor().long(), x.floor().long()
+    y1, x1 = (y0 + 1).clamp(max=height - 1), (x0 + 1).clamp(max=width - 1)
+    wy, wx = y - y0, x - x0
+    return (
+        feature[:, y0, x0] * (1 - wy) * (1 - wx)
+        + feature[:, y0, x1] * (1 - wy) * wx
+        + feature[:, y1, x0] * wy * (1 - wx)
+        + feature[:, y1, x1] * wy * wx
+    )
+
+
+def roi_align_scratch(feature, box, output_size, spatial_scale, sampling_ratio=2):
+    """Average of sampling_ratio^2 bilinear samples per bin; `box` in image pixels."""
+    x1, y1, x2, y2 = (box * spatial_scale - 0.5).tolist()  # aligned=True: cell centres at j + 0.5
+    k = torch.arange(output_size * sampling_ratio, dtype=feature.dtype) + 0.5
+    ys = y1 + k * (y2 - y1) / (output_size * sampling_ratio)  # sample points, regularly spaced
+    xs = x1 + k * (x2 - x1) / (output_size * sampling_ratio)
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    samples = bilinear(feature, yy, xx)  # [C, k*S, k*S]
+    n, s = output_size, sampling_ratio
+    return samples.reshape(-1, n, s, n, s).mean(dim=(2, 4))
+
+
+for roi, roi_tv in zip(rois, rois_tv, strict=True):
+    torch.testing.assert_close(
+        roi_align_scratch(fmap[0], roi, 7, 1 / 8),
+        tvops.roi_align(fmap, roi_tv[None], 7, 1 / 8, sampling_ratio=2, aligned=True)[0],
+    )
+print("RoIAlign from scratch = torchvision.ops.roi_align(aligned=True, sampling_ratio=2)")
+
+# %% [markdown]
+# The difference shows when a box moves by less than a feature cell. Below, a $40 \times 40$-pixel box
+# slides right over a smooth stride-8 feature map, a quarter pixel at a time. RoI pooling's output is
+# a staircase: it only changes when the rounded box jumps to the next cell. RoIAlign's output follows
+# the box continuously.
+
+# %%
+yy_f, xx_f = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+smooth_map = torch.sin(xx_f / 2.5)[None, None] + 0.1 * yy_f[None, None]  # [1, 1, 16, 16], varies along x
+shifts = torch.arange(0, 24.01, 0.25)
+slide = torch.stack(
+    [
+        torch.zeros_like(shifts),
+        20 + shifts,
+        torch.full_like(shifts, 40.0),
+        60 + shifts,
+        torch.full_like(shifts, 80.0),
+    ],
+    dim=1,
+)
+pooled = tvops.roi_pool(smooth_map, slide, 2, 1 / 8)[:, 0, 0, 0]
+aligned = tvops.roi_align(smooth_map, slide, 2, 1 / 8, sampling_ratio=2, aligned=True)[:, 0, 0, 0]
+
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.6), width_ratios=[1, 1.4])
+axes[0].imshow(smooth_map[0, 0], cmap="viridis", extent=(0, 128, 128, 0))
+for dx, c in ((0, 0), (12, 1), (24, 3)):
+    axes[0].add_patch(Rectangle((20 + dx, 40), 40, 40, fill=False, lw=2, color=viz.color(c)))
+for k in range(17):
+    axes[0].axvline(8 * k, color="white", lw=0.3)
+    axes[0].axhline(8 * k, color="white", lw=0.3)
+axes[0].set(title="stride-8 feature map, box at 3 shifts", xlabel="image x (px)", ylabel="image y (px)")
+axes[1].plot(shifts, pooled, color=viz.color(1), label="RoI pooling (rounded to cells)")
+axes[1].plot(shifts, aligned, color=viz.color(0), label="RoIAlign (bilinear, no rounding)")
+for k in range(4):
+    axes[1].axvline(8 * k, color=viz.color("reference"), lw=0.5, ls=":")
+axes[1].set(
+    xlabel="horizontal shift of the box (px)",
+    ylabel="top-left output bin",
+    title="Pooled value as the box slides (dotted: feature cell edges)",
+)
+axes[1].legend(fontsize=8)
+plt.show()
+jumps = (pooled.diff() != 0).sum().item()
+assert jumps <= 6 and (aligned.diff() != 0).sum().item() > 80, (jumps,)
+
+# %% [markdown]
+# [Chapter 07](../07_segmentation/07_segmentation.ipynb) uses the same operation to cut out the
+# features of each object for its mask head, as Mask R-CNN does.
+#
+# ### Faster R-CNN: the region proposal network
+#
+# After Fast R-CNN, selective search (about 2 seconds per image on a CPU) was the bottleneck. Faster
+# R-CNN (Ren et al., 2015) computes the proposals with a small network on the *same* feature map: the
+# **region proposal network** (RPN).
+#
+# - A $3\times 3$ convolution slides over the feature map (a small sliding window, 512 channels for
+#   VGG-16).
+# - Two sibling $1\times 1$ convolutions read it. At every cell and for each of the $A = 9$ anchors,
+#   one predicts an **objectness** score ($2A$ channels as a two-way softmax in the paper, $A$
+#   sigmoid logits in torchvision), the other the 4 box offsets $t$ ($4A$ channels).
+# - Anchors are labelled by IoU (0.7 / 0.3, plus the best anchor of each box); 256 are sampled per
+#   image. The loss is a cross-entropy on objectness plus a **smooth L1** loss on the encoded offsets
+#   of the positive anchors; the RPN is class-agnostic.
+# - The decoded boxes are ranked by objectness, cleaned by NMS (IoU 0.7), and the top ~300 become the
+#   proposals of a Fast R-CNN head (RoI pooling, then class scores and *class-specific* box
+#   offsets).
+#
+# So Faster R-CNN has four losses: RPN objectness, RPN box, final class, final box. The paper trained
+# the two parts in alternation; later implementations train them jointly. The RPN is itself a
+# one-stage detector with a single class, "object".
+
+
+# %%
+# NBVAL_CHECK_OUTPUT
+class RPNHead(nn.Module):
+    """3x3 conv, then 1x1 convs for A objectness logits and 4A box offsets per cell."""
+
+    def __init__(self, channels, num_anchors=9):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.objectness = nn.Conv2d(channels, num_anchors, 1)
+        self.deltas = nn.Conv2d(channels, 4 * num_anchors, 1)
+
+    def forward(self, feature):
+        h = F.relu(self.conv(feature))
+        return self.objectness(h), self.deltas(h)
+
+
+rpn_feature = torch.zeros(1, 64, 38, 63)  # stride-16 features of a 600 x 1000 image (64 channels here)
+obj_logits, rpn_deltas = RPNHead(64)(rpn_feature)
+print(
+    f"feature map {tuple(rpn_feature.shape)} -> objectness {tuple(obj_logits.shape)}, "
+    f"deltas {tuple(rpn_deltas.shape)}"
+)
+print(f"= {obj_logits.numel()} anchors scored, each with 4 offsets ({rpn_deltas.numel()} numbers)")
+
+# %%
+astro = data.sample_image("astronaut")  # 512 x 512: the paper's anchor sizes fit
+fig = plt.figure(figsize=(13, 5.2))
+ax_img = fig.add_subplot(1, 2, 1)
+ax_img.imshow(astro.permute(1, 2, 0))
+for k in range(33):
+    ax_img.axhline(16 * k - 0.5, color="white", lw=0.25, alpha=0.5)
+    ax_img.axvline(16 * k - 0.5, color="white", lw=0.25, alpha=0.5)
+ci, cj = 12, 15  # a cell on the face
+ax_img.add_patch(
+    Rectangle((16 * (cj - 1) - 0.5, 16 * (ci - 1) - 0.5), 48, 48, fill=False, lw=2, color=viz.color(6))
+)
+centre_anchors = frcnn_anchors + torch.tensor([16 * cj + 8, 16 * ci + 8] * 2)
+viz.draw_boxes(ax_img, centre_anchors, color_index=[0, 0, 0, 1, 1, 1, 3, 3, 3], linewidth=1.3)
+ax_img.set(xlim=(-170, 680), ylim=(620, -230))
+ax_img.set_title(
+    "stride-16 grid, a 3×3 window (yellow) and the 9 anchors of its centre\n"
+    "(colour = aspect ratio h/w: blue 0.5, orange 1, red 2)",
+    fontsize=9,
+)
+ax_img.axis("off")
+ax_d = fig.add_subplot(1, 2, 2)
+ax_d.axis("off")
+ax_d.set(xlim=(0, 10), ylim=(0, 10))
+stages = [
+    (1.2, 8.6, "image\n3 × H × W"),
+    (1.2, 6.2, "backbone CNN\nstride 16"),
+    (1.2, 3.8, "feature map\nC × H/16 × W/16"),
+    (4.6, 3.8, "3×3 conv\n(sliding window)"),
+    (8.0, 5.4, "1×1 conv: objectness\nA × H/16 × W/16"),
+    (8.0, 2.2, "1×1 conv: offsets t\n4A × H/16 × W/16"),
+    (8.0, 8.6, "decode anchors,\nNMS 0.7, top ~300\n→ proposals for RoI pooling"),
+]
+for x, y, text in stages:
+    ax_d.text(
+        x,
+        y,
+        text,
+        ha="center",
+        va="center",
+        fontsize=9,
+        bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": viz.color(0)},
+    )
+for (x0, y0), (x1, y1) in [
+    ((1.2, 8.0), (1.2, 6.8)),
+    ((1.2, 5.6), (1.2, 4.4)),
+    ((2.3, 3.8), (3.5, 3.8)),
+    ((5.6, 4.2), (6.7, 5.1)),
+    ((5.6, 3.4), (6.7, 2.5)),
+    ((8.0, 6.0), (8.0, 7.8)),
+]:
+    ax_d.add_patch(
+        FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="->", mutation_scale=14, color=viz.color(7))
+    )
+ax_d.set_title("The region proposal network (A = 9 anchors per cell)")
+plt.show()
+
+# %% [markdown]
+# ## One-stage detectors
+#
+# A one-stage detector skips the proposals: a dense head predicts, at every cell (and anchor), the
+# class scores and the box directly, and NMS removes the duplicates.
+#
+# ### YOLO
+#
+# YOLO (Redmon et al., 2016) divides the image into an $S \times S$ grid. The cell that contains an
+# object's centre is **responsible** for it. Each cell predicts $B$ boxes, each with 5 numbers
+# $(x, y, w, h, \text{confidence})$, where $(x, y)$ is the centre relative to the cell and $(w, h)$ is
+# relative to the image, and one set of $C$ class probabilities shared by its $B$ boxes. The output is
+# an $S \times S \times (5B + C)$ tensor: $7 \times 7 \times 30$ for PASCAL VOC ($B = 2$, $C = 20$).
+# Of a cell's $B$ predictors, the one whose current box has the highest IoU with the object is made
+# responsible, so the predictors specialise in sizes and shapes. The loss is a sum of squared errors:
+#
+# $$
+# \begin{aligned}
+# L ={}& \lambda_{\text{coord}} \sum_{i=1}^{S^2} \sum_{j=1}^{B} \mathbb 1_{ij}^{\text{obj}}
+#   \Big[(x_i - \hat x_i)^2 + (y_i - \hat y_i)^2
+#   + \big(\sqrt{w_i} - \sqrt{\hat w_i}\big)^2 + \big(\sqrt{h_i} - \sqrt{\hat h_i}\big)^2\Big] \\
+# &+ \sum_{i=1}^{S^2} \sum_{j=1}^{B} \mathbb 1_{ij}^{\text{obj}} (C_i - \hat C_i)^2
+#  + \lambda_{\text{noobj}} \sum_{i=1}^{S^2} \sum_{j=1}^{B} \mathbb 1_{ij}^{\text{noobj}} (C_i - \hat C_i)^2
+#  + \sum_{i=1}^{S^2} \mathbb 1_{i}^{\text{obj}} \sum_{c} \big(p_i(c) - \hat p_i(c)\big)^2,
+# \end{aligned}
+# $$
+#
+# with $\lambda_{\text{coord}} = 5$ (boxes matter more than the many empty-cell confidences) and
+# $\lambda_{\text{noobj}} = 0.5$; the confidence target $C_i$ is the IoU of the predicted box with the
+# object, and the square roots make an error on a small box cost more than the same error on a large
+# one. At test time the class score of a box is $\Pr(\text{class} \mid \text{object}) \cdot
+# \text{confidence}$. YOLO v1 has **no anchors**: its $B$ predictors regress boxes directly. Anchor
+# priors (chosen by k-means on the training boxes) arrived with YOLOv2. The price of a coarse grid
+# with one responsible cell per object and one set of class probabilities per cell is recall on
+# small, crowded objects: a flock of birds whose centres fall into the same cell.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+S, B, C_VOC = 7, 2, 20
+print(
+    f"YOLO v1 output: {S} x {S} x (5*{B} + {C_VOC}) = {S} x {S} x {5 * B + C_VOC}, "
+    f"{S * S * B} boxes per image (Faster R-CNN scores {n_anchors} anchors)"
+)
+
+# %% [markdown]
+# ### A centre-based detector for the shapes
+#
+# Our detector follows the same idea with the refinements of FCOS (Tian et al., 2019) and
+# CenterNet-style models:
+#
+# - **Grid.** A small CNN turns a $32\times 32$ image into an $8 \times 8$ feature map (stride 4).
+#   `cnn.DetectionHead` (a RetinaNet/FCOS head: a classification and a box tower) predicts at every
+#   cell 3 class logits and 4 box numbers.
+# - **Assignment by centre, not by IoU.** A cell is positive for an object if its centre lies inside
+#   the object's box and within 1.5 cells of the box centre ("centre sampling"), and the cell that
+#   contains the box centre is always positive (YOLO's responsible cell), so no object is left
+#   without a positive. A cell claimed by two objects takes the smaller one. Everything else is
+#   background for every class.
+# - **Boxes.** Each cell has one $8 \times 8$ reference box centred on it, used only to give the
+#   regression a scale: the head predicts the encoding $t$ and `ops.decode_boxes` turns it into a box.
+#   The box loss is the GIoU loss on the decoded boxes of positive cells.
+# - **Classes.** One sigmoid per class (no background class), trained with the **focal loss**
+#   (Lin et al., 2017) with $\gamma = 2$, summed and divided by the number of positive cells, because
+#   most cells are background. (RetinaNet also weights positives by $\alpha = 0.25$; on this small
+#   problem that gave a slightly lower mAP and much lower scores, so we leave it out.) The head's
+#   classification bias starts at a prior of 0.01 for the same reason.
+
+# %%
+STRIDE, GRID = 4, SIZE // 4
+REFS = ops.anchor_grid((GRID, GRID), STRIDE, sizes=(8.0,))  # [64, 4] one reference box per cell
+CELL_CENTRES = (REFS[:, :2] + REFS[:, 2:]) / 2  # [64, 2]: (x, y) = ((j + .5) * 4, (i + .5) * 4)
+MAX_OBJECTS = 3
+NUM_CLASSES = len(CLASSES)
+
+
+def pad_targets(boxes_list, labels_list):
+    """Lists of per-image boxes/labels -> Tensor[N, MAX_OBJECTS, 4], Tensor[N, MAX_OBJECTS] (label -1 = none)."""
+    boxes = torch.zeros(len(boxes_list), MAX_OBJECTS, 4)
+    labels = torch.full((len(boxes_list), MAX_OBJECTS), -1, dtype=torch.int64)
+    for i, (b, lab) in enumerate(zip(boxes_list, labels_list, strict=True)):
+        boxes[i, : len(b)], labels[i, : len(lab)] = b, lab
+    return boxes, labels
+
+
+def assign_cells(gt_boxes, gt_labels, radius=1.5):
+    """Targets for every cell of every image, vectorised.
+
+    Args: gt_boxes Tensor[N, G, 4], gt_labels Tensor[N, G] (-1 = padding).
+    Returns: class targets Tensor[N, L, C] (0/1), box targets Tensor[N, L, 4], positive mask Tensor[N, L],
+    and the index of the object each cell is assigned to Tensor[N, L].
+    """
+    p = CELL_CENTRES[None, :, None, :]  # [1, L, 1, 2]
+    lo, hi = gt_boxes[:, None, :, :2], gt_boxes[:, None, :, 2:]  # [N, 1, G, 2]
+    centre = (lo + hi) / 2
+    inside = ((p > lo) & (p < hi)).all(-1)  # [N, L, G]
+    near_centre = ((p - centre).abs() <= radius * STRIDE).all(-1)
+    holds_centre = ((p - centre).abs() <= STRIDE / 2).all(-1)  # YOLO's responsible cell
+    candidate = ((inside & near_centre) | holds_centre) & (gt_labels >= 0)[:, None, :]
+    area = ops.box_area(gt_boxes)[:, None, :].expand_as(candidate)
+    best_area, g = torch.where(candidate, area, torch.inf).min(dim=-1)  # the smallest candidate box
+    positive = torch.isfinite(best_area)
+    box_t = torch.gather(gt_boxes, 1, g[..., None].expand(-1, -1, 4))
+    cls_t = F.one_hot(torch.gather(gt_labels, 1, g).clamp(min=0), NUM_CLASSES).float() * positive[..., None]
+    return cls_t, box_t, positive, g
+
+
+det_train = data.make_shapes(1500, SIZE, min_objects=1, max_objects=MAX_OBJECTS, seed=1)
+det_test = data.make_shapes(200, SIZE, min_objects=1, max_objects=MAX_OBJECTS, seed=2)
+train_gt_boxes, train_gt_labels = pad_targets(det_train.boxes, det_train.labels)
+train_cls_t, train_box_t, train_pos, train_owner = assign_cells(train_gt_boxes, train_gt_labels)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+is_object = train_gt_labels >= 0  # [N, G]
+cells_per_object = torch.stack([(train_pos & (train_owner == k)).sum(1) for k in range(MAX_OBJECTS)], dim=1)
+print(
+    f"{is_object.sum().item()} training objects, {train_pos.sum().item()} positive cells "
+    f"({train_pos.float().mean():.1%} of all cells)"
+)
+print(
+    f"positive cells per object: min {cells_per_object[is_object].min().item()}, "
+    f"mean {cells_per_object[is_object].float().mean():.2f}, max {cells_per_object[is_object].max().item()}"
+)
+assert (cells_per_object[is_object] > 0).all(), "every object needs at least one positive cell"
+
+# %%
+fig, axes = plt.subplots(1, 4, figsize=(12, 3.3))
+for ax, i in zip(axes, range(4), strict=True):
+    ax.imshow(det_train.images[i].permute(1, 2, 0), interpolation="nearest")
+    pos_cells = torch.where(train_pos[i])[0]
+    for k in pos_cells.tolist():
+        cls = train_cls_t[i, k].argmax().item()
+        x0, y0 = CELL_CENTRES[k] - STRIDE / 2
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), STRIDE, STRIDE, color=viz.color(cls), alpha=0.45, lw=0))
+    for k in range(GRID + 1):
+        ax.axhline(STRIDE * k - 0.5, color="white", lw=0.3, alpha=0.6)
+        ax.axvline(STRIDE * k - 0.5, color="white", lw=0.3, alpha=0.6)
+    viz.draw_boxes(ax, det_train.boxes[i], color_index=det_train.labels[i].tolist())
+    ax.set_title(f"{len(pos_cells)} positive cells", fontsize=9)
+    ax.axis("off")
+fig.suptitle(
+    "Positive cells of the 8×8 grid (filled, coloured by class: blue circle, orange square, green triangle)"
+)
+plt.show()
+
+
+# %%
+class TinyDetector(nn.Module):
+    """Stride-4 CNN backbone + a shared dense head: 3 class logits and 4 box offsets per cell."""
+
+    def __init__(self, num_classes=NUM_CLASSES, width=16):
+        super().__init__()
+        w = width
+        self.backbone = nn.Sequential(
+            cnn.ConvNormAct(3, w // 2),
+            cnn.ConvNormAct(w // 2, w, stride=2),  # 16 x 16
+            cnn.ConvNormAct(w, w),
+            cnn.ConvNormAct(w, 2 * w, stride=2),  # 8 x 8
+            cnn.ConvNormAct(2 * w, 2 * w),
+            cnn.ConvNormAct(2 * w, 2 * w, dilation=2),  # a wider receptive field at no cost
+        )
+        self.head = cnn.DetectionHead(2 * w, num_classes, depth=1, norm="group")
+
+    def forward(self, x):
+        return self.head(self.backbone(x))  # {"cls_logits": [N, 64, C], "box_regression": [N, 64, 4]}
+
+
+def detection_loss(out, cls_t, box_t, positive, box_weight=2.0):
+    """Focal loss on all cells and classes + GIoU loss on positive cells, both per positive cell."""
+    n_pos = positive.sum().clamp(min=1)
+    cls_loss = (
+        tvops.sigmoid_focal_loss(out["cls_logits"], cls_t, alpha=-1, gamma=2.0, reduction="sum") / n_pos
+    )
+    refs = REFS.to(positive.device).expand(len(positive), -1, -1)[positive]
+    pred_boxes = ops.decode_boxes(out["box_regression"][positive], refs)
+    box_loss = losses.giou_loss(pred_boxes, box_t[positive], reduction="sum") / n_pos
+    return cls_loss + box_weight * box_loss, cls_loss.detach(), box_loss.detach()
+
+
+torch.manual_seed(0)
+detector = TinyDetector().to(device)
+print(f"detector parameters: {sum(p.numel() for p in detector.parameters()):,}")
+
+# %%
+STEPS, BATCH = 400, 16
+opt = torch.optim.AdamW(detector.parameters(), lr=4e-3, weight_decay=1e-4)
+sched = torch.optim.lr_scheduler.OneCycleLR(opt, 4e-3, total_steps=STEPS, pct_start=0.15)
+g_batch = torch.Generator().manual_seed(0)
+log = {"focal loss": [], "GIoU loss": []}
+detector.train()
+for _step in trange(STEPS, desc="training the detector"):
+    idx = torch.randint(0, len(det_train), (BATCH,), generator=g_batch)
+    batch = [t[idx].to(device) for t in (det_train.images, train_cls_t, train_box_t, train_pos)]
+    loss, cls_loss, box_loss = detection_loss(detector(batch[0]), *batch[1:])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    log["focal loss"].append(cls_loss.item())
+    log["GIoU loss"].append(box_loss.item())
+
+smoothed = {k: np.convolve(v, np.ones(20) / 20, mode="valid") for k, v in log.items()}
+ax = viz.plot_curves(
+    smoothed,
+    xlabel="step",
+    ylabel="loss per positive cell (20-step mean)",
+    logy=True,
+    title="Training the centre-based detector",
+)
+plt.show()
+
+# %% [markdown]
+# ### Inference: decode, threshold, NMS
+#
+# At test time every cell proposes a box for every class with the score $\sigma(\text{logit})$. We
+# keep the pairs scoring above 0.05, run NMS per class (`ops.batched_nms`, IoU 0.5) and keep at most
+# 10 detections per image. The low score threshold is deliberate: AP rewards a long ranked list,
+# because low-scored detections can only add recall at the tail of the curve.
+
+
+# %%
+@torch.no_grad()
+def detect(model, images, score_threshold=0.05, iou_threshold=0.5, max_detections=10, nms=True):
+    """Detections per image as torchvision-style dicts with boxes, scores and labels (on the CPU)."""
+    model.eval()
+    out = model(images.to(device))
+    probs = out["cls_logits"].sigmoid().cpu()  # [N, L, C]
+    deltas = out["box_regression"].cpu()
+    results = []
+    for p, d in zip(probs, deltas, strict=True):
+        boxes = ops.decode_boxes(d, REFS).clamp(0, SIZE)  # [L, 4]
+        cell, label = torch.where(p > score_threshold)
+        scores, boxes = p[cell, label], boxes[cell]
+        keep = (
+            ops.batched_nms(boxes, scores, label, iou_threshold) if nms else scores.argsort(descending=True)
+        )
+        keep = keep[:max_detections]
+        results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": label[keep]})
+    return results
+
+
+test_targets = [{"boxes": b, "labels": lab} for b, lab in zip(det_test.boxes, det_test.labels, strict=True)]
+test_dets = detect(detector, det_test.images)
+
+# %%
+one = det_test.images[3:4]  # a test image with three objects
+with torch.no_grad():
+    cell_scores = detector.eval()(one.to(device))["cls_logits"].sigmoid().amax(-1).reshape(GRID, GRID).cpu()
+raw_dets = detect(detector, one, score_threshold=0.3, max_detections=100, nms=False)[0]
+nms_dets = detect(detector, one, score_threshold=0.3)[0]
+fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
+axes[0].imshow(one[0].permute(1, 2, 0), interpolation="nearest")
+heat = axes[0].imshow(
+    cell_scores, cmap="magma", alpha=0.7, extent=(-0.5, SIZE - 0.5, SIZE - 0.5, -0.5), vmin=0, vmax=1
+)
+for (i, j), v in np.ndenumerate(cell_scores.numpy()):
+    if v >= 0.1:
+        axes[0].text(
+            STRIDE * j + 1.5,
+            STRIDE * i + 1.5,
+            f"{v:.1f}",
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="black" if v > 0.6 else "white",
+        )
+fig.colorbar(heat, ax=axes[0], shrink=0.8, label="best class score of the cell")
+axes[0].set_title("score of every cell", fontsize=9)
+for ax, dets, title in ((axes[1], raw_dets, "before NMS"), (axes[2], nms_dets, "after NMS")):
+    ax.imshow(one[0].permute(1, 2, 0), interpolation="nearest")
+    names = [f"{CLASSES[k][:3]} {v:.2f}" for k, v in zip(dets["labels"], dets["scores"], strict=True)]
+    viz.draw_boxes(
+        ax,
+        dets["boxes"],
+        None if title == "before NMS" else names,
+        color_index=dets["labels"].tolist(),
+        linewidth=1 if title == "before NMS" else 2,
+    )
+    ax.set_title(f"{title}: {len(dets['boxes'])} boxes scoring above 0.3", fontsize=9)
+for ax in axes:
+    ax.axis("off")
+plt.show()
+
+# %% [markdown]
+# Before NMS, every object is reported by the several cells around its centre, with nearly the same
+# box. After NMS one box per object and class is left. NMS runs per class, so a low-scored guess of
+# another class on the same object (a "square" on a small triangle, say) survives; it ranks low and
+# costs little AP. Below, detections on test images; most of the remaining confusions are between
+# circles and squares of 5 to 8 pixels, which differ by a handful of corner pixels.
+
+# %%
+fig, axes = plt.subplots(2, 6, figsize=(13, 4.8))
+for ax, i in zip(axes.flat, range(12), strict=True):
+    dets = test_dets[i]
+    shown = dets["scores"] > 0.5
+    ax.imshow(det_test.images[i].permute(1, 2, 0), interpolation="nearest")
+    names = [
+        f"{CLASSES[k][:3]} {s:.2f}" for k, s in zip(dets["labels"][shown], dets["scores"][shown], strict=True)
+    ]
+    viz.draw_boxes(ax, dets["boxes"][shown], names, color_index=dets["labels"][shown].tolist())
+    ax.axis("off")
+fig.suptitle("Test images: detections scoring above 0.5 (label: class and score)")
+plt.show()
+
+# %% [markdown]
+# Now the evaluation of the previous section on the 200 test images, class by class.
+
+# %%
+result = metrics.mean_average_precision(test_dets, test_targets, NUM_CLASSES, iou_thresholds=(0.5,))
+fig, ax = plt.subplots(figsize=(6.4, 3.8))
+for c in range(NUM_CLASSES):
+    per_image = [
+        (d["boxes"][d["labels"] == c], d["scores"][d["labels"] == c], t["boxes"][t["labels"] == c])
+        for d, t in zip(test_dets, test_targets, strict=True)
+    ]
+    scores_c = torch.cat([s for _, s, _ in per_image])
+    tp_c = torch.cat([metrics.match_detections(b, s, g, 0.5) for b, s, g in per_image])
+    p_c, r_c, _ = metrics.precision_recall(scores_c, tp_c, int(result["num_gt"][c]))
+    ap_c = metrics.average_precision(p_c, r_c, "all")
+    assert abs(ap_c - result["ap"][0, c].item()) < 1e-9
+    env_c = torch.flip(torch.cummax(torch.flip(p_c, [0]), 0).values, [0])
+    ax.plot(r_c, p_c, color=viz.color(c), alpha=0.35, lw=1)
+    ax.step(r_c, env_c, where="pre", color=viz.color(c), label=f"{CLASSES[c]}: AP {ap_c:.3f}")
+ax.set(
+    xlabel="recall",
+    ylabel="precision",
+    ylim=(0, 1.03),
+    xlim=(0, 1.02),
+    title=f"Test PR curves at IoU 0.5 (faint: raw, solid: interpolated); mAP {result['map']:.3f}",
+)
+ax.legend(loc="lower left")
+plt.show()
+
+# %%
+det_map = result["map"]
+assert det_map > 0.7, f"detector mAP@0.5 {det_map:.3f}, expected > 0.7"
+print(
+    f"mAP@0.5 on 200 test images: {det_map:.3f} (AP per class: "
+    + ", ".join(f"{CLASSES[c]} {result['ap'][0, c]:.3f}" for c in range(NUM_CLASSES))
+    + ")"
+)
+
+# %% [markdown]
+# ## Feature pyramid networks
+#
+# A stride-4 grid suits our 5 to 16-pixel shapes. Real images hold objects from 10 to 1000 pixels,
+# and one feature map cannot serve them all: early, fine layers have the resolution for small objects
+# but little semantic context, late, coarse layers have the context but have blurred small objects
+# away. The options are an image pyramid (run the network at several scales: slow), a pyramid of
+# filters (several filter sizes on one map), a pyramid of anchors on one map (Faster R-CNN), or a
+# **feature pyramid** (Lin et al., 2017): take the backbone stages $C_2, \dots, C_5$ (strides 4 to 32)
+# and merge them from the top down,
+#
+# $$
+# M_5 = \mathrm{conv}_{1\times 1}(C_5),\qquad
+# M_l = \mathrm{conv}_{1\times1}(C_l) + \mathrm{Up}_{2\times}(M_{l+1}),\qquad
+# P_l = \mathrm{conv}_{3\times 3}(M_l),
+# $$
+#
+# with nearest-neighbour upsampling and the same number of channels everywhere. The top-down path
+# carries the semantics of the coarsest stage down to every resolution. Boxes are then predicted on
+# every level by one shared head; in a two-stage detector, a RoI of size $w \times h$ is pooled from
+# level $k = \lfloor k_0 + \log_2(\sqrt{wh}/224) \rfloor$ with $k_0 = 4$.
+
+
+# %%
+class FPNScratch(nn.Module):
+    def __init__(self, in_channels_list, out_channels):
+        super().__init__()
+        self.lateral = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels_list)
+        self.smooth = nn.ModuleList(
+            nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels_list
+        )
+
+    def forward(self, features):  # [C2, C3, ...], finest first
+        m = self.lateral[-1](features[-1])  # M of the coarsest level
+        outs = [self.smooth[-1](m)]  # its P
+        for c, lateral, smooth in zip(
+            features[-2::-1], self.lateral[-2::-1], self.smooth[-2::-1], strict=True
+        ):
+            m = lateral(c) + F.interpolate(m, size=c.shape[-2:], mode="nearest")  # M_l
+            outs.insert(0, smooth(m))  # P_l = conv3x3(M_l)
+        return outs
+
+
+backbone = cnn.ResNet(layers=(1, 1, 1), widths=(16, 32, 64), stem="imagenet").eval()  # strides 4, 8, 16
+
+
+
+torch.manual_seed(0)
+fpn = cnn.FPN([16, 32, 64], 32).eval()
+fpn_scratch = FPNScratch([16, 32, 64], 32)
+tv_fpn = tvops.FeaturePyramidNetwork([16, 32, 64], 32)
+tv_fpn.load_state_dict(fpn.state_dict())
+with torch.no_grad():
+    for k in range(3):
+        fpn_scratch.lateral[k].load_state_dict(fpn.inner_blocks[k][0].state_dict())
+        fpn_scratch.smooth[k].load_state_dict(fpn.layer_blocks[k][0].state_dict())
+    feats = backbone.stage_features(torch.randn(2, 3, 96, 96))  # C2, C3, C4, finest first
+    for a, b, c in zip(fpn_scratch(feats), fpn(feats), tv_fpn(dict(enumerate(feats))).values(), strict=True):
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(b, c)
+print("FPN from scratch = course_lib.nn.FPN = torchvision.ops.FeaturePyramidNetwork (same weights)")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("levels:", ", ".join(f"C{k + 2} {tuple(f.shape[1:])}" for k, f in enumerate(feats)))
+for side in (32, 112, 224, 448, 896):
+    level = min(max(math.floor(4 + math.log2(side / 224)), 2), 5)
+    print(f"a {side}x{side} RoI is pooled from P{level}")
+
+# %% [markdown]
+# What does each level see? The gradient of one output cell with respect to the input image shows
+# which pixels can influence it (its *effective receptive field*). Below, for the centre cell of each
+# level of a randomly initialised backbone and FPN (averaged over 16 random inputs). The backbone's
+# fine level $C_2$ sees a small patch. The FPN's fine level $P_2$ has the same sharp centre, *plus* a
+# wide halo that comes down the top-down path from $C_4$: fine resolution with coarse context.
+
+# %%
+x_rf = torch.randn(16, 3, 96, 96, requires_grad=True)
+c_levels = backbone.stage_features(x_rf)
+p_levels = fpn(c_levels)
+rf_maps, rf_radius = [], []
+yy_rf, xx_rf = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+for f in c_levels + p_levels:
+    h_mid, w_mid = f.shape[-2] // 2, f.shape[-1] // 2
+    (grad,) = torch.autograd.grad(f[:, :, h_mid, w_mid].sum(), x_rf, retain_graph=True)
+    g_abs = grad.abs().sum(dim=(0, 1))
+    rf_maps.append(g_abs / g_abs.max())
+    stride = 96 / f.shape[-1]
+    dist = torch.maximum((yy_rf - (h_mid + 0.5) * stride).abs(), (xx_rf - (w_mid + 0.5) * stride).abs())
+    mass = torch.stack([g_abs[dist <= r].sum() for r in range(48)]) / g_abs.sum()
+    rf_radius.append(int((mass < 0.9).sum()))  # half-side of the square holding 90 % of the gradient
+fig, axes = plt.subplots(2, 3, figsize=(8, 5.5))
+for k, ax in enumerate(axes.flat):
+    name = f"{'CP'[k // 3]}{k % 3 + 2}"
+    ax.imshow(rf_maps[k].sqrt(), cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title(f"{name} (stride {4 * 2 ** (k % 3)}): 90 % within ±{rf_radius[k]} px", fontsize=9)
+    ax.axis("off")
+fig.suptitle("Effective receptive field of the centre cell (sqrt of |∂output/∂input|): backbone C, FPN P")
+plt.show()
+assert rf_radius[3] > rf_radius[0], "P2 should see further than C2"
+
+# %% [markdown]
+# ## DETR: detection as set prediction
+#
+# Every detector so far produces many candidates and relies on hand-designed steps around the
+# network: anchors, IoU-based assignment, NMS. DETR (Carion et al., 2020) predicts the set directly:
+#
+# 1. A CNN backbone gives a feature map of size $C \times H \times W$; a $1\times 1$ convolution
+#    reduces it to $d$ channels, and the map is flattened into a sequence of $HW$ tokens, each of
+#    size $d$ (a $d \times HW$ matrix, not a $d \times H \times W$ volume).
+# 2. A transformer encoder (self-attention and feed-forward layers) relates all tokens to each other;
+#    fixed sinusoidal positional encodings are added to the queries and keys at every attention layer.
+# 3. A transformer decoder takes $N$ learned **object queries** ($N = 100$, more than the objects in
+#    any image) and decodes them *in parallel*, not one after the other, with self-attention among
+#    the queries and cross-attention to the encoder's tokens. The queries must be different learned
+#    vectors because the decoder is permutation-equivariant.
+# 4. Each decoded query goes through a 3-layer MLP that predicts a normalised box
+#    $(c_x, c_y, w, h)$ and a linear layer that predicts $C + 1$ class logits, the extra class being
+#    $\varnothing$, "no object".
+#
+# Training needs a loss between a set of $N$ predictions and a set of $M \le N$ targets. Pad the
+# targets with $\varnothing$ to $N$, and find the one-to-one assignment $\hat\sigma$ of predictions to
+# targets with the smallest total matching cost,
+#
+# $$
+# \hat\sigma = \arg\min_{\sigma \in \mathfrak S_N} \sum_{i=1}^{N} \mathcal L_{\text{match}}(y_i,
+# \hat y_{\sigma(i)}),\qquad
+# \mathcal L_{\text{match}} = -\hat p_{\sigma(i)}(c_i) + \lambda_{L1}\lVert b_i - \hat b_{\sigma(i)}
+# \rVert_1 - \lambda_{\text{giou}}\,\mathrm{GIoU}(b_i, \hat b_{\sigma(i)})
+# $$
+#
+# for the real targets (padding costs nothing), solved by the Hungarian algorithm. The **Hungarian
+# loss** is then the cross-entropy of every prediction against its matched class ($\varnothing$ for the
+# unmatched ones, down-weighted by 0.1 since they are the majority), plus the L1 and GIoU box losses of
+# the matched pairs; DETR uses $\lambda_{L1} = 5$, $\lambda_{\text{giou}} = 2$. The L1 term alone
+# would scale with box size, hence the GIoU term. One-to-one matching makes duplicates expensive: a
+# second prediction of the same object is matched to $\varnothing$ and pushed towards "no object", so
+# no NMS is needed. DETR's known weaknesses are small objects (high-resolution maps make the encoder's
+# attention, quadratic in $HW$, expensive) and long training.
+#
+# A small example: 3 targets, 6 prediction slots. The predictions hide a permutation: target $i$ is
+# predicted (noisily) by slot $\pi(i)$. Of the other slots, two predict "no object" and one is a
+# *duplicate*: a slightly worse second prediction of target 0, with the right class.
+
+# %%
+LAMBDA_L1, LAMBDA_GIOU, NO_OBJECT_WEIGHT = 5.0, 2.0, 0.1
+g_detr = torch.Generator().manual_seed(4)
+tgt_labels = torch.tensor([0, 2, 1])
+tgt_cxcywh = torch.tensor([[0.25, 0.3, 0.2, 0.2], [0.7, 0.35, 0.25, 0.15], [0.45, 0.75, 0.3, 0.25]])
+tgt_boxes = cxcywh_to_xyxy(tgt_cxcywh)
+hidden_perm = torch.randperm(6, generator=g_detr)[:3]  # the slot that predicts target i
+free_slots = [k for k in range(6) if k not in hidden_perm]
+duplicate = free_slots[0]
+pred_logits = torch.randn(6, 4, generator=g_detr)  # 3 classes + "no object" (index 3)
+pred_logits[:, 3] += 3.0  # by default a slot says "no object"
+pred_logits[hidden_perm, tgt_labels] += 5.0
+pred_logits[duplicate, tgt_labels[0]] += 5.0
+pred_cxcywh = torch.tensor([[0.8, 0.8, 0.18, 0.18]]).repeat(6, 1)
+pred_cxcywh[free_slots[1:]] = torch.tensor([[0.85, 0.12, 0.18, 0.18], [0.15, 0.85, 0.18, 0.18]])
+pred_cxcywh[hidden_perm] = tgt_cxcywh + 0.02 * torch.randn(3, 4, generator=g_detr)
+pred_cxcywh[duplicate] = tgt_cxcywh[0] + torch.tensor([0.06, 0.05, 0.04, -0.03])
+pred_boxes = cxcywh_to_xyxy(pred_cxcywh)
+
+
+def matching_cost(logits, boxes, labels, targets):
+    """Cost[i, j] of giving prediction j to target i (DETR's matching cost)."""
+    prob = logits.softmax(-1)  # [N, C + 1]
+    l1 = torch.cdist(xyxy_to_cxcywh(targets), xyxy_to_cxcywh(boxes), p=1)  # L1 on (cx, cy, w, h)
+    return (
+        -prob[:, labels].T + LAMBDA_L1 * l1 - LAMBDA_GIOU * ops.generalized_box_iou(targets, boxes)
+    )  # [M, N]
+
+
+def brute_force_match(cost):
+    """Try every injective map of the M targets into the N predictions (fine for tiny M, N)."""
+    m, n = cost.shape
+    best = min(itertools.permutations(range(n), m), key=lambda p: sum(cost[i, p[i]].item() for i in range(m)))
+    return torch.tensor(best)
+
+
+cost = matching_cost(pred_logits, pred_boxes, tgt_labels, tgt_boxes)
+slots_bf = brute_force_match(cost)
+rows, slots = ops.hungarian_match(cost)
+assert torch.equal(slots, slots_bf)
+assert torch.equal(slots, torch.as_tensor(linear_sum_assignment(cost.numpy())[1]))
+assert torch.equal(slots, hidden_perm), "the matching must recover the hidden permutation"
+
+
+def hungarian_loss(logits, boxes, labels, targets):
+    """DETR's set loss: CE over all slots (unmatched -> no object) + L1 and GIoU on the matched slots."""
+    rows, cols = ops.hungarian_match(matching_cost(logits, boxes, labels, targets).detach())
+    cls_target = torch.full((len(logits),), logits.shape[1] - 1)  # "no object" everywhere...
+    cls_target[cols] = labels[rows]  # ...except the matched slots
+    class_weights = torch.ones(logits.shape[1])
+    class_weights[-1] = NO_OBJECT_WEIGHT
+    ce = F.cross_entropy(logits, cls_target, weight=class_weights)
+    l1 = F.l1_loss(xyxy_to_cxcywh(boxes[cols]), xyxy_to_cxcywh(targets[rows]), reduction="sum")
+    giou = losses.giou_loss(boxes[cols], targets[rows], reduction="sum")
+    return ce + (LAMBDA_L1 * l1 + LAMBDA_GIOU * giou) / len(targets)
+
+
+shuffle = torch.randperm(6, generator=torch.Generator().manual_seed(5))
+loss_a = hungarian_loss(pred_logits, pred_boxes, tgt_labels, tgt_boxes)
+loss_b = hungarian_loss(pred_logits[shuffle], pred_boxes[shuffle], tgt_labels, tgt_boxes)
+torch.testing.assert_close(loss_a, loss_b)
+fixed_order = F.l1_loss(pred_boxes[:3], tgt_boxes)  # a loss that pairs slot i with target i
+fixed_shuffled = F.l1_loss(pred_boxes[shuffle][:3], tgt_boxes)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"hidden permutation {hidden_perm.tolist()} (duplicate of target 0 in slot {duplicate})")
+print(f"brute force {slots_bf.tolist()}; Hungarian {slots.tolist()}")
+print(f"Hungarian loss {loss_a:.4f}, after shuffling the 6 slots {loss_b:.4f}")
+print(f"a fixed-order L1 loss: {fixed_order:.4f}, after shuffling {fixed_shuffled:.4f} (not invariant)")
+
+# %% [markdown]
+# Does the set loss get rid of the duplicate? Treat the six predictions themselves as free
+# parameters (no network) and minimise the Hungarian loss by gradient descent, re-matching at every
+# step as DETR does. The duplicate is never matched, so its only gradient is the cross-entropy
+# towards "no object".
+
+# %%
+slot_logits = pred_logits.clone().requires_grad_()
+slot_params = torch.logit(pred_cxcywh.clamp(0.01, 0.99)).requires_grad_()  # boxes via a sigmoid: always valid
+opt_slots = torch.optim.Adam([slot_logits, slot_params], lr=0.05)
+set_losses = []
+for _ in range(150):
+    loss = hungarian_loss(slot_logits, cxcywh_to_xyxy(slot_params.sigmoid()), tgt_labels, tgt_boxes)
+    opt_slots.zero_grad()
+    loss.backward()
+    opt_slots.step()
+    set_losses.append(loss.item())
+final_logits = slot_logits.detach()
+final_boxes = cxcywh_to_xyxy(slot_params.detach().sigmoid())
+final_class = final_logits.argmax(-1)
+object_slots = torch.where(final_class < 3)[0]
+assert len(object_slots) == 3 and final_class[duplicate] == 3, f"object slots {object_slots.tolist()}"
+final_iou = ops.box_iou(tgt_boxes, final_boxes[hidden_perm]).diagonal()
+assert (final_iou > 0.9).all() and torch.equal(final_class[hidden_perm], tgt_labels), final_iou
+print(
+    f"set loss {set_losses[0]:.3f} -> {set_losses[-1]:.3f}; slots predicting an object: {object_slots.tolist()}"
+)
+print(f"duplicate slot {duplicate}: P(no object) = {final_logits[duplicate].softmax(-1)[3]:.2f}")
+
+
+# %%
+def draw_slots(ax, logits, boxes, title):
+    """Targets (solid) and prediction slots (dashed: an object class, dotted grey: no object)."""
+    probs = logits.softmax(-1)
+    for i, b in enumerate(tgt_boxes.tolist()):
+        c = viz.color(int(tgt_labels[i]))
+        ax.add_patch(Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, lw=2.5, color=c))
+        ax.text(b[0], b[3] + 0.01, f"target {i}", fontsize=8, va="top", color=c)
+    for j, b in enumerate(boxes.tolist()):
+        k = int(probs[j].argmax())
+        c, ls = (viz.color(k), "--") if k < 3 else (viz.color("reference"), ":")
+        ax.add_patch(Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, lw=1.5, ls=ls, color=c))
+        label = f"slot {j}: " + (CLASSES[k] if k < 3 else "∅") + f" {probs[j, k]:.2f}"
+        ax.text(b[2], b[1] - 0.01, label, fontsize=7, color=c, va="bottom", ha="right")
+    ax.set(xlim=(0, 1), ylim=(1, 0), aspect="equal", title=title, xlabel="x (normalised)", ylabel="y")
+
+
+fig, axes = plt.subplots(1, 3, figsize=(14, 4.4), width_ratios=[1.3, 1, 1])
+im = axes[0].imshow(cost, cmap="viridis")
+for (i, j), v in np.ndenumerate(cost.numpy()):
+    axes[0].text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=8, color="white" if v < 2 else "black")
+for i, j in zip(rows.tolist(), slots.tolist(), strict=True):
+    axes[0].add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2.5, color=viz.color(6)))
+axes[0].set(xticks=range(6), yticks=range(3), xlabel="prediction slot", ylabel="target")
+axes[0].set_title("Matching cost (outlined: Hungarian assignment)")
+fig.colorbar(im, ax=axes[0], shrink=0.7)
+draw_slots(axes[1], pred_logits, pred_boxes, "before: slots and their top class")
+draw_slots(axes[2], final_logits, final_boxes, "after 150 steps on the Hungarian loss")
+plt.show()
+
+# %% [markdown]
+# The matching found the hidden slots, and the loss does not change when the prediction slots are
+# shuffled: it compares sets, not lists. A loss that pairs slot $i$ with target $i$ changes, so a
+# network trained with it would have to learn an arbitrary ordering of the objects. And the
+# duplicate, a good box with the right class, was pushed to "no object" by the loss itself: this is
+# why DETR needs no NMS.
+#
+# ## Summary
+#
+# | piece | what it does | course_lib / torchvision |
+# |---|---|---|
+# | two heads | class + box for one object, $L = L_{\text{cls}} + \lambda L_{\text{box}}$ | `TwoHeadNet` above |
+# | box formats | xyxy, xywh, cxcywh | `ops.box_convert`, `tvops.box_convert` |
+# | IoU, GIoU | overlap measure; match criterion; loss | `ops.box_iou`, `ops.generalized_box_iou`, `losses.giou_loss` |
+# | NMS | keep the best box, drop overlaps above $t$, repeat | `ops.nms`, `ops.batched_nms`, `tvops.nms` |
+# | box coding | $t_x = (x - x_a)/w_a$, $t_w = \log(w/w_a)$ | `ops.encode_boxes`, `ops.decode_boxes`, `BoxCoder` |
+# | anchors | $A$ boxes per cell; IoU ≥ 0.7 positive, < 0.3 negative, + best anchor per box | `ops.anchor_grid`, `Matcher` |
+# | R-CNN | selective search proposals, one CNN pass per warped region, SVMs | |
+# | Fast R-CNN | one CNN pass per image, RoI pooling, joint training | `tvops.roi_pool` |
+# | Faster R-CNN | region proposal network on the shared features | `RPNHead` above |
+# | RoIAlign | bilinear sampling, no rounding | `tvops.roi_align` |
+# | YOLO v1 | $S\times S\times(5B + C)$, responsible cell, no anchors | |
+# | centre-based one-stage | positives near the box centre, focal + GIoU loss, NMS | `cnn.DetectionHead` |
+# | FPN | top-down path + lateral 1×1 convs: context at every resolution | `cnn.FPN`, `tvops.FeaturePyramidNetwork` |
+# | DETR | $N$ queries, Hungarian matching, set loss, no NMS | `ops.hungarian_match` |
+# | AP, mAP | area under the interpolated PR curve, mean over classes (and IoUs) | `metrics.mean_average_precision` |
+#
+# - Detection outputs a set of variable size; each family handles it differently: proposals plus
+#   classification, dense predictions plus NMS, or a fixed number of queries plus bipartite matching.
+# - Boxes are regressed relative to a reference (anchor, cell, proposal) with a scale-free encoding.
+# - Which prediction is trained on which object (IoU with anchors, centre sampling, Hungarian
+#   matching) is as important a design choice as the architecture.
+# - Dense detectors face a huge foreground/background imbalance: sampling, the focal loss and a
+#   low initial prior deal with it.
+# - AP rewards finding every object once: a duplicate is a false positive, a missed object caps the
+#   recall.
+#
+# ## Exercises
+#
+# ### Exercise 1: class-wise NMS
+#
+# Two boxes of different classes can overlap heavily: a person riding a horse. Build two boxes with
+# IoU 0.75, scores 0.9 and 0.8, and classes 0 and 1. Show that plain NMS at threshold 0.5 keeps
+# only one, and that `ops.batched_nms` keeps both and equals `torchvision.ops.batched_nms`. How does
+# `batched_nms` avoid a loop over classes?
+
+# %% tags=["hide-cell"]
+rider = torch.tensor([[10.0, 5.0, 30.0, 35.0], [11.0, 8.0, 31.0, 38.0]])
+rider_scores = torch.tensor([0.9, 0.8])
+rider_classes = torch.tensor([0, 1])
+print(f"IoU {ops.box_iou(rider[:1], rider[1:]).item():.2f}")
+plain = ops.nms(rider, rider_scores, 0.5)
+per_class = ops.batched_nms(rider, rider_scores, rider_classes, 0.5)
+assert plain.tolist() == [0] and per_class.tolist() == [0, 1]
+assert torch.equal(per_class, tvops.batched_nms(rider, rider_scores, rider_classes, 0.5))
+print(f"plain NMS keeps {plain.tolist()}, class-wise NMS keeps {per_class.tolist()}")
+# It shifts the boxes of class k by k * (largest coordinate + 1): boxes of different classes can no longer
+# overlap, and one ordinary NMS handles all classes at once.
+
+# %% [markdown]
+# ### Exercise 2: stricter IoU thresholds
+#
+# Compute the trained detector's COCO-style mAP, averaged over the IoU thresholds
+# $0.5, 0.55, \dots, 0.95$ with 101-point interpolation, and its AP at IoU 0.75. Why are they lower
+# than mAP@0.5, and what kind of error do they measure that mAP@0.5 ignores?
+
+# %% tags=["hide-cell"]
+coco_thresholds = [round(0.5 + 0.05 * k, 2) for k in range(10)]
+coco = metrics.mean_average_precision(
+    test_dets, test_targets, NUM_CLASSES, iou_thresholds=coco_thresholds, method="101"
+)
+ap_per_threshold = coco["ap"].mean(dim=1)  # mean over classes, one value per IoU threshold
+print(
+    "AP per IoU threshold:",
+    ", ".join(f"{t}: {a:.2f}" for t, a in zip(coco_thresholds, ap_per_threshold, strict=True)),
+)
+print(f"mAP@0.5 {det_map:.3f}, mAP@0.75 {ap_per_threshold[5]:.3f}, mAP@[.5:.95] {coco['map']:.3f}")
+assert coco["map"] < det_map and ap_per_threshold[-1] < ap_per_threshold[0]
+# A detection that counts at IoU 0.5 may not at 0.75 or 0.95: the higher thresholds measure how precisely
+# the boxes are placed (localisation error), which mAP@0.5 forgives. On 5-16 pixel objects one pixel off on
+# each side already costs a lot of IoU (a 6-pixel box shifted by one pixel has IoU 5/7 = 0.71), so the AP
+# falls quickly above 0.8.
+
+# %% [markdown]
+# ### Exercise 3: what NMS is worth
+#
+# Evaluate the detector *without* NMS: keep up to 100 detections per image by score (the `nms=False`
+# option of `detect`). What happens to mAP@0.5, and why? Which part of the precision-recall curve
+# changes?
+
+# %% tags=["hide-cell"]
+dets_no_nms = detect(detector, det_test.images, max_detections=100, nms=False)
+map_no_nms = metrics.mean_average_precision(dets_no_nms, test_targets, NUM_CLASSES)["map"]
+print(f"mAP@0.5 with NMS {det_map:.3f}, without NMS {map_no_nms:.3f}")
+print(
+    f"detections per image: {np.mean([len(d['boxes']) for d in test_dets]):.1f} with NMS, "
+    f"{np.mean([len(d['boxes']) for d in dets_no_nms]):.1f} without"
+)
+assert map_no_nms < det_map
+# Without NMS, the neighbouring cells of each object all report it with high scores. Only the first of them
+# is a true positive; the others are duplicates, counted as false positives high in the ranking, so the
+# precision drops early in the curve while the recall stays the same.
+
+# %% [markdown]
+# ### Exercise 4: how many anchors, how many positives?
+#
+# For a $600 \times 1000$ image with Faster R-CNN's anchors (stride 16, 9 anchors per cell), use
+# `ops.anchor_grid` and `ops.box_iou` to count the anchors that are positive (IoU ≥ 0.7) for a
+# $100 \times 100$ object centred at $(500, 300)$, and for a $40 \times 40$ object at the same place.
+# What does the best-anchor rule do for the small object?
+
+# %% tags=["hide-cell"]
+big_grid = ops.anchor_grid((38, 63), 16, (128, 256, 512), (0.5, 1.0, 2.0))
+for side in (100, 40):
+    obj = torch.tensor([[500 - side / 2, 300 - side / 2, 500 + side / 2, 300 + side / 2]])
+    iou_obj = ops.box_iou(big_grid, obj)[:, 0]
+    print(
+        f"{side}x{side} object: {(iou_obj >= 0.7).sum().item()} anchors with IoU >= 0.7 out of "
+        f"{len(big_grid)}; best IoU {iou_obj.max():.3f}"
+    )
+# The 100x100 object has no anchor at 0.7 either (the smallest anchor is 128x128: IoU (100/128)^2 = 0.61 at
+# best), and the 40x40 object reaches only about 0.1. Only the best-anchor rule gives them a positive at
+# all, and a 128-pixel anchor is a poor reference for a 40-pixel object: this is why FPN adds 32- and
+# 64-pixel anchors on its finer levels.
+
+# %% [markdown]
+# ## References
+#
+# - Felzenszwalb, P. F., and Huttenlocher, D. P. (2004). Efficient graph-based image segmentation.
+#   *International Journal of Computer Vision*, 59(2), 167–181.
+# - Uijlings, J. R. R., van de Sande, K. E. A., Gevers, T., and Smeulders, A. W. M. (2013). Selective
+#   search for object recognition. *International Journal of Computer Vision*, 104(2), 154–171.
+# - Toshev, A., and Szegedy, C. (2014). DeepPose: human pose estimation via deep neural networks.
+#   *CVPR 2014*. arXiv:1312.4659.
+# - Girshick, R., Donahue, J., Darrell, T., and Malik, J. (2014). Rich feature hierarchies for accurate
+#   object detection and semantic segmentation. *CVPR 2014*. arXiv:1311.2524. (R-CNN.)
+# - Girshick, R. (2015). Fast R-CNN. *ICCV 2015*. arXiv:1504.08083.
+# - Ren, S., He, K., Girshick, R., and Sun, J. (2015). Faster R-CNN: towards real-time object detection
+#   with region proposal networks. *NeurIPS 2015*. arXiv:1506.01497.
+# - Redmon, J., Divvala, S., Girshick, R., and Farhadi, A. (2016). You only look once: unified,
+#   real-time object detection. *CVPR 2016*. arXiv:1506.02640.
+# - Redmon, J., and Farhadi, A. (2017). YOLO9000: better, faster, stronger. *CVPR 2017*.
+#   arXiv:1612.08242. (YOLOv2: anchor priors from k-means.)
+# - Lin, T.-Y., Dollár, P., Girshick, R., He, K., Hariharan, B., and Belongie, S. (2017). Feature
+#   pyramid networks for object detection. *CVPR 2017*. arXiv:1612.03144.
+# - Lin, T.-Y., Goyal, P., Girshick, R., He, K., and Dollár, P. (2017). Focal loss for dense object
+#   detection. *ICCV 2017*. arXiv:1708.02002. (RetinaNet.)
+# - He, K., Gkioxari, G., Dollár, P., and Girshick, R. (2017). Mask R-CNN. *ICCV 2017*.
+#   arXiv:1703.06870. (RoIAlign.)
+# - Tian, Z., Shen, C., Chen, H., and He, T. (2019). FCOS: fully convolutional one-stage object
+#   detection. *ICCV 2019*. arXiv:1904.01355.
+# - Zhou, X., Wang, D., and Krähenbühl, P. (2019). Objects as points. arXiv:1904.07850. (CenterNet.)
+# - Rezatofighi, H., Tsoi, N., Gwak, J., Sadeghian, A., Reid, I., and Savarese, S. (2019). Generalized
+#   intersection over union: a metric and a loss for bounding box regression. *CVPR 2019*.
+#   arXiv:1902.09630.
+# - Carion, N., Massa, F., Synnaeve, G., Usunier, N., Kirillov, A., and Zagoruyko, S. (2020). End-to-end
+#   object detection with transformers. *ECCV 2020*. arXiv:2005.12872. (DETR.)
+# - Everingham, M., Van Gool, L., Williams, C. K. I., Winn, J., and Zisserman, A. (2010). The PASCAL
+#   visual object classes (VOC) challenge. *International Journal of Computer Vision*, 88(2), 303–338.
+# - Lin, T.-Y., et al. (2014). Microsoft COCO: common objects in context. *ECCV 2014*. arXiv:1405.0312.
