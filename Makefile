@@ -54,7 +54,7 @@ sync: env
 	$(PY) tools/notebooks.py sync $(CHAPTERS)
 
 execute: env
-	$(PY) tools/notebooks.py execute -j $(JOBS) $(CHAPTERS)
+	$(PY) tools/notebooks.py -j $(JOBS) execute $(CHAPTERS)
 
 bench: env
 	$(PY) tools/bench.py $(CHAPTERS)

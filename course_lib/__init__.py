@@ -6,23 +6,47 @@ One module per topic; each public function names the chapter that introduces it.
 - :mod:`course_lib.data`: digits, bundled photos, coloured shapes, splits, normalization (00, 01)
 - :mod:`course_lib.train`: the training loop and its history (00)
 - :mod:`course_lib.viz`: image grids, masks, boxes, curves, the shared style (00)
-- :mod:`course_lib.metrics`: accuracy and friends (00)
+- :mod:`course_lib.metrics`: accuracy and friends (00); confusion matrix and mean IoU (07); detection
+  matching, precision-recall, AP and mAP (08)
 - :mod:`course_lib.neighbors`: pairwise distances and k-nearest-neighbour prediction (00)
 - :mod:`course_lib.preprocess`: PCA and whitening (01)
 - :mod:`course_lib.nn`: MLP builder, activations, weight initialization, activation statistics (02);
-  conv-norm-activation blocks, stochastic depth (05); residual blocks and a configurable ResNet (06)
+  conv-norm-activation blocks, stochastic depth (05); residual blocks and a configurable ResNet (06);
+  U-Net and ASPP (07); feature pyramid and a dense detection head (08)
 - :mod:`course_lib.losses`: losses beyond torch's own: MSLE, KL, Gram/style, NT-Xent, IoU losses (03)
-- :mod:`course_lib.ops`: box operations: area, IoU, generalized IoU (03)
+- :mod:`course_lib.ops`: box area, IoU and generalized IoU (03); box formats, NMS, box coding, anchors,
+  Hungarian matching (08)
 - :mod:`course_lib.optim`: learning-rate warm-up + cosine schedule (04), weight EMA (05)
+- :mod:`course_lib.augment`: batch augmentations, MixUp/CutMix, repeated augmentation, pipelines (05)
+- :mod:`course_lib.classic`: LeNet, AlexNet, VGG, Inception block and ResNet builders (06)
+- :mod:`course_lib.explain`: class activation maps and the pointing game (06)
 
 Import ``course_lib.nn`` under another name (``from course_lib import nn as cnn``) next to ``torch.nn``.
 """
 
-from course_lib import data, losses, metrics, neighbors, nn, ops, optim, preprocess, runtime, train, viz
+from course_lib import (
+    augment,
+    classic,
+    data,
+    explain,
+    losses,
+    metrics,
+    neighbors,
+    nn,
+    ops,
+    optim,
+    preprocess,
+    runtime,
+    train,
+    viz,
+)
 
 __version__ = "0.1.0"
 __all__ = [
+    "augment",
+    "classic",
     "data",
+    "explain",
     "losses",
     "metrics",
     "neighbors",

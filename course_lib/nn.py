@@ -689,8 +689,10 @@ class ResNet(nn.Module):
         stem: ``"small"``: a 3×3 convolution at full resolution, for tiny images; ``"imagenet"``: a
             7×7 stride-2 convolution and a 3×3 stride-2 max-pool (÷4 resolution).
         residual: ``False`` removes every shortcut, giving the "plain" network of the same depth.
-        drop_path: stochastic-depth drop probability of the last block; block ``i`` of ``B`` gets
-            ``drop_path * i / (B - 1)`` (the linear rule of Huang et al.).
+        drop_path: stochastic-depth drop probability of the last block; block ``i`` of ``B`` (from 0)
+            gets ``drop_path * i / (B - 1)``, so the first block is never dropped (the spacing timm
+            uses; Huang et al.'s rule :math:`1 - p_l = 1 - \\frac{l}{L} p_L` with :math:`l = 1..L`
+            already drops the first block a little).
         norm: see :func:`norm_layer`.
     Shapes:
         ``Tensor[N, in_channels, H, W]`` → logits ``Tensor[N, num_classes]``.
@@ -759,14 +761,20 @@ class ResNet(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last feature map, ``Tensor[N, out_channels, h, w]`` (what CAM weighs)."""
+    def stage_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every stage, finest first: ``[Tensor[N, C_i, H_i, W_i]]`` (what an FPN takes)."""
         if x.ndim != 4:
             raise ValueError(f"ResNet expects Tensor[N, C, H, W], got shape {tuple(x.shape)}")
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        outputs = []
         for stage in range(1, self.num_stages + 1):
             x = getattr(self, f"layer{stage}")(x)
-        return x
+            outputs.append(x)
+        return outputs
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map, ``Tensor[N, out_channels, h, w]`` (what CAM weighs)."""
+        return self.stage_features(x)[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))

@@ -145,13 +145,25 @@ def device_name(device: torch.device | str) -> str:
 
 
 def versions() -> dict[str, str]:
-    """Versions of Python and the main libraries, as strings."""
+    """Versions of Python and the main libraries, as strings.
+
+    Read from the installed distributions' metadata, so nothing is imported (importing scikit-learn
+    and scikit-image just to print their versions cost seconds per chapter).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
     out = {"python": platform.python_version(), "torch": torch.__version__}
-    for mod in ("torchvision", "numpy", "sklearn", "skimage", "matplotlib"):
+    for key, dist in (
+        ("torchvision", "torchvision"),
+        ("numpy", "numpy"),
+        ("sklearn", "scikit-learn"),
+        ("skimage", "scikit-image"),
+        ("matplotlib", "matplotlib"),
+    ):
         try:
-            out[mod] = __import__(mod).__version__
-        except ImportError:  # pragma: no cover - all are dependencies
-            out[mod] = "missing"
+            out[key] = version(dist)
+        except PackageNotFoundError:  # pragma: no cover - all are dependencies
+            out[key] = "missing"
     return out
 
 

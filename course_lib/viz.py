@@ -174,22 +174,28 @@ def draw_boxes(
     boxes,
     labels: Sequence[str] | None = None,
     *,
+    scores: Sequence[float] | torch.Tensor | None = None,
     color_index: Sequence[int] | None = None,
     linewidth: float = 1.5,
+    linestyle: str = "-",
 ) -> None:
     """Draw ``(x1, y1, x2, y2)`` pixel boxes ``Tensor[K, 4]`` on a matplotlib axis, with optional labels.
 
     Introduced in chapter 00. Coordinates are in pixels with ``x2``/``y2`` exclusive (as
     :class:`course_lib.data.Shapes` boxes): on an ``imshow`` axis, whose pixel ``j`` spans
     ``[j - 0.5, j + 0.5]``, the rectangle starts at ``(x1 - 0.5, y1 - 0.5)`` and is ``x2 - x1`` wide.
-    Box ``k`` gets ``color(color_index[k])`` (default ``color(k)``).
+    Box ``k`` gets ``color(color_index[k])`` (default ``color(k)``). With ``scores`` (chapter 08), each
+    box's tag reads ``"label 0.97"`` (or just the score); ``linestyle`` (``"--"``, ``":"``) tells sets of
+    boxes apart, e.g. predictions from ground truth.
     """
     b = boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else np.asarray(boxes, dtype=float)
     if b.size == 0:
         return
     if b.ndim != 2 or b.shape[1] != 4:
         raise ValueError(f"boxes must be [K, 4], got shape {b.shape}")
-    for name, seq in (("labels", labels), ("color_index", color_index)):
+    if isinstance(scores, torch.Tensor):
+        scores = scores.detach().cpu().tolist()
+    for name, seq in (("labels", labels), ("scores", scores), ("color_index", color_index)):
         if seq is not None and len(seq) != len(b):
             raise ValueError(f"{name} must have one entry per box ({len(b)}), got {len(seq)}")
     for k, (x1, y1, x2, y2) in enumerate(b):
@@ -197,14 +203,23 @@ def draw_boxes(
         # pixel (i, j) covers [j, j+1) x [i, i+1); imshow centres pixels on integers
         ax.add_patch(
             mpl.patches.Rectangle(
-                (x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor=c, linewidth=linewidth
+                (x1 - 0.5, y1 - 0.5),
+                x2 - x1,
+                y2 - y1,
+                fill=False,
+                edgecolor=c,
+                linewidth=linewidth,
+                linestyle=linestyle,
             )
         )
-        if labels is not None:
+        tag = [str(labels[k])] if labels is not None else []
+        if scores is not None:
+            tag.append(f"{float(scores[k]):.2f}")
+        if tag:
             ax.text(
                 x1 - 0.5,
                 y1 - 0.7,
-                labels[k],
+                " ".join(tag),
                 color="white",
                 fontsize=7,
                 va="bottom",

@@ -467,6 +467,9 @@ def test_small_resnet_shapes_features_and_gradients():
     out = model(x)
     assert out.shape == (4, 5)
     assert_close(out, model.fc(feats.mean((2, 3))))  # GAP + linear
+    stages = model.stage_features(x)
+    assert [tuple(f.shape[1:]) for f in stages] == [(8, 16, 16), (16, 8, 8), (32, 4, 4)]
+    assert_close(stages[-1], feats)
     out.sum().backward()
     assert all(p.grad is not None for p in model.parameters())
 

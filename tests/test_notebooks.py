@@ -104,6 +104,8 @@ def test_chapter_structure(ch):
     assert first.startswith(f"# {ch.number} · "), "first cell must be the title '# NN · ...'"
     for needle in ("**Learning objectives", "**Prerequisites", "**Measured runtime:**"):
         assert needle in first, f"{ch.slug}: the title cell lacks {needle}"
+    for name in (f"{ch.slug}.ipynb", f"{ch.slug}.py"):
+        assert f"[{name}]({name})" in first, f"{ch.slug}: the title cell's **Files:** line must link {name}"
     assert "runtime.setup(" in code[0], "the first code cell must call runtime.setup"
     heads = _headings(md)
     assert [lvl for lvl, _ in heads].count(1) == 1, "exactly one H1 (the title)"

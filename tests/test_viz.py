@@ -147,6 +147,19 @@ def test_draw_boxes_default_colours_empty_and_bad_input():
         viz.draw_boxes(ax, torch.zeros(2, 4), color_index=[0, 1, 2])
 
 
+def test_draw_boxes_scores_and_linestyle():
+    _, ax = plt.subplots()
+    boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0], [2.0, 2.0, 6.0, 6.0]])
+    viz.draw_boxes(ax, boxes, ["circle", "square"], scores=torch.tensor([0.973, 0.5]), linestyle="--")
+    assert [t.get_text() for t in ax.texts] == ["circle 0.97", "square 0.50"]
+    assert all(p.get_linestyle() == "--" for p in ax.patches)
+    _, ax = plt.subplots()
+    viz.draw_boxes(ax, boxes, scores=[0.25, 1.0])
+    assert [t.get_text() for t in ax.texts] == ["0.25", "1.00"]
+    with pytest.raises(ValueError, match="scores must have one entry per box"):
+        viz.draw_boxes(ax, boxes, scores=[0.1])
+
+
 # ------------------------------------------------------------------------------------ plot_curves
 def test_plot_curves_role_colours_and_data():
     ax = viz.plot_curves({"val_loss": [3, 2, 1.5], "train_loss": [3, 1, 0.5]}, ylabel="loss", title="t")
