@@ -1314,7 +1314,8 @@ plt.show()
 
 # %%
 det_map = result["map"]
-assert det_map > 0.7, f"detector mAP@0.5 {det_map:.3f}, expected > 0.7"
+# the curriculum's bar is 0.7; this detector reaches about 0.99, so we hold it to 0.9
+assert det_map > 0.9, f"detector mAP@0.5 {det_map:.3f}, expected > 0.9 (curriculum bar: 0.7)"
 print(
     f"mAP@0.5 on 200 test images: {det_map:.3f} (AP per class: "
     + ", ".join(f"{CLASSES[c]} {result['ap'][0, c]:.3f}" for c in range(NUM_CLASSES))
