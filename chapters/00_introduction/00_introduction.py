@@ -32,7 +32,7 @@
 # **Prerequisites.** Python and NumPy; basic PyTorch tensors (indexing, broadcasting, `@`). No
 # machine learning is assumed.
 #
-# **Measured runtime:** 18 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
+# **Measured runtime:** 20 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
 #
 # **Files:** [00_introduction.ipynb](00_introduction.ipynb) (notebook, with outputs) · [00_introduction.py](00_introduction.py) (the paired script instructors edit)
 
@@ -51,7 +51,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, default_collate
 
-from course_lib import data, metrics, neighbors, runtime, train, viz
+from course_lib import augment, data, metrics, neighbors, runtime, train, viz
 
 device = runtime.setup(seed=0)
 
@@ -498,13 +498,11 @@ plt.show()
 
 # %%
 def shift_images(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """Move images [N, C, H, W] by dy rows (down) and dx columns (right), filling with 0 (background)."""
-    h, w = x.shape[-2:]
-    out = torch.zeros_like(x)
-    out[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = x[
-        ..., max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
-    ]
-    return out
+    """Move all images [N, C, H, W] by dy rows (down) and dx columns (right), filling with 0 (background).
+
+    `augment.translate` (chapter 05) takes one (dy, dx) per image; here every image gets the same one.
+    """
+    return augment.translate(x, torch.tensor([dy, dx]).expand(len(x), 2))
 
 
 xte = x_test.flatten(1)
@@ -546,10 +544,8 @@ plt.show()
 def shift_randomly(x: torch.Tensor, s: int, seed: int = 1) -> torch.Tensor:
     """Move each image by s pixels in a random one of 4 directions (seeded)."""
     direction = torch.randint(0, 4, (len(x),), generator=torch.Generator().manual_seed(seed))
-    out = torch.empty_like(x)
-    for c, (dy, dx) in enumerate([(0, s), (s, 0), (0, -s), (-s, 0)]):
-        out[direction == c] = shift_images(x[direction == c], dy, dx)
-    return out
+    offsets = torch.tensor([(0, s), (s, 0), (0, -s), (-s, 0)])[direction]  # [N, 2] (dy, dx) per image
+    return augment.translate(x, offsets)
 
 
 shifts = [0, 1, 2]
@@ -578,29 +574,19 @@ for s, acc in zip(shifts, knn_shift_acc, strict=True):
 # position, so a shifted digit gives shifted feature maps, and it ends with a maximum over all
 # positions (global pooling), which does not care where a feature fired. Built-in tolerance is only
 # part of it: we also show the network each training image at a random offset of up to 2 pixels, a
-# *data augmentation* (chapter 05), so that it *learns* which changes to ignore. It trains on the
+# *data augmentation* ([chapter 05](../05_regularization/05_regularization.ipynb)), so that it *learns* which changes to ignore. It trains on the
 # training split only; the test digits are used exactly as for k-NN.
 
 
 # %%
-def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Move each image of x[N, C, H, W] by its own random offset in [-max_shift, max_shift]^2."""
-    n, c, h, w = x.shape
-    padded = F.pad(x, [max_shift] * 4)
-    oy, ox = torch.randint(0, 2 * max_shift + 1, (2, n, 1), generator=generator)
-    rows, cols = oy + torch.arange(h), ox + torch.arange(w)  # [N, H], [N, W] windows into padded
-    # out[n, ch, i, j] = padded[n, ch, rows[n, i], cols[n, j]], by broadcasting four index tensors
-    return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None],
-                  rows[:, None, :, None], cols[:, None, None, :]]  # fmt: skip
-
-
 aug_gen = torch.Generator().manual_seed(0)
 
 
 def shifted_batch(batch):
-    """DataLoader collate_fn: stack the samples, then move each image by up to 2 px (augmentation)."""
+    """DataLoader collate_fn: stack the samples, then move each image by its own random offset of up
+    to 2 px in each direction (`augment.random_translate`, chapter 05)."""
     x, y = default_collate(batch)
-    return random_shift(x, 2, aug_gen), y
+    return augment.random_translate(x, 2, generator=aug_gen), y
 
 
 train_loader = DataLoader(
