@@ -1368,7 +1368,6 @@ class FPNScratch(nn.Module):
 backbone = cnn.ResNet(layers=(1, 1, 1), widths=(16, 32, 64), stem="imagenet").eval()  # strides 4, 8, 16
 
 
-
 torch.manual_seed(0)
 fpn = cnn.FPN([16, 32, 64], 32).eval()
 fpn_scratch = FPNScratch([16, 32, 64], 32)
