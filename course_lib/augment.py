@@ -629,7 +629,8 @@ def shapes_pipeline(
 
     A random resized crop to ``size`` (area fraction in ``scale``, antialiased), a horizontal flip, and a
     brightness/contrast jitter of ``jitter``; with ``randaugment=(n, m)``, ``v2.RandAugment`` follows.
-    Hue is never changed: the colour names are labels in the shapes' captions.
+    The jitter leaves hue alone, since colour names are labels in the shapes' captions; RandAugment's
+    solarize, posterize and colour operations can change colours, so leave it off where colour is a label.
 
     Args:
         size: output side in pixels.
