@@ -9,6 +9,7 @@ log-probabilities) are used straight from ``torch.nn.functional``; this module a
   (the perceptual loss of Johnson et al., 2016), used again in chapter 19;
 - :func:`identity_loss` (one minus cosine similarity of embeddings);
 - :func:`iou_loss` and :func:`giou_loss` for paired boxes (chapter 08 uses them);
+- :func:`dice_loss`, the soft Dice loss for segmentation masks (chapter 07);
 - :func:`nt_xent`, the SimCLR contrastive loss (chapters 17 and 18).
 """
 
@@ -24,6 +25,7 @@ from torch import Tensor
 from course_lib import ops
 
 __all__ = [
+    "dice_loss",
     "entropy",
     "feature_loss",
     "giou_loss",
@@ -388,3 +390,57 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
     idx = torch.arange(2 * n, device=z.device)
     positive = (idx + n) % (2 * n)  # the other view of the same image
     return (torch.logsumexp(s, dim=1) - s[idx, positive]).mean()
+
+
+def dice_loss(logits: Tensor, target: Tensor, eps: float = 1.0) -> Tensor:
+    r"""Soft Dice loss (Milletari et al., 2016): one minus the Dice overlap of predicted probabilities
+    and the target mask, summed over the whole batch.
+
+    .. math::
+        \mathcal L = 1 - \frac{2\sum_i p_i g_i + \epsilon}{\sum_i p_i + \sum_i g_i + \epsilon}
+
+    True negatives do not appear, so a rare foreground class weighs as much as a common one. For hard
+    0/1 masks and ``eps = 0`` the fraction is the Dice coefficient, the F1 score of the pixels.
+
+    Args:
+        logits: binary case: ``Tensor[N, ...]`` logits of the foreground (``p = sigmoid(logits)``);
+            multi-class case: ``Tensor[N, C, ...]`` class logits (``p = softmax`` over ``C``).
+        target: binary case: a float ``Tensor`` of 0/1 (or soft) values shaped like ``logits``;
+            multi-class case: an integer ``Tensor[N, ...]`` of class indices in ``[0, C)``. The loss is
+            then the mean over the ``C`` classes of each class's one-vs-rest Dice loss.
+        eps: smoothing added to numerator and denominator (> 0 keeps an empty target finite).
+    Returns:
+        a scalar in [0, 1].
+
+    Introduced in chapter 07.
+    """
+    _check_tensor(logits, "logits")
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target must be a Tensor, got {type(target).__name__}")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    if target.is_floating_point():
+        if target.shape != logits.shape:
+            raise ValueError(
+                f"a float (binary) target must have the shape of logits {tuple(logits.shape)}, got "
+                f"{tuple(target.shape)}; pass integer class indices for the multi-class loss"
+            )
+        p = torch.sigmoid(logits)
+        return 1 - (2 * (p * target).sum() + eps) / (p.sum() + target.sum() + eps)
+    if target.dtype == torch.bool or logits.ndim != target.ndim + 1 or logits.shape[2:] != target.shape[1:]:
+        raise ValueError(
+            f"multi-class dice_loss needs logits [N, C, ...] and integer target [N, ...], got "
+            f"{tuple(logits.shape)} and {tuple(target.shape)} ({target.dtype})"
+        )
+    if logits.shape[0] != target.shape[0]:
+        raise ValueError(f"logits and target disagree on N: {logits.shape[0]} vs {target.shape[0]}")
+    c = logits.shape[1]
+    if target.numel() and (target.min() < 0 or target.max() >= c):
+        raise ValueError(
+            f"target class indices must be in [0, {c}), got [{int(target.min())}, {int(target.max())}]"
+        )
+    p = logits.softmax(dim=1)
+    g = F.one_hot(target, c).movedim(-1, 1).to(p.dtype)  # [N, C, ...]
+    dims = [0, *range(2, p.ndim)]
+    per_class = 1 - (2 * (p * g).sum(dims) + eps) / (p.sum(dims) + g.sum(dims) + eps)
+    return per_class.mean()

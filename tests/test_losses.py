@@ -311,3 +311,53 @@ def test_nt_xent_bad_inputs():
         losses.nt_xent(z, z, temperature=0.0)
     with pytest.raises(TypeError, match="z2"):
         losses.nt_xent(z, np.ones((4, 8)))
+
+
+# ---------------------------------------------------------------------------- dice_loss (chapter 07)
+def test_dice_loss_binary_hand_value_and_f1():
+    from sklearn.metrics import f1_score
+
+    logits = torch.tensor([[2.0, -1.0], [0.0, 3.0]])
+    target = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    p = torch.sigmoid(logits)
+    expected = 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
+    torch.testing.assert_close(losses.dice_loss(logits, target), expected)
+    # hard masks, eps 0: one minus the F1 score of the pixels
+    g = torch.Generator().manual_seed(0)
+    pred = torch.rand(4, 16, 16, generator=g) > 0.6
+    true = torch.rand(4, 16, 16, generator=g) > 0.7
+    hard = losses.dice_loss(torch.where(pred, 50.0, -50.0).double(), true.double(), eps=0.0)
+    assert hard.item() == pytest.approx(1 - f1_score(true.flatten(), pred.flatten()))
+
+
+def test_dice_loss_multiclass_is_the_mean_of_one_vs_rest_losses():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 3, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 3, (2, 5, 5), generator=g)
+    loss = losses.dice_loss(logits, target)
+    p = logits.softmax(1)
+    per_class = []
+    for c in range(3):
+        pc, gc = p[:, c], (target == c).double()
+        per_class.append(1 - (2 * (pc * gc).sum() + 1) / (pc.sum() + gc.sum() + 1))
+    torch.testing.assert_close(loss, torch.stack(per_class).mean())
+    loss.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    perfect = torch.nn.functional.one_hot(target, 3).movedim(-1, 1).double() * 100
+    assert losses.dice_loss(perfect, target, eps=0.0).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_dice_loss_empty_target_and_bad_input():
+    assert losses.dice_loss(torch.full((3, 3), -50.0), torch.zeros(3, 3)).item() == pytest.approx(
+        0.0, abs=1e-6
+    )
+    with pytest.raises(ValueError, match="shape of logits"):
+        losses.dice_loss(torch.zeros(2, 3), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="multi-class"):
+        losses.dice_loss(torch.zeros(2, 3, 4), torch.zeros(2, 3, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"in \[0, 3\)"):
+        losses.dice_loss(torch.zeros(2, 3, 4), torch.full((2, 4), 3))
+    with pytest.raises(ValueError, match="eps"):
+        losses.dice_loss(torch.zeros(2), torch.zeros(2), eps=-1.0)
+    with pytest.raises(TypeError, match="logits"):
+        losses.dice_loss(torch.zeros(2, dtype=torch.int64), torch.zeros(2))

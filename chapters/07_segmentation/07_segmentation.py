@@ -61,7 +61,7 @@ from torchvision.models.segmentation.deeplabv3 import ASPP as TorchvisionASPP
 from torchvision.ops import roi_align, roi_pool
 from tqdm.auto import trange
 
-from course_lib import data, metrics, runtime, train, viz
+from course_lib import data, losses, metrics, runtime, train, viz
 from course_lib import nn as cnn
 
 device = runtime.setup(seed=0)
@@ -1277,6 +1277,14 @@ def dice_loss(logits, target, eps=1.0):
     return 1 - (2 * (p * target).sum() + eps) / (p.sum() + target.sum() + eps)
 
 
+# the same as course_lib's version, which also has the multi-class (softmax) form; we use it below
+check_logits = torch.randn(4, 16, 16, generator=torch.Generator().manual_seed(0))
+check_target = (torch.rand(4, 16, 16, generator=torch.Generator().manual_seed(1)) > 0.8).float()
+torch.testing.assert_close(
+    dice_loss(check_logits, check_target), losses.dice_loss(check_logits, check_target)
+)
+
+
 # hard masks (logits of +-50 give probabilities of exactly 0 or 1): the Dice coefficient is the F1 score
 hard_pred = (test_set.masks[:16] == 1) | (toy_pred[:16] == 1)
 hard_true = test_set.masks[:16] == 1
@@ -1319,7 +1327,7 @@ imbalance_losses = {
     "weighted BCE": lambda out, y: F.binary_cross_entropy_with_logits(
         out[:, 0], y, pos_weight=pos_weight.to(y.device)
     ),
-    "Dice": lambda out, y: dice_loss(out[:, 0], y),
+    "Dice": lambda out, y: losses.dice_loss(out[:, 0], y),
 }
 imbalance_prob, imbalance_scores = {}, {}
 for name, loss_fn in imbalance_losses.items():
