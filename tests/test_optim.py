@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from torch import nn
@@ -170,29 +168,28 @@ def test_weight_ema_bad_input():
 def test_fit_after_step_drives_the_ema():
     from course_lib import train
 
+    torch.manual_seed(0)
     model = nn.Linear(3, 1)
-    ema = optim.WeightEMA(model, decay=0.5)
+    decay = 0.5
+    ema = optim.WeightEMA(model, decay=decay)
+    expected = model.weight.detach().clone()
+    seen = []
+
+    def after_step():  # runs after every optimizer step: fold the new weights in by hand and via the EMA
+        seen.append(model.weight.detach().clone())
+        ema.update(model)
+
     x = torch.randn(20, 3)
     loader = [(x[:10], x[:10, :1]), (x[10:], x[10:, :1])]
-    train.fit(
-        model,
-        loader,
-        epochs=3,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        loss_fn=nn.functional.mse_loss,
-        progress=False,
-        after_step=lambda: ema.update(model),
-    )
-    assert ema.num_updates == 6
-    assert not torch.equal(ema.module.weight, model.weight)
+    kwargs = {"loss_fn": nn.functional.mse_loss, "progress": False}
+    train.fit(model, loader, epochs=3, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+              after_step=after_step, **kwargs)  # fmt: skip
+    assert ema.num_updates == len(seen) == 6  # 3 epochs x 2 batches
+    assert not torch.equal(seen[0], seen[-1])  # the weights did move
+    for w in seen:
+        expected = decay * expected + (1 - decay) * w
+    assert_close(ema.module.weight, expected)
+    assert_close(seen[-1], model.weight.detach())  # called after the step, not before
     with pytest.raises(TypeError, match="after_step"):
-        train.fit(
-            model,
-            loader,
-            epochs=1,
-            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-            loss_fn=nn.functional.mse_loss,
-            progress=False,
-            after_step=3,
-        )
-    assert math.isfinite(ema.module.weight.sum().item())
+        train.fit(model, loader, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                  after_step=3, **kwargs)  # fmt: skip
