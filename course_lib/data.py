@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 __all__ = [
+    "HARD_SHAPES",
     "SAMPLE_IMAGES",
     "SHAPE_CLASSES",
     "SHAPE_COLORS",
@@ -377,37 +378,98 @@ def _draw_scene(
     n_colors: int,
     radius: tuple[float, float],
     overlap: bool,
+    touching: bool,
     yy: np.ndarray,
     xx: np.ndarray,
 ) -> list[tuple[np.ndarray, int, int, float]]:
     """Place up to ``k`` objects; returns ``(mask, class, colour, centre_x)`` in painting order.
 
-    Every placed mask holds at least one pixel. Without ``overlap`` a candidate is rejected when
-    its circumcircle comes within 1.5 px of an earlier one, or when its pixels touch an earlier
-    object's pixels (8-neighbourhood; a square's corners reach beyond its circle). An object that
-    finds no room in :data:`_PLACE_TRIES` attempts is left out.
+    Every placed mask holds at least one pixel. Without ``overlap`` or ``touching`` a candidate is
+    rejected when its circumcircle comes within 1.5 px of an earlier one, or when its pixels touch an
+    earlier object's pixels (8-neighbourhood; a square's corners reach beyond its circle). With
+    ``touching`` (and no ``overlap``) only shared pixels are rejected, and the first half of the
+    attempts put the candidate at contact distance from an earlier object, so most objects end up
+    touching a neighbour. An object that finds no room in :data:`_PLACE_TRIES` attempts is left out.
     """
     placed: list[tuple[float, float, float]] = []
     occupied = np.zeros((size, size), dtype=bool)  # union of the placed masks
     objs = []
     for _ in range(k):
-        for _attempt in range(_PLACE_TRIES):
+        for attempt in range(_PLACE_TRIES):
             r = rng.uniform(*radius) * size
-            cy, cx = rng.uniform(r, size - r, size=2)
-            if not overlap and not all(
-                (cy - py) ** 2 + (cx - px) ** 2 > (r + pr + 1.5) ** 2 for py, px, pr in placed
+            if touching and placed and attempt < _PLACE_TRIES // 2:
+                # put the centre at contact distance from an earlier object, in a random direction
+                py, px, pr = placed[int(rng.integers(len(placed)))]
+                angle, gap = rng.uniform(0.0, 2 * math.pi), rng.uniform(-0.5, 1.0)
+                cy = py + (r + pr + gap) * math.sin(angle)
+                cx = px + (r + pr + gap) * math.cos(angle)
+                if not (r <= cy <= size - r and r <= cx <= size - r):
+                    continue
+            else:
+                cy, cx = rng.uniform(r, size - r, size=2)
+            if (
+                not overlap
+                and not touching
+                and not all((cy - py) ** 2 + (cx - px) ** 2 > (r + pr + 1.5) ** 2 for py, px, pr in placed)
             ):
                 continue
             cls = int(rng.integers(len(classes)))
             col = int(rng.integers(n_colors))
             m = _shape_mask(classes[cls], yy, xx, cy, cx, r, rng.uniform(-0.3, 0.3))
-            if not m.any() or (not overlap and placed and (_dilate8(m) & occupied).any()):
-                continue  # a thin triangle between pixel centres, or a square corner touching
+            if not m.any():
+                continue  # a thin triangle between pixel centres
+            if not overlap and placed and ((m if touching else _dilate8(m)) & occupied).any():
+                continue  # overlapping (touching allowed), or touching when objects must stay apart
             placed.append((cy, cx, r))
             occupied |= m
             objs.append((m, cls, col, cx))
             break
     return objs
+
+
+def _background_pattern(
+    rng: np.random.Generator, amplitude: float, yy: np.ndarray, xx: np.ndarray
+) -> np.ndarray:
+    """``Array[3, S, S]``: per channel, the mean of three random low-frequency plane waves."""
+    size = yy.shape[0]
+    out = np.zeros((3,) + yy.shape, dtype=np.float32)
+    for c in range(3):
+        for _ in range(3):
+            fy, fx = rng.uniform(-1.5, 1.5, size=2) * 2 * math.pi / size
+            out[c] += np.cos(fy * yy + fx * xx + rng.uniform(0, 2 * math.pi)).astype(np.float32)
+    return amplitude * out / 3
+
+
+def _paint_clutter(
+    rng: np.random.Generator, img: np.ndarray, count: int, yy: np.ndarray, xx: np.ndarray
+) -> None:
+    """Paint ``count`` distractors into ``img`` (in place): 1-px line segments and small dots."""
+    size = yy.shape[0]
+    for _ in range(count):
+        colour = rng.uniform(0.2, 1.0, size=3).astype(np.float32)
+        if rng.uniform() < 0.6:  # a thin segment: pixels within 0.5 px of the line between two points
+            (y0, x0), (y1, x1) = rng.uniform(0, size, size=(2, 2))
+            dy, dx = y1 - y0, x1 - x0
+            t = np.clip(((yy - y0) * dy + (xx - x0) * dx) / max(dy * dy + dx * dx, 1e-6), 0.0, 1.0)
+            m = (yy - y0 - t * dy) ** 2 + (xx - x0 - t * dx) ** 2 <= 0.25
+        else:  # a dot of radius 1-1.5 px
+            cy, cx = rng.uniform(0, size, size=2)
+            m = (yy - cy) ** 2 + (xx - cx) ** 2 <= rng.uniform(1.0, 1.5) ** 2
+        img[:, m] = colour[:, None]
+
+
+#: Settings under which segmentation and detection on the shapes leave room (chapters 07-08):
+#: strong noise, dimmer objects, clutter, a textured background and objects packed against each
+#: other. Use as ``make_shapes(n, 32, **HARD_SHAPES, seed=...)``; override any key as needed.
+HARD_SHAPES: dict[str, object] = {
+    "min_objects": 2,
+    "max_objects": 5,
+    "touching": True,
+    "noise": 0.12,
+    "intensity": (0.45, 1.0),
+    "clutter": 4,
+    "background": 0.08,
+}
 
 
 def make_shapes(
@@ -420,7 +482,11 @@ def make_shapes(
     colors: Sequence[str] = tuple(SHAPE_COLORS),
     radius: tuple[float, float] = (0.12, 0.25),
     overlap: bool = False,
+    touching: bool = False,
     noise: float = 0.03,
+    intensity: tuple[float, float] = (1.0, 1.0),
+    clutter: int = 0,
+    background: float = 0.0,
     seed: int = 0,
 ) -> Shapes:
     """Generate ``n`` scenes of coloured circles, squares and triangles on a dark background.
@@ -441,13 +507,26 @@ def make_shapes(
         classes: subset of :data:`SHAPE_CLASSES`, in the order that defines the label indices.
         colors: subset of :data:`SHAPE_COLORS` names, in the order that defines colour indices.
         radius: range of object radii as a fraction of ``size``.
-        overlap: allow objects to overlap (later objects occlude earlier ones). Without it objects
-            are placed by rejection sampling so that they do not touch (no two objects have
-            neighbouring pixels, diagonals included).
+        overlap: allow objects to overlap (later objects occlude earlier ones). Without it (and
+            without ``touching``) objects are placed by rejection sampling so that they do not touch
+            (no two objects have neighbouring pixels, diagonals included).
+        touching: place objects against each other (shared borders, no shared pixels); the hard
+            case for instance separation. Ignored placement-wise when ``overlap`` is set.
         noise: standard deviation of Gaussian pixel noise added to the images (then clipped to
-            [0, 1]). The noise has its own random stream: for a given ``seed`` the scenes, masks,
-            boxes and captions are the same at every noise level (clean/noisy pairs for denoising).
+            [0, 1]).
+        intensity: ``(low, high)`` range of a per-object brightness factor that multiplies the
+            object's colour (``(1, 1)``: pure palette colours). Lower factors bring objects closer
+            to the background.
+        clutter: number of distractor strokes per image: thin line segments and small dots in
+            random colours, painted under the objects and labelled background everywhere.
+        background: amplitude of a smooth random background pattern (a few low-frequency
+            sinusoids per channel) added to the flat background colour; ``0`` keeps it flat.
         seed: random seed.
+
+    ``noise``, ``intensity``, ``clutter`` and ``background`` draw from random streams of their own:
+    for a given ``seed`` the scenes, masks, boxes and captions do not depend on them (clean/noisy
+    pairs for denoising, or the same scenes at several difficulties). :data:`HARD_SHAPES` collects
+    settings under which segmentation and detection metrics leave room.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
@@ -470,6 +549,12 @@ def make_shapes(
         raise ValueError(f"radius must be (low, high) with 0 < low <= high < 0.5, got {radius}")
     if not noise >= 0:
         raise ValueError(f"noise must be >= 0, got {noise}")
+    if len(intensity) != 2 or not 0 < intensity[0] <= intensity[1] <= 1:
+        raise ValueError(f"intensity must be (low, high) with 0 < low <= high <= 1, got {intensity}")
+    if isinstance(clutter, bool) or not isinstance(clutter, int | np.integer) or clutter < 0:
+        raise ValueError(f"clutter must be a non-negative int, got {clutter!r}")
+    if not 0 <= background <= 0.5:
+        raise ValueError(f"background must be in [0, 0.5], got {background}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
 
@@ -478,20 +563,28 @@ def make_shapes(
     palette = np.array([SHAPE_COLORS[c] for c in colors], dtype=np.float32)
     images = np.empty((n, 3, size, size), dtype=np.float32)
     masks = np.zeros((n, size, size), dtype=np.int64)
+    # streams of their own, so that the scenes do not depend on these settings
+    look_rng = np.random.default_rng([seed, 2])  # object intensities, background pattern
+    clutter_rng = np.random.default_rng([seed, 3])
     inst_l, box_l, lab_l, col_l, cap_l = [], [], [], [], []
     for i in range(n):
         for _scene in range(_SCENE_TRIES):
             bg = rng.uniform(0.0, 0.2)
             k = int(rng.integers(min_objects, max_objects + 1))
-            objs = _draw_scene(rng, size, k, classes, len(colors), radius, overlap, yy, xx)
-            # paint in order; later objects occlude earlier ones
+            objs = _draw_scene(rng, size, k, classes, len(colors), radius, overlap, touching, yy, xx)
+            # paint in order: background, clutter, then the objects (later ones occlude earlier ones)
             img = np.full((3, size, size), bg, dtype=np.float32)
+            if background > 0:
+                img += _background_pattern(look_rng, background, yy, xx)
+            if clutter:
+                _paint_clutter(clutter_rng, img, clutter, yy, xx)
+            gains = look_rng.uniform(intensity[0], intensity[1], size=len(objs)).astype(np.float32)
             sem = np.zeros((size, size), dtype=np.int64)
             visible = np.zeros((len(objs), size, size), dtype=bool)
             for j, (m, cls, col, _cx) in enumerate(objs):
                 visible[:j] &= ~m
                 visible[j] = m
-                img[:, m] = palette[col][:, None]
+                img[:, m] = (gains[j] * palette[col])[:, None]
                 sem[m] = cls + 1
             keep = [j for j in range(len(objs)) if visible[j].any()]
             if len(keep) >= min_objects:
@@ -521,7 +614,7 @@ def make_shapes(
         noise_rng = np.random.default_rng([seed, 1])  # independent of the scene stream
         for img in images:  # one image at a time keeps the float32 draws small
             img += noise * noise_rng.standard_normal(img.shape, dtype=np.float32)
-        np.clip(images, 0.0, 1.0, out=images)
+    np.clip(images, 0.0, 1.0, out=images)
     return Shapes(
         images=torch.from_numpy(images),
         masks=torch.from_numpy(masks),
