@@ -189,7 +189,12 @@ def gram_matrix(features: Tensor, normalize: bool = True) -> Tensor:
         normalize: divide by ``C * H * W``.
 
     Returns:
-        ``Tensor[B, C, C]``, symmetric and positive semi-definite.
+        ``Tensor[B, C, C]``, exactly symmetric and positive semi-definite (up to rounding).
+
+    A BLAS matrix product ``F F^T`` need not be exactly symmetric: depending on the CPU and the
+    library, ``G_ij`` and ``G_ji`` may be summed in different orders and differ in the last bits. The
+    result is therefore symmetrized as ``(G + G^T) / 2``, which is exactly symmetric in IEEE
+    arithmetic (addition is commutative and halving is exact).
 
     Introduced in chapter 03.
     """
@@ -197,6 +202,7 @@ def gram_matrix(features: Tensor, normalize: bool = True) -> Tensor:
     b, c, h, w = features.shape
     f = features.reshape(b, c, h * w)
     g = f @ f.transpose(1, 2)
+    g = (g + g.mT) / 2
     return g / (c * h * w) if normalize else g
 
 
