@@ -1,9 +1,10 @@
 """Evaluation metrics.
 
 Introduced in chapter 00 (accuracy). Chapter 07 (segmentation) adds the confusion matrix and
-(mean) intersection over union; chapter 08 (detection) adds detection matching, precision-recall
-curves, average precision (all-point and 101-point interpolation) and mAP over classes and IoU
-thresholds.
+(mean) intersection over union; chapter 08 (detection) adds detection matching (COCO's and PASCAL VOC's
+rules), precision-recall curves, average precision (all-point and 101-point interpolation), mAP over
+classes and IoU thresholds, and :func:`coco_map`, which reproduces ``pycocotools``' box evaluation.
+Every public function checks its inputs and names the argument (and image) that is wrong.
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ import torch
 from course_lib import ops
 
 __all__ = [
+    "COCO_IOU_THRESHOLDS",
+    "COCO_RECALL_LEVELS",
+    "MATCH_RULES",
     "accuracy",
     "average_precision",
+    "coco_map",
     "confusion_matrix",
     "iou_from_confusion",
     "match_detections",
@@ -159,9 +164,13 @@ def iou_from_confusion(cm: torch.Tensor) -> torch.Tensor:
 
     Introduced in chapter 07.
     """
-    if not isinstance(cm, torch.Tensor) or cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
-        raise ValueError(f"cm must be a square Tensor[C, C], got {tuple(getattr(cm, 'shape', ()))}")
+    if not isinstance(cm, torch.Tensor):
+        raise TypeError(f"cm must be a Tensor[C, C] of counts, got {type(cm).__name__}")
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"cm must be a square Tensor[C, C], got {tuple(cm.shape)}")
     cm = cm.double()
+    if not (cm >= 0).all():  # also catches NaN
+        raise ValueError("cm must hold non-negative counts")
     tp = cm.diagonal()
     union = cm.sum(0) + cm.sum(1) - tp
     return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
@@ -189,46 +198,176 @@ def mean_iou(
 # --------------------------------------------------------------------------------------------
 # detection (chapter 08)
 # --------------------------------------------------------------------------------------------
+#: COCO's ten IoU thresholds 0.5, 0.55, ..., 0.95, exactly as ``pycocotools`` makes them
+#: (``np.linspace(.5, 0.95, 10)``; the ninth is 0.8999999999999999, not 0.9).
+COCO_IOU_THRESHOLDS: tuple[float, ...] = tuple(float(t) for t in np.linspace(0.5, 0.95, 10))
+#: COCO's 101 recall levels 0, 0.01, ..., 1, exactly as ``pycocotools`` makes them
+#: (``np.linspace(0.0, 1.00, 101)``; ``torch.linspace`` differs from these by one ulp at ten levels).
+COCO_RECALL_LEVELS: tuple[float, ...] = tuple(float(r) for r in np.linspace(0.0, 1.00, 101))
+#: The matching rules of :func:`match_detections`.
+MATCH_RULES = ("coco", "voc")
+
+_COCO_LEVELS = np.asarray(COCO_RECALL_LEVELS)
+
+
+def _check_threshold(value: object, name: str) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return float(value)
+
+
+def _check_rule(rule: object) -> None:
+    if rule not in MATCH_RULES:
+        raise ValueError(f"rule must be one of {MATCH_RULES}, got {rule!r}")
+
+
+def _check_count(value: object, name: str, *, allow_none: bool = False) -> None:
+    if allow_none and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be a positive int{' or None' if allow_none else ''}, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+
+
+def _check_scores(scores: object, name: str, n: int | None = None) -> None:
+    if not isinstance(scores, torch.Tensor):
+        raise TypeError(f"{name} must be a floating Tensor[P], got {type(scores).__name__}")
+    if not scores.is_floating_point():
+        raise TypeError(f"{name} must have a floating dtype, got {scores.dtype}")
+    if scores.ndim != 1 or (n is not None and scores.shape[0] != n):
+        want = "[P]" if n is None else f"[P] = [{n}] (one per box)"
+        raise ValueError(f"{name} must have shape {want}, got {tuple(scores.shape)}")
+    if torch.isnan(scores).any():
+        raise ValueError(f"{name} contains NaN")
+
+
+def _check_class_labels(labels: object, name: str, n: int, num_classes: int) -> None:
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"{name} must be an integer Tensor, got {type(labels).__name__}")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class indices, got dtype {labels.dtype}")
+    if labels.ndim != 1:
+        raise ValueError(f"{name} must have shape [{n}], got {tuple(labels.shape)}")
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"{name} must be in [0, {num_classes}), got range [{int(labels.min())}, {int(labels.max())}]"
+        )
+
+
+def _numpy(x: torch.Tensor, dtype: type = np.float64) -> np.ndarray:
+    return x.detach().cpu().numpy().astype(dtype, copy=False)
+
+
+def _coco_iou(dets: np.ndarray, gts: np.ndarray) -> np.ndarray:
+    """IoU of ``dets [D, 4]`` with ``gts [G, 4]`` (xyxy, float64), computed as ``pycocotools`` does.
+
+    COCO stores boxes as ``(x, y, w, h)`` and computes, in double precision, the intersection width as
+    ``min(x_d + w_d, x_g + w_g) - max(x_d, x_g)`` (0 unless positive), the same for the height, and
+    ``IoU = wh / (area_d + area_g - wh)``. Written the same way here, from ``w = x2 - x1``, so that every
+    IoU is bit-for-bit COCO's and a pair on a threshold falls on the same side.
+    """
+    dw, dh = dets[:, 2] - dets[:, 0], dets[:, 3] - dets[:, 1]
+    gw, gh = gts[:, 2] - gts[:, 0], gts[:, 3] - gts[:, 1]
+    w = np.minimum((dets[:, 0] + dw)[:, None], (gts[:, 0] + gw)[None]) - np.maximum(
+        dets[:, 0][:, None], gts[:, 0][None]
+    )
+    h = np.minimum((dets[:, 1] + dh)[:, None], (gts[:, 1] + gh)[None]) - np.maximum(
+        dets[:, 1][:, None], gts[:, 1][None]
+    )
+    overlap = (w > 0) & (h > 0)
+    inter = w * h
+    union = (dw * dh)[:, None] + (gw * gh)[None] - inter
+    out = np.zeros_like(inter)
+    np.divide(inter, union, out=out, where=overlap)
+    return out
+
+
+def _match(iou: np.ndarray, thresholds: np.ndarray, rule: str) -> np.ndarray:
+    """Greedy matching of detections (rows of ``iou``, best score first) to ground truths (columns),
+    at every threshold at once. Returns ``[T, D]`` bool: true positive or not."""
+    num_det, num_gt = iou.shape
+    tp = np.zeros((thresholds.shape[0], num_det), dtype=bool)
+    if num_det == 0 or num_gt == 0:
+        return tp
+    taken = np.zeros((thresholds.shape[0], num_gt), dtype=bool)
+    rows = np.arange(thresholds.shape[0])
+    if rule == "coco":
+        # COCOeval.evaluateImg: the unmatched ground truth of largest IoU, the *last* one among equals,
+        # if its IoU >= min(t, 1 - 1e-10)
+        thr = np.minimum(thresholds, 1 - 1e-10)
+        lowest = thr.min()
+        best_any = iou.max(axis=1)
+        for d in range(num_det):
+            if best_any[d] < lowest:  # matches nothing at any threshold
+                continue
+            candidates = np.where(taken, -1.0, iou[d])  # [T, G]
+            j = num_gt - 1 - np.argmax(candidates[:, ::-1], axis=1)
+            ok = candidates[rows, j] >= thr
+            taken[rows[ok], j[ok]] = True
+            tp[ok, d] = True
+    else:
+        # VOC devkit (VOCevaldet.m): the ground truth of largest IoU (the first among equals), matched or
+        # not; a TP if IoU >= t and it is still free, otherwise a FP (a duplicate if it was taken)
+        j = np.argmax(iou, axis=1)
+        best = iou[np.arange(num_det), j]
+        for d in range(num_det):
+            ok = (best[d] >= thresholds) & ~taken[:, j[d]]
+            taken[ok, j[d]] = True
+            tp[ok, d] = True
+    return tp
+
+
 def match_detections(
-    boxes: torch.Tensor, scores: torch.Tensor, gt_boxes: torch.Tensor, iou_threshold: float = 0.5
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    gt_boxes: torch.Tensor,
+    iou_threshold: float = 0.5,
+    *,
+    rule: str = "coco",
 ) -> torch.Tensor:
     """Mark each detection of one image and one class as a true or a false positive.
 
-    Detections are visited by decreasing score; each takes the unmatched ground-truth box it overlaps
-    most, if that IoU is at least ``iou_threshold``, and is a true positive; otherwise (no overlap
-    large enough, or its best box already taken by a better detection) it is a false positive. This is
-    the greedy matching of PASCAL VOC and COCO: a duplicate detection of a found object counts against
-    precision.
+    Detections are visited by decreasing score (ties in the order given). A detection can only be a true
+    positive with IoU ``>= iou_threshold``, and each ground-truth box can be found once, so a duplicate
+    detection of a found object counts against precision. The two standard rules differ in which box a
+    detection tries:
+
+    - ``rule="coco"`` (``pycocotools``' ``COCOeval``): the *still unmatched* ground truth it overlaps
+      most (the last such box among equal IoUs, as COCO's loop does; the threshold is capped at
+      ``1 - 1e-10`` as in COCO). A detection whose best box is taken can still match a second-best one.
+    - ``rule="voc"`` (the PASCAL VOC devkit, ``VOCevaldet.m``): the ground truth it overlaps most,
+      *matched or not* (the first among equal IoUs). If that box is already taken, the detection is a
+      false positive, even when another free box overlaps it by more than the threshold.
+
+    IoUs are computed in float64 as ``pycocotools`` computes them (see :func:`coco_map`), in the
+    continuous convention (no "+1" pixel; the VOC devkit's own code adds one).
 
     Args:
         boxes: ``Tensor[P, 4]`` detected boxes ``(x1, y1, x2, y2)``.
         scores: ``Tensor[P]`` their scores.
         gt_boxes: ``Tensor[G, 4]`` ground-truth boxes.
         iou_threshold: the IoU a match needs, in [0, 1].
+        rule: ``"coco"`` or ``"voc"``.
     Returns:
-        ``Tensor[P]`` bool, in the order of ``boxes``.
+        ``Tensor[P]`` bool, in the order of ``boxes``, on their device.
 
     Introduced in chapter 08.
     """
-    if not 0.0 <= iou_threshold <= 1.0:
-        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
-    iou = ops.box_iou(boxes, gt_boxes)  # checks both box tensors
-    if not isinstance(scores, torch.Tensor) or scores.shape != (boxes.shape[0],):
-        raise ValueError(
-            f"scores must be a Tensor[P] = [{boxes.shape[0]}], got {tuple(getattr(scores, 'shape', ()))}"
-        )
-    is_tp = torch.zeros(boxes.shape[0], dtype=torch.bool, device=boxes.device)
-    if boxes.shape[0] == 0 or gt_boxes.shape[0] == 0:
-        return is_tp
-    taken = torch.zeros(gt_boxes.shape[0], dtype=torch.bool, device=boxes.device)
-    # sequential by nature: a detection's match depends on what better detections took
-    for i in torch.sort(scores, descending=True, stable=True).indices.tolist():
-        candidates = iou[i].masked_fill(taken, -1.0)
-        best = int(candidates.argmax())
-        if candidates[best] >= iou_threshold:
-            is_tp[i] = True
-            taken[best] = True
-    return is_tp
+    thr = _check_threshold(iou_threshold, "iou_threshold")
+    _check_rule(rule)
+    ops._check_boxes(boxes, "boxes")
+    ops._check_boxes(gt_boxes, "gt_boxes")
+    _check_scores(scores, "scores", boxes.shape[0])
+    order = np.argsort(-_numpy(scores), kind="mergesort")  # stable: ties keep the given order
+    iou = _coco_iou(_numpy(boxes)[order], _numpy(gt_boxes))
+    is_tp = np.zeros(boxes.shape[0], dtype=bool)
+    is_tp[order] = _match(iou, np.array([thr]), rule)[0]
+    return torch.from_numpy(is_tp).to(boxes.device)
 
 
 def precision_recall(
@@ -246,22 +385,23 @@ def precision_recall(
 
     Introduced in chapter 08.
     """
-    if (
-        not isinstance(scores, torch.Tensor)
-        or not isinstance(is_tp, torch.Tensor)
-        or scores.shape != is_tp.shape
-    ):
-        raise ValueError("scores and is_tp must be Tensors of the same shape [P]")
-    if scores.ndim != 1 or is_tp.dtype != torch.bool:
-        raise ValueError(f"scores must be [P] and is_tp a bool [P], got {tuple(scores.shape)} {is_tp.dtype}")
-    if isinstance(num_gt, bool) or not isinstance(num_gt, int) or num_gt < 1:
+    _check_scores(scores, "scores")
+    if not isinstance(is_tp, torch.Tensor):
+        raise TypeError(f"is_tp must be a bool Tensor[P], got {type(is_tp).__name__}")
+    if is_tp.dtype != torch.bool:
+        raise TypeError(f"is_tp must be a bool Tensor (from match_detections), got dtype {is_tp.dtype}")
+    if is_tp.shape != scores.shape:
+        raise ValueError(
+            f"is_tp must have the shape of scores {tuple(scores.shape)}, got {tuple(is_tp.shape)}"
+        )
+    if isinstance(num_gt, bool) or not isinstance(num_gt, int | np.integer) or num_gt < 1:
         raise ValueError(f"num_gt must be a positive int (precision-recall needs objects), got {num_gt!r}")
     order = torch.sort(scores, descending=True, stable=True).indices
     tp = torch.cumsum(is_tp[order].double(), 0)
     if tp.numel() and tp[-1] > num_gt:
         raise ValueError(f"is_tp has {int(tp[-1])} true positives but num_gt is {num_gt}")
     rank = torch.arange(1, order.numel() + 1, dtype=torch.float64, device=scores.device)
-    return tp / rank, tp / num_gt, scores[order].double()
+    return tp / rank, tp / int(num_gt), scores[order].double()
 
 
 def average_precision(precision: torch.Tensor, recall: torch.Tensor, method: str = "all") -> float:
@@ -271,8 +411,8 @@ def average_precision(precision: torch.Tensor, recall: torch.Tensor, method: str
     ``>= r`` (so the curve never goes up to the right). Then:
 
     - ``"all"``: the exact area under that step curve (all-point interpolation, PASCAL VOC 2010+);
-    - ``"101"``: the mean of the envelope at recalls 0, 0.01, ..., 1 (COCO), 0 where a recall is
-      never reached.
+    - ``"101"``: the mean of the envelope at the recalls :data:`COCO_RECALL_LEVELS` (0, 0.01, ..., 1,
+      COCO's exact values), 0 where a recall is never reached.
 
     Args:
         precision, recall: ``Tensor[P]`` from :func:`precision_recall` (recall non-decreasing).
@@ -284,25 +424,147 @@ def average_precision(precision: torch.Tensor, recall: torch.Tensor, method: str
     """
     if method not in ("all", "101"):
         raise ValueError(f"method must be 'all' or '101', got {method!r}")
+    for name, x in (("precision", precision), ("recall", recall)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a floating Tensor[P], got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
     if precision.shape != recall.shape or precision.ndim != 1:
         raise ValueError(
             f"precision and recall must be [P] of equal shape, got {tuple(precision.shape)} and {tuple(recall.shape)}"
         )
     if precision.numel() == 0:
         return 0.0
-    p = precision.double().cpu()
-    r = recall.double().cpu()
+    p = precision.detach().double().cpu()
+    r = recall.detach().double().cpu()
+    for name, x in (("precision", p), ("recall", r)):
+        if not ((x >= 0) & (x <= 1)).all():  # also catches NaN
+            raise ValueError(f"{name} values must be in [0, 1], got range [{x.min():.4g}, {x.max():.4g}]")
     if (r.diff() < 0).any():
         raise ValueError("recall must be non-decreasing (sort detections by decreasing score)")
     envelope = torch.flip(torch.cummax(torch.flip(p, [0]), 0).values, [0])
     if method == "all":
         widths = torch.diff(r, prepend=torch.zeros(1, dtype=r.dtype))
         return float((widths * envelope).sum())
-    levels = torch.linspace(0, 1, 101, dtype=torch.float64)
+    levels = torch.from_numpy(_COCO_LEVELS)
     idx = torch.searchsorted(r, levels, side="left")  # first detection reaching each recall level
     reached = idx < r.numel()
     values = torch.where(reached, envelope[idx.clamp(max=r.numel() - 1)], torch.zeros_like(levels))
     return float(values.mean())
+
+
+def _check_detections(
+    predictions: Sequence[Mapping[str, torch.Tensor]],
+    targets: Sequence[Mapping[str, torch.Tensor]],
+    num_classes: int,
+) -> None:
+    """Check the per-image detection and ground-truth mappings; name the image and key of any problem."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer):
+        raise TypeError(f"num_classes must be a positive int, got {num_classes!r}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes}")
+    for name, seq in (("predictions", predictions), ("targets", targets)):
+        if isinstance(seq, Mapping | torch.Tensor | str) or not isinstance(seq, Sequence):
+            raise TypeError(f"{name} must be a list with one mapping per image, got {type(seq).__name__}")
+    if len(predictions) != len(targets):
+        raise ValueError(
+            f"predictions and targets must have one entry per image, got {len(predictions)} and {len(targets)}"
+        )
+    for k, (p, t) in enumerate(zip(predictions, targets, strict=True)):
+        for name, d, keys in (
+            ("predictions", p, ("boxes", "scores", "labels")),
+            ("targets", t, ("boxes", "labels")),
+        ):
+            if not isinstance(d, Mapping):
+                raise TypeError(
+                    f"{name}[{k}] must be a mapping with keys {list(keys)}, got {type(d).__name__}"
+                )
+            missing = [key for key in keys if key not in d]
+            if missing:
+                raise ValueError(f"{name}[{k}] (image {k}) is missing keys {missing}")
+            for key in keys:
+                if not isinstance(d[key], torch.Tensor):
+                    raise TypeError(f"{name}[{k}]['{key}'] must be a Tensor, got {type(d[key]).__name__}")
+        ops._check_boxes(p["boxes"], f"predictions[{k}]['boxes']")
+        ops._check_boxes(t["boxes"], f"targets[{k}]['boxes']")
+        n_box, n_score, n_label = (
+            p["boxes"].shape[0],
+            p["scores"].reshape(-1).shape[0],
+            p["labels"].reshape(-1).shape[0],
+        )
+        if p["scores"].ndim != 1 or p["labels"].ndim != 1 or not n_box == n_score == n_label:
+            raise ValueError(
+                f"image {k}: predictions must have one score and one label per box, got boxes "
+                f"{tuple(p['boxes'].shape)}, scores {tuple(p['scores'].shape)} and labels {tuple(p['labels'].shape)}"
+            )
+        if t["labels"].ndim != 1 or t["labels"].shape[0] != t["boxes"].shape[0]:
+            raise ValueError(
+                f"image {k}: targets must have one label per box, got boxes {tuple(t['boxes'].shape)} "
+                f"and labels {tuple(t['labels'].shape)}"
+            )
+        _check_scores(p["scores"], f"predictions[{k}]['scores']")
+        _check_class_labels(p["labels"], f"predictions[{k}]['labels']", n_box, num_classes)
+        _check_class_labels(t["labels"], f"targets[{k}]['labels']", t["boxes"].shape[0], num_classes)
+
+
+def _evaluate_detections(
+    predictions: Sequence[Mapping[str, torch.Tensor]],
+    targets: Sequence[Mapping[str, torch.Tensor]],
+    num_classes: int,
+    thresholds: np.ndarray,
+    rule: str,
+    max_detections: int | None,
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """Match every image's detections class by class, as ``COCOeval.evaluateImg`` does, and pool them.
+
+    Per image and class, detections are stably sorted by decreasing score and cut to the best
+    ``max_detections``; one float64 IoU matrix per image serves every class and every threshold. The
+    pooled detections of a class are ranked by a stable sort of their scores, ties in image order (as
+    ``COCOeval.accumulate``). Returns, per class, ``(scores [D], is_tp [T, D])`` in rank order, and the
+    number of ground-truth objects per class.
+    """
+    per_class: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(num_classes)]
+    num_gt = np.zeros(num_classes, dtype=np.int64)
+    for p, t in zip(predictions, targets, strict=True):
+        labels, gt_labels = _numpy(p["labels"], np.int64), _numpy(t["labels"], np.int64)
+        num_gt += np.bincount(gt_labels, minlength=num_classes)
+        if labels.size == 0:
+            continue
+        scores, boxes, gt_boxes = _numpy(p["scores"]), _numpy(p["boxes"]), _numpy(t["boxes"])
+        order = np.argsort(-scores, kind="mergesort")
+        labels_sorted = labels[order]
+        iou = _coco_iou(boxes[order], gt_boxes)  # one matrix per image, sliced per class
+        for c in np.unique(labels_sorted):
+            rows = np.flatnonzero(labels_sorted == c)[:max_detections]
+            cols = np.flatnonzero(gt_labels == c)
+            tp = _match(iou[np.ix_(rows, cols)], thresholds, rule)
+            per_class[c].append((scores[order[rows]], tp))
+    pooled = []
+    for c in range(num_classes):
+        if not per_class[c]:
+            pooled.append((np.zeros(0), np.zeros((thresholds.shape[0], 0), dtype=bool)))
+            continue
+        scores = np.concatenate([s for s, _ in per_class[c]])
+        tp = np.concatenate([m for _, m in per_class[c]], axis=1)
+        rank = np.argsort(-scores, kind="mergesort")
+        pooled.append((scores[rank], tp[:, rank]))
+    return pooled, num_gt
+
+
+def _pr_curves(
+    pooled: list[tuple[np.ndarray, np.ndarray]], num_gt: np.ndarray
+) -> list[list[tuple[torch.Tensor, torch.Tensor] | None]]:
+    """Per threshold and class, ``(precision, recall)`` after each ranked detection (None without objects)."""
+    num_thresholds = pooled[0][1].shape[0]
+    curves: list[list[tuple[torch.Tensor, torch.Tensor] | None]] = [[] for _ in range(num_thresholds)]
+    for (_, tp), n in zip(pooled, num_gt, strict=True):
+        cum = np.cumsum(tp, axis=1, dtype=np.float64)
+        rank = np.arange(1, tp.shape[1] + 1, dtype=np.float64)
+        for ti in range(num_thresholds):
+            curves[ti].append(
+                None if n == 0 else (torch.from_numpy(cum[ti] / rank), torch.from_numpy(cum[ti] / n))
+            )
+    return curves
 
 
 def mean_average_precision(
@@ -312,14 +574,16 @@ def mean_average_precision(
     *,
     iou_thresholds: Sequence[float] = (0.5,),
     method: str = "all",
+    rule: str = "coco",
+    max_detections: int | None = None,
 ) -> dict[str, object]:
     """Mean average precision over classes (and IoU thresholds), the standard detection score.
 
-    For each class and threshold, detections of all images are matched per image with
-    :func:`match_detections`, pooled, ranked by score and turned into an AP with
+    For each class and threshold, detections of each image are matched with :func:`match_detections`'s
+    ``rule``, pooled over images, ranked by score (stable: ties in image order) and turned into an AP with
     :func:`average_precision`. Classes with no ground-truth object are left out of the mean.
-    ``iou_thresholds=(0.5,)`` gives PASCAL's mAP@0.5; ``torch.arange(0.5, 0.96, 0.05)`` with
-    ``method="101"`` gives COCO's mAP@[.5:.95].
+    ``iou_thresholds=(0.5,)`` gives PASCAL's mAP@0.5 (with ``rule="voc"``, VOC's matching); for COCO's
+    mAP@[.5:.95] use :func:`coco_map`, which reproduces ``pycocotools`` exactly.
 
     Args:
         predictions: per image a mapping with ``"boxes"`` ``Tensor[P, 4]``, ``"scores"`` ``Tensor[P]``
@@ -328,41 +592,107 @@ def mean_average_precision(
         num_classes: labels lie in ``[0, num_classes)``.
         iou_thresholds: IoU thresholds to average over.
         method: see :func:`average_precision`.
+        rule: ``"coco"`` or ``"voc"``, see :func:`match_detections`.
+        max_detections: if given, only the best ``max_detections`` detections of each image *and class*
+            count (COCO's ``maxDets``, applied as ``COCOeval.evaluateImg`` applies it).
     Returns:
         ``{"map": float, "ap": Tensor[T, C] float64 (NaN for classes without objects), "num_gt":
-        Tensor[C]}``.
+        Tensor[C], "curves": list}``; ``curves[t][c]`` is ``(precision, recall)``, float64 tensors after
+        each ranked detection of class ``c`` at threshold ``t`` (as :func:`precision_recall` gives them,
+        for plotting), or None for a class without objects.
 
     Introduced in chapter 08.
     """
-    if len(predictions) != len(targets):
-        raise ValueError(
-            f"predictions and targets must have one entry per image, got {len(predictions)} and {len(targets)}"
-        )
-    thresholds = [float(t) for t in iou_thresholds]
-    if not thresholds or any(not 0.0 <= t <= 1.0 for t in thresholds):
-        raise ValueError(f"iou_thresholds must be a non-empty list of values in [0, 1], got {iou_thresholds}")
-    for k, (p, t) in enumerate(zip(predictions, targets, strict=True)):
-        missing = {"boxes", "scores", "labels"} - set(p) or {"boxes", "labels"} - set(t)
-        if missing:
-            raise ValueError(f"image {k}: missing keys {sorted(missing)} in predictions/targets")
-        for what, d in (("prediction", p), ("target", t)):
-            if d["labels"].numel() and (d["labels"].min() < 0 or d["labels"].max() >= num_classes):
-                raise ValueError(f"image {k}: {what} labels must be in [0, {num_classes})")
-    ap = torch.full((len(thresholds), num_classes), float("nan"), dtype=torch.float64)
-    num_gt = torch.zeros(num_classes, dtype=torch.int64)
-    for c in range(num_classes):
-        per_image = []
-        for p, t in zip(predictions, targets, strict=True):
-            pm, tm = p["labels"] == c, t["labels"] == c
-            per_image.append((p["boxes"][pm], p["scores"][pm], t["boxes"][tm]))
-        num_gt[c] = sum(int(g.shape[0]) for _, _, g in per_image)
-        if num_gt[c] == 0:
-            continue
-        scores = torch.cat([s.detach().cpu() for _, s, _ in per_image])
-        for ti, thr in enumerate(thresholds):
-            is_tp = torch.cat([match_detections(b, s, g, thr).cpu() for b, s, g in per_image])
-            precision, recall, _ = precision_recall(scores, is_tp, int(num_gt[c]))
-            ap[ti, c] = average_precision(precision, recall, method)
+    if isinstance(iou_thresholds, torch.Tensor):
+        iou_thresholds = iou_thresholds.reshape(-1).tolist()
+    if isinstance(iou_thresholds, str) or not isinstance(iou_thresholds, Sequence):
+        raise TypeError(f"iou_thresholds must be a sequence of numbers, got {type(iou_thresholds).__name__}")
+    thresholds = [_check_threshold(t, "each of iou_thresholds") for t in iou_thresholds]
+    if not thresholds:
+        raise ValueError("iou_thresholds must not be empty")
+    if method not in ("all", "101"):
+        raise ValueError(f"method must be 'all' or '101', got {method!r}")
+    _check_rule(rule)
+    _check_count(max_detections, "max_detections", allow_none=True)
+    _check_detections(predictions, targets, num_classes)
+    pooled, num_gt = _evaluate_detections(
+        predictions, targets, num_classes, np.asarray(thresholds, dtype=np.float64), rule, max_detections
+    )
     if num_gt.sum() == 0:
         raise ValueError("mean_average_precision: the targets hold no objects")
-    return {"map": float(ap.nanmean()), "ap": ap, "num_gt": num_gt}
+    curves = _pr_curves(pooled, num_gt)
+    ap = torch.full((len(thresholds), num_classes), float("nan"), dtype=torch.float64)
+    for ti in range(len(thresholds)):
+        for c in range(num_classes):
+            if curves[ti][c] is not None:
+                ap[ti, c] = average_precision(*curves[ti][c], method)
+    return {"map": float(ap.nanmean()), "ap": ap, "num_gt": torch.from_numpy(num_gt), "curves": curves}
+
+
+def coco_map(
+    predictions: Sequence[Mapping[str, torch.Tensor]],
+    targets: Sequence[Mapping[str, torch.Tensor]],
+    num_classes: int,
+    *,
+    max_detections: int = 100,
+) -> dict[str, object]:
+    """COCO's box mAP: ``pycocotools``' ``COCOeval`` (``iouType="bbox"``, area range ``"all"``,
+    ``maxDets=max_detections``), reproduced step for step.
+
+    - thresholds :data:`COCO_IOU_THRESHOLDS` and recall levels :data:`COCO_RECALL_LEVELS`, COCO's exact
+      values;
+    - per image and class, the ``max_detections`` best-scored detections (stable sort: ties keep their
+      order), matched with ``rule="coco"`` of :func:`match_detections` (IoU ``>= t``, ``t`` capped at
+      ``1 - 1e-10``), IoUs in float64 from ``(x, y, w, h)`` as COCO computes them;
+    - per class, detections of all images ranked by a stable sort of their scores (ties in image order),
+      precision ``TP / (TP + FP + eps)`` (COCO adds ``eps = 2.2e-16``, so a perfect detector scores
+      0.9999999999999998), its envelope read at the 101 recall levels (0 where never reached);
+    - AP averages the 101 values; ``"map"`` averages over thresholds and the classes that have objects.
+
+    Every ground-truth box counts (no ``iscrowd`` or area filtering: the ``"all"`` range).
+
+    Args:
+        predictions, targets, num_classes: as in :func:`mean_average_precision`.
+        max_detections: COCO's ``maxDets`` (100 in COCO's headline number).
+    Returns:
+        a dict with ``"map"`` (mAP@[.5:.95]), ``"map50"``, ``"map75"`` (floats), ``"ap"``
+        ``Tensor[10, C]`` float64 (NaN for classes without objects), ``"num_gt"`` ``Tensor[C]``,
+        ``"precision"`` ``Tensor[10, 101, C]`` (COCO's interpolated precision array ``eval["precision"]``
+        for area "all", with NaN where COCO has -1) and ``"curves"`` as in :func:`mean_average_precision`.
+
+    Introduced in chapter 08.
+    """
+    _check_count(max_detections, "max_detections")
+    _check_detections(predictions, targets, num_classes)
+    thresholds = np.asarray(COCO_IOU_THRESHOLDS)
+    pooled, num_gt = _evaluate_detections(
+        predictions, targets, num_classes, thresholds, "coco", int(max_detections)
+    )
+    if num_gt.sum() == 0:
+        raise ValueError("coco_map: the targets hold no objects")
+    precision = np.full((thresholds.shape[0], _COCO_LEVELS.shape[0], num_classes), np.nan)
+    for c, (_, tp) in enumerate(pooled):
+        if num_gt[c] == 0:
+            continue
+        tp_sum = np.cumsum(tp, axis=1, dtype=np.float64)
+        fp_sum = np.cumsum(~tp, axis=1, dtype=np.float64)
+        recall = tp_sum / num_gt[c]
+        prec = tp_sum / (fp_sum + tp_sum + np.spacing(1))
+        envelope = np.flip(np.maximum.accumulate(np.flip(prec, 1), axis=1), 1)
+        for ti in range(thresholds.shape[0]):
+            idx = np.searchsorted(recall[ti], _COCO_LEVELS, side="left")
+            reached = idx < tp.shape[1]
+            values = envelope[ti][np.minimum(idx, tp.shape[1] - 1)] if tp.shape[1] else np.zeros(idx.shape)
+            precision[ti, :, c] = np.where(reached, values, 0.0)
+    valid = num_gt > 0
+    ap = np.full((thresholds.shape[0], num_classes), np.nan)
+    ap[:, valid] = precision[:, :, valid].mean(axis=1)
+    return {
+        "map": float(np.mean(precision[:, :, valid])),  # as COCOeval.summarize: one mean over (T, R, K)
+        "map50": float(np.mean(precision[0][:, valid])),
+        "map75": float(np.mean(precision[5][:, valid])),
+        "ap": torch.from_numpy(ap),
+        "num_gt": torch.from_numpy(num_gt),
+        "precision": torch.from_numpy(precision),
+        "curves": _pr_curves(pooled, num_gt),
+    }

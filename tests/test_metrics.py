@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -209,14 +211,300 @@ def test_ap_is_at_least_sklearn_uninterpolated_and_one_when_perfect():
     assert metrics.average_precision(p, r, "all") == 1.0 and metrics.average_precision(p, r, "101") == 1.0
 
 
-def test_precision_recall_bad_input():
-    with pytest.raises(ValueError, match="num_gt"):
-        metrics.precision_recall(torch.tensor([0.5]), torch.tensor([True]), 0)
-    with pytest.raises(ValueError, match="true positives"):
-        metrics.precision_recall(torch.tensor([0.5, 0.4]), torch.tensor([True, True]), 1)
-    with pytest.raises(ValueError, match="method"):
-        metrics.average_precision(torch.ones(2), torch.ones(2), "11")
-    assert metrics.average_precision(torch.zeros(0), torch.zeros(0)) == 0.0
+# ---------------------------------------------------------------------------- matching rules (chapter 08)
+def test_match_detections_coco_and_voc_rules_differ_on_a_taken_best_box():
+    gt = torch.tensor([_box(0, 0), _box(6, 0)])  # two objects side by side
+    boxes = torch.tensor([_box(0, 0), _box(2, 0)])
+    scores = torch.tensor([0.9, 0.8])
+    iou = metrics._coco_iou(boxes.double().numpy(), gt.double().numpy())
+    # the second detection overlaps gt 0 by 80/120 = 0.667 and gt 1 by 60/140 = 0.429
+    assert iou[1].tolist() == pytest.approx([2 / 3, 3 / 7])
+    # COCO: gt 0 is taken by the first detection, so the second takes gt 1 (IoU 0.429 >= 0.4)
+    assert metrics.match_detections(boxes, scores, gt, 0.4, rule="coco").tolist() == [True, True]
+    # VOC: the second detection's best box is gt 0, already taken: a duplicate, a false positive
+    assert metrics.match_detections(boxes, scores, gt, 0.4, rule="voc").tolist() == [True, False]
+    # above 0.429 the rules agree again
+    for rule in metrics.MATCH_RULES:
+        assert metrics.match_detections(boxes, scores, gt, 0.5, rule=rule).tolist() == [True, False]
+
+
+def test_match_detections_tie_breaking_of_each_rule():
+    # two identical ground truths: COCO's loop takes the last of equal IoUs, the VOC devkit's max the first
+    gt = torch.tensor([_box(0, 0), _box(0, 0)])
+    one = torch.tensor([_box(0, 1)])
+    assert metrics.match_detections(one, torch.tensor([1.0]), gt).tolist() == [True]
+    iou = metrics._coco_iou(one.double().numpy(), gt.double().numpy())
+    assert metrics._match(iou, np.array([0.5]), "coco").tolist() == [[True]]
+    # a detection exactly between two objects (IoU 2/3 with both) and a later one on the left object:
+    # COCO's first detection takes the right object (the last), leaving the left one for the second;
+    # VOC's takes the left one (the first), and the second becomes a duplicate
+    gt = torch.tensor([_box(0, 0), _box(4, 0)])
+    boxes = torch.tensor([_box(2, 0), _box(0, 0)])
+    scores = torch.tensor([0.9, 0.8])
+    assert metrics.match_detections(boxes, scores, gt, 0.5, rule="coco").tolist() == [True, True]
+    assert metrics.match_detections(boxes, scores, gt, 0.5, rule="voc").tolist() == [True, False]
+    pred = [{"boxes": boxes, "scores": scores, "labels": torch.tensor([0, 0])}]
+    target = [{"boxes": gt, "labels": torch.tensor([0, 0])}]
+    want = _pycocotools_precision(pred, target, 1, 100)
+    np.testing.assert_allclose(
+        metrics.coco_map(pred, target, 1)["precision"].numpy(), want, rtol=0, atol=1e-12
+    )
+    assert want[0, :, 0].min() > 0.99  # COCO itself finds both objects at IoU 0.5
+    # equal scores: the detection given first is visited first (stable order)
+    boxes = torch.tensor([_box(0, 3), _box(0, 0)])
+    assert metrics.match_detections(boxes, torch.tensor([0.5, 0.5]), gt[:1], 0.5).tolist() == [True, False]
+    assert metrics.match_detections(boxes.flip(0), torch.tensor([0.5, 0.5]), gt[:1], 0.5).tolist() == [
+        True,
+        False,
+    ]
+
+
+def _voc_devkit_reference(boxes, scores, gt_boxes, threshold):
+    """A plain-Python transcription of VOCevaldet.m's loop (continuous IoU, no difficult objects)."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])  # Python's sort is stable
+    detected = [False] * len(gt_boxes)
+    is_tp = [False] * len(scores)
+    for i in order:
+        bb = boxes[i]
+        ovmax, jmax = -math.inf, -1
+        for j, bbgt in enumerate(gt_boxes):
+            iw = min(bb[2], bbgt[2]) - max(bb[0], bbgt[0])
+            ih = min(bb[3], bbgt[3]) - max(bb[1], bbgt[1])
+            if iw > 0 and ih > 0:
+                ua = (bb[2] - bb[0]) * (bb[3] - bb[1]) + (bbgt[2] - bbgt[0]) * (bbgt[3] - bbgt[1]) - iw * ih
+                if iw * ih / ua > ovmax:
+                    ovmax, jmax = iw * ih / ua, j
+        if ovmax >= threshold and not detected[jmax]:
+            is_tp[i] = detected[jmax] = True
+    return is_tp
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_match_detections_voc_equals_devkit_loop(seed):
+    g = torch.Generator().manual_seed(seed)
+    gt = torch.cat([torch.rand(6, 2, generator=g) * 30, torch.zeros(6, 2)], 1)
+    gt[:, 2:] = gt[:, :2] + 5 + torch.rand(6, 2, generator=g) * 10
+    boxes = gt[torch.randint(0, 6, (25,), generator=g)] + torch.randn(25, 4, generator=g) * 1.5
+    boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2])
+    scores = (torch.rand(25, generator=g) * 5).round() / 5  # ties
+    for thr in (0.3, 0.5, 0.7):
+        want = _voc_devkit_reference(boxes.double().tolist(), scores.tolist(), gt.double().tolist(), thr)
+        got = metrics.match_detections(boxes, scores, gt, thr, rule="voc").tolist()
+        assert got == want, (seed, thr)
+
+
+# ---------------------------------------------------------------------------- COCO against pycocotools
+def _random_scene(seed, num_images=40, num_classes=6, *, integer=False, pile=0):
+    """Random ground truth and detections: noisy copies, duplicates, false positives, wrong labels,
+    scores rounded to 0.1 (ties), images without objects or without detections, a class that never
+    occurs, and ``pile`` extra detections of one class in some images (to exceed ``maxDets``).
+    ``integer=True`` puts boxes on a coarse integer grid, so IoUs hit thresholds exactly and tie."""
+    g = np.random.default_rng(seed)
+    predictions, targets = [], []
+    for _ in range(num_images):
+        n_gt = int(g.integers(0, 7))
+        xy = g.uniform(0, 60, (n_gt, 2))
+        wh = g.uniform(4, 30, (n_gt, 2))
+        if integer:
+            xy, wh = np.round(xy / 4) * 4, np.round(wh / 4) * 4 + 4
+            if n_gt >= 2:
+                xy[1], wh[1] = xy[0], wh[0]  # a duplicated object: tied IoUs
+        gt = np.concatenate([xy, xy + wh], 1)
+        gt_labels = g.integers(0, num_classes - 1, n_gt)  # class num_classes - 1 has no objects
+        copies = np.repeat(np.arange(n_gt), g.integers(0, 3, n_gt))  # 0, 1 or 2 detections per object
+        det = gt[copies] + g.normal(0, 1, (len(copies), 4)) * np.repeat(wh[copies], 2, 1) * 0.12
+        labels = gt_labels[copies].copy()
+        wrong = g.random(len(copies)) < 0.1
+        labels[wrong] = g.integers(0, num_classes, int(wrong.sum()))
+        n_fp = int(g.integers(0, 4)) + (pile if g.random() < 0.3 else 0)
+        fp_xy = g.uniform(0, 70, (n_fp, 2))
+        fp = np.concatenate([fp_xy, fp_xy + g.uniform(3, 25, (n_fp, 2))], 1)
+        det = np.concatenate([det, fp])
+        labels = np.concatenate(
+            [labels, g.integers(0, num_classes, n_fp) if not pile else np.zeros(n_fp, int)]
+        )
+        if integer:
+            det = np.round(det / 2) * 2
+        det[:, 2:] = np.maximum(det[:, 2:], det[:, :2])
+        scores = np.round(g.random(len(det)), 1)
+        if g.random() < 0.1:  # an image without detections
+            det, labels, scores = det[:0], labels[:0], scores[:0]
+        predictions.append(
+            {
+                "boxes": torch.tensor(det, dtype=torch.float32),
+                "scores": torch.tensor(scores, dtype=torch.float32),
+                "labels": torch.tensor(labels, dtype=torch.int64),
+            }
+        )
+        targets.append({"boxes": torch.tensor(gt, dtype=torch.float32), "labels": torch.tensor(gt_labels)})
+    return predictions, targets
+
+
+def _pycocotools_precision(predictions, targets, num_classes, max_detections):
+    """COCOeval's precision array [T, R, K] (area "all", maxDets=max_detections), -1 for absent classes."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    def xywh(box):
+        x1, y1, x2, y2 = box
+        return [x1, y1, x2 - x1, y2 - y1]
+
+    images = [{"id": k + 1} for k in range(len(targets))]
+    anns, dets = [], []
+    for k, (p, t) in enumerate(zip(predictions, targets, strict=True)):
+        for box, label in zip(t["boxes"].double().tolist(), t["labels"].tolist(), strict=True):
+            b = xywh(box)
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": k + 1,
+                    "category_id": label + 1,
+                    "bbox": b,
+                    "area": b[2] * b[3],
+                    "iscrowd": 0,
+                }
+            )
+        for box, score, label in zip(
+            p["boxes"].double().tolist(), p["scores"].double().tolist(), p["labels"].tolist(), strict=True
+        ):
+            dets.append({"image_id": k + 1, "category_id": label + 1, "bbox": xywh(box), "score": score})
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {
+            "images": images,
+            "annotations": anns,
+            "categories": [{"id": c + 1, "name": str(c)} for c in range(num_classes)],
+        }
+        gt.createIndex()
+        dt = gt.loadRes(dets)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.params.maxDets = [max_detections]
+        ev.params.areaRng = [[0**2, 1e5**2]]
+        ev.params.areaRngLbl = ["all"]
+        ev.evaluate()
+        ev.accumulate()
+    return ev.eval["precision"][:, :, :, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "seed, integer, pile, max_detections",
+    [
+        (0, False, 0, 100),
+        (1, False, 0, 100),
+        (2, False, 12, 100),
+        (3, True, 0, 100),
+        (4, True, 0, 100),
+        (5, False, 8, 3),
+        (6, True, 8, 2),
+        (7, False, 0, 1),
+    ],
+)
+def test_coco_map_equals_pycocotools(seed, integer, pile, max_detections):
+    predictions, targets = _random_scene(seed, integer=integer, pile=pile)
+    want = _pycocotools_precision(predictions, targets, 6, max_detections)
+    out = metrics.coco_map(predictions, targets, 6, max_detections=max_detections)
+    got = out["precision"].numpy()
+    assert got.shape == want.shape == (10, 101, 6)
+    assert np.array_equal(np.isnan(got), want == -1)  # the same classes without objects
+    np.testing.assert_allclose(got[~np.isnan(got)], want[want > -1], rtol=0, atol=1e-12)
+    # the summary numbers, computed from COCO's array as COCOeval.summarize does
+    valid = want > -1
+    assert out["map"] == pytest.approx(want[valid].mean(), abs=1e-12)
+    assert out["map50"] == pytest.approx(want[0][valid[0]].mean(), abs=1e-12)
+    assert out["map75"] == pytest.approx(want[5][valid[5]].mean(), abs=1e-12)
+    assert 0.05 < out["map"] < 0.95  # an informative case, neither empty nor perfect
+    ap = out["ap"].numpy()
+    np.testing.assert_allclose(ap[:, :5], want[:, :, :5].mean(axis=1), rtol=0, atol=1e-12)
+    assert np.isnan(ap[:, 5]).all() and out["num_gt"][5] == 0
+    # mean_average_precision with COCO's settings is the same evaluation (up to COCO's eps in precision)
+    same = metrics.mean_average_precision(
+        predictions,
+        targets,
+        6,
+        iou_thresholds=metrics.COCO_IOU_THRESHOLDS,
+        method="101",
+        max_detections=max_detections,
+    )
+    np.testing.assert_allclose(same["ap"].numpy()[:, :5], ap[:, :5], rtol=0, atol=1e-12)
+
+
+def test_coco_map_counts_the_cap_per_image_and_class():
+    # one object; the true detection is the third-best of its class in the image
+    target = [{"boxes": torch.tensor([_box(0, 0)]), "labels": torch.tensor([0])}]
+    boxes = torch.tensor([_box(50, 50), _box(70, 70), _box(0, 0), _box(30, 30)])
+    pred = [
+        {"boxes": boxes, "scores": torch.tensor([0.9, 0.8, 0.7, 0.95]), "labels": torch.tensor([0, 0, 0, 1])}
+    ]
+    assert metrics.coco_map(pred, target, 2, max_detections=2)["map"] == 0.0  # cut before it is seen
+    # a better-scored detection of *another* class does not count against class 0's cap of 3
+    assert metrics.coco_map(pred, target, 2, max_detections=3)["map"] == pytest.approx(1 / 3, abs=1e-12)
+
+
+def test_coco_recall_levels_and_a_recall_on_an_ulp():
+    assert metrics.COCO_IOU_THRESHOLDS == tuple(np.linspace(0.5, 0.95, 10).tolist())
+    assert metrics.COCO_RECALL_LEVELS == tuple(np.linspace(0.0, 1.0, 101).tolist())
+    assert metrics.COCO_IOU_THRESHOLDS[8] == 0.8999999999999999 and metrics.COCO_RECALL_LEVELS[70] > 0.7
+    # 60 objects, one per image; the ranked detections are 42 hits, a miss, 18 hits. Recall 42/60 = 0.7 is
+    # one ulp *below* COCO's level 0.7000000000000001, so that level is first reached at the 44th detection,
+    # where the envelope is 60/61: AP = (70 * 1 + 31 * 60/61) / 101 (71 and 30 with torch.linspace's levels)
+    targets = [{"boxes": torch.tensor([_box(0, 0)]), "labels": torch.tensor([0])} for _ in range(61)]
+    targets[-1] = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    predictions = [
+        {
+            "boxes": torch.tensor([_box(0, 0)]),
+            "scores": torch.tensor([1.0 - k / 100]),
+            "labels": torch.tensor([0]),
+        }
+        for k in range(61)
+    ]
+    order = list(range(42)) + [60] + list(range(42, 60))  # the miss (image 60) ranks 43rd
+    for rank, k in enumerate(order):
+        predictions[k]["scores"] = torch.tensor([1.0 - rank / 100], dtype=torch.float64)
+    want = (70 + 31 * 60 / 61) / 101
+    out = metrics.coco_map(predictions, targets, 1)
+    assert out["map50"] == pytest.approx(want, abs=1e-12)
+    np.testing.assert_allclose(
+        out["precision"][0, :, 0].numpy(),
+        _pycocotools_precision(predictions, targets, 1, 100)[0, :, 0],
+        atol=1e-12,
+    )
+    p, r = out["curves"][0][0]
+    assert metrics.average_precision(p, r, "101") == pytest.approx(want, abs=1e-12)
+    assert abs(want - (71 + 30 * 60 / 61) / 101) > 1e-4  # the old levels would change the AP
+
+
+def test_coco_map_hand_case_and_curves():
+    targets = [
+        {"boxes": torch.tensor([_box(0, 0), _box(30, 30)]), "labels": torch.tensor([0, 1])},
+        {"boxes": torch.tensor([_box(10, 10)]), "labels": torch.tensor([0])},
+    ]
+    predictions = [
+        {  # class 0: IoU 9/11 = 0.818 hit (0.9), a miss (0.3); class 1: an exact hit
+            "boxes": torch.tensor([_box(0, 1), _box(60, 60), _box(30, 30)]),
+            "scores": torch.tensor([0.9, 0.3, 0.8]),
+            "labels": torch.tensor([0, 0, 1]),
+        },
+        {  # class 0: IoU 7/13 = 0.538 hit (0.5)
+            "boxes": torch.tensor([_box(13, 10)]),
+            "scores": torch.tensor([0.5]),
+            "labels": torch.tensor([0]),
+        },
+    ]
+    out = metrics.coco_map(predictions, targets, 2)
+    # class 0: both found at t = 0.5 (AP 1); only the 0.818 one for t in 0.55..0.8 (5 thresholds): recall 1/2,
+    # precision 1 at levels 0..50 -> AP 51/101; none above. class 1: AP 1 at every threshold.
+    ap0 = [1.0] + [51 / 101] * 6 + [0.0] * 3
+    np.testing.assert_allclose(out["ap"][:, 0].numpy(), ap0, atol=1e-12)
+    np.testing.assert_allclose(out["ap"][:, 1].numpy(), [1.0] * 10, atol=1e-12)
+    assert out["map"] == pytest.approx((sum(ap0) + 10) / 20, abs=1e-12)
+    assert out["map50"] == pytest.approx(1.0, abs=1e-12) and out["map75"] == pytest.approx((51 / 101 + 1) / 2)
+    p, r = out["curves"][0][0]  # t = 0.5, class 0: ranked 0.9 hit, 0.5 hit, 0.3 miss
+    assert p.dtype == r.dtype == torch.float64
+    assert p.tolist() == pytest.approx([1, 1, 2 / 3]) and r.tolist() == pytest.approx([0.5, 1, 1])
+    assert len(out["curves"]) == 10 and len(out["curves"][0]) == 2
 
 
 def test_mean_average_precision_two_images_two_classes():
@@ -240,24 +528,255 @@ def test_mean_average_precision_two_images_two_classes():
     # class 0 ranked: 0.9 TP, 0.5 TP, 0.3 FP -> AP 1; class 1: 0.8 TP, 0.7 FP -> AP 1; class 2: no objects
     assert out["ap"][0, :2].tolist() == [1.0, 1.0] and torch.isnan(out["ap"][0, 2])
     assert out["map"] == 1.0 and out["num_gt"].tolist() == [2, 1, 0]
+    assert out["curves"][0][2] is None and out["curves"][0][1][0].tolist() == [1.0, 0.5]
     # reorder class 1 so the false positive outranks the hit: AP(class 1) = 0.5
     predictions[1]["scores"][1] = 0.95
     out = metrics.mean_average_precision(predictions, targets, num_classes=3, iou_thresholds=(0.5, 0.95))
     assert out["ap"][0, 1].item() == pytest.approx(0.5)
     assert out["ap"][1, 0].item() == 0.0  # IoU 0.82 misses the 0.95 threshold
     assert out["map"] == pytest.approx((1.0 + 0.5 + 0.0 + 0.0) / 4)
+    # the matching is match_detections' (and its rule)
+    for rule in metrics.MATCH_RULES:
+        out = metrics.mean_average_precision(predictions, targets, 3, rule=rule)
+        assert out["ap"][0, 1].item() == pytest.approx(0.5)
 
 
-def test_mean_average_precision_bad_input():
-    t = [{"boxes": torch.tensor([_box(0, 0)]), "labels": torch.tensor([0])}]
-    p = [{"boxes": torch.tensor([_box(0, 0)]), "scores": torch.tensor([1.0]), "labels": torch.tensor([0])}]
-    with pytest.raises(ValueError, match="one entry per image"):
-        metrics.mean_average_precision(p, t + t, 1)
-    with pytest.raises(ValueError, match="labels must be in"):
-        metrics.mean_average_precision(p, [{"boxes": t[0]["boxes"], "labels": torch.tensor([3])}], 1)
-    with pytest.raises(ValueError, match="missing keys"):
-        metrics.mean_average_precision([{"boxes": t[0]["boxes"]}], t, 1)
-    with pytest.raises(ValueError, match="no objects"):
-        metrics.mean_average_precision(
-            p, [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}], 1
-        )
+def test_mean_average_precision_voc_rule_counts_a_duplicate():
+    # the case of test_match_detections_coco_and_voc_rules_differ_on_a_taken_best_box, at IoU 0.4
+    targets = [{"boxes": torch.tensor([_box(0, 0), _box(6, 0)]), "labels": torch.tensor([0, 0])}]
+    predictions = [
+        {
+            "boxes": torch.tensor([_box(0, 0), _box(2, 0)]),
+            "scores": torch.tensor([0.9, 0.8]),
+            "labels": torch.tensor([0, 0]),
+        }
+    ]
+    coco = metrics.mean_average_precision(predictions, targets, 1, iou_thresholds=(0.4,))
+    voc = metrics.mean_average_precision(predictions, targets, 1, iou_thresholds=(0.4,), rule="voc")
+    assert coco["map"] == 1.0 and voc["map"] == pytest.approx(0.5)
+    capped = metrics.mean_average_precision(predictions, targets, 1, iou_thresholds=(0.4,), max_detections=1)
+    assert capped["map"] == pytest.approx(0.5)  # only the best detection of the image counts
+
+
+# ---------------------------------------------------------------------------- bad input to the detection metrics
+def _one_image(n_det=1):
+    t = {"boxes": torch.tensor([_box(0, 0)]), "labels": torch.tensor([0])}
+    p = {
+        "boxes": torch.tensor([_box(0, 0)] * n_det),
+        "scores": torch.ones(n_det),
+        "labels": torch.zeros(n_det, dtype=torch.int64),
+    }
+    return p, t
+
+
+def _with(d, **changes):
+    return {**d, **changes}
+
+
+_P, _T = _one_image(3)
+_BAD_DETECTION_INPUTS = [
+    # (predictions, targets, num_classes, exception, message)
+    ({"boxes": _P["boxes"]}, [_T], 1, TypeError, "predictions must be a list with one mapping per image"),
+    ([_P], _T, 1, TypeError, "targets must be a list"),
+    ([_P], [_T, _T], 1, ValueError, "one entry per image, got 1 and 2"),
+    ([_P, (1, 2)], [_T, _T], 1, TypeError, r"predictions\[1\] must be a mapping"),
+    (
+        [{"boxes": _P["boxes"]}],
+        [_T],
+        1,
+        ValueError,
+        r"predictions\[0\] \(image 0\) is missing keys \['scores', 'labels'\]",
+    ),
+    (
+        [_P],
+        [{"labels": _T["labels"]}],
+        1,
+        ValueError,
+        r"targets\[0\] \(image 0\) is missing keys \['boxes'\]",
+    ),
+    (
+        [_with(_P, boxes=[[0, 0, 1, 1]] * 3)],
+        [_T],
+        1,
+        TypeError,
+        r"predictions\[0\]\['boxes'\] must be a Tensor, got list",
+    ),
+    (
+        [_with(_P, boxes=_P["boxes"][:, :3])],
+        [_T],
+        1,
+        ValueError,
+        r"predictions\[0\]\['boxes'\] must have shape \[N, 4\]",
+    ),
+    (
+        [_with(_P, boxes=_P["boxes"].long())],
+        [_T],
+        1,
+        TypeError,
+        r"predictions\[0\]\['boxes'\] must have a floating dtype",
+    ),
+    (
+        [_P],
+        [_with(_T, boxes=_T["boxes"].flip(1))],
+        1,
+        ValueError,
+        r"targets\[0\]\['boxes'\] must satisfy x2 >= x1",
+    ),
+    (
+        [_P, _with(_P, scores=torch.ones(2))],
+        [_T, _T],
+        1,
+        ValueError,
+        r"image 1: predictions must have one score and one label per box, got boxes \(3, 4\), scores \(2,\) and labels \(3,\)",
+    ),
+    ([_with(_P, labels=torch.zeros(4, dtype=torch.int64))], [_T], 1, ValueError, r"image 0: .*labels \(4,\)"),
+    (
+        [_P],
+        [_with(_T, labels=torch.zeros(2, dtype=torch.int64))],
+        1,
+        ValueError,
+        r"image 0: targets must have one label per box, got boxes \(1, 4\) and labels \(2,\)",
+    ),
+    (
+        [_with(_P, scores=torch.ones(3, dtype=torch.int64))],
+        [_T],
+        1,
+        TypeError,
+        r"predictions\[0\]\['scores'\] must have a floating dtype",
+    ),
+    (
+        [_with(_P, scores=torch.tensor([0.5, float("nan"), 0.2]))],
+        [_T],
+        1,
+        ValueError,
+        r"predictions\[0\]\['scores'\] contains NaN",
+    ),
+    (
+        [_with(_P, labels=torch.zeros(3))],
+        [_T],
+        1,
+        TypeError,
+        r"predictions\[0\]\['labels'\] must hold integer class indices",
+    ),
+    (
+        [_P],
+        [_with(_T, labels=torch.tensor([True]))],
+        1,
+        TypeError,
+        r"targets\[0\]\['labels'\] must hold integer",
+    ),
+    (
+        [_P],
+        [_with(_T, labels=torch.tensor([3]))],
+        1,
+        ValueError,
+        r"targets\[0\]\['labels'\] must be in \[0, 1\), got range \[3, 3\]",
+    ),
+    (
+        [_with(_P, labels=torch.tensor([0, -1, 0]))],
+        [_T],
+        1,
+        ValueError,
+        r"predictions\[0\]\['labels'\] must be in",
+    ),
+    ([_P], [_T], 0, ValueError, "num_classes must be a positive int"),
+    ([_P], [_T], 1.0, TypeError, "num_classes must be a positive int"),
+    (
+        [_P],
+        [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}],
+        1,
+        ValueError,
+        "no objects",
+    ),
+]
+
+
+@pytest.mark.parametrize("fn", [metrics.mean_average_precision, metrics.coco_map])
+@pytest.mark.parametrize("predictions, targets, num_classes, exc, match", _BAD_DETECTION_INPUTS)
+def test_detection_metrics_name_what_is_wrong(fn, predictions, targets, num_classes, exc, match):
+    with pytest.raises(exc, match=match):
+        fn(predictions, targets, num_classes)
+
+
+def test_detection_metrics_bad_options():
+    p, t = _one_image()
+    for kwargs, exc, match in [
+        ({"iou_thresholds": (0.5, 1.5)}, ValueError, r"iou_thresholds must be in \[0, 1\], got 1.5"),
+        ({"iou_thresholds": ()}, ValueError, "must not be empty"),
+        ({"iou_thresholds": "0.5"}, TypeError, "iou_thresholds must be a sequence"),
+        ({"method": "11"}, ValueError, "method"),
+        ({"rule": "pascal"}, ValueError, r"rule must be one of \('coco', 'voc'\)"),
+        ({"max_detections": 0}, ValueError, "max_detections"),
+        ({"max_detections": 2.0}, TypeError, "max_detections"),
+    ]:
+        with pytest.raises(exc, match=match):
+            metrics.mean_average_precision([p], [t], 1, **kwargs)
+    with pytest.raises(ValueError, match="max_detections"):
+        metrics.coco_map([p], [t], 1, max_detections=0)
+    # a 1-d tensor of thresholds is accepted
+    out = metrics.mean_average_precision([p], [t], 1, iou_thresholds=torch.tensor([0.5, 0.75]))
+    assert out["ap"].shape == (2, 1)
+
+
+def test_match_detections_bad_input():
+    gt = torch.tensor([_box(0, 0), _box(50, 50)])
+    boxes = torch.tensor([_box(1, 0), _box(0, 1)])
+    scores = torch.tensor([0.6, 0.9])
+    for args, kwargs, exc, match in [
+        (
+            (boxes, scores[:1], gt),
+            {},
+            ValueError,
+            r"scores must have shape \[P\] = \[2\] \(one per box\), got \(1,\)",
+        ),
+        ((boxes, torch.tensor([1, 2]), gt), {}, TypeError, "scores must have a floating dtype"),
+        ((boxes, [0.6, 0.9], gt), {}, TypeError, "scores must be a floating Tensor"),
+        ((boxes, torch.tensor([0.6, float("nan")]), gt), {}, ValueError, "scores contains NaN"),
+        ((boxes, scores, gt[:, :2]), {}, ValueError, r"gt_boxes must have shape \[N, 4\]"),
+        ((boxes.tolist(), scores, gt), {}, TypeError, "boxes must be a Tensor"),
+        ((boxes, scores, gt, 1.5), {}, ValueError, r"iou_threshold must be in \[0, 1\]"),
+        ((boxes, scores, gt, "0.5"), {}, TypeError, "iou_threshold must be a number"),
+        ((boxes, scores, gt), {"rule": "VOC"}, ValueError, "rule must be one of"),
+    ]:
+        with pytest.raises(exc, match=match):
+            metrics.match_detections(*args, **kwargs)
+
+
+def test_precision_recall_and_average_precision_bad_input():
+    s, tp = torch.tensor([0.5, 0.4]), torch.tensor([True, False])
+    for args, exc, match in [
+        ((s, tp, 0), ValueError, "num_gt"),
+        ((s, torch.tensor([True, True]), 1), ValueError, "true positives"),
+        ((s.tolist(), tp, 1), TypeError, "scores must be a floating Tensor"),
+        ((s, tp.float(), 1), TypeError, "is_tp must be a bool Tensor"),
+        ((s, tp[:1], 1), ValueError, r"is_tp must have the shape of scores \(2,\), got \(1,\)"),
+        ((torch.tensor([0.5, float("nan")]), tp, 1), ValueError, "NaN"),
+        ((s[None], tp[None], 1), ValueError, r"scores must have shape \[P\]"),
+    ]:
+        with pytest.raises(exc, match=match):
+            metrics.precision_recall(*args)
+    for args, exc, match in [
+        ((torch.ones(2), torch.ones(2), "11"), ValueError, "method"),
+        (([1.0], torch.ones(1)), TypeError, "precision must be a floating Tensor"),
+        ((torch.ones(2), torch.ones(2, dtype=torch.int64)), TypeError, "recall must have a floating dtype"),
+        ((torch.ones(2), torch.ones(3)), ValueError, "equal shape"),
+        ((torch.ones(2), torch.tensor([0.5, 1.5])), ValueError, r"recall values must be in \[0, 1\]"),
+        (
+            (torch.tensor([float("nan"), 1.0]), torch.ones(2)),
+            ValueError,
+            r"precision values must be in \[0, 1\]",
+        ),
+        ((torch.ones(2), torch.tensor([0.5, 0.25])), ValueError, "non-decreasing"),
+    ]:
+        with pytest.raises(exc, match=match):
+            metrics.average_precision(*args)
+    assert metrics.average_precision(torch.zeros(0), torch.zeros(0)) == 0.0
+
+
+def test_iou_from_confusion_bad_input():
+    with pytest.raises(TypeError, match="cm must be a Tensor"):
+        metrics.iou_from_confusion([[1, 0], [0, 1]])
+    with pytest.raises(ValueError, match=r"square Tensor\[C, C\], got \(2, 3\)"):
+        metrics.iou_from_confusion(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="non-negative"):
+        metrics.iou_from_confusion(torch.tensor([[1, -1], [0, 1]]))
