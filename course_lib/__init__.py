@@ -16,7 +16,7 @@ One module per topic; each public function names the chapter that introduces it.
 - :mod:`course_lib.losses`: losses beyond torch's own: MSLE, KL, Gram/style, NT-Xent, IoU losses (03)
 - :mod:`course_lib.ops`: box area, IoU and generalized IoU (03); box formats, NMS, box coding, anchors,
   Hungarian matching (08)
-- :mod:`course_lib.optim`: learning-rate warm-up + cosine schedule (04), weight EMA (05)
+- :mod:`course_lib.optim`: learning-rate range test, warm-up + cosine schedule (04), weight EMA (05)
 - :mod:`course_lib.augment`: batch augmentations, MixUp/CutMix, repeated augmentation, pipelines (05)
 - :mod:`course_lib.classic`: LeNet, AlexNet, VGG, Inception block and ResNet builders (06)
 - :mod:`course_lib.explain`: class activation maps and the pointing game (06)

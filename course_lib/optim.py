@@ -1,4 +1,5 @@
-"""Optimization helpers: a learning-rate schedule with warm-up and an exponential moving average of weights.
+"""Optimization helpers: a learning-rate range test, a learning-rate schedule with warm-up, and an
+exponential moving average of weights.
 
 Introduced in chapter 04 (optimization), where every optimizer is also written from scratch and checked
 against ``torch.optim``; the chapters use ``torch.optim`` itself afterwards. :class:`WeightEMA` is
@@ -17,11 +18,154 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["WeightEMA", "warmup_cosine", "warmup_cosine_factor"]
+from course_lib import train
+
+__all__ = ["LRRangeTest", "WeightEMA", "lr_range_test", "warmup_cosine", "warmup_cosine_factor"]
+
+
+# --------------------------------------------------------------------------------------------
+# learning-rate range test
+# --------------------------------------------------------------------------------------------
+@dataclass
+class LRRangeTest:
+    """The record of :func:`lr_range_test`: one entry per step taken.
+
+    Attributes:
+        lrs: the learning rate of each step (a geometric sequence).
+        losses: the mini-batch loss of each step, computed before that step's update.
+        smoothed: the bias-corrected exponential moving average of ``losses``.
+        diverged: whether the test stopped early because the smoothed loss blew up.
+    """
+
+    lrs: list[float]
+    losses: list[float]
+    smoothed: list[float]
+    diverged: bool
+
+    def suggestion(self, rule: str = "min/10") -> float:
+        """A learning rate read off the curve.
+
+        Args:
+            rule: ``"min/10"``: a tenth of the rate at the lowest smoothed loss (the rate there is
+                already near the edge of stability); ``"steepest"``: the rate where the smoothed loss
+                falls fastest per unit of :math:`\\log \\eta`, searched up to the minimum.
+        Returns:
+            the suggested learning rate.
+        """
+        if rule not in ("min/10", "steepest"):
+            raise ValueError(f"rule must be 'min/10' or 'steepest', got {rule!r}")
+        if len(self.lrs) < 3:
+            raise ValueError(f"the test took {len(self.lrs)} steps; a suggestion needs at least 3")
+        smoothed = torch.tensor(self.smoothed, dtype=torch.float64)
+        i_min = int(torch.argmin(torch.where(torch.isfinite(smoothed), smoothed, math.inf)))
+        if rule == "min/10":
+            return self.lrs[i_min] / 10
+        log_lr = torch.tensor(self.lrs, dtype=torch.float64).log()
+        slope = torch.gradient(smoothed, spacing=(log_lr,))[0]  # d loss / d log(lr), central differences
+        return self.lrs[int(torch.argmin(slope[: i_min + 1]))]
+
+
+def lr_range_test(
+    model: nn.Module,
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[[torch.Tensor, Any], torch.Tensor],
+    *,
+    start_lr: float = 1e-6,
+    end_lr: float = 10.0,
+    num_steps: int = 100,
+    smoothing: float = 0.98,
+    diverge_factor: float = 4.0,
+    device: torch.device | str | None = None,
+) -> LRRangeTest:
+    r"""Smith's learning-rate range test: train while the rate grows geometrically, record the loss.
+
+    Step :math:`t = 0, \dots, n - 1` uses :math:`\eta_t = \eta_{start}\,(\eta_{end}/\eta_{start})^{t/(n-1)}`
+    in every parameter group, on the next batch of ``loader`` (cycled if it runs out). The loss is
+    smoothed with a bias-corrected moving average,
+    :math:`a_t = \beta a_{t-1} + (1-\beta)\ell_t`, :math:`s_t = a_t/(1-\beta^{t+1})`, and the test stops
+    once :math:`s_t` exceeds ``diverge_factor`` times its minimum so far (or is not finite). The
+    model's weights and mode and the optimizer's state (rates included) are restored afterwards, so
+    the same model and optimizer can then be trained from where they were.
+
+    Args:
+        model: the model, on ``device``.
+        loader: yields ``(inputs, targets)`` pairs.
+        optimizer: a ``torch.optim`` optimizer over the model's parameters.
+        loss_fn: ``loss_fn(outputs, targets) -> scalar``.
+        start_lr, end_lr: the first and last rates (``0 < start_lr < end_lr``).
+        num_steps: the number of steps (>= 2) if the loss does not blow up first.
+        smoothing: :math:`\beta` in [0, 1).
+        diverge_factor: stop when the smoothed loss exceeds this multiple of its minimum (> 1).
+        device: where batches go (default: the model's device).
+    Returns:
+        an :class:`LRRangeTest` with the rates and losses of the steps taken.
+
+    Introduced in chapter 04 (Smith, 2017, "Cyclical learning rates for training neural networks").
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    if not 0 < start_lr < end_lr:
+        raise ValueError(f"need 0 < start_lr < end_lr, got start_lr={start_lr}, end_lr={end_lr}")
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
+        raise ValueError(f"num_steps must be an int >= 2, got {num_steps!r}")
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+    if not diverge_factor > 1.0:
+        raise ValueError(f"diverge_factor must be > 1, got {diverge_factor}")
+    device = torch.device(device) if device is not None else train._model_device(model)
+    saved_model = copy.deepcopy(model.state_dict())
+    saved_optimizer = copy.deepcopy(optimizer.state_dict())
+    was_training = model.training
+    ratio = end_lr / start_lr
+    lrs: list[float] = []
+    losses: list[float] = []
+    smoothed: list[float] = []
+    average, best, diverged = 0.0, math.inf, False
+    batches = iter(loader)
+    model.train()
+    try:
+        for t in range(num_steps):
+            try:
+                batch = next(batches)
+            except StopIteration:
+                batches = iter(loader)
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    raise ValueError("loader is empty") from None
+            x, y = train.to_device(train._split_batch(batch), device)
+            lr = start_lr * ratio ** (t / (num_steps - 1))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = loss_fn(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = loss.item()
+            average = smoothing * average + (1 - smoothing) * value
+            s = average / (1 - smoothing ** (t + 1))
+            lrs.append(lr)
+            losses.append(value)
+            smoothed.append(s)
+            if not math.isfinite(s) or s > diverge_factor * best:
+                diverged = True
+                break
+            best = min(best, s)
+    finally:
+        model.load_state_dict(saved_model)
+        optimizer.load_state_dict(saved_optimizer)
+        model.train(was_training)
+    return LRRangeTest(lrs=lrs, losses=losses, smoothed=smoothed, diverged=diverged)
 
 
 def _check_schedule(warmup_steps: int, total_steps: int, min_factor: float) -> None:

@@ -1,6 +1,9 @@
-"""Tests of course_lib.optim (chapters 04-05): the warm-up + cosine schedule and the weight EMA."""
+"""Tests of course_lib.optim (chapters 04-05): the range test, the warm-up + cosine schedule, the weight EMA."""
 
 from __future__ import annotations
+
+import copy
+import math
 
 import pytest
 import torch
@@ -193,3 +196,119 @@ def test_fit_after_step_drives_the_ema():
     with pytest.raises(TypeError, match="after_step"):
         train.fit(model, loader, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                   after_step=3, **kwargs)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# learning-rate range test
+# --------------------------------------------------------------------------------------------
+def _range_problem(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(96, 5, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)  # 6 batches
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 2))
+    return model, loader
+
+
+def test_lr_range_test_matches_a_hand_written_loop_with_exponential_lr():
+    model, loader = _range_problem()
+    reference = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.123, momentum=0.9)
+    start, end, steps, beta = 1e-3, 1.0, 15, 0.9
+    result = optim.lr_range_test(model, loader, opt, nn.functional.cross_entropy, start_lr=start,
+                                 end_lr=end, num_steps=steps, smoothing=beta, diverge_factor=1e9)  # fmt: skip
+    # reference: torch's ExponentialLR with gamma = (end/start)^(1/(steps-1)), cycling the loader by hand
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=start, momentum=0.9)
+    sched = torch.optim.lr_scheduler.ExponentialLR(ref_opt, gamma=(end / start) ** (1 / (steps - 1)))
+    batches = [b for _ in range(3) for b in loader][:steps]  # 15 steps > 6 batches: the loader cycles
+    lrs, losses = [], []
+    for x, y in batches:
+        lrs.append(ref_opt.param_groups[0]["lr"])
+        loss = nn.functional.cross_entropy(reference(x), y)
+        ref_opt.zero_grad()
+        loss.backward()
+        ref_opt.step()
+        sched.step()
+        losses.append(loss.item())
+    assert len(result.lrs) == steps and not result.diverged
+    assert_close(torch.tensor(result.lrs, dtype=torch.float64), torch.tensor(lrs, dtype=torch.float64))
+    assert result.lrs[0] == pytest.approx(start) and result.lrs[-1] == pytest.approx(end)
+    assert_close(torch.tensor(result.losses), torch.tensor(losses))
+    # the smoothing: bias-corrected EMA, by hand
+    avg, smoothed = 0.0, []
+    for t, value in enumerate(losses, start=1):
+        avg = beta * avg + (1 - beta) * value
+        smoothed.append(avg / (1 - beta**t))
+    assert_close(torch.tensor(result.smoothed), torch.tensor(smoothed))
+    assert result.smoothed[0] == pytest.approx(result.losses[0])  # bias correction: s_1 = l_1
+
+
+def test_lr_range_test_restores_model_and_optimizer():
+    model, loader = _range_problem()
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    x, y = next(iter(loader))
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()  # give the optimizer some state to restore
+    before = copy.deepcopy(model.state_dict())
+    opt_before = copy.deepcopy(opt.state_dict())
+    model.eval()
+    optim.lr_range_test(model, loader, opt, nn.functional.cross_entropy, num_steps=10)
+    assert not model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key  # a copy back: exact
+    assert opt.param_groups[0]["lr"] == 0.01
+    for key, state in opt.state_dict()["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, opt_before["state"][key][name]), name
+
+
+def test_lr_range_test_stops_when_the_loss_blows_up():
+    model, loader = _range_problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    result = optim.lr_range_test(model, loader, opt, nn.functional.cross_entropy, start_lr=1e-3,
+                                 end_lr=1e4, num_steps=200, smoothing=0.5)  # fmt: skip
+    assert result.diverged and len(result.lrs) < 200
+    last = result.smoothed[-1]
+    assert not math.isfinite(last) or last > 4.0 * min(result.smoothed[:-1])
+
+
+def test_lr_range_test_suggestions_on_a_synthetic_curve():
+    lrs = [10.0 ** (k / 4) for k in range(-12, 5)]  # 1e-3 ... 10, 17 rates
+    # a loss that is flat, falls fastest at lr = 1e-2 (k = -8), bottoms out at lr = 1 (k = 0), then rises
+    smoothed = [2.0, 2.0, 2.0, 1.9, 1.5, 1.1, 1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.7, 1.0, 2.0, 3.0]
+    record = optim.LRRangeTest(lrs=lrs, losses=smoothed, smoothed=smoothed, diverged=False)
+    assert record.suggestion("min/10") == pytest.approx(lrs[12] / 10)
+    slopes = [smoothed[i + 1] - smoothed[i - 1] for i in range(1, 12)]  # central differences, equal spacing
+    steepest = 1 + min(range(len(slopes)), key=slopes.__getitem__)
+    assert steepest == 4 and record.suggestion("steepest") == pytest.approx(lrs[4])
+    with pytest.raises(ValueError, match="rule"):
+        record.suggestion("valley")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"start_lr": 1.0, "end_lr": 0.1}, "start_lr"),
+        ({"start_lr": 0.0}, "start_lr"),
+        ({"num_steps": 1}, "num_steps"),
+        ({"smoothing": 1.0}, "smoothing"),
+        ({"diverge_factor": 1.0}, "diverge_factor"),
+    ],
+)
+def test_lr_range_test_bad_input(kwargs, match):
+    model, loader = _range_problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=match):
+        optim.lr_range_test(model, loader, opt, nn.functional.cross_entropy, **kwargs)
+
+
+def test_lr_range_test_bad_types_and_empty_loader():
+    model, loader = _range_problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match="optimizer"):
+        optim.lr_range_test(model, loader, "sgd", nn.functional.cross_entropy)
+    with pytest.raises(TypeError, match="model"):
+        optim.lr_range_test("model", loader, opt, nn.functional.cross_entropy)
+    with pytest.raises(ValueError, match="empty"):
+        optim.lr_range_test(model, [], opt, nn.functional.cross_entropy)
