@@ -48,3 +48,83 @@ def test_chapter_page(site, ch):
     assert "tag_hide-cell" in html, "exercise solutions folded"
     assert f"{ch.slug}.py" in html, "a download link for the chapter's .py"
     assert (site / "_sources" / "chapters" / ch.slug / f"{ch.slug}.ipynb").exists(), ".ipynb download"
+
+
+# ------------------------------------------------------------------------------ offline site
+def _pages(site):
+    return sorted(p for p in site.rglob("*.html") if "_static" not in p.parts)
+
+
+@pytest.mark.slow
+def test_site_needs_no_network_and_its_links_resolve(site):
+    """No page loads anything from another host, and every relative link points at a file that exists."""
+    problems = []
+    for page in _pages(site):
+        text = page.read_text(encoding="utf-8")
+        for tag, url in re.findall(r'<(script|link|img|iframe)\b[^>]*?(?:src|href)="([^"]+)"', text):
+            if re.match(r"(https?:)?//", url):
+                problems.append(f"{page.relative_to(site)}: <{tag}> loads {url}")
+        for url in re.findall(r'<a\b[^>]*?href="([^"#]+)', text):
+            if re.match(r"[a-z]+:", url):  # http:, mailto:, ... (links the reader follows, not loads)
+                continue
+            target = (page.parent / url.split("?")[0]).resolve()
+            if not target.exists():
+                problems.append(f"{page.relative_to(site)}: dead link {url}")
+        if "THEBE_JS_URL" in text:
+            problems.append(f"{page.relative_to(site)}: Thebe's configuration script is on the page")
+    assert not problems, "\n".join(problems[:40])
+    assert (site / "_static" / "mathjax" / "tex-chtml.js").is_file(), "MathJax is copied into the site"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ch", CHAPTERS, ids=[c.slug for c in CHAPTERS])
+def test_chapter_page_reads_well_offline(site, ch):
+    html = (site / "chapters" / ch.slug / f"{ch.slug}.html").read_text(encoding="utf-8")
+    assert "NBVAL_" not in html, "nbval's markers are not shown to readers"
+    assert "widget-fallback" in html, "each interactive control has a static-site fallback note"
+    assert "application/vnd.jupyter.widget-view+json" not in html, "no widget view that needs a kernel"
+    assert "Show solution" in html and "Show code cell content" not in html
+    assert f'download href="../../_sources/chapters/{ch.slug}/{ch.slug}.ipynb"' in html, (
+        ".ipynb link downloads"
+    )
+
+
+# ----------------------------------------------------------------------- in a real browser
+@pytest.fixture(scope="module")
+def browser_page(site):
+    """A headless Chromium page on the site served from localhost, with every other host blocked."""
+    import browser
+
+    with browser.serve(site) as base:
+        session = browser.chromium()
+        try:
+            chromium = session.__enter__()
+        except browser.BrowserUnavailable as exc:
+            pytest.skip(f"browser checks of the site skipped: {exc}")
+        try:
+            yield base, chromium
+        finally:
+            session.__exit__(None, None, None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "page_path",
+    ["README.html", "assets/runtimes.html"] + [f"chapters/{c.slug}/{c.slug}.html" for c in CHAPTERS],
+)
+def test_site_page_in_browser(browser_page, page_path):
+    import browser
+
+    base, chromium = browser_page
+    report = browser.visit(chromium, base, page_path)
+    assert not report.console_errors, f"console errors: {report.console_errors}"
+    assert not report.blocked, f"requests to other hosts: {report.blocked}"
+    assert not report.failed, f"failed requests: {report.failed}"
+    assert report.math_total == report.math_typeset, (
+        f"{report.math_typeset} of {report.math_total} formulas typeset by the local MathJax"
+    )
+    assert report.images_broken == 0, f"{report.images_broken} of {report.images} figures did not load"
+    if page_path.startswith("chapters/"):
+        assert report.math_total > 0 and report.images > 0
+        assert report.solutions and all(not opened for opened in report.solutions), "solutions are folded"
+        assert report.widget_fallbacks_visible >= 1, "the widget fallback note is visible"

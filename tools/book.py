@@ -61,8 +61,12 @@ def config() -> dict:
         },
         "launch_buttons": {"notebook_interface": "jupyterlab"},
         "sphinx": {
+            # tools/site_ext.py: offline math, widget fallbacks, no Thebe, download links, solutions
+            "local_extensions": {"site_ext": str(ROOT / "tools")},
             "config": {
                 "html_show_copyright": False,
+                # an explicit colour mode: with none the theme logs a console error on a first visit
+                "html_context": {"default_mode": "auto"},
                 "html_last_updated_fmt": "",
                 "nb_merge_streams": True,
                 "myst_heading_anchors": 3,
@@ -73,7 +77,7 @@ def config() -> dict:
                     "use_fullscreen_button": True,
                     "show_toc_level": 2,
                 },
-            }
+            },
         },
     }
 
