@@ -1,4 +1,4 @@
-"""Where does a network look? Class activation maps and the pointing game.
+"""Where does a network look? Class activation maps, Grad-CAM and the pointing game.
 
 Introduced in chapter 06 (convolutional networks). A network that ends in global average pooling
 (GAP) and one linear layer computes the logit of class ``c`` as
@@ -8,8 +8,14 @@ Introduced in chapter 06 (convolutional networks). A network that ends in global
 with ``f_k`` the last feature maps and ``M_c(x, y) = sum_k w[c, k] f_k(x, y)`` the **class activation
 map** (CAM) of Zhou et al. (2016): the logit is the spatial mean of the map plus the bias, so the map
 says how much each location contributes to the class score. :func:`class_activation_maps` computes
-``M_c`` for a chosen class per image; :func:`pointing_game` scores a map by whether its maximum falls
-on the object (Zhang et al., 2016). Both are vectorized and work on the device of their inputs.
+``M_c`` for a chosen class per image. :func:`grad_cam` (Selvaraju et al., 2017) needs no such head:
+it weights the feature maps ``A_k`` of any layer by the spatial mean of the gradient of the class score,
+
+    alpha_k = mean_{x, y} d z_c / d A_k(x, y),    L_c(x, y) = ReLU(sum_k alpha_k A_k(x, y)),
+
+which, for the last feature maps of a GAP + linear network, is ``ReLU(M_c) / (h w)``: CAM up to a
+positive scale. :func:`pointing_game` scores a map by whether its maximum falls on the object (Zhang et
+al., 2016). All are vectorized and work on the device of their inputs.
 """
 
 from __future__ import annotations
@@ -17,9 +23,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["class_activation_maps", "map_argmax", "pointing_game"]
+__all__ = ["class_activation_maps", "grad_cam", "map_argmax", "pointing_game"]
 
 
 def _size_pair(size, name: str = "size") -> tuple[int, int]:
@@ -81,16 +87,134 @@ def class_activation_maps(
     out_size = _size_pair(size) if size is not None else None
     w = weight.to(features.dtype)[classes.to(weight.device)]  # [N, K], the row of each image's class
     cams = torch.einsum("nk,nkhw->nhw", w, features)  # M_c = sum_k w_ck f_k
+    return _resize_and_normalize(cams, out_size, normalize)
+
+
+def _resize_and_normalize(maps: Tensor, out_size: tuple[int, int] | None, normalize: bool) -> Tensor:
+    """Bilinear resize of maps [N, h, w] to out_size (None: keep), then per-map min-max scaling."""
+    n = maps.shape[0]
     if out_size is not None and n:
-        cams = F.interpolate(cams[:, None], size=out_size, mode="bilinear", align_corners=False)[:, 0]
+        maps = F.interpolate(maps[:, None], size=out_size, mode="bilinear", align_corners=False)[:, 0]
     elif out_size is not None:
-        cams = cams.new_zeros(0, *out_size)
+        maps = maps.new_zeros(0, *out_size)
     if normalize and n:
-        flat = cams.flatten(1)
+        flat = maps.flatten(1)
         lo, hi = flat.min(1).values[:, None, None], flat.max(1).values[:, None, None]
         span = hi - lo
-        cams = torch.where(span > 0, (cams - lo) / torch.where(span > 0, span, 1.0), torch.zeros_like(cams))
-    return cams
+        maps = torch.where(span > 0, (maps - lo) / torch.where(span > 0, span, 1.0), torch.zeros_like(maps))
+    return maps
+
+
+def grad_cam(
+    model: nn.Module,
+    layer: nn.Module,
+    x: Tensor,
+    classes: Tensor | None = None,
+    size: int | tuple[int, int] | None = None,
+    *,
+    relu: bool = True,
+    normalize: bool = False,
+) -> Tensor:
+    """Grad-CAM (Selvaraju et al. 2017): feature maps of ``layer`` weighted by the class score's gradient.
+
+    With ``A = layer(...)`` of shape ``[N, K, h, w]`` during ``model(x)`` and ``z`` the logits,
+    ``alpha[n, k] = mean_{y, x} dz[n, c_n] / dA[n, k, y, x]`` and the map is
+    ``ReLU(sum_k alpha[n, k] A[n, k])``. For the last feature maps of a network that ends in global
+    average pooling and one linear layer, ``alpha[n, k] = weight[c_n, k] / (h w)``, so the map is
+    ``ReLU(class_activation_maps(A, weight, classes)) / (h w)``: CAM up to a positive scale.
+
+    The gradient is taken with respect to the layer's output only (the graph is cut there), so the
+    parameters' ``.grad`` are left untouched and frozen layers before ``layer`` are fine; it works
+    under ``torch.no_grad()`` too.
+
+    Args:
+        model: the classifier, in eval mode (``model.eval()``); ``model(x)`` must return logits
+            ``Tensor[N, C]``.
+        layer: a submodule of ``model`` that runs exactly once per forward pass and returns
+            ``Tensor[N, K, h, w]`` (usually the last convolutional block).
+        x: ``Tensor[N, ...]`` floating-point input batch.
+        classes: ``Tensor[N]`` integer class per image, each in ``[0, C)``; ``None`` takes the
+            predicted class (the argmax of the logits).
+        size: resize the maps bilinearly (``align_corners=False``) to ``size`` or ``(H, W)``;
+            ``None`` keeps ``(h, w)``.
+        relu: keep only the positive evidence (the paper's choice); ``False`` returns the signed map.
+        normalize: rescale each map to [0, 1] by its own minimum and maximum (a constant map becomes
+            all zeros); done after the ReLU and the resizing.
+    Returns:
+        ``Tensor[N, H, W]`` (detached) on the device and dtype of the layer's output.
+
+    Introduced in chapter 06.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {_describe(model)}")
+    if not isinstance(layer, nn.Module) or not any(m is layer for m in model.modules()):
+        raise ValueError(f"layer must be a submodule of model (e.g. model.layer4), got {_describe(layer)}")
+    if model.training:
+        raise ValueError(
+            "model must be in eval mode (call model.eval()): in training mode BatchNorm mixes the images "
+            "of a batch and dropout makes the maps random"
+        )
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point Tensor[N, ...], got {_describe(x)}")
+    if x.ndim < 1:
+        raise ValueError(f"x must be a batch Tensor[N, ...], got shape {tuple(x.shape)}")
+    out_size = _size_pair(size) if size is not None else None
+
+    captured: list[Tensor | None] = []
+
+    def hook(module: nn.Module, inputs, output):
+        if not isinstance(output, Tensor) or not output.is_floating_point():
+            captured.append(None)
+            return None
+        activations = output.detach().requires_grad_(True)  # a leaf: the gradient stops here
+        captured.append(activations)
+        return activations.clone()  # later in-place operations must not modify the leaf
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        with torch.enable_grad():
+            logits = model(x)
+    finally:
+        handle.remove()
+    if len(captured) != 1:
+        raise ValueError(f"layer must run exactly once in model(x), it ran {len(captured)} times")
+    activations = captured[0]
+    if activations is None or activations.ndim != 4:
+        got = "a non-floating-point output" if activations is None else f"shape {tuple(activations.shape)}"
+        raise ValueError(f"layer must output feature maps Tensor[N, K, h, w], got {got}")
+    n = x.shape[0]
+    if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != n:
+        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"model(x) must return logits Tensor[{n}, C], got {got}")
+    if activations.shape[0] != n:
+        raise ValueError(
+            f"layer's output must have one entry per image ({n}), got shape {tuple(activations.shape)}"
+        )
+    num_classes = logits.shape[1]
+    if classes is None:
+        classes = logits.detach().argmax(dim=1)
+    else:
+        if not isinstance(classes, Tensor) or classes.dtype.is_floating_point or classes.dtype == torch.bool:
+            raise TypeError(f"classes must be an integer Tensor[N] or None, got {_describe(classes)}")
+        if classes.shape != (n,):
+            raise ValueError(f"classes must be Tensor[{n}] (one class per image), got {tuple(classes.shape)}")
+        if n and (classes.min() < 0 or classes.max() >= num_classes):
+            raise ValueError(
+                f"classes must lie in [0, {num_classes}), got values in [{classes.min()}, {classes.max()}]"
+            )
+    if n == 0:
+        maps = activations.new_zeros(0, *activations.shape[2:])
+        return _resize_and_normalize(maps, out_size, normalize)
+    with torch.enable_grad():
+        score = logits.gather(1, classes.to(logits.device).long()[:, None]).sum()  # images do not interact
+        (grads,) = torch.autograd.grad(score, activations, allow_unused=True)
+    if grads is None:
+        raise ValueError("the logits do not depend on layer's output: pick a layer on the path to the logits")
+    alpha = grads.mean(dim=(2, 3), keepdim=True)  # [N, K, 1, 1]: the importance of each feature map
+    maps = (alpha * activations.detach()).sum(dim=1)  # [N, h, w]
+    if relu:
+        maps = maps.clamp_min(0)
+    return _resize_and_normalize(maps, out_size, normalize)
 
 
 def map_argmax(maps: Tensor) -> Tensor:

@@ -165,3 +165,118 @@ def test_pointing_game_bad_inputs():
         explain.map_argmax(torch.rand(4, 4))
     with pytest.raises(TypeError, match="maps"):
         explain.map_argmax(torch.zeros(2, 4, 4, dtype=torch.bool))
+
+
+# --------------------------------------------------------------------------------------------
+# grad_cam
+# --------------------------------------------------------------------------------------------
+def _gap_linear_net(generator, classes=4):
+    """Conv-BN-ReLU features, then global average pooling and one linear layer (a CAM network)."""
+    torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
+    features = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
+    )  # fmt: skip
+    head = nn.Linear(16, classes)
+    model = nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
+    model.train()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, then eval mode
+        model(torch.randn(32, 3, 12, 10, generator=generator))
+    return model.eval(), features, head
+
+
+def test_grad_cam_of_a_gap_linear_net_is_cam_up_to_a_positive_scale(generator):
+    model, features, head = _gap_linear_net(generator)
+    x = torch.randn(5, 3, 12, 10, generator=generator)
+    classes = torch.tensor([0, 1, 2, 3, 1])
+    with torch.no_grad():
+        f = features(x)  # [5, 16, 6, 5]
+    cam = explain.class_activation_maps(f, head.weight, classes)
+    hw = f.shape[2] * f.shape[3]
+    signed = explain.grad_cam(model, features, x, classes, relu=False)
+    # alpha_k = w_ck / (h w): the signed Grad-CAM map is M_c / (h w), in float32 tolerances
+    assert_close(signed * hw, cam, rtol=1e-5, atol=1e-6 * cam.abs().max().item())
+    assert_close(explain.grad_cam(model, features, x, classes), cam.clamp_min(0) / hw, rtol=1e-5, atol=1e-7)
+    # the scale drops out after min-max normalization
+    assert_close(
+        explain.grad_cam(model, features, x, classes, size=(12, 10), relu=False, normalize=True),
+        explain.class_activation_maps(f, head.weight, classes, size=(12, 10), normalize=True),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    # the parameters' gradients are left alone
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_grad_cam_matches_a_reference_with_retain_grad_on_a_torchvision_resnet(generator):
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=7).eval()
+    x = torch.randn(2, 3, 64, 64, generator=generator)
+    # reference: keep layer3's output with retain_grad, back-propagate the predicted classes' scores
+    kept = {}
+    handle = model.layer3.register_forward_hook(lambda m, i, o: kept.update(a=o) or o.retain_grad())
+    logits = model(x)
+    handle.remove()
+    pred = logits.argmax(1)
+    logits[torch.arange(2), pred].sum().backward()
+    a, g = kept["a"], kept["a"].grad
+    expected = (g.mean(dim=(2, 3), keepdim=True) * a).sum(1).clamp_min(0).detach()
+    got = explain.grad_cam(model, model.layer3, x)  # classes=None: the predicted class
+    assert got.shape == (2, 4, 4)
+    assert_close(got, expected, rtol=1e-4, atol=1e-6 * expected.abs().max().item())
+    # on the last block of a GAP + linear network it is CAM / (h w) again
+    with torch.no_grad():
+        f = model.layer4(
+            model.layer3(model.layer2(model.layer1(model.maxpool(model.relu(model.bn1(model.conv1(x)))))))
+        )
+    cam = explain.class_activation_maps(f, model.fc.weight, pred)
+    signed = explain.grad_cam(model, model.layer4, x, pred, relu=False)
+    assert_close(signed * 4, cam, rtol=1e-4, atol=1e-5 * cam.abs().max().item())
+
+
+def test_grad_cam_under_no_grad_with_frozen_layers_and_one_image(generator):
+    model, features, head = _gap_linear_net(generator, classes=3)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(1, 3, 12, 10, generator=generator)
+    with torch.no_grad():
+        maps = explain.grad_cam(model, features[4], x, torch.tensor([2]), size=12, normalize=True)
+    assert maps.shape == (1, 12, 12) and not maps.requires_grad
+    assert maps.min() >= 0 and maps.max() <= 1
+    empty = explain.grad_cam(model, features, torch.zeros(0, 3, 12, 10), torch.zeros(0, dtype=torch.int64))
+    assert empty.shape == (0, 6, 5)
+
+
+def test_grad_cam_bad_inputs(generator):
+    model, features, head = _gap_linear_net(generator)
+    x = torch.randn(2, 3, 12, 10, generator=generator)
+    with pytest.raises(TypeError, match="model"):
+        explain.grad_cam(lambda t: t, features, x)
+    with pytest.raises(ValueError, match="submodule"):
+        explain.grad_cam(model, nn.Conv2d(3, 8, 3), x)
+    with pytest.raises(ValueError, match="eval mode"):
+        explain.grad_cam(model.train(), features, x)
+    model.eval()
+    with pytest.raises(TypeError, match="x"):
+        explain.grad_cam(model, features, x.long())
+    with pytest.raises(ValueError, match="feature maps"):
+        explain.grad_cam(model, model[2], x)  # Flatten: [N, K], not [N, K, h, w]
+    with pytest.raises(ValueError, match="classes"):
+        explain.grad_cam(model, features, x, torch.tensor([0, 4]))
+    with pytest.raises(ValueError, match="classes"):
+        explain.grad_cam(model, features, x, torch.tensor([0]))
+    with pytest.raises(TypeError, match="classes"):
+        explain.grad_cam(model, features, x, torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="size"):
+        explain.grad_cam(model, features, x, size=0)
+    shared = nn.ReLU()
+    twice = nn.Sequential(
+        nn.Conv2d(3, 4, 3), shared, nn.Conv2d(4, 4, 3), shared, nn.Flatten(), nn.LazyLinear(2)
+    )
+    twice(x)
+    with pytest.raises(ValueError, match="exactly once"):
+        explain.grad_cam(twice.eval(), shared, x)
+    with pytest.raises(ValueError, match="logits"):
+        explain.grad_cam(features, features[4], x)  # returns feature maps, not [N, C] logits
