@@ -130,3 +130,64 @@ def test_generated_blocks_need_their_markers_once_and_in_order():
     for bad in ("no markers", "<e>\n<s>\n", "<s>\n<s>\n<e>\n"):
         with pytest.raises(ValueError, match="markers"):
             manifest.replace_between(bad, "<s>", "<e>", "x")
+
+
+# ------------------------------------------------------------------- publishing and launching
+def test_coming_chapters_follow_the_written_ones_and_are_marked_in_the_readme():
+    coming = manifest.coming()
+    assert [c.number for c in coming] == [f"{len(CHAPTERS) + i:02d}" for i in range(len(coming))]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for c in coming:
+        assert f"| {c.number} | {c.title} | *coming* | |" in readme
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        ('coming:\n  - number: "05"\n    title: X\n', "position 1"),
+        ("coming:\n  - title: X\n", "exactly 'number' and 'title'"),
+        ('repository:\n  url: "github.com/a/b"\n', "https://HOST/OWNER/REPO"),
+        ("repository: [1]\n", "must be a mapping"),
+    ],
+)
+def test_malformed_coming_or_repository_is_rejected(tmp_path: Path, extra: str, match: str):
+    path = tmp_path / "book.yml"
+    path.write_text("title: t\nauthor: a\nchapters:\n  - slug: 00_x\n    title: X\n" + extra)
+    with pytest.raises(ValueError, match=match):
+        manifest.coming(path)
+        manifest.repository(path)
+
+
+def test_launch_buttons_follow_the_repository_url(monkeypatch):
+    monkeypatch.setattr(manifest, "repository", lambda path=None: ("", "main"))
+    cfg = book.config()
+    assert "repository" not in cfg and not cfg["html"]["use_repository_button"]
+    assert not cfg["launch_buttons"]["binderhub_url"] and not cfg["launch_buttons"]["colab_url"]
+    assert "git clone <the course repository's URL>" in manifest.readme_clone()
+
+    monkeypatch.setattr(manifest, "repository", lambda path=None: ("https://github.com/o/dlcv", "main"))
+    cfg = book.config()
+    assert cfg["repository"] == {"url": "https://github.com/o/dlcv", "branch": "main", "path_to_book": ""}
+    assert cfg["html"]["use_repository_button"] and cfg["launch_buttons"]["binderhub_url"]
+    assert "git clone https://github.com/o/dlcv.git" in manifest.readme_clone()
+
+
+def test_publishing_workflow_runs_the_readme_commands_and_publishes_the_book():
+    import yaml
+
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / "site.yml").read_text(encoding="utf-8"))
+    build = wf["jobs"]["test-and-build"]
+    runs = [s.get("run", "").strip() for s in build["steps"]]
+    assert "bash .ci/run" in runs, "the workflow runs CI's entry point, i.e. the README's `make test`"
+    assert "make book" in runs, "the workflow builds the site with the README's command"
+    assert runs.index("bash .ci/run") < runs.index("make book")
+    upload = next(
+        s for s in build["steps"] if str(s.get("uses", "")).startswith("actions/upload-pages-artifact")
+    )
+    assert upload["with"]["path"] == "_build/html", "it publishes what `make book` builds"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert "make book" in quick and "make test" in quick
+    assert any(
+        str(s.get("uses", "")).startswith("actions/deploy-pages") for s in wf["jobs"]["publish"]["steps"]
+    )

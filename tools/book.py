@@ -42,6 +42,7 @@ def toc() -> dict:
 
 def config() -> dict:
     meta = manifest.load()
+    url, branch = manifest.repository()
     return {
         "title": meta["title"],
         "author": meta["author"],
@@ -53,13 +54,22 @@ def config() -> dict:
         "parse": {
             "myst_enable_extensions": ["amsmath", "colon_fence", "deflist", "dollarmath", "substitution"],
         },
+        # with a repository URL: a repository link and Binder launch buttons (Binder builds the
+        # environment from environment.yml). No Colab button: a chapter may not `!pip install` the
+        # course, which Colab would need. Without a URL: no such buttons at all.
+        **({"repository": {"url": url, "branch": branch, "path_to_book": ""}} if url else {}),
         "html": {
-            "use_repository_button": False,
-            "use_issues_button": False,
+            "use_repository_button": bool(url),
+            "use_issues_button": bool(url),
             "use_edit_page_button": False,
             "home_page_in_navbar": True,
         },
-        "launch_buttons": {"notebook_interface": "jupyterlab"},
+        "launch_buttons": {
+            "notebook_interface": "jupyterlab",
+            "binderhub_url": "https://mybinder.org" if url else "",
+            "colab_url": "",
+            "thebe": False,
+        },
         "sphinx": {
             # tools/site_ext.py: offline math, widget fallbacks, no Thebe, download links, solutions
             "local_extensions": {"site_ext": str(ROOT / "tools")},

@@ -65,6 +65,42 @@ def chapters(path: Path = ROOT / "book.yml") -> list[Chapter]:
     return out
 
 
+@dataclass(frozen=True)
+class Coming:
+    number: str
+    title: str
+
+
+def coming(path: Path = ROOT / "book.yml") -> list[Coming]:
+    """Chapters on the syllabus not written yet (``coming`` in book.yml), after the written ones."""
+    written = chapters(path)
+    out: list[Coming] = []
+    for i, entry in enumerate(load(path).get("coming") or []):
+        if not isinstance(entry, dict) or set(entry) != {"number", "title"}:
+            raise ValueError(
+                f"{path}: coming entry {i} must have exactly 'number' and 'title', got {entry!r}"
+            )
+        number = str(entry["number"])
+        if number != f"{len(written) + i:02d}":
+            raise ValueError(
+                f"{path}: coming chapter {number!r} is listed at position {len(written) + i}; numbers must "
+                "follow the written chapters in order"
+            )
+        out.append(Coming(number, str(entry["title"])))
+    return out
+
+
+def repository(path: Path = ROOT / "book.yml") -> tuple[str, str]:
+    """``(url, branch)`` where the course is published; ``url`` is ``""`` when none is set."""
+    repo = load(path).get("repository") or {}
+    if not isinstance(repo, dict) or not set(repo) <= {"url", "branch"}:
+        raise ValueError(f"{path}: 'repository' must be a mapping with 'url' and 'branch', got {repo!r}")
+    url, branch = str(repo.get("url") or "").strip().rstrip("/"), str(repo.get("branch") or "main")
+    if url and not re.match(r"^https://[^\s/]+/[^\s/]+/[^\s/]+$", url):
+        raise ValueError(f"{path}: repository url must look like https://HOST/OWNER/REPO, got {url!r}")
+    return url, branch
+
+
 def select(names: list[str] | None) -> list[Chapter]:
     """Chapters matching ``names`` (slugs, or two-digit numbers); all when ``names`` is empty."""
     chs = chapters()
@@ -88,7 +124,19 @@ def readme_table() -> str:
     for c in chapters():
         base = f"chapters/{c.slug}/{c.slug}"
         rows.append(f"| {c.number} | {c.title} | [{c.slug}.ipynb]({base}.ipynb) | [{c.slug}.py]({base}.py) |")
+    for c in coming():
+        rows.append(f"| {c.number} | {c.title} | *coming* | |")
     return "\n".join(rows) + "\n"
+
+
+CLONE_START, CLONE_END = "<!-- clone:start -->", "<!-- clone:end -->"
+
+
+def readme_clone() -> str:
+    """The README's clone command, from the repository URL in book.yml."""
+    url, _ = repository()
+    target = url + ".git" if url else "<the course repository's URL>"
+    return f"```bash\ngit clone {target} dlcv && cd dlcv\n```\n"
 
 
 def replace_between(text: str, start: str, end: str, body: str) -> str:
@@ -101,7 +149,9 @@ def replace_between(text: str, start: str, end: str, body: str) -> str:
 
 
 def readme_with_table(text: str) -> str:
-    return replace_between(text, README_START, README_END, readme_table())
+    """``text`` (the README) with its generated blocks (chapter table, clone command) refreshed."""
+    text = replace_between(text, README_START, README_END, readme_table())
+    return replace_between(text, CLONE_START, CLONE_END, readme_clone())
 
 
 if __name__ == "__main__":
