@@ -87,6 +87,8 @@ def test_chapter_page_reads_well_offline(site, ch):
     assert f'download href="../../_sources/chapters/{ch.slug}/{ch.slug}.ipynb"' in html, (
         ".ipynb link downloads"
     )
+    if not manifest.repository()[0]:  # no repository URL in book.yml: no buttons that lead nowhere
+        assert "mybinder" not in html and "repository-button" not in html and "colab" not in html.lower()
 
 
 # ----------------------------------------------------------------------- in a real browser
