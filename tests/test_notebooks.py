@@ -125,3 +125,64 @@ def test_exercise_solutions_are_folded(ch):
     idx = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and "## Exercises" in c.source)
     folded = [c for c in nb.cells[idx:] if "hide-cell" in c.metadata.get("tags", [])]
     assert 2 <= len(folded), f"{ch.slug}: exercises need solutions in cells tagged hide-cell"
+    # collapsed in JupyterLab too, derived from the tag by tools/notebooks.py (`make sync` sets it)
+    assert notebooks.solution_cells(nb) == folded
+    collapsed = [c for c in nb.cells if c.metadata.get("jupyter", {}).get("source_hidden")]
+    assert collapsed == folded, (
+        f"{ch.slug}: exactly the solutions are collapsed in JupyterLab: run `make sync`"
+    )
+
+
+@pytest.mark.parametrize("ch", CHAPTERS, ids=ids)
+def test_widget_outputs_read_well_before_a_kernel_runs_them(ch):
+    nb = _nb(ch)
+    texts = [
+        out["data"].get("text/plain", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for out in c.outputs
+        if notebooks.WIDGET_VIEW in out.get("data", {})
+    ]
+    assert texts, f"{ch.slug}: no widget output"
+    for t in texts:
+        assert t == notebooks.INTERACTIVE_TEXT or re.search(r"\d+%", t), (
+            f"{ch.slug}: a widget output shows {t[:80]!r} before a kernel runs it: run `make sync`"
+        )
+
+
+def test_present_collapses_solutions_and_names_widgets():
+    nb = jupytext.reads(
+        '# %% [markdown]\n# ## Work\n\n# %% tags=["hide-cell"]\nplot = 1\n\n'
+        '# %% [markdown]\n# ## Exercises\n\n# %%\nstub = 0\n\n# %% tags=["hide-cell"]\nanswer = 1\n',
+        fmt="py:percent",
+    )
+    nb.cells[0].metadata["jupyter"] = {"source_hidden": True}  # stale metadata goes away
+    state = {
+        "a": {
+            "model_name": "HBoxModel",
+            "state": {"children": ["IPY_MODEL_b", "IPY_MODEL_c", "IPY_MODEL_d"]},
+        },
+        "b": {"model_name": "HTMLModel", "state": {"value": "fit: 100%"}},
+        "c": {"model_name": "FloatProgressModel", "state": {"value": 25, "max": 25}},
+        "d": {"model_name": "HTMLModel", "state": {"value": " 25/25 [00:01&lt;00:00]"}},
+        "e": {"model_name": "VBoxModel", "state": {}},
+    }
+    nb.metadata["widgets"] = {notebooks.WIDGET_STATE: {"state": state}}
+    view = notebooks.WIDGET_VIEW
+    nb.cells[1].outputs = [
+        nbformat.v4.new_output("display_data", {view: {"model_id": "a"}, "text/plain": "  0%|  | 0/25"}),
+        nbformat.v4.new_output(
+            "display_data", {view: {"model_id": "e"}, "text/plain": "interactive(children="}
+        ),
+    ]
+    notebooks.present(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert [c.metadata.get("jupyter") for c in code] == [
+        None,
+        None,
+        {"source_hidden": True, "outputs_hidden": True},
+    ]
+    assert [o["data"]["text/plain"] for o in code[0].outputs] == [
+        "fit: 100% 25/25 [00:01<00:00]",
+        notebooks.INTERACTIVE_TEXT,
+    ]

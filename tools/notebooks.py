@@ -100,13 +100,19 @@ def sync(ch: manifest.Chapter) -> str:
     if ch.ipynb.exists():
         old = nbformat.read(ch.ipynb, as_version=4)
         if py_text_of(old) == ch.py.read_text(encoding="utf-8"):
-            return "in sync"
+            before = nbformat.writes(old)
+            present(old)
+            if nbformat.writes(old) == before:
+                return "in sync"
+            jupytext.write(old, ch.ipynb, fmt="ipynb")
+            return "in sync (presentation updated)"
         if ch.ipynb.stat().st_mtime > ch.py.stat().st_mtime + 1:
             raise SystemExit(
                 f"{ch.ipynb.name} is newer than {ch.py.name} and they differ: run "
                 f"`jupytext --sync {ch.ipynb.relative_to(manifest.ROOT)}` to take the notebook's edits"
             )
         _merge_outputs(new, old)
+        present(new)
         state = (
             "synced (outputs kept)"
             if any(c.get("outputs") for c in new.cells if c.cell_type == "code")
@@ -159,6 +165,84 @@ def _stable_widget_ids(nb, slug: str) -> None:
     nb.metadata["widgets"] = nbformat.from_dict(swapped["widgets"])
 
 
+# ------------------------------------------------------------------- presentation, derived
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+#: What a reader sees in place of an interactive control where no kernel runs it.
+INTERACTIVE_TEXT = (
+    "Interactive control: it needs a live Python kernel. Run this chapter's cells in JupyterLab "
+    "(make lab) to use it; the static figure beside it shows its default view."
+)
+
+
+def widget_states(nb) -> dict:
+    """The saved widget models of a notebook, by model id (``{}`` when none were saved)."""
+    return nb.get("metadata", {}).get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+
+
+def progress_text(model_id: str, states: dict) -> str | None:
+    """A tqdm notebook bar (an HBox of HTML, FloatProgress, HTML) as the line tqdm prints in a terminal.
+
+    ``None`` when ``model_id`` is not such a bar.
+    """
+    import html
+
+    box = states.get(model_id, {})
+    if box.get("model_name") != "HBoxModel":
+        return None
+    kids = [
+        states.get(str(c).removeprefix("IPY_MODEL_"), {}) for c in box.get("state", {}).get("children", [])
+    ]
+    names = [k.get("model_name") for k in kids]
+    if "FloatProgressModel" not in names:
+        return None
+    bar = kids[names.index("FloatProgressModel")].get("state", {})
+    texts = [k.get("state", {}).get("value", "") for k in kids if k.get("model_name") == "HTMLModel"]
+    left = html.unescape(re.sub(r"<[^>]+>", "", texts[0])).strip() if texts else ""
+    right = html.unescape(re.sub(r"<[^>]+>", "", texts[-1])).strip() if len(texts) > 1 else ""
+    value, top = bar.get("value") or 0, bar.get("max") or 0
+    percent = f"{100 * value / top:.0f}%" if top and "%" not in left else ""
+    return " ".join(t for t in (left, percent, right) if t)
+
+
+def solution_cells(nb) -> list:
+    """Code cells folded on the site (tag ``hide-cell``) after the ``## Exercises`` heading."""
+    out, in_exercises = [], False
+    for c in nb.cells:
+        if c.cell_type == "markdown" and re.search(r"^## ", c.source, re.M):
+            in_exercises = bool(re.search(r"^## Exercises\b", c.source, re.M))
+        elif c.cell_type == "code" and in_exercises and "hide-cell" in c.metadata.get("tags", []):
+            out.append(c)
+    return out
+
+
+def present(nb) -> None:
+    """Set what is derived from the source, in place: the one source is the ``.py`` and its tags.
+
+    - Solutions (``hide-cell`` under Exercises) are collapsed in JupyterLab (``jupyter.source_hidden``
+      and ``outputs_hidden``); no other cell carries that metadata.
+    - A widget output's plain-text form (what JupyterLab and other front ends show before a kernel
+      runs the widget) is a sentence saying what it is, or a progress bar's final line, instead of
+      ``interactive(children=(Dropdown(...`` or ``0%| | 0/25``.
+    """
+    solutions = {id(c) for c in solution_cells(nb)}
+    for c in nb.cells:
+        if c.cell_type != "code":
+            continue
+        if id(c) in solutions:
+            c.metadata["jupyter"] = {"source_hidden": True, "outputs_hidden": True}
+        else:
+            c.metadata.pop("jupyter", None)
+    states = widget_states(nb)
+    for c in nb.cells:
+        for out in c.get("outputs", []) if c.cell_type == "code" else []:
+            view = out.get("data", {}).get(WIDGET_VIEW) if out.get("output_type") == "display_data" else None
+            if view is not None:
+                out["data"]["text/plain"] = (
+                    progress_text(view.get("model_id", ""), states) or INTERACTIVE_TEXT
+                )
+
+
 def execute(ch: manifest.Chapter) -> tuple[str, float]:
     """Run the chapter from its ``.py`` in a fresh kernel (cwd = chapter folder); save the ``.ipynb``."""
     from nbclient import NotebookClient
@@ -179,6 +263,7 @@ def execute(ch: manifest.Chapter) -> tuple[str, float]:
     wall = time.perf_counter() - t0
     _coalesce_streams(nb)
     _stable_widget_ids(nb, ch.slug)
+    present(nb)
     jupytext.write(nb, ch.ipynb, fmt="ipynb")
     _normalize_py(ch, nb)
     return ch.slug, wall

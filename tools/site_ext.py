@@ -16,7 +16,7 @@ What it does to the Jupyter Book 1 build:
 - **Links that download.** The title cell's link to the chapter's own ``.ipynb`` downloads the
   notebook instead of pointing back at the page.
 - **Readers see no test markers.** ``# NBVAL_...`` comment lines are removed from rendered code.
-- **Solutions say so.** A folded cell under an "Exercises" heading reads "Show solution".
+- **Solutions say so.** A solution (a cell `tools/notebooks.py` collapses for JupyterLab) reads "Show solution".
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import html
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 from docutils import nodes
@@ -32,20 +33,16 @@ from sphinx.application import Sphinx
 from sphinx.transforms import SphinxTransform
 from sphinx.transforms.post_transforms import SphinxPostTransform
 
-WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import notebooks  # noqa: E402  (tools/notebooks.py: one owner of the widget fallbacks' text)
+
+WIDGET_VIEW = notebooks.WIDGET_VIEW
 _VIEW_RE = re.compile(r'^<script type="application/vnd\.jupyter\.widget-view\+json">(.*)</script>$', re.S)
 _MARKER_RE = re.compile(r"^[ \t]*# NBVAL_[A-Z_]+[ \t]*\n?", re.M)
 
 #: The parts of the MathJax distribution (``es5/``) a page of the course can load.
 MATHJAX_PARTS = ("tex-chtml.js", "output/chtml", "input/tex/extensions", "ui", "a11y", "sre")
 MATHJAX_ENTRY = "mathjax/tex-chtml.js"
-
-INTERACTIVE_NOTE = (
-    "Interactive control: it needs a running Python kernel. Open this chapter in JupyterLab "
-    "(<code>make lab</code>) and run the cells above to use it; the static figure beside it shows "
-    "what it draws."
-)
 
 
 def mathjax_root() -> Path:
@@ -76,32 +73,9 @@ def copy_mathjax(dest: Path) -> Path:
 # ------------------------------------------------------------------------------------ widgets
 def _widget_states(path: Path) -> dict:
     try:
-        nb = json.loads(path.read_text(encoding="utf-8"))
+        return notebooks.widget_states(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError):
         return {}
-    return nb.get("metadata", {}).get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
-
-
-def _progress_text(model_id: str, states: dict) -> str | None:
-    """tqdm's notebook bar (an HBox of HTML, FloatProgress, HTML) as the text tqdm prints in a terminal."""
-    box = states.get(model_id, {})
-    if box.get("model_name") != "HBoxModel":
-        return None
-    kids = [
-        states.get(str(c).removeprefix("IPY_MODEL_"), {}) for c in box.get("state", {}).get("children", [])
-    ]
-    names = [k.get("model_name") for k in kids]
-    if "FloatProgressModel" not in names:
-        return None
-    bar = kids[names.index("FloatProgressModel")].get("state", {})
-    texts = [k.get("state", {}).get("value", "") for k in kids if k.get("model_name") == "HTMLModel"]
-    value, top = bar.get("value", 0) or 0, bar.get("max", 0) or 0
-    percent = f"{100 * value / top:3.0f}%" if top else ""
-    left = html.unescape(re.sub(r"<[^>]+>", "", texts[0])).strip() if texts else ""
-    right = html.unescape(re.sub(r"<[^>]+>", "", texts[-1])).strip() if len(texts) > 1 else ""
-    if "%" in left:  # tqdm puts the percentage into the left-hand HTML already
-        percent = ""
-    return " ".join(t for t in (left, percent, right) if t)
 
 
 class WidgetFallbacks(SphinxPostTransform):
@@ -126,13 +100,13 @@ class WidgetFallbacks(SphinxPostTransform):
         for raw in raws:
             m = _VIEW_RE.match(raw.astext().strip())
             model_id = json.loads(m.group(1)).get("model_id", "") if m else ""
-            text = _progress_text(model_id, states)
+            text = notebooks.progress_text(model_id, states)
             if text is not None:
                 new = nodes.literal_block(text, text, classes=["output", "progress-text"], language="none")
             else:
                 new = nodes.raw(
                     "",
-                    f'<div class="admonition note widget-fallback"><p>{INTERACTIVE_NOTE}</p></div>',
+                    f'<div class="admonition note widget-fallback"><p>{html.escape(notebooks.INTERACTIVE_TEXT)}</p></div>',
                     format="html",
                 )
             raw.replace_self(new)
@@ -154,16 +128,12 @@ class HideTestMarkers(SphinxTransform):
                 block.replace_self(block.__class__(cleaned, cleaned, **block.attributes))
 
 
-def _in_section(node: nodes.Node, title: str) -> bool:
-    while node is not None:
-        if isinstance(node, nodes.section) and node.children and node[0].astext().strip() == title:
-            return True
-        node = node.parent
-    return False
-
-
 class SolutionPrompts(SphinxPostTransform):
-    """A folded cell in the Exercises section is a solution: its toggle says so (before MyST-NB folds it)."""
+    """A solution's fold says "Show solution" (before MyST-NB folds it, its priority 199).
+
+    Solutions are the cells ``tools/notebooks.py`` collapses for JupyterLab (``jupyter.source_hidden``),
+    so the site and JupyterLab agree on what a solution is.
+    """
 
     default_priority = 150
     formats = ("html",)
@@ -172,7 +142,7 @@ class SolutionPrompts(SphinxPostTransform):
         for cell in self.document.findall(nodes.container):
             if cell.get("nb_element") != "cell_code" or not cell.get("hide_mode"):
                 continue
-            if _in_section(cell, "Exercises"):
+            if (cell.get("cell_metadata") or {}).get("jupyter", {}).get("source_hidden"):
                 cell["prompt_show"], cell["prompt_hide"] = "Show solution", "Hide solution"
 
 
