@@ -5,7 +5,8 @@ conversion, non-maximum suppression (plain and class-wise), box encoding and dec
 anchors, anchor grids and Hungarian matching. Boxes are ``(x1, y1, x2, y2)`` with ``x2 >= x1`` and ``y2 >= y1`` in the *continuous*
 convention: a box covers the region ``[x1, x2] x [y1, y2]``, so its width is ``x2 - x1`` (no "+1" as in
 the inclusive-pixel convention of some old detection code). Every function works on the device and
-floating dtype of its inputs and has no Python loop over boxes.
+floating dtype of its inputs and has no Python loop over boxes; the NMS runs torchvision's compiled
+greedy loop behind this module's input checks.
 """
 
 from __future__ import annotations
@@ -129,8 +130,15 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """
     _check_boxes(boxes1, "boxes1")
     _check_boxes(boxes2, "boxes2")
-    inter, union, _ = _box_iou_terms(boxes1[:, None, :], boxes2[None, :, :])
-    return _iou_from_terms(inter, union)
+    area1, area2 = _area(boxes1), _area(boxes2)
+    lt = torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
+    rb = torch.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area1[:, None] + area2[None, :] - inter
+    if (area1 == 0).any() and (area2 == 0).any():
+        return _iou_from_terms(inter, union)  # a pair of zero-area boxes: 0, not 0 / 0
+    return inter / union  # union > 0 everywhere: the plain division (as fast as torchvision's)
 
 
 def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
@@ -262,19 +270,44 @@ def _check_scores(scores: Tensor, n: int) -> None:
         raise TypeError(f"scores must have a floating dtype, got {scores.dtype}")
 
 
+def _check_threshold(iou_threshold: float) -> float:
+    if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, int | float | Tensor):
+        raise TypeError(f"iou_threshold must be a number in [0, 1], got {type(iou_threshold).__name__}")
+    if not 0.0 <= float(iou_threshold) <= 1.0:
+        raise ValueError(f"iou_threshold must be in [0, 1], got {float(iou_threshold)}")
+    return float(iou_threshold)
+
+
+def _greedy_nms_sorted(sorted_boxes: Tensor, iou_threshold: float) -> Tensor:
+    """Positions kept by greedy NMS of boxes already sorted best first (the order is the priority).
+
+    Runs torchvision's compiled greedy loop (``torch.ops.torchvision.nms``): it visits boxes in
+    priority order, keeps a box unless a kept one overlaps it by more than the threshold, and only
+    compares a box with those still alive, so its cost is ``O(N K)`` for ``K`` kept boxes, whatever
+    the suppression chains. The kernel sorts the scores it is given with an unstable sort, so it gets
+    distinct ranks ``N, N-1, ..., 1`` instead of the scores: ties stay in our stable order.
+    """
+    import torchvision  # noqa: F401  (registers torch.ops.torchvision)
+
+    n = sorted_boxes.shape[0]
+    dtype = sorted_boxes.dtype if sorted_boxes.dtype == torch.float64 else torch.float32
+    if n > 2**24:
+        dtype = torch.float64  # float32 ranks are distinct only up to 2^24
+    ranks = torch.arange(n, 0, -1, dtype=dtype, device=sorted_boxes.device)
+    return torch.ops.torchvision.nms(sorted_boxes.to(dtype), ranks, iou_threshold).sort().values
+
+
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Greedy non-maximum suppression: keep the best box, drop every box overlapping it by more than
     ``iou_threshold``, and repeat with the best box left.
 
-    Equal to ``torchvision.ops.nms`` (ties in score keep the earlier box). Instead of a Python loop over
-    boxes, it solves the greedy rule "box ``i`` survives iff no surviving higher-scored box overlaps it"
-    as a fixed point: starting from "all survive", each round recomputes survival for all boxes at once
-    with one masked matrix product, and after ``r`` rounds the first ``r`` boxes in score order are
-    final. It stops as soon as nothing changes, which takes as many rounds as the longest chain of
-    suppressions (a handful in practice), each ``O(N^2)`` on the boxes' device.
+    Equal to ``torchvision.ops.nms``, with ties in score always broken in favour of the earlier box (a
+    stable sort; torchvision's own sort does not promise it). The greedy loop itself is the compiled
+    kernel torchvision ships, behind this module's input checks: chapter 08 writes the loop from
+    scratch and checks it against this function.
 
     Args:
-        boxes: ``Tensor[N, 4]`` boxes ``(x1, y1, x2, y2)``.
+        boxes: ``Tensor[N, 4]`` boxes ``(x1, y1, x2, y2)`` (float16 boxes are compared in float32).
         scores: ``Tensor[N]`` scores.
         iou_threshold: boxes with IoU ``> iou_threshold`` with a kept, better box are discarded.
     Returns:
@@ -284,31 +317,22 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """
     _check_boxes(boxes, "boxes")
     _check_scores(scores, boxes.shape[0])
-    if not 0.0 <= float(iou_threshold) <= 1.0:
-        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+    thr = _check_threshold(iou_threshold)
     if boxes.shape[0] == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    order = torch.sort(scores, descending=True, stable=True).indices
-    sorted_boxes = boxes[order]
-    # suppresses[j, i]: box j (better, j < i in score order) would suppress box i
-    suppresses = (box_iou(sorted_boxes, sorted_boxes) > iou_threshold).triu(diagonal=1)
-    weights = suppresses.to(boxes.dtype)
-    keep = torch.ones(order.shape[0], dtype=torch.bool, device=boxes.device)
-    while True:
-        new_keep = (keep.to(boxes.dtype) @ weights) == 0  # no kept, better box suppresses me
-        if torch.equal(new_keep, keep):
-            break
-        keep = new_keep
-    return order[keep]
+    order = torch.sort(scores.detach(), descending=True, stable=True).indices
+    return order[_greedy_nms_sorted(boxes.detach()[order], thr)]
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
     """Non-maximum suppression within each category: boxes of different ``idxs`` never suppress
     each other.
 
-    Shifts each category's boxes by ``category × (largest coordinate + 1)`` so that boxes of different
-    categories cannot overlap, then runs one :func:`nms` (the trick ``torchvision.ops.batched_nms``
-    uses, and equal to it).
+    Runs :func:`nms`'s greedy loop once per category, on that category's boxes as they are. (The
+    trick of ``torchvision.ops.batched_nms`` for small inputs, shifting each category's boxes far
+    apart and running one NMS, changes the coordinates' rounding; this gives the same kept set as
+    per-category NMS exactly.) Kept boxes come back by decreasing score, ties by index, as
+    torchvision returns them.
 
     Args:
         boxes: ``Tensor[N, 4]`` boxes ``(x1, y1, x2, y2)``.
@@ -322,15 +346,31 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     """
     _check_boxes(boxes, "boxes")
     _check_scores(scores, boxes.shape[0])
-    if not isinstance(idxs, Tensor) or idxs.shape != scores.shape or idxs.is_floating_point():
+    if (
+        not isinstance(idxs, Tensor)
+        or idxs.shape != scores.shape
+        or idxs.is_floating_point()
+        or idxs.is_complex()
+    ):
         raise ValueError(
             f"idxs must be an integer Tensor[N] = [{boxes.shape[0]}], got "
             f"{getattr(idxs, 'dtype', type(idxs).__name__)} {tuple(getattr(idxs, 'shape', ()))}"
         )
+    thr = _check_threshold(iou_threshold)
     if boxes.shape[0] == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    offsets = idxs.to(boxes.dtype) * (boxes.max() - boxes.min() + 1)
-    return nms(boxes + offsets[:, None], scores, iou_threshold)
+    order = torch.sort(scores.detach(), descending=True, stable=True).indices
+    sorted_boxes, sorted_idxs = boxes.detach()[order], idxs[order]
+    categories = torch.unique(sorted_idxs)
+    if categories.numel() == 1:
+        return order[_greedy_nms_sorted(sorted_boxes, thr)]
+    # group the score-sorted positions by category (a stable sort keeps score order inside each group)
+    by_category = torch.sort(sorted_idxs, stable=True)
+    counts = torch.unique_consecutive(by_category.values, return_counts=True)[1].tolist()
+    kept = []
+    for positions in torch.split(by_category.indices, counts):
+        kept.append(positions[_greedy_nms_sorted(sorted_boxes[positions], thr)])
+    return order[torch.cat(kept).sort().values]
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torchvision.ops as tvops
@@ -94,6 +95,13 @@ def test_degenerate_boxes_give_zero_without_nan():
     assert giou[0, 0] == 0  # zero-area enclosing box: no penalty
     # torchvision returns NaN for the point with itself
     assert torch.isnan(tvops.box_iou(point, point)).all()
+    # zero-area boxes against boxes of positive area (the fast path, no 0 / 0): torchvision's values
+    torch.testing.assert_close(
+        ops.box_iou(boxes, random_boxes(5, 3)), tvops.box_iou(boxes, random_boxes(5, 3))
+    )
+    torch.testing.assert_close(
+        ops.box_iou(random_boxes(5, 3), boxes), tvops.box_iou(random_boxes(5, 3), boxes)
+    )
 
 
 def test_gradients_finite_including_degenerate_and_disjoint():
@@ -202,6 +210,91 @@ def test_nms_matches_torchvision(seed, threshold):
     ours = ops.nms(boxes, scores, threshold)
     assert torch.equal(ours, tvops.nms(boxes, scores, threshold))
     assert ours.dtype == torch.int64
+
+
+def _greedy_nms_reference(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> list[int]:
+    """Greedy NMS written plainly, box by box, independent of course_lib and torchvision.
+
+    Boxes are visited by decreasing score (Python's sort is stable: ties in index order); a box is kept
+    unless a kept box overlaps it with IoU > threshold. The IoU is computed in the boxes' precision
+    (float32 arithmetic for float32 boxes), as an NMS on those boxes computes it; zero-area pairs have IoU 0.
+    """
+    as_float = np.float32 if boxes.dtype == torch.float32 else float
+    b = [[as_float(v) for v in row] for row in boxes.tolist()]
+    area = [(x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in b]
+    order = sorted(range(len(b)), key=lambda i: -scores[i].item())
+    kept: list[int] = []
+    for i in order:
+        suppressed = False
+        for k in kept:
+            w = max(as_float(0), min(b[i][2], b[k][2]) - max(b[i][0], b[k][0]))
+            h = max(as_float(0), min(b[i][3], b[k][3]) - max(b[i][1], b[k][1]))
+            inter = w * h
+            union = area[k] + area[i] - inter
+            if union > 0 and float(inter / union) > threshold:
+                suppressed = True
+                break
+        if not suppressed:
+            kept.append(i)
+    return kept
+
+
+def _batched_nms_reference(boxes, scores, idxs, threshold) -> list[int]:
+    kept = []
+    for c in idxs.unique().tolist():
+        members = torch.nonzero(idxs == c)[:, 0]
+        kept += [members[k].item() for k in _greedy_nms_reference(boxes[members], scores[members], threshold)]
+    return sorted(kept, key=lambda i: (-scores[i].item(), i))
+
+
+def _nms_cases() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(123)
+    chain_x = torch.arange(300, dtype=torch.float32) * 2
+    chain = torch.stack([chain_x, torch.zeros(300), chain_x + 10, torch.full((300,), 10.0)], 1)
+    grid_xy = torch.randint(0, 6, (80, 2), generator=g).float() * 2  # integer boxes: IoUs hit thresholds
+    grid = torch.cat([grid_xy, grid_xy + torch.randint(1, 4, (80, 2), generator=g).float() * 2], 1)
+    degenerate = torch.tensor([[0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 5], [0, 0, 2, 2], [0, 0, 2, 2.0]])
+    return {
+        "random": (random_boxes(150, 20), torch.rand(150, generator=g)),
+        "clustered": clustered_boxes(200, 21),
+        "tied scores": (random_boxes(120, 22), torch.randint(0, 3, (120,), generator=g).float()),
+        "chain": (chain, torch.linspace(1, 0, 300)),
+        "chain, scores rising": (chain, torch.linspace(0, 1, 300)),
+        "integer grid": (grid, torch.randint(0, 4, (80,), generator=g).float() / 4),
+        "float64": (random_boxes(100, 23, torch.float64), torch.rand(100, generator=g, dtype=torch.float64)),
+        "empty": (torch.zeros(0, 4), torch.zeros(0)),
+        "single": (random_boxes(1, 24), torch.rand(1, generator=g)),
+        "degenerate": (degenerate, torch.tensor([0.2, 0.3, 0.9, 0.5, 0.5])),
+    }
+
+
+@pytest.mark.parametrize("case", list(_nms_cases()))
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.5, 0.7, 1.0])
+def test_nms_equals_plain_python_greedy(case, threshold):
+    boxes, scores = _nms_cases()[case]
+    want = _greedy_nms_reference(boxes, scores, threshold)
+    got = ops.nms(boxes, scores, threshold)
+    assert got.dtype == torch.int64 and got.tolist() == want
+    idxs = torch.arange(boxes.shape[0]) % 3
+    assert ops.batched_nms(boxes, scores, idxs, threshold).tolist() == _batched_nms_reference(
+        boxes, scores, idxs, threshold
+    )
+
+
+def test_nms_long_chain_keeps_every_other_box():
+    # each box overlaps its neighbour by IoU 8/12 and the next but one by 6/14: greedy keeps 0, 2, 4, ...
+    # (the earlier fixed-point NMS needed one N x N product per link of this chain)
+    x = torch.arange(2000, dtype=torch.float32) * 2
+    chain = torch.stack([x, torch.zeros(2000), x + 10, torch.full((2000,), 10.0)], 1)
+    scores = torch.linspace(1, 0.1, 2000)
+    assert ops.nms(chain, scores, 0.5).tolist() == list(range(0, 2000, 2))
+    assert ops.nms(chain, scores, 0.3).tolist() == list(range(0, 2000, 3))  # IoU 6/14 at 4 px, 4/16 at 6 px
+    # two interleaved classes: within a class, neighbours are 4 px apart (IoU 6/14)
+    alternate = torch.arange(2000) % 2
+    assert ops.batched_nms(chain, scores, alternate, 0.5).tolist() == list(range(2000))
+    assert ops.batched_nms(chain, scores, alternate, 0.4).tolist() == sorted(
+        list(range(0, 2000, 4)) + list(range(1, 2000, 4))
+    )
 
 
 def test_nms_hand_case_and_edges():
