@@ -3,6 +3,7 @@
 One module per topic; each public function names the chapter that introduces it.
 
 - :mod:`course_lib.runtime`: seeds, threads, device, mixed precision (chapter 00)
+- :mod:`course_lib.exercises`: exercises that check the learner's answer (every chapter, from 00)
 - :mod:`course_lib.data`: digits, bundled photos, coloured shapes, splits, normalization (00, 01)
 - :mod:`course_lib.train`: the training loop and its history (00)
 - :mod:`course_lib.viz`: image grids, masks, boxes, curves, the shared style (00)
@@ -28,6 +29,7 @@ from course_lib import (
     augment,
     classic,
     data,
+    exercises,
     explain,
     losses,
     metrics,
@@ -46,6 +48,7 @@ __all__ = [
     "augment",
     "classic",
     "data",
+    "exercises",
     "explain",
     "losses",
     "metrics",
