@@ -6,7 +6,7 @@ One module per topic; each public function names the chapter that introduces it.
 - :mod:`course_lib.exercises`: exercises that check the learner's answer (every chapter, from 00)
 - :mod:`course_lib.data`: digits, bundled photos, coloured shapes, splits, normalization (00, 01)
 - :mod:`course_lib.train`: the training loop and its history (00)
-- :mod:`course_lib.viz`: image grids, masks, boxes, curves, the shared style (00)
+- :mod:`course_lib.viz`: image grids, masks, boxes, curves, the shared style (00); architecture diagrams (06)
 - :mod:`course_lib.metrics`: accuracy and friends (00); confusion matrix and mean IoU (07); detection
   matching, precision-recall, AP and mAP (08)
 - :mod:`course_lib.neighbors`: pairwise distances and k-nearest-neighbour prediction (00)

@@ -291,3 +291,176 @@ def plot_history(history, keys: Sequence[str] | None = None, *, title: str | Non
     if title:
         fig.suptitle(title)
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# architecture diagrams (chapters 06-08 first; reused for later models)
+# --------------------------------------------------------------------------------------------
+#: Fill colours of diagram blocks by kind, so a convolution looks the same in every chapter.
+BLOCK_COLORS = {
+    "io": "#FFFFFF",
+    "conv": "#CFE3F2",
+    "norm": "#E5E5E5",
+    "act": "#FBE3BF",
+    "pool": "#D6EFE4",
+    "up": "#F6D3C2",
+    "linear": "#EAD7E6",
+    "attention": "#D7ECF8",
+    "head": "#FFF6C7",
+    "op": "#FFFFFF",
+    "other": "#F2F2F2",
+}
+
+
+def diagram(
+    blocks: Mapping[str, tuple],
+    edges: Sequence[tuple],
+    *,
+    ax=None,
+    title: str | None = None,
+    block_size: tuple[float, float] = (1.8, 0.62),
+    fontsize: float = 8.5,
+):
+    """Draw a model's architecture as labelled blocks joined by arrows, on a grid you lay out.
+
+    Args:
+        blocks: ``name -> (x, y, label)`` or ``(x, y, label, kind)``: centre of the block in grid
+            units (``y`` grows upwards), its text (``\\n`` for lines, e.g. ``"conv 3×3\\n64 → 64"``) and
+            its kind, one of :data:`BLOCK_COLORS` (default ``"other"``). Kind ``"op"`` draws a small
+            circle for an operator such as ``+`` (a residual sum) or ``c`` (concatenation).
+        edges: ``(src, dst)`` or ``(src, dst, style)`` with style ``"-"`` (data flow, default),
+            ``"skip"`` (a curved skip connection) or ``"--"`` (dashed: a loss, a copy, a target), or
+            ``(src, dst, style, label)`` to write a label (a shape, say) at the middle of the arrow.
+        ax: the axes to draw on (a new figure when ``None``).
+        title: the axes title.
+        block_size: width and height of a block in grid units.
+    Returns:
+        The matplotlib ``Axes``.
+
+    Introduced in chapter 06 (residual and Inception blocks); used for every model the course builds.
+    """
+    from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
+
+    if not isinstance(blocks, Mapping) or not blocks:
+        raise ValueError("blocks must be a non-empty mapping name -> (x, y, label[, kind])")
+    parsed = {}
+    for name, spec in blocks.items():
+        if not isinstance(spec, tuple | list) or len(spec) not in (3, 4):
+            raise ValueError(f"block {name!r} must be (x, y, label) or (x, y, label, kind), got {spec!r}")
+        x, y, label, *rest = spec
+        kind = rest[0] if rest else "other"
+        if kind not in BLOCK_COLORS:
+            raise ValueError(f"block {name!r}: unknown kind {kind!r}; kinds are {tuple(BLOCK_COLORS)}")
+        parsed[name] = (float(x), float(y), str(label), kind)
+    w, h = block_size
+    if ax is None:
+        xs = [p[0] for p in parsed.values()]
+        ys = [p[1] for p in parsed.values()]
+        width = (max(xs) - min(xs) + w + 0.6) * 0.95
+        height = (max(ys) - min(ys) + h + 0.8) * 0.95
+        _, ax = plt.subplots(figsize=(min(max(width, 3.0), 14.0), min(max(height, 1.6), 12.0)))
+
+    def extent(name):
+        x, y, _, kind = parsed[name]
+        return (0.22, 0.22) if kind == "op" else (w / 2, h / 2)
+
+    for x, y, label, kind in parsed.values():
+        if kind == "op":
+            ax.add_patch(Circle((x, y), 0.22, facecolor="white", edgecolor="#333333", lw=1.0, zorder=3))
+        else:
+            ax.add_patch(
+                FancyBboxPatch(
+                    (x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.08",
+                    facecolor=BLOCK_COLORS[kind], edgecolor="#333333", lw=0.9, zorder=3,
+                )
+            )  # fmt: skip
+        ax.text(x, y, label, ha="center", va="center", fontsize=fontsize, zorder=4)
+
+    extra: list[tuple[float, float]] = []  # where curved arrows and their labels reach
+    for edge in edges:
+        if not isinstance(edge, tuple | list) or not 2 <= len(edge) <= 4:
+            raise ValueError(f"an edge must be (src, dst[, style[, label]]), got {edge!r}")
+        src, dst, style, label = (*edge, "-", None)[:4] if len(edge) == 2 else (*edge, None)[:4]
+        for end in (src, dst):
+            if end not in parsed:
+                raise ValueError(f"edge {edge!r} names an unknown block {end!r}")
+        if style not in ("-", "skip", "--"):
+            raise ValueError(f"edge style must be '-', 'skip' or '--', got {style!r}")
+        (x0, y0), (x1, y1) = parsed[src][:2], parsed[dst][:2]
+        # leave each block through the side that faces the other one
+        (ex0, ey0), (ex1, ey1) = extent(src), extent(dst)
+        dx, dy = x1 - x0, y1 - y0
+        if abs(dx) * (ey0 + ey1) >= abs(dy) * (ex0 + ex1):
+            start, end = (x0 + math.copysign(ex0, dx), y0), (x1 - math.copysign(ex1, dx), y1)
+        else:
+            start, end = (x0, y0 + math.copysign(ey0, dy)), (x1, y1 - math.copysign(ey1, dy))
+        if style == "skip":
+            start, end = (x0, y0 + ey0), (x1, y1 + ey1)
+            if abs(dy) > abs(dx):
+                start, end = (x0 + ex0, y0), (x1 + ex1, y1)
+        rad = -0.25 if style == "skip" else 0.0
+        arrow = FancyArrowPatch(
+            start, end, arrowstyle="-|>", mutation_scale=10, lw=1.1, color="#333333", zorder=2,
+            linestyle="--" if style == "--" else "-", connectionstyle=f"arc3,rad={rad}",
+        )  # fmt: skip
+        ax.add_patch(arrow)
+        # the middle of matplotlib's arc3 curve: half the control point's offset from the chord
+        ddx, ddy = end[0] - start[0], end[1] - start[1]
+        mid = ((start[0] + end[0]) / 2 + 0.5 * rad * ddy, (start[1] + end[1]) / 2 - 0.5 * rad * ddx)
+        extra.append(mid)
+        if label:
+            ax.text(
+                mid[0], mid[1] + 0.06, str(label), ha="center", va="bottom", fontsize=fontsize - 1.5,
+                color="#444444", zorder=4,
+            )  # fmt: skip
+
+    xs = [p[0] for p in parsed.values()]
+    ys = [p[1] for p in parsed.values()]
+    ex = [p[0] for p in extra]
+    ey = [p[1] for p in extra]
+    ax.set_xlim(min(xs + ex) - w / 2 - 0.3, max(xs + ex) + w / 2 + 0.3)
+    ax.set_ylim(min(ys) - h / 2 - 0.4, max([*ys, *(y - h / 2 for y in ey)]) + h / 2 + 0.4)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def chain_diagram(
+    layers: Sequence[str | tuple[str, str]],
+    *,
+    skips: Sequence[tuple[int, int]] = (),
+    vertical: bool = False,
+    ax=None,
+    title: str | None = None,
+    spacing: float = 2.3,
+    **kwargs,
+):
+    """A sequential model as a row (or column) of blocks, with optional skip connections.
+
+    Args:
+        layers: per block its label, or ``(label, kind)`` (kinds as in :func:`diagram`).
+        skips: ``(i, j)`` pairs: a skip connection from block ``i`` to block ``j`` (``i < j``).
+        vertical: stack the blocks top to bottom instead of left to right.
+        spacing: distance between block centres.
+        kwargs: passed on to :func:`diagram`.
+
+    Introduced in chapter 06.
+    """
+    if not layers:
+        raise ValueError("layers must hold at least one block")
+    blocks = {}
+    for i, layer in enumerate(layers):
+        label, kind = (layer, "other") if isinstance(layer, str) else layer
+        pos = (0.0, -i * spacing * 0.45) if vertical else (i * spacing, 0.0)
+        blocks[f"b{i}"] = (*pos, label, kind)
+    edges = [(f"b{i}", f"b{i + 1}") for i in range(len(layers) - 1)]
+    for i, j in skips:
+        if not 0 <= i < j < len(layers):
+            raise ValueError(f"skip ({i}, {j}) must join blocks 0 <= i < j < {len(layers)}")
+        edges.append((f"b{i}", f"b{j}", "skip"))
+    return diagram(blocks, edges, ax=ax, title=title, **kwargs)
+
+
+__all__ += ["BLOCK_COLORS", "chain_diagram", "diagram"]

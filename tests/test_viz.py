@@ -227,3 +227,67 @@ def test_use_style_sets_the_palette():
         viz.use_style()
         assert list(mpl.rcParams["axes.prop_cycle"].by_key()["color"]) == list(viz.PALETTE)
         assert mpl.rcParams["image.cmap"] == "gray" and not mpl.rcParams["axes.spines.top"]
+
+
+# ------------------------------------------------------------------------------- diagrams
+def test_diagram_draws_blocks_operators_arrows_and_labels():
+    from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
+
+    ax = viz.diagram(
+        {
+            "x": (0, 0, "x", "io"),
+            "conv": (2.3, 0, "conv 3×3", "conv"),
+            "add": (4.0, 0, "+", "op"),
+            "y": (5.6, 0, "y", "io"),
+        },
+        [("x", "conv"), ("conv", "add"), ("x", "add", "skip", "identity"), ("add", "y", "-", "64×8×8")],
+        title="residual",
+    )
+    patches = ax.patches
+    assert sum(isinstance(p, FancyBboxPatch) for p in patches) == 3
+    assert sum(isinstance(p, Circle) for p in patches) == 1
+    assert sum(isinstance(p, FancyArrowPatch) for p in patches) == 4
+    texts = [t.get_text() for t in ax.texts]
+    assert {"x", "conv 3×3", "+", "y", "identity", "64×8×8"} <= set(texts)
+    boxes = [p for p in patches if isinstance(p, FancyBboxPatch)]
+    assert boxes[1].get_facecolor()[:3] == pytest.approx(mpl.colors.to_rgb(viz.BLOCK_COLORS["conv"]))
+    # the skip connection arcs above the row and stays inside the axes, with its label
+    label = next(t for t in ax.texts if t.get_text() == "identity")
+    assert label.get_position()[1] > 0.62 / 2 and label.get_position()[1] < ax.get_ylim()[1]
+    assert ax.get_title() == "residual" and not ax.axison
+    plt.close("all")
+
+
+def test_chain_diagram_lays_out_a_sequence_with_skips():
+    ax = viz.chain_diagram(["in", ("conv", "conv"), ("pool", "pool"), ("fc", "linear")], skips=[(0, 2)])
+    centres = sorted((t.get_position()[0], t.get_text()) for t in ax.texts)
+    assert [c[1] for c in centres] == ["in", "conv", "pool", "fc"]
+    vertical = viz.chain_diagram(["a", "b", "c"], vertical=True)
+    ys = [t.get_position()[1] for t in vertical.texts]
+    assert ys == sorted(ys, reverse=True)
+    plt.close("all")
+
+
+@pytest.mark.parametrize(
+    "blocks, edges, match",
+    [
+        ({}, [], "non-empty mapping"),
+        ({"a": (0, 0)}, [], "must be \\(x, y, label\\)"),
+        ({"a": (0, 0, "a", "gpu")}, [], "unknown kind 'gpu'"),
+        ({"a": (0, 0, "a")}, [("a", "b")], "unknown block 'b'"),
+        ({"a": (0, 0, "a"), "b": (1, 0, "b")}, [("a", "b", "zigzag")], "edge style"),
+        ({"a": (0, 0, "a")}, [("a",)], "an edge must be"),
+    ],
+)
+def test_diagram_rejects_bad_input(blocks, edges, match):
+    with pytest.raises(ValueError, match=match):
+        viz.diagram(blocks, edges)
+    plt.close("all")
+
+
+def test_chain_diagram_rejects_bad_skips():
+    with pytest.raises(ValueError, match="skip \\(2, 1\\)"):
+        viz.chain_diagram(["a", "b", "c"], skips=[(2, 1)])
+    with pytest.raises(ValueError, match="at least one block"):
+        viz.chain_diagram([])
+    plt.close("all")
