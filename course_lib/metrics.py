@@ -263,62 +263,101 @@ def _numpy(x: torch.Tensor, dtype: type = np.float64) -> np.ndarray:
     return x.detach().cpu().numpy().astype(dtype, copy=False)
 
 
-def _coco_iou(dets: np.ndarray, gts: np.ndarray) -> np.ndarray:
-    """IoU of ``dets [D, 4]`` with ``gts [G, 4]`` (xyxy, float64), computed as ``pycocotools`` does.
+def _coco_iou_paired(dets: np.ndarray, gts: np.ndarray) -> np.ndarray:
+    """IoU of ``dets[..., :]`` with ``gts[..., :]`` (xyxy, float64, broadcastable ``[..., 4]``), computed
+    as ``pycocotools`` does.
 
     COCO stores boxes as ``(x, y, w, h)`` and computes, in double precision, the intersection width as
     ``min(x_d + w_d, x_g + w_g) - max(x_d, x_g)`` (0 unless positive), the same for the height, and
     ``IoU = wh / (area_d + area_g - wh)``. Written the same way here, from ``w = x2 - x1``, so that every
     IoU is bit-for-bit COCO's and a pair on a threshold falls on the same side.
     """
-    dw, dh = dets[:, 2] - dets[:, 0], dets[:, 3] - dets[:, 1]
-    gw, gh = gts[:, 2] - gts[:, 0], gts[:, 3] - gts[:, 1]
-    w = np.minimum((dets[:, 0] + dw)[:, None], (gts[:, 0] + gw)[None]) - np.maximum(
-        dets[:, 0][:, None], gts[:, 0][None]
-    )
-    h = np.minimum((dets[:, 1] + dh)[:, None], (gts[:, 1] + gh)[None]) - np.maximum(
-        dets[:, 1][:, None], gts[:, 1][None]
-    )
-    overlap = (w > 0) & (h > 0)
+    dw, dh = dets[..., 2] - dets[..., 0], dets[..., 3] - dets[..., 1]
+    gw, gh = gts[..., 2] - gts[..., 0], gts[..., 3] - gts[..., 1]
+    w = np.minimum(dets[..., 0] + dw, gts[..., 0] + gw) - np.maximum(dets[..., 0], gts[..., 0])
+    h = np.minimum(dets[..., 1] + dh, gts[..., 1] + gh) - np.maximum(dets[..., 1], gts[..., 1])
     inter = w * h
-    union = (dw * dh)[:, None] + (gw * gh)[None] - inter
-    out = np.zeros_like(inter)
-    np.divide(inter, union, out=out, where=overlap)
+    union = dw * dh + gw * gh - inter
+    out = np.zeros(np.broadcast(w, h).shape)
+    np.divide(inter, union, out=out, where=(w > 0) & (h > 0))
     return out
 
 
-def _match(iou: np.ndarray, thresholds: np.ndarray, rule: str) -> np.ndarray:
-    """Greedy matching of detections (rows of ``iou``, best score first) to ground truths (columns),
-    at every threshold at once. Returns ``[T, D]`` bool: true positive or not."""
-    num_det, num_gt = iou.shape
-    tp = np.zeros((thresholds.shape[0], num_det), dtype=bool)
-    if num_det == 0 or num_gt == 0:
+def _coco_iou(dets: np.ndarray, gts: np.ndarray) -> np.ndarray:
+    """``[D, G]`` IoU matrix of ``dets [D, 4]`` with ``gts [G, 4]``, see :func:`_coco_iou_paired`."""
+    return _coco_iou_paired(dets[:, None, :], gts[None, :, :])
+
+
+def _segment_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The concatenated index ranges ``[starts[i], starts[i] + counts[i])``."""
+    offsets = np.cumsum(counts) - counts
+    return np.repeat(starts - offsets, counts) + np.arange(int(counts.sum()))
+
+
+def _match_grouped(
+    det_group: np.ndarray,
+    det_rank: np.ndarray,
+    det_boxes: np.ndarray,
+    gt_group: np.ndarray,
+    gt_boxes: np.ndarray,
+    thresholds: np.ndarray,
+    rule: str,
+) -> np.ndarray:
+    """Greedy matching of detections to ground truths within groups (one group = one image and class),
+    at every threshold at once. Returns ``[T, D]`` bool: true positive or not.
+
+    ``det_group``/``gt_group`` are sorted group keys (ground truths in their given order inside a group);
+    ``det_rank`` is a detection's position in its group by decreasing score. Groups are independent, so
+    round ``r`` matches the ``r``-th detection of every group together: as many rounds as the largest
+    group has detections, each vectorized over groups, thresholds and candidate pairs. Each IoU is
+    computed once and serves every threshold.
+    """
+    num_thr, num_det = thresholds.shape[0], det_group.shape[0]
+    tp = np.zeros((num_thr, num_det), dtype=bool)
+    start = np.searchsorted(gt_group, det_group, side="left")
+    counts = np.searchsorted(gt_group, det_group, side="right") - start
+    if counts.sum() == 0:
         return tp
-    taken = np.zeros((thresholds.shape[0], num_gt), dtype=bool)
-    rows = np.arange(thresholds.shape[0])
-    if rule == "coco":
-        # COCOeval.evaluateImg: the unmatched ground truth of largest IoU, the *last* one among equals,
-        # if its IoU >= min(t, 1 - 1e-10)
-        thr = np.minimum(thresholds, 1 - 1e-10)
-        lowest = thr.min()
-        best_any = iou.max(axis=1)
-        for d in range(num_det):
-            if best_any[d] < lowest:  # matches nothing at any threshold
-                continue
-            candidates = np.where(taken, -1.0, iou[d])  # [T, G]
-            j = num_gt - 1 - np.argmax(candidates[:, ::-1], axis=1)
-            ok = candidates[rows, j] >= thr
-            taken[rows[ok], j[ok]] = True
-            tp[ok, d] = True
-    else:
-        # VOC devkit (VOCevaldet.m): the ground truth of largest IoU (the first among equals), matched or
-        # not; a TP if IoU >= t and it is still free, otherwise a FP (a duplicate if it was taken)
-        j = np.argmax(iou, axis=1)
-        best = iou[np.arange(num_det), j]
-        for d in range(num_det):
-            ok = (best[d] >= thresholds) & ~taken[:, j[d]]
-            taken[ok, j[d]] = True
-            tp[ok, d] = True
+    pair_gt = _segment_ranges(start, counts)  # every (detection, ground truth) pair of the same group
+    pair_det = np.repeat(np.arange(num_det), counts)
+    iou = _coco_iou_paired(det_boxes[pair_det], gt_boxes[pair_gt])
+    pair_start = np.cumsum(counts) - counts
+    has = counts > 0
+    best = np.full(num_det, -1.0)
+    best[has] = np.maximum.reduceat(iou, pair_start[has])
+    # COCO compares IoU >= min(t, 1 - 1e-10); the VOC devkit IoU >= t
+    thr = np.minimum(thresholds, 1 - 1e-10) if rule == "coco" else thresholds
+    active = np.flatnonzero(best >= thr.min())  # the others match nothing at any threshold
+    if active.size == 0:
+        return tp
+    if rule == "voc":  # the ground truth of largest IoU, the first among equals, taken or not
+        first = np.where(iou == best[pair_det], np.arange(iou.size), iou.size)
+        best_gt = pair_gt[np.minimum.reduceat(first, pair_start[active])]
+        best = best[active]
+    taken = np.zeros((num_thr, gt_group.shape[0]), dtype=bool)
+    by_rank = np.argsort(det_rank[active], kind="stable")
+    bounds = np.cumsum(np.bincount(det_rank[active]))
+    for chunk in np.split(by_rank, bounds[:-1]):
+        if chunk.size == 0:
+            continue
+        dets = active[chunk]
+        if rule == "voc":
+            gts = best_gt[chunk]
+            ok = (best[chunk][None, :] >= thr[:, None]) & ~taken[:, gts]  # a taken best box: duplicate
+            rows, cols = np.nonzero(ok)
+            taken[rows, gts[cols]] = True
+        else:  # the still unmatched ground truth of largest IoU, the last among equals (COCOeval's loop)
+            n = counts[dets]
+            seg = np.cumsum(n) - n
+            pairs = _segment_ranges(pair_start[dets], n)
+            cand = np.where(taken[:, pair_gt[pairs]], -1.0, iou[pairs][None, :])  # [T, pairs]
+            top = np.maximum.reduceat(cand, seg, axis=1)  # [T, dets]
+            last = np.where(cand == np.repeat(top, n, axis=1), np.arange(pairs.size), -1)
+            last = np.maximum.reduceat(last, seg, axis=1)
+            ok = top >= thr[:, None]
+            rows, cols = np.nonzero(ok)
+            taken[rows, pair_gt[pairs[last[rows, cols]]]] = True
+        tp[rows, dets[cols]] = True
     return tp
 
 
@@ -363,10 +402,19 @@ def match_detections(
     ops._check_boxes(boxes, "boxes")
     ops._check_boxes(gt_boxes, "gt_boxes")
     _check_scores(scores, "scores", boxes.shape[0])
-    order = np.argsort(-_numpy(scores), kind="mergesort")  # stable: ties keep the given order
-    iou = _coco_iou(_numpy(boxes)[order], _numpy(gt_boxes))
-    is_tp = np.zeros(boxes.shape[0], dtype=bool)
-    is_tp[order] = _match(iou, np.array([thr]), rule)[0]
+    order = np.argsort(-_numpy(scores), kind="stable")  # ties keep the given order
+    n, g = boxes.shape[0], gt_boxes.shape[0]
+    tp = _match_grouped(
+        np.zeros(n, dtype=np.int64),
+        np.arange(n),
+        _numpy(boxes)[order],
+        np.zeros(g, dtype=np.int64),
+        _numpy(gt_boxes),
+        np.array([thr]),
+        rule,
+    )
+    is_tp = np.zeros(n, dtype=bool)
+    is_tp[order] = tp[0]
     return torch.from_numpy(is_tp).to(boxes.device)
 
 
@@ -453,12 +501,53 @@ def average_precision(precision: torch.Tensor, recall: torch.Tensor, method: str
     return float(values.mean())
 
 
-def _check_detections(
+def _check_image(k: int, p: object, t: object, num_classes: int) -> None:
+    """Check one image's detections and ground truth; name the image and key of any problem."""
+    for name, d, keys in (
+        ("predictions", p, ("boxes", "scores", "labels")),
+        ("targets", t, ("boxes", "labels")),
+    ):
+        if not isinstance(d, Mapping):
+            raise TypeError(f"{name}[{k}] must be a mapping with keys {list(keys)}, got {type(d).__name__}")
+        missing = [key for key in keys if key not in d]
+        if missing:
+            raise ValueError(f"{name}[{k}] (image {k}) is missing keys {missing}")
+        for key in keys:
+            if not isinstance(d[key], torch.Tensor):
+                raise TypeError(f"{name}[{k}]['{key}'] must be a Tensor, got {type(d[key]).__name__}")
+    ops._check_boxes(p["boxes"], f"predictions[{k}]['boxes']")
+    ops._check_boxes(t["boxes"], f"targets[{k}]['boxes']")
+    n_box = p["boxes"].shape[0]
+    if (
+        p["scores"].ndim != 1
+        or p["labels"].ndim != 1
+        or not n_box == p["scores"].shape[0] == p["labels"].shape[0]
+    ):
+        raise ValueError(
+            f"image {k}: predictions must have one score and one label per box, got boxes "
+            f"{tuple(p['boxes'].shape)}, scores {tuple(p['scores'].shape)} and labels {tuple(p['labels'].shape)}"
+        )
+    if t["labels"].ndim != 1 or t["labels"].shape[0] != t["boxes"].shape[0]:
+        raise ValueError(
+            f"image {k}: targets must have one label per box, got boxes {tuple(t['boxes'].shape)} "
+            f"and labels {tuple(t['labels'].shape)}"
+        )
+    _check_scores(p["scores"], f"predictions[{k}]['scores']")
+    _check_class_labels(p["labels"], f"predictions[{k}]['labels']", n_box, num_classes)
+    _check_class_labels(t["labels"], f"targets[{k}]['labels']", t["boxes"].shape[0], num_classes)
+
+
+def _detection_arrays(
     predictions: Sequence[Mapping[str, torch.Tensor]],
     targets: Sequence[Mapping[str, torch.Tensor]],
     num_classes: int,
-) -> None:
-    """Check the per-image detection and ground-truth mappings; name the image and key of any problem."""
+) -> dict[str, np.ndarray]:
+    """Check the per-image mappings and concatenate them into NumPy arrays (boxes and scores float64).
+
+    The cheap checks (types, shapes, dtypes) run image by image; the value checks (finite, ordered
+    corners, no NaN score, labels in range) run once on the concatenation, and only if one fails is the
+    image found and checked alone, so the error names the image and key.
+    """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer):
         raise TypeError(f"num_classes must be a positive int, got {num_classes!r}")
     if num_classes < 1:
@@ -470,84 +559,109 @@ def _check_detections(
         raise ValueError(
             f"predictions and targets must have one entry per image, got {len(predictions)} and {len(targets)}"
         )
+    if len(predictions) == 0:
+        raise ValueError("predictions and targets are empty: the targets hold no objects")
+    kinds = (("predictions", "boxes", 2), ("predictions", "scores", 1), ("predictions", "labels", 1))
+    kinds += (("targets", "boxes", 2), ("targets", "labels", 1))
     for k, (p, t) in enumerate(zip(predictions, targets, strict=True)):
-        for name, d, keys in (
-            ("predictions", p, ("boxes", "scores", "labels")),
-            ("targets", t, ("boxes", "labels")),
-        ):
-            if not isinstance(d, Mapping):
-                raise TypeError(
-                    f"{name}[{k}] must be a mapping with keys {list(keys)}, got {type(d).__name__}"
+        d = {"predictions": p, "targets": t}
+        try:
+            shapes_ok = all(
+                isinstance(d[name][key], torch.Tensor) and d[name][key].ndim == nd for name, key, nd in kinds
+            ) and (
+                p["boxes"].shape[-1] == t["boxes"].shape[-1] == 4
+                and p["boxes"].shape[0] == p["scores"].shape[0] == p["labels"].shape[0]
+                and t["boxes"].shape[0] == t["labels"].shape[0]
+                and p["boxes"].is_floating_point()
+                and t["boxes"].is_floating_point()
+                and p["scores"].is_floating_point()
+                and not (
+                    p["labels"].is_floating_point()
+                    or p["labels"].is_complex()
+                    or p["labels"].dtype == torch.bool
                 )
-            missing = [key for key in keys if key not in d]
-            if missing:
-                raise ValueError(f"{name}[{k}] (image {k}) is missing keys {missing}")
-            for key in keys:
-                if not isinstance(d[key], torch.Tensor):
-                    raise TypeError(f"{name}[{k}]['{key}'] must be a Tensor, got {type(d[key]).__name__}")
-        ops._check_boxes(p["boxes"], f"predictions[{k}]['boxes']")
-        ops._check_boxes(t["boxes"], f"targets[{k}]['boxes']")
-        n_box, n_score, n_label = (
-            p["boxes"].shape[0],
-            p["scores"].reshape(-1).shape[0],
-            p["labels"].reshape(-1).shape[0],
+                and not (
+                    t["labels"].is_floating_point()
+                    or t["labels"].is_complex()
+                    or t["labels"].dtype == torch.bool
+                )
+            )
+        except (TypeError, KeyError):
+            shapes_ok = False
+        if not shapes_ok:
+            _check_image(k, p, t, num_classes)  # raises, naming what is wrong
+    cat = {
+        (name, key): torch.cat([d[key].detach().cpu() for d in seq])
+        for name, seq in (("predictions", predictions), ("targets", targets))
+        for key in (("boxes", "scores", "labels") if name == "predictions" else ("boxes", "labels"))
+    }
+    bad = {}
+    for name in ("predictions", "targets"):
+        b, lab = cat[name, "boxes"], cat[name, "labels"]
+        bad[name] = (
+            ~torch.isfinite(b).all(dim=1)
+            | (b[:, 2] < b[:, 0])
+            | (b[:, 3] < b[:, 1])
+            | (lab < 0)
+            | (lab >= num_classes)
         )
-        if p["scores"].ndim != 1 or p["labels"].ndim != 1 or not n_box == n_score == n_label:
-            raise ValueError(
-                f"image {k}: predictions must have one score and one label per box, got boxes "
-                f"{tuple(p['boxes'].shape)}, scores {tuple(p['scores'].shape)} and labels {tuple(p['labels'].shape)}"
-            )
-        if t["labels"].ndim != 1 or t["labels"].shape[0] != t["boxes"].shape[0]:
-            raise ValueError(
-                f"image {k}: targets must have one label per box, got boxes {tuple(t['boxes'].shape)} "
-                f"and labels {tuple(t['labels'].shape)}"
-            )
-        _check_scores(p["scores"], f"predictions[{k}]['scores']")
-        _check_class_labels(p["labels"], f"predictions[{k}]['labels']", n_box, num_classes)
-        _check_class_labels(t["labels"], f"targets[{k}]['labels']", t["boxes"].shape[0], num_classes)
+    bad["predictions"] |= torch.isnan(cat["predictions", "scores"])
+    for name, seq in (("predictions", predictions), ("targets", targets)):
+        if bad[name].any():
+            counts = torch.tensor([d["boxes"].shape[0] for d in seq])
+            k = int(torch.searchsorted(counts.cumsum(0), torch.nonzero(bad[name])[0, 0], right=True))
+            _check_image(k, predictions[k], targets[k], num_classes)  # raises, naming what is wrong
+    det_counts = np.array([p["boxes"].shape[0] for p in predictions])
+    gt_counts = np.array([t["boxes"].shape[0] for t in targets])
+    return {
+        "det_image": np.repeat(np.arange(len(predictions)), det_counts),
+        "det_boxes": cat["predictions", "boxes"].double().numpy(),
+        "det_scores": cat["predictions", "scores"].double().numpy(),
+        "det_labels": cat["predictions", "labels"].long().numpy(),
+        "gt_image": np.repeat(np.arange(len(targets)), gt_counts),
+        "gt_boxes": cat["targets", "boxes"].double().numpy(),
+        "gt_labels": cat["targets", "labels"].long().numpy(),
+    }
 
 
 def _evaluate_detections(
-    predictions: Sequence[Mapping[str, torch.Tensor]],
-    targets: Sequence[Mapping[str, torch.Tensor]],
+    arrays: dict[str, np.ndarray],
     num_classes: int,
     thresholds: np.ndarray,
     rule: str,
     max_detections: int | None,
 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
-    """Match every image's detections class by class, as ``COCOeval.evaluateImg`` does, and pool them.
+    """Match the detections of every image and class, as ``COCOeval.evaluateImg`` does, and pool them.
 
     Per image and class, detections are stably sorted by decreasing score and cut to the best
-    ``max_detections``; one float64 IoU matrix per image serves every class and every threshold. The
-    pooled detections of a class are ranked by a stable sort of their scores, ties in image order (as
-    ``COCOeval.accumulate``). Returns, per class, ``(scores [D], is_tp [T, D])`` in rank order, and the
-    number of ground-truth objects per class.
+    ``max_detections``, then matched (:func:`_match_grouped`). The pooled detections of a class are
+    ranked by a stable sort of their scores, ties in image order (as ``COCOeval.accumulate``). Returns,
+    per class, ``(scores [D], is_tp [T, D])`` in rank order, and the number of objects per class.
     """
-    per_class: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(num_classes)]
-    num_gt = np.zeros(num_classes, dtype=np.int64)
-    for p, t in zip(predictions, targets, strict=True):
-        labels, gt_labels = _numpy(p["labels"], np.int64), _numpy(t["labels"], np.int64)
-        num_gt += np.bincount(gt_labels, minlength=num_classes)
-        if labels.size == 0:
-            continue
-        scores, boxes, gt_boxes = _numpy(p["scores"]), _numpy(p["boxes"]), _numpy(t["boxes"])
-        order = np.argsort(-scores, kind="mergesort")
-        labels_sorted = labels[order]
-        iou = _coco_iou(boxes[order], gt_boxes)  # one matrix per image, sliced per class
-        for c in np.unique(labels_sorted):
-            rows = np.flatnonzero(labels_sorted == c)[:max_detections]
-            cols = np.flatnonzero(gt_labels == c)
-            tp = _match(iou[np.ix_(rows, cols)], thresholds, rule)
-            per_class[c].append((scores[order[rows]], tp))
-    pooled = []
-    for c in range(num_classes):
-        if not per_class[c]:
-            pooled.append((np.zeros(0), np.zeros((thresholds.shape[0], 0), dtype=bool)))
-            continue
-        scores = np.concatenate([s for s, _ in per_class[c]])
-        tp = np.concatenate([m for _, m in per_class[c]], axis=1)
-        rank = np.argsort(-scores, kind="mergesort")
-        pooled.append((scores[rank], tp[:, rank]))
+    a = arrays
+    num_gt = np.bincount(a["gt_labels"], minlength=num_classes)
+    # detections grouped by (image, class), best score first inside a group, ties in the given order
+    det_group = a["det_image"] * num_classes + a["det_labels"]
+    order = np.lexsort((-a["det_scores"], det_group))
+    det_group = det_group[order]
+    first = np.flatnonzero(np.r_[True, det_group[1:] != det_group[:-1]]) if order.size else np.zeros(0, int)
+    rank = np.arange(order.size) - np.repeat(first, np.diff(np.r_[first, order.size]))
+    if max_detections is not None:
+        keep = rank < max_detections
+        order, det_group, rank = order[keep], det_group[keep], rank[keep]
+    gt_group = a["gt_image"] * num_classes + a["gt_labels"]
+    gt_order = np.argsort(gt_group, kind="stable")
+    tp = _match_grouped(
+        det_group, rank, a["det_boxes"][order], gt_group[gt_order], a["gt_boxes"][gt_order], thresholds, rule
+    )
+    # per class, rank by score; ties keep image order, then the order inside the image
+    scores, labels = a["det_scores"][order], a["det_labels"][order]
+    by_class = np.lexsort((-scores, labels))
+    scores, labels, tp = scores[by_class], labels[by_class], tp[:, by_class]
+    bounds = np.searchsorted(labels, np.arange(num_classes + 1))
+    pooled = [
+        (scores[bounds[c] : bounds[c + 1]], tp[:, bounds[c] : bounds[c + 1]]) for c in range(num_classes)
+    ]
     return pooled, num_gt
 
 
@@ -614,9 +728,9 @@ def mean_average_precision(
         raise ValueError(f"method must be 'all' or '101', got {method!r}")
     _check_rule(rule)
     _check_count(max_detections, "max_detections", allow_none=True)
-    _check_detections(predictions, targets, num_classes)
+    arrays = _detection_arrays(predictions, targets, num_classes)
     pooled, num_gt = _evaluate_detections(
-        predictions, targets, num_classes, np.asarray(thresholds, dtype=np.float64), rule, max_detections
+        arrays, num_classes, np.asarray(thresholds, dtype=np.float64), rule, max_detections
     )
     if num_gt.sum() == 0:
         raise ValueError("mean_average_precision: the targets hold no objects")
@@ -663,11 +777,9 @@ def coco_map(
     Introduced in chapter 08.
     """
     _check_count(max_detections, "max_detections")
-    _check_detections(predictions, targets, num_classes)
+    arrays = _detection_arrays(predictions, targets, num_classes)
     thresholds = np.asarray(COCO_IOU_THRESHOLDS)
-    pooled, num_gt = _evaluate_detections(
-        predictions, targets, num_classes, thresholds, "coco", int(max_detections)
-    )
+    pooled, num_gt = _evaluate_detections(arrays, num_classes, thresholds, "coco", int(max_detections))
     if num_gt.sum() == 0:
         raise ValueError("coco_map: the targets hold no objects")
     precision = np.full((thresholds.shape[0], _COCO_LEVELS.shape[0], num_classes), np.nan)

@@ -233,8 +233,7 @@ def test_match_detections_tie_breaking_of_each_rule():
     gt = torch.tensor([_box(0, 0), _box(0, 0)])
     one = torch.tensor([_box(0, 1)])
     assert metrics.match_detections(one, torch.tensor([1.0]), gt).tolist() == [True]
-    iou = metrics._coco_iou(one.double().numpy(), gt.double().numpy())
-    assert metrics._match(iou, np.array([0.5]), "coco").tolist() == [[True]]
+    assert metrics.match_detections(one, torch.tensor([1.0]), gt, rule="voc").tolist() == [True]
     # a detection exactly between two objects (IoU 2/3 with both) and a later one on the left object:
     # COCO's first detection takes the right object (the last), leaving the left one for the second;
     # VOC's takes the left one (the first), and the second becomes a duplicate
@@ -679,7 +678,30 @@ _BAD_DETECTION_INPUTS = [
         ValueError,
         r"predictions\[0\]\['labels'\] must be in",
     ),
+    # a bad value in the second image: the error names image 1
+    (
+        [_P, _with(_P, scores=torch.tensor([0.5, 0.1, float("nan")]))],
+        [_T, _T],
+        1,
+        ValueError,
+        r"predictions\[1\]\['scores'\] contains NaN",
+    ),
+    (
+        [_P, _P],
+        [_T, _with(_T, boxes=torch.tensor([[0.0, 0.0, float("inf"), 1.0]]))],
+        1,
+        ValueError,
+        r"targets\[1\]\['boxes'\] contains NaN or infinite",
+    ),
+    (
+        [_P, _with(_P, labels=torch.tensor([0, 0, 2]))],
+        [_T, _T],
+        1,
+        ValueError,
+        r"predictions\[1\]\['labels'\] must be in \[0, 1\), got range \[0, 2\]",
+    ),
     ([_P], [_T], 0, ValueError, "num_classes must be a positive int"),
+    ([], [], 1, ValueError, "no objects"),
     ([_P], [_T], 1.0, TypeError, "num_classes must be a positive int"),
     (
         [_P],
