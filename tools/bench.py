@@ -16,8 +16,9 @@ when a measured CPU row breaks a budget.
 Library operations: with one torch thread, ``course_lib.ops`` (``box_iou``, ``nms``, ``batched_nms``)
 against ``torchvision.ops`` on 1,000 and 5,000 clustered boxes and on a chain of 2,000 shifted boxes, and
 ``metrics.coco_map`` against pycocotools' ``COCOeval`` on 200 images, written to ``assets/ops_bench.md``
-and ``assets/ops_bench.json``. Run with ``--ops`` alone, and by a full run (no chapters named). The tool
-exits 1 when a ratio exceeds 1.5.
+and ``assets/ops_bench.json`` (and between the ``ops-bench`` markers of README.md, where it has them).
+Run with ``--ops`` alone (``--ops --render`` only re-renders), and by a full run (no chapters named).
+The tool exits 1 when a ratio exceeds 1.5.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ README_START, README_END = "<!-- runtimes:start -->", "<!-- runtimes:end -->"
 OPS_RESULTS = ROOT / "assets" / "ops_bench.json"
 OPS_PAGE = ROOT / "assets" / "ops_bench.md"
 OPS_RATIO_GOAL = 1.5
+OPS_START, OPS_END = "<!-- ops-bench:start -->", "<!-- ops-bench:end -->"
 
 
 # ------------------------------------------------------------------------------------- measuring
@@ -457,14 +459,27 @@ def ops_table(results: dict) -> str:
     )
 
 
-def write_ops(results: dict) -> None:
-    OPS_RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    OPS_PAGE.write_text(
+def ops_page(results: dict) -> str:
+    return (
         "# Speed of the library operations\n\n"
         "course_lib's box operations and COCO evaluation, timed against the libraries they reproduce.\n\n"
-        + ops_table(results),
-        encoding="utf-8",
+        + ops_table(results)
     )
+
+
+def render_ops(results: dict) -> None:
+    """Write ``assets/ops_bench.md`` and, where README.md has the ops-bench markers, the table there."""
+    OPS_PAGE.write_text(ops_page(results), encoding="utf-8")
+    text = README.read_text(encoding="utf-8")
+    if OPS_START in text:
+        README.write_text(
+            manifest.replace_between(text, OPS_START, OPS_END, ops_table(results)), encoding="utf-8"
+        )
+
+
+def write_ops(results: dict) -> None:
+    OPS_RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    render_ops(results)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -478,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.one:
         print(json.dumps(_measure_one(args.one)))
+        return 0
+    if args.ops and args.render:
+        render_ops(json.loads(OPS_RESULTS.read_text(encoding="utf-8")))
         return 0
     if args.ops:
         return run_ops()
