@@ -26,6 +26,8 @@
 # - explain with the chain rule why all-positive inputs restrict the gradient of a neuron, and
 #   measure how centring improves the conditioning of a linear least-squares problem;
 # - standardize and min-max scale features, and know when it matters;
+# - normalize images per channel with `torchvision.transforms.v2.Normalize`, with statistics streamed
+#   from the training split or inherited from pretrained weights, in the pipeline or inside the model;
 # - compute PCA, PCA whitening and ZCA whitening from the covariance matrix, check them against
 #   `course_lib.preprocess.PCA` and scikit-learn, and use PCA to compress the input of a classifier.
 #
@@ -44,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.decomposition import PCA as SkPCA
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
+from torchvision.transforms import v2
 
 from course_lib import data, preprocess, runtime, viz
 
@@ -291,6 +294,13 @@ assert mixed.any(), "expected at least one mixed-sign mini-batch gradient"
 # The optimum lies to the lower right, in the fourth quadrant, which no single step can head for:
 # the path has to zig-zag. With centred inputs the steps can point anywhere and the path heads
 # straight for $w^*$.
+#
+# A fair comparison needs care with the learning rate. One SGD step on example $x$ multiplies the
+# error along $x$ by $1 - \eta \lVert x\rVert^2$, so the largest stable rate is about
+# $2/\lVert x\rVert^2$: about 0.26 for raw inputs (where $\lVert x\rVert^2$ reaches 8) and ten
+# times more for centred ones. Comparing both at one rate would favour one of them by construction,
+# so we run each on the same grid of learning rates (0.01 to 7, in steps of $\sqrt 2$) and show each
+# at its own best: the rate that first brings $\lVert w - w^*\rVert$ below 0.1 within one pass.
 
 # %%
 gen = torch.Generator().manual_seed(1)
@@ -308,10 +318,22 @@ def sgd_path(x, lr):
     return torch.stack(path)
 
 
-paths = {
-    "raw inputs in [1, 2]$^2$": sgd_path(x_zz, lr=0.2),
-    "centred inputs": sgd_path(x_zz - x_zz.mean(0), lr=2.0),
-}
+def steps_to(path, tol=0.1):
+    """Number of steps after which the path stays within tol of w* (len(path) if it never gets there)."""
+    far = ((path - w_star).norm(dim=1) >= tol).nonzero()
+    return int(far.max()) + 1 if len(far) else 0
+
+
+zz_lrs = [0.01 * 2 ** (k / 2) for k in range(20)]  # 0.01 ... 7.2
+paths, zz_best = {}, {}
+for name, x_in in [("raw inputs in [1, 2]$^2$", x_zz), ("centred inputs", x_zz - x_zz.mean(0))]:
+    steps_per_lr = [steps_to(sgd_path(x_in, lr)) for lr in zz_lrs]
+    best = min(range(len(zz_lrs)), key=lambda i: steps_per_lr[i])  # noqa: B023
+    paths[name], zz_best[name] = sgd_path(x_in, zz_lrs[best]), (zz_lrs[best], steps_per_lr[best])
+    same_lr = steps_to(sgd_path(x_in, zz_lrs[10]))
+    print(
+        f"{name:>24}: best lr {zz_lrs[best]:.2f} -> {steps_per_lr[best]} steps; at lr 0.32: {same_lr} steps"
+    )
 fig, axes = plt.subplots(1, 2, figsize=(9, 4.4))
 for ax, (name, p) in zip(axes, paths.items(), strict=True):
     if name.startswith("raw"):  # the double cone of directions +-x for x in [1, 2]^2
@@ -321,17 +343,30 @@ for ax, (name, p) in zip(axes, paths.items(), strict=True):
             ax.fill(cone[:, 0], cone[:, 1], color=viz.color(5), alpha=0.25, lw=0)
         ax.text(0.75, 0.55, "directions\nof +x", color=viz.color(0), fontsize=9)
         ax.text(-1.2, -0.95, "directions\nof -x", color=viz.color(0), fontsize=9)
-    far = ((p - w_star).norm(dim=1) >= 0.1).nonzero()
-    n_close = int(far.max()) + 1 if len(far) else 0
+    lr_best, n_close = zz_best[name]
     p = p.numpy()
     ax.plot(p[:, 0], p[:, 1], "-o", color=viz.color(0), ms=2, lw=0.8, label="SGD path (one pass)")
     ax.plot(*w_star, "*", color=viz.color(3), ms=14, label="optimum $w^*$")
     ax.plot(0, 0, "s", color=viz.color("reference"), ms=6, label="start")
     ax.set(xlim=(-1.3, 1.6), ylim=(-1.6, 1.3), xlabel="$w_1$", ylabel="$w_2$", aspect="equal")
-    ax.set_title(f"{name}: {n_close} steps to $|w - w^*| < 0.1$")
+    ax.set_title(f"{name}, lr {lr_best:.2f}: {n_close} steps to $|w - w^*| < 0.1$", fontsize=10)
     ax.legend(loc="upper left", fontsize=8)
-fig.suptitle("Same-sign updates force a zig-zag towards an optimum in the fourth quadrant")
+fig.suptitle(
+    "Same-sign updates force a zig-zag towards an optimum in the fourth quadrant (each at its best lr)"
+)
 plt.show()
+
+# %%
+(lr_raw, n_raw), (lr_cen, n_cen) = zz_best.values()
+assert n_cen * 4 < n_raw, f"centred {n_cen} vs raw {n_raw} steps, each at its best learning rate"
+assert lr_cen > 4 * lr_raw, f"best learning rates: raw {lr_raw:.2f}, centred {lr_cen:.2f}"
+
+# %% [markdown]
+# Each at its own best learning rate, centring cuts the steps several-fold, and its best rate is
+# about ten times larger. The printout also shows where the gain comes from: at one and the same
+# rate (0.32, the best for raw inputs) the two need about as many steps. Centring does not make a
+# given step better; it removes the one large input direction, the mean, that forbids larger steps.
+# Section 4 finds the same with full-batch gradient descent.
 
 # %% [markdown]
 # ## 4. Conditioning: the experiment of this chapter
@@ -611,6 +646,150 @@ assert acc_units < 0.5 < 0.95 < acc_units_std, "standardization should rescue th
 # level; after standardization every feature weighs the same and the accuracy is back. On the pixels
 # alone standardization slightly *hurts*: it blows up the rarely used border pixels to the same weight
 # as the informative centre ones. Preprocessing is a modelling choice, not a ritual.
+#
+
+# %% [markdown]
+# ### Per-channel normalization, as image pipelines do it
+#
+# For photos and convolutional networks the standard recipe is the per-channel form of
+# standardization: one mean $\mu_c$ and one standard deviation $\sigma_c$ per colour channel $c$,
+# computed over all training images *and* all positions, and applied as
+#
+# $$
+# x'_{c,i,j} = \frac{x_{c,i,j} - \mu_c}{\sigma_c} .
+# $$
+#
+# Per-channel statistics survive crops, flips and changes of image size (section 2), and three
+# numbers per statistic cannot overfit. What practice adds:
+#
+# - **Statistics from the training split, streamed.** A real training set does not fit in memory,
+#   so the statistics are accumulated over a `DataLoader`: per-channel sums of $x$ and of $x^2$ and
+#   a count, then $\mu = S_1/n$ and $\sigma^2 = (S_2 - S_1^2/n)/(n-1)$. Accumulate in float64: the
+#   difference $S_2 - S_1^2/n$ cancels leading digits, and float32 has few to lose.
+# - **Pretrained weights bring their own statistics.** A network trained on ImageNet learned its
+#   first filters on inputs normalized with ImageNet's channel means (0.485, 0.456, 0.406) and
+#   standard deviations (0.229, 0.224, 0.225), and when it is fine-tuned on a new dataset it must
+#   be fed the same, whatever the new dataset's statistics. torchvision stores them with each set of
+#   pretrained weights, in `weights.transforms()`.
+# - **Normalize comes last, on floats.** In a torchvision pipeline the image is converted to a float
+#   tensor in $[0, 1]$ first (`v2.ToDtype(torch.float32, scale=True)` divides `uint8` values by 255),
+#   then `v2.Normalize(mean, std)` applies the formula above, so the statistics must be in the same
+#   $[0, 1]$ units.
+# - **No PCA or ZCA whitening for CNNs.** For a $3 \times 224 \times 224$ image the covariance
+#   matrix has $150{,}528^2$ entries (about 90 GB in float32), whitening amplifies noise (exercise 3),
+#   and a global linear map of the pixels throws away nothing a convolutional network cannot learn
+#   itself. ZCA appeared in some CIFAR-10 work (e.g. maxout networks, Goodfellow et al. 2013); modern
+#   pipelines use per-channel normalization, and normalization layers *inside* the network
+#   (batch normalization, chapter 05) keep later layers well scaled.
+# - **In the data pipeline or inside the model?** torchvision's convention puts `Normalize` in the
+#   data pipeline, where it runs per image in the loader's worker processes. The alternative is a
+#   fixed first layer of the model that holds $\mu$ and $\sigma$ as buffers: then the model takes
+#   images in $[0, 1]$, its statistics are saved in its `state_dict`, they move with it to the
+#   device, and deployment code cannot forget or mismatch them. Either way the same fixed
+#   statistics serve training, validation, test and deployment (the golden rule).
+#
+# We try all of it on the coloured-shapes scenes of `data.make_shapes` (chapter 00): 512 training
+# scenes and 128 validation scenes of $3 \times 32 \times 32$ pixels.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+shapes_train = data.make_shapes(512, size=32, seed=0).images  # [512, 3, 32, 32] in [0, 1]
+shapes_val = data.make_shapes(128, size=32, seed=1).images
+loader = torch.utils.data.DataLoader(shapes_train, batch_size=64)
+
+s1 = torch.zeros(3, dtype=torch.float64)  # streamed per-channel sums of x and x^2, and the count
+s2 = torch.zeros(3, dtype=torch.float64)
+count = 0
+for batch in loader:
+    b64 = batch.double()
+    s1 += b64.sum(dim=(0, 2, 3))
+    s2 += (b64**2).sum(dim=(0, 2, 3))
+    count += b64[:, 0].numel()
+mu_c = s1 / count
+sigma_c = ((s2 - s1**2 / count) / (count - 1)).sqrt()
+torch.testing.assert_close(mu_c.float(), shapes_train.mean(dim=(0, 2, 3)))  # one pass over all data
+torch.testing.assert_close(sigma_c.float(), shapes_train.std(dim=(0, 2, 3)))
+print("per-channel mean (R, G, B):", [round(v, 3) for v in mu_c.tolist()])
+print("per-channel std  (R, G, B):", [round(v, 3) for v in sigma_c.tolist()])
+
+# %% [markdown]
+# The same normalization three ways: from scratch with broadcasting, with
+# `torchvision.transforms.v2.Normalize`, and with `data.Normalizer(per="channel")` (with `eps=0`,
+# since `Normalize` adds none), all with the training statistics, applied to the validation scenes.
+
+# %%
+mean_list, std_list = mu_c.float().tolist(), sigma_c.float().tolist()
+val_scratch = (shapes_val - mu_c.float()[:, None, None]) / sigma_c.float()[:, None, None]
+val_tv = v2.Normalize(mean=mean_list, std=std_list)(shapes_val)
+val_lib = data.Normalizer(per="channel", eps=0.0).fit(shapes_train).transform(shapes_val)
+torch.testing.assert_close(val_tv, val_scratch)
+torch.testing.assert_close(val_lib, val_scratch)
+
+# a complete pipeline from 8-bit images: to float in [0, 1], then normalize
+shapes_val_u8 = (shapes_val * 255).round().to(torch.uint8)
+pipeline = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=mean_list, std=std_list)])
+torch.testing.assert_close(pipeline(shapes_val_u8), v2.Normalize(mean_list, std_list)(shapes_val_u8 / 255))
+try:
+    v2.Normalize(mean=mean_list, std=std_list)(shapes_val_u8)
+    raise AssertionError("Normalize accepted uint8 input")
+except TypeError as err:
+    print("Normalize on uint8 refuses:", err)
+print(
+    "validation per-channel mean after normalization:",
+    [round(v, 3) for v in val_tv.mean(dim=(0, 2, 3)).tolist()],
+)
+print(
+    "validation per-channel std after normalization: ",
+    [round(v, 3) for v in val_tv.std(dim=(0, 2, 3)).tolist()],
+)
+
+# %% [markdown]
+# The validation scenes come out close to mean 0 and standard deviation 1, not exactly: they are new
+# data seen through the training statistics. Now the same normalization as the first layer of a
+# model. Buffers (`register_buffer`) are tensors that belong to the module without being trained:
+# they are saved in the `state_dict` and follow `.to(device)`.
+
+
+# %%
+class ChannelNormalize(torch.nn.Module):
+    """(x - mean_c) / std_c for x in [0, 1] of shape [N, C, H, W], with fixed statistics as buffers."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+model = torch.nn.Sequential(ChannelNormalize(mean_list, std_list), torch.nn.Conv2d(3, 8, 3, padding=1)).to(
+    device
+)
+torch.testing.assert_close(model[0](shapes_val.to(device)).cpu(), val_tv)
+print("state_dict:", {k: tuple(v.shape) for k, v in model.state_dict().items()})
+print(
+    "trainable parameters:", sum(p.numel() for p in model.parameters()), "(the statistics are not among them)"
+)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+imagenet_std = torch.tensor([0.229, 0.224, 0.225])  # imagenet_mean is defined in section 2
+print("ImageNet statistics that torchvision's pretrained classifiers expect (their weights.transforms()):")
+print(
+    "  mean",
+    [round(v, 3) for v in imagenet_mean.tolist()],
+    " std",
+    [round(v, 3) for v in imagenet_std.tolist()],
+)
+print("the six photos of section 2, per-channel mean:", [round(v, 3) for v in channel_mean.tolist()])
+print("the shapes' training split, per-channel mean: ", [round(v, 3) for v in mu_c.tolist()])
+
+# %% [markdown]
+# The shapes, mostly black background, have channel means far below ImageNet's. A network trained
+# from scratch on them should use their own statistics; a network pretrained on ImageNet and
+# fine-tuned on them should keep ImageNet's, because its first layer was fitted to inputs
+# normalized that way.
 #
 # ## 6. PCA and whitening
 #
@@ -955,15 +1134,22 @@ _ = widgets.interact(show_reconstruction, k=widgets.IntSlider(min=1, max=64, ste
 # - Preprocessing statistics are model parameters: fit them on the training split, apply them
 #   unchanged to validation, test and deployment data (`data.Normalizer`, `preprocess.PCA` follow
 #   the fit/transform pattern).
-# - Mean subtraction: `X -= X.mean(0)`, not `X = X.mean(0)`. Per-pixel means for aligned data,
-#   per-channel means for photos and convolutional networks.
+# - Mean subtraction: `X = X - X.mean(0)` (out of place, so the stored data stay untouched), not
+#   `X = X.mean(0)`. Per-pixel means for aligned data, per-channel means for photos and
+#   convolutional networks.
 # - With all-positive inputs, every single example's gradient on a neuron's weights has one sign for
 #   all components (the sign of $\partial L/\partial z$); mini-batch sums can mix signs. The full-batch
 #   effect of centring is conditioning: on the 2-D problem, 55 vs 1 and hundreds of steps vs three.
+#   Compare preprocessing choices each at its own best learning rate: centring mostly raises the
+#   largest stable rate.
 # - On a real model with a bias the gain is smaller and depends on re-tuning the learning rate;
 #   the final accuracy does not change. Standardization helps at every learning rate.
 # - Standardization gives mean 0 and variance 1, not a $[-1, 1]$ range. Scaling matters when
 #   features have different units; for images it is mostly optional.
+# - CNN pipelines normalize per channel: `v2.ToDtype(torch.float32, scale=True)` then
+#   `v2.Normalize(mean, std)`, with the training split's statistics (streamed, in float64) or, for
+#   pretrained weights, the statistics they were trained with (ImageNet's). No PCA whitening.
+#   A fixed first layer with the statistics as buffers makes the model self-contained.
 # - PCA: $\Sigma = X^\top X/N = U\Lambda U^\top$, $X_{\text{rot}} = XU$; whitening divides by
 #   $\sqrt{\lambda_k+\epsilon}$; ZCA rotates back. On the digits 16-24 of 64 components keep most of
 #   the accuracy of a linear classifier.
@@ -1096,3 +1282,7 @@ assert err_svd < err_eigh
 # - S. Ioffe, C. Szegedy (2015). Batch normalization: accelerating deep network training by reducing
 #   internal covariate shift. ICML 2015, arXiv:1502.03167. (Normalizing inside the network:
 #   chapter 05, regularization.)
+# - I. J. Goodfellow, D. Warde-Farley, M. Mirza, A. Courville, Y. Bengio (2013). Maxout networks.
+#   ICML 2013, arXiv:1302.4389. (Global contrast normalization and ZCA whitening on CIFAR-10.)
+# - torchvision documentation: transforms v2 (`ToDtype`, `Normalize`) and the `transforms()` of
+#   pretrained weights, https://pytorch.org/vision/stable/transforms.html.
