@@ -49,6 +49,9 @@ def _check_boxes(boxes: Tensor, name: str, *, ndim: int | None = 2) -> None:
         raise ValueError(f"{name} must have shape {want} (x1, y1, x2, y2), got {tuple(boxes.shape)}")
     if boxes.numel() == 0:
         return
+    # one pass and one synchronisation when all is well (NaN fails >=); the details only on failure
+    if bool((torch.isfinite(boxes).all() & (boxes[..., 2:] >= boxes[..., :2]).all()).item()):
+        return
     if not torch.isfinite(boxes).all():
         raise ValueError(f"{name} contains NaN or infinite coordinates")
     bad = (boxes[..., 2] < boxes[..., 0]) | (boxes[..., 3] < boxes[..., 1])
@@ -360,13 +363,12 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     if boxes.shape[0] == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
     order = torch.sort(scores.detach(), descending=True, stable=True).indices
-    sorted_boxes, sorted_idxs = boxes.detach()[order], idxs[order]
-    categories = torch.unique(sorted_idxs)
-    if categories.numel() == 1:
-        return order[_greedy_nms_sorted(sorted_boxes, thr)]
+    sorted_boxes = boxes.detach()[order]
     # group the score-sorted positions by category (a stable sort keeps score order inside each group)
-    by_category = torch.sort(sorted_idxs, stable=True)
+    by_category = torch.sort(idxs[order], stable=True)
     counts = torch.unique_consecutive(by_category.values, return_counts=True)[1].tolist()
+    if len(counts) == 1:
+        return order[_greedy_nms_sorted(sorted_boxes, thr)]
     kept = []
     for positions in torch.split(by_category.indices, counts):
         kept.append(positions[_greedy_nms_sorted(sorted_boxes[positions], thr)])
