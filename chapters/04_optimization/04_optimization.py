@@ -1435,7 +1435,7 @@ print(f"tuned mini-batch optimizers: test accuracy {min(test_acc[n] for n in min
 #   4 epochs, Adam and AdamW after about 2.5 and plain SGD after about 7.5 (the table's last column):
 #   a real two- to three-fold speed-up of the optimization, which does not show in the final test
 #   accuracy of this easy problem.
-# - **Sensitivity.** Every optimizer has a usable range (validation accuracy within 0.02 of its best)
+# - **Sensitivity.** Every mini-batch optimizer has a usable range (validation accuracy within 0.02 of its best)
 #   one to two decades wide, and falls off steeply on both sides: too small and 10 epochs are not
 #   enough, too large and the run diverges to chance. What differs is where the range sits. Momentum's
 #   is about ten times lower than plain SGD's, since its steps are up to ten times longer; Adam and
@@ -1891,7 +1891,7 @@ assert runs[0.1, 45]["dead"][0] < runs[0.1, 9]["dead"][0] - 0.1, "a longer warm-
 # initialization and a few percent at peak 0.01. The surviving units are enough for the digits, so
 # the accuracy hides the damage. A five-epoch warm-up kills fewer units but still far more than a
 # smaller peak rate. So warm-up makes a too-large rate survivable; it does not make it a good rate,
-# and the best runs here are at the smaller peaks, where warm-up changes little. Warm-up does not make
+# and the best runs here are at the smaller peaks, where warm-up changes the accuracy little. Warm-up does not make
 # training faster by itself either: it makes larger rates safe, and where a problem needs larger rates
 # or larger batches (large-batch ImageNet training, transformers), that is what makes training faster.
 #
@@ -2201,6 +2201,35 @@ for name in ("Adam", "GD"):
 # Adam's step is m_hat / sqrt(v_hat): scaling every gradient by c scales m by c and sqrt(v) by c, and
 # the ratio is unchanged (epsilon = 1e-8 is negligible next to these gradients). GD's step is scaled by
 # 1000: eta L = 1.98 becomes 1980, far beyond 2, and it diverges until the numbers overflow.
+
+# %% [markdown]
+# ### Exercise 5: backpropagation through a tanh regression network
+#
+# A network $X \to Z = XW_1^\top + b_1 \to H = \tanh Z \to P = HW_2^\top + b_2$ is trained with the mean
+# squared error $L = \frac{1}{Bd}\sum_{b,k}(P_{bk} - T_{bk})^2$ over a batch of $B$ examples with $d$
+# outputs. Write the backward pass by hand (use $\tanh' = 1 - \tanh^2$, which the forward pass already
+# computed) for $B = 16$, 5 inputs, 7 hidden units and $d = 3$ outputs in float64, and check all four
+# parameter gradients and $\partial L/\partial X$ against autograd with `torch.testing.assert_close`.
+
+# %% tags=["hide-cell"]
+g5 = torch.Generator().manual_seed(5)
+X5 = torch.randn(16, 5, dtype=torch.float64, generator=g5, requires_grad=True)
+T5 = torch.randn(16, 3, dtype=torch.float64, generator=g5)
+W1_5 = torch.randn(7, 5, dtype=torch.float64, generator=g5, requires_grad=True)
+b1_5 = torch.randn(7, dtype=torch.float64, generator=g5, requires_grad=True)
+W2_5 = torch.randn(3, 7, dtype=torch.float64, generator=g5, requires_grad=True)
+b2_5 = torch.randn(3, dtype=torch.float64, generator=g5, requires_grad=True)
+H5 = torch.tanh(X5 @ W1_5.T + b1_5)
+P5 = H5 @ W2_5.T + b2_5
+F.mse_loss(P5, T5).backward()
+with torch.no_grad():
+    dP5 = 2 * (P5 - T5) / P5.numel()  # the mean runs over B * d entries
+    dW2_5, db2_5, dH5 = dP5.T @ H5, dP5.sum(0), dP5 @ W2_5
+    dZ5 = dH5 * (1 - H5**2)
+    dW1_5, db1_5, dX5 = dZ5.T @ X5, dZ5.sum(0), dZ5 @ W1_5
+for ours, leaf in ((dW1_5, W1_5), (db1_5, b1_5), (dW2_5, W2_5), (db2_5, b2_5), (dX5, X5)):
+    torch.testing.assert_close(ours, leaf.grad)
+print("tanh regression network: all five gradients by hand == autograd")
 
 # %% [markdown]
 # ## References
