@@ -15,7 +15,7 @@
 # An L2 loss asks for the average of every plausible answer, which is why L2-trained restoration
 # models produce grey, blurry images when the answer is uncertain. An L1 loss asks for the median and
 # shrugs off outliers. Cross-entropy is written on logits because the version on probabilities
-# overflows. A box loss built on IoU gives no gradient once the boxes stop overlapping. This
+# takes $\log 0$: the probability rounds to exactly 0 or 1. A box loss built on IoU gives no gradient once the boxes stop overlapping. This
 # chapter builds the losses of computer vision from their formulas, checks each one against its
 # PyTorch, torchvision or SciPy counterpart, and measures on small experiments what each of them
 # does to a model.
@@ -27,10 +27,11 @@
 #   *median*;
 # - plot and reason about the gradient each loss sends back, and say why the logit versions of the
 #   cross-entropy are the stable ones;
-# - compute feature (perceptual), style (Gram) and identity losses with a feature network;
+# - compute feature (perceptual) and style (Gram) losses with a feature network, and say what the
+#   identity loss on embeddings does (an L2 loss between unit vectors);
 # - compute IoU and GIoU for boxes, and show why 1 − GIoU trains where 1 − IoU is flat;
-# - implement SimCLR's NT-Xent loss, and match predictions to targets with the Hungarian algorithm as
-#   DETR does.
+# - state the adversarial and the contrastive (NT-Xent) losses and check them against `course_lib`,
+#   ready for the chapters that train with them (10, 17, 18).
 #
 # **Prerequisites.** [Chapter 00](../00_introduction/00_introduction.ipynb) (tensors, the training
 # loop), [chapter 02](../02_activations_and_init/02_activations_and_init.ipynb) (sigmoid, softmax and
@@ -52,7 +53,6 @@ import torch.nn.functional as F
 import torchvision.ops as tvops
 from matplotlib.colors import to_rgb
 from matplotlib.patches import Rectangle
-from scipy.optimize import linear_sum_assignment
 from sklearn.linear_model import QuantileRegressor
 from sklearn.metrics import mean_squared_log_error, root_mean_squared_log_error
 from torch import nn
@@ -85,9 +85,9 @@ device = runtime.setup(seed=0)
 # train with cross-entropy and report accuracy. The IoU section below meets the same problem again.
 #
 # **Reduction.** A loss over a batch (and over the pixels of an image) is either summed or averaged.
-# PyTorch's losses take `reduction="mean"` (the default), `"sum"` or `"none"`. The mean keeps the
-# size of the gradient independent of the batch size, so the same learning rate works for batches of
-# 10 and of 1,000:
+# PyTorch's losses take `reduction="mean"` (the default), `"sum"` or `"none"`. With the sum, the
+# gradient grows in proportion to the batch; with the mean it is an *average* of per-example
+# gradients, so its scale stays the same for batches of 10 and of 1,000:
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -102,6 +102,31 @@ for n in (10, 100, 1000):
     (g_sum,) = torch.autograd.grad(F.mse_loss(w.expand(n), y_n, reduction="sum"), w)
     (g_mean,) = torch.autograd.grad(F.mse_loss(w.expand(n), y_n, reduction="mean"), w)
     print(f"batch of {n:4d}: gradient with sum = {g_sum.item():7.1f}, with mean = {g_mean.item():.1f}")
+
+# %% [markdown]
+# That does not mean that one learning rate suits every batch size. What the batch size changes, with
+# the mean, is the gradient's **noise**: a mini-batch gradient averages $B$ per-example gradients, so its
+# standard deviation around the full-data gradient falls like $1/\sqrt{B}$. We measure it on a linear
+# regression with 4,096 noisy examples: the spread of 500 mini-batch gradients (at a fixed parameter)
+# around the full-batch one. A less noisy gradient can take larger steps before the noise dominates,
+# which is why the best learning rate *grows* with the batch size in practice: the linear scaling rule
+# of chapter 04 (optimization) multiplies it by $k$ when the batch grows by $k$, with a warm-up.
+
+# %%
+g_noise = torch.Generator().manual_seed(11)
+x_reg = torch.randn(4096, 8, generator=g_noise)
+y_reg = x_reg @ torch.randn(8, generator=g_noise) + torch.randn(4096, generator=g_noise)
+w_at = torch.zeros(8)  # the parameter at which the gradients are compared
+per_example_grad = 2 * (x_reg @ w_at - y_reg)[:, None] * x_reg  # d/dw of (x.w - y)^2, [4096, 8]
+full_grad = per_example_grad.mean(0)
+noise_std = {}
+for b in (10, 100, 1000):
+    idx = torch.stack([torch.randperm(4096, generator=g_noise)[:b] for _ in range(500)])  # 500 batches
+    batch_grads = per_example_grad[idx].mean(1)  # [500, 8], reduction="mean"
+    noise_std[b] = (batch_grads - full_grad).norm(dim=1).pow(2).mean().sqrt().item()
+    print(f"batch of {b:4d}: |full gradient| = {full_grad.norm():.2f}, rms distance of a batch gradient "
+          f"from it = {noise_std[b]:.3f}")  # fmt: skip
+assert 2.5 < noise_std[10] / noise_std[100] < 4.0 and 2.5 < noise_std[100] / noise_std[1000] < 4.5, noise_std
 
 # %% [markdown]
 # ## L1, L2 and Huber
@@ -539,9 +564,13 @@ plt.show()
 # $$
 #
 # It is 0 when the prediction is certain and right, and grows without bound as a wrong prediction
-# becomes certain. Computing it as written, after a sigmoid, fails in floating point: for $z = 20$,
-# $\sigma(z)$ rounds to exactly 1.0 in float32, and $\log(1 - 1) = -\infty$. Substituting
-# $\hat y = \sigma(z)$ and simplifying gives a form on the logit that never overflows:
+# becomes certain. Computing it as written, after a sigmoid, fails in floating point, and not by
+# overflow: for $z = 20$ the true $1 - \sigma(z) \approx 2 \cdot 10^{-9}$ is below float32's
+# resolution near 1 (about $6 \cdot 10^{-8}$), so $\sigma(z)$ rounds to exactly 1.0, $1 - \sigma(z)$ to
+# exactly 0, and $\log 0 = -\infty$. The same happens with softmax, where a probability of
+# $e^{-120}$ underflows to 0 (float32 numbers stop near $10^{-45}$). Substituting
+# $\hat y = \sigma(z)$ and simplifying gives a form on the logit that needs no $\log$ of a rounded
+# probability, and whose exponential $e^{-|z|} \le 1$ never overflows:
 #
 # $$
 # \mathrm{BCE}(z, y) = \log(1 + e^{z}) - y z = \max(z, 0) - y z + \log\big(1 + e^{-|z|}\big).
@@ -581,9 +610,17 @@ y0 = torch.zeros_like(z_table)
 naive = bce_on_probs(torch.sigmoid(z_table), y0)
 clamped = F.binary_cross_entropy(torch.sigmoid(z_table), y0, reduction="none")
 stable = F.binary_cross_entropy_with_logits(z_table, y0, reduction="none")
-print(f"{'logit z':>8} | {'sigmoid then log':>16} | {'F.binary_cross_entropy':>22} | {'with_logits':>11}")
-for zi, a, b, c in zip(z_table, naive, clamped, stable, strict=True):
-    print(f"{zi.item():8.0f} | {a.item():16.2f} | {b.item():22.2f} | {c.item():11.2f}")
+one_minus = 1 - torch.sigmoid(z_table)  # float32: exactly 0 from z = 20 on
+print(
+    f"{'logit z':>8} | {'1 - sigmoid(z)':>14} | {'sigmoid then log':>16} | {'F.binary_cross_entropy':>22} | {'with_logits':>11}"
+)
+for zi, q, a, b, c in zip(z_table, one_minus, naive, clamped, stable, strict=True):
+    print(f"{zi.item():8.0f} | {q.item():14.2e} | {a.item():16.2f} | {b.item():22.2f} | {c.item():11.2f}")
+z_far = torch.tensor([[0.0, 120.0]])  # two classes; the true class 0 is 120 logits behind
+p_far = torch.softmax(z_far, dim=1)
+print(f"softmax([0, 120])[0] = {p_far[0, 0].item()} (true value e^-120 = {math.exp(-120):.1e}): "
+      f"-log p = {-torch.log(p_far[0, 0]).item()}, F.cross_entropy = {F.cross_entropy(z_far, torch.tensor([0])).item()}")  # fmt: skip
+assert one_minus[2] == 0 and p_far[0, 0] == 0  # rounded or underflowed to exactly 0: log 0
 
 # %% [markdown]
 # ## Cross-entropy for many classes
@@ -1113,9 +1150,13 @@ assert (style_matrix.argmin(dim=1) == torch.arange(3)).all(), f"diagonal not the
 #
 # Minimising it **maximises** the cosine similarity: the loss is 0 for embeddings that point the same
 # way, 1 for orthogonal ones and 2 for opposite ones. (Some lecture notes say to "minimise the cosine
-# similarity"; that would push the identity away.) Only the direction counts, not the length. The
-# recognition network must be pretrained; here $R$ is our random $\phi$ with global average pooling,
-# just to run the code.
+# similarity"; that would push the identity away.) A recognition network only makes sense pretrained,
+# which this chapter does not download, so we study the loss itself on embedding vectors. Two
+# properties explain how it behaves in training. First, for unit vectors $u, v$,
+# $\|u - v\|^2 = 2 - 2\,u^\top v$, so the identity loss is half the squared L2 distance between the
+# *normalised* embeddings: an L2 loss on the unit sphere. Second, its gradient with respect to an
+# embedding is orthogonal to that embedding, so a gradient step turns the embedding and (to first
+# order) leaves its length alone. We check both, and the library version, on random embeddings.
 
 
 # %%
@@ -1124,60 +1165,61 @@ def identity_loss_scratch(a, b):
     return (1 - cos).mean()
 
 
-def embed(x):
-    return phi(x)[-1].mean(dim=(2, 3))  # [B, 64]
-
-
-e_photo, e_other = embed(photo), embed(other)
-torch.testing.assert_close(identity_loss_scratch(e_photo, e_other), losses.identity_loss(e_photo, e_other))
-emb = torch.randn(4, 16, generator=gen)
-torch.testing.assert_close(losses.identity_loss(emb, 3 * emb), torch.tensor(0.0), atol=1e-6, rtol=0)
-torch.testing.assert_close(losses.identity_loss(emb, -emb), torch.tensor(2.0))
-# With random weights every embedding is an average of ReLU outputs, all positive, so all embeddings
-# point roughly the same way and this number is close to 0 for any pair: it carries no identity.
-print(f"identity loss photo vs coffee (random R): {losses.identity_loss(e_photo, e_other).item():.4f}")
+emb_a = torch.randn(8, 16, generator=gen, dtype=torch.float64).requires_grad_(True)
+emb_b = torch.randn(8, 16, generator=gen, dtype=torch.float64)
+loss_id = identity_loss_scratch(emb_a, emb_b)
+torch.testing.assert_close(loss_id, losses.identity_loss(emb_a, emb_b))
+torch.testing.assert_close(losses.identity_loss(emb_a, 3 * emb_a), torch.zeros((), dtype=torch.float64))
+torch.testing.assert_close(losses.identity_loss(emb_a, -emb_a), torch.full((), 2.0, dtype=torch.float64))
+half_sq = 0.5 * ((F.normalize(emb_a, dim=1) - F.normalize(emb_b, dim=1)) ** 2).sum(1).mean()
+torch.testing.assert_close(loss_id, half_sq)  # an L2 loss between unit vectors
+(g_id,) = torch.autograd.grad(loss_id, emb_a)
+radial = (g_id * emb_a).sum(1) / (g_id.norm(dim=1) * emb_a.norm(dim=1))  # cos(gradient, embedding)
+print(f"identity loss {loss_id.item():.4f} = half squared distance of unit vectors {half_sq.item():.4f}")
+print(f"largest |cos(gradient, embedding)| over the 8 rows: {radial.abs().max().item():.1e} (orthogonal)")
+assert radial.abs().max() < 1e-12
+torch.testing.assert_close(losses.identity_loss(emb_a, emb_b), losses.identity_loss(5 * emb_a, 0.1 * emb_b))
 
 # %% [markdown]
 # ## Adversarial loss
 #
-# For outputs with many acceptable answers (super-resolution, inpainting, denoising), we want the
-# output to look like a real image, not to be close to the average of the answers. An **adversarial
-# loss** uses a second network, the discriminator $D$, that estimates the probability that its input is
-# real. Generator $G$ and discriminator play the minimax game of Goodfellow et al. (2014):
+# For outputs with many acceptable answers (super-resolution, inpainting), we want the output to look
+# like a real image rather than be close to the average of the answers. An **adversarial loss** uses a
+# second network, the discriminator $D$ (its output $D = \sigma(a)$, with $a$ a logit), that estimates
+# the probability that its input is real. Generator $G$ and discriminator play the minimax game of
+# Goodfellow et al. (2014):
 #
 # $$
 # \min_G \max_D \; \mathbb E_{x\sim p_\text{data}}\big[\log D(x)\big]
 # + \mathbb E_{z}\big[\log\big(1 - D(G(z))\big)\big].
 # $$
 #
-# In practice the generator minimises the **non-saturating** loss $-\mathbb E_z[\log D(G(z))]$ instead
-# of $\mathbb E_z[\log(1 - D(G(z)))]$. Early in training $D$ rejects the generated images confidently,
-# $D(G(z)) \approx 0$, and there the gradient of $\log(1 - D)$ with respect to $D$'s logit vanishes,
-# while that of $-\log D$ does not. For restoration, the adversarial term is added to a pixel loss,
-# $\mathcal L_G = \lambda_1 \|G(x) - y\|_1 - \lambda_\text{adv} \log D(G(x))$ (pix2pix, SRGAN). The
-# training dynamics, mode collapse and the Wasserstein variants are the subject of chapter 10 (gans).
+# The discriminator's part is a binary cross-entropy with label 1 for real and 0 for generated images.
+# The generator minimises the **non-saturating** loss $-\log D(G(z))$, a BCE with label 1, rather than
+# $\log(1 - D(G(z)))$: when $D$ rejects the fakes confidently ($D \approx 0$), the gradient of
+# $\log(1 - \sigma(a))$ with respect to the logit is $-\sigma(a) \approx 0$, that of $-\log\sigma(a)$
+# is $-(1 - \sigma(a)) \approx -1$. From scratch on logits, against `F.binary_cross_entropy_with_logits`:
 
 # %%
-a = torch.linspace(-8, 4, 200, requires_grad=True)  # discriminator logit on generated images
-d_fake = torch.sigmoid(a)
-saturating = torch.log1p(-d_fake)  # generator minimises log(1 - D)
-non_saturating = -F.logsigmoid(a)  # generator minimises -log D
-(g_sat,) = torch.autograd.grad(saturating.sum(), a)
-(g_ns,) = torch.autograd.grad(non_saturating.sum(), a)
-torch.testing.assert_close(g_sat, -d_fake.detach())
-torch.testing.assert_close(g_ns, -(1 - d_fake.detach()))
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-axes[0].plot(d_fake.detach(), saturating.detach(), color=viz.color(0), label="log(1 − D)  (saturating)")
-axes[0].plot(d_fake.detach(), non_saturating.detach(), color=viz.color(1), label="−log D  (non-saturating)")
-axes[0].set(xlabel="D(G(z))", ylabel="generator loss", title="Two generator losses")
-axes[0].legend()
-axes[1].plot(d_fake.detach(), g_sat.abs(), color=viz.color(0), label="saturating")
-axes[1].plot(d_fake.detach(), g_ns.abs(), color=viz.color(1), label="non-saturating")
-axes[1].set(xlabel="D(G(z))", ylabel="|d loss / d logit|", title="Gradient when D rejects the fakes (left)")
-axes[1].legend()
-plt.show()
+a_real, a_fake = torch.randn(64, generator=gen) + 2, torch.randn(64, generator=gen) - 4  # D's logits
+d_loss = -(F.logsigmoid(a_real) + F.logsigmoid(-a_fake)).mean()  # -log D(x) - log(1 - D(G(z)))
+bce = F.binary_cross_entropy_with_logits
+torch.testing.assert_close(d_loss, bce(a_real, torch.ones(64)) + bce(a_fake, torch.zeros(64)))
+a_fake.requires_grad_(True)
+(g_sat,) = torch.autograd.grad(F.logsigmoid(-a_fake).mean(), a_fake)  # generator: min log(1 - D)
+(g_ns,) = torch.autograd.grad(bce(a_fake, torch.ones(64)), a_fake)  # generator: min -log D
+torch.testing.assert_close(g_sat, -torch.sigmoid(a_fake.detach()) / 64)
+torch.testing.assert_close(g_ns, -(1 - torch.sigmoid(a_fake.detach())) / 64)
+print(f"mean D(G(z)) = {torch.sigmoid(a_fake).mean().item():.3f}: mean |gradient| per logit, "
+      f"saturating {64 * g_sat.abs().mean().item():.3f}, non-saturating {64 * g_ns.abs().mean().item():.3f}")  # fmt: skip
+assert g_ns.abs().mean() > 10 * g_sat.abs().mean()
 
 # %% [markdown]
+# For restoration the adversarial term is added to a pixel loss,
+# $\mathcal L_G = \lambda_1 \|G(x) - y\|_1 - \lambda_\text{adv} \log D(G(x))$ (pix2pix, SRGAN).
+# Chapter 10 (GANs) trains with it: the training dynamics, mode collapse
+# and the Wasserstein variants are its subject.
+#
 # ## IoU and GIoU for boxes
 #
 # Boxes are written $(x_1, y_1, x_2, y_2)$ with $x_2 \ge x_1$, $y_2 \ge y_1$. The **intersection over
@@ -1446,173 +1488,16 @@ print(
 )
 
 # %% [markdown]
-# When the two views agree the loss is low; when the second view is unrelated it is close to
-# $\log(2N - 1)$, the loss of a uniform guess over the $2N - 1$ candidates. The loss does not reach 0
-# even for identical views: the positive still competes with the negatives in the denominator. With
-# nearly orthogonal negatives its floor is $\log\big(1 + (2N - 2)\,e^{-1/\tau}\big)$, about 2.24 for
-# $N = 32$ and $\tau = 0.5$, and a lower temperature lowers it. The left panel shows the similarity
-# matrix of aligned pairs: the positives are the two off-diagonals.
-
-# %%
-n_pairs = 32
-base = torch.randn(n_pairs, 16, generator=gen)
-noise = torch.randn(n_pairs, 16, generator=gen)
-noise_levels = torch.logspace(-2, 1, 25)
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), width_ratios=[1, 1.3])
-zz = F.normalize(torch.cat([base[:8], base[:8] + 0.3 * noise[:8]]), dim=1)
-im = axes[0].imshow(zz @ zz.T, cmap="viridis", vmin=-1, vmax=1)
-axes[0].set(title="cosine similarities, N = 8 pairs", xlabel="k", ylabel="i")
-axes[0].grid(False)
-fig.colorbar(im, ax=axes[0])
-for k, tau in enumerate((0.1, 0.5, 1.0)):
-    vals = [losses.nt_xent(base, base + s * noise, temperature=tau).item() for s in noise_levels]
-    axes[1].plot(noise_levels, vals, color=viz.color(k), label=f"τ = {tau}")
-axes[1].axhline(math.log(2 * n_pairs - 1), color=viz.color("reference"), ls=":", label="log(2N − 1)")
-axes[1].set(
-    xscale="log", xlabel="noise added to the second view", ylabel="NT-Xent", title=f"N = {n_pairs} pairs"
-)
-axes[1].legend(fontsize=8)
-plt.show()
-aligned_loss = losses.nt_xent(base, base + 0.05 * noise).item()
-random_loss = losses.nt_xent(base, noise).item()
-assert aligned_loss < random_loss - 1.0, (
-    f"aligned {aligned_loss:.3f} should be well below random {random_loss:.3f}"
-)
-print(
-    f"aligned views: {aligned_loss:.3f}, unrelated views: {random_loss:.3f}, "
-    f"log(2N-1) = {math.log(2 * n_pairs - 1):.3f}"
-)
-
-# %% [markdown]
-# Chapter 17 (self-supervised learning) trains an encoder with this loss, and chapter 18 (CLIP) uses
-# its two-modality cousin, the symmetric InfoNCE loss between images and captions.
+# Two properties to remember. The loss of a random guess over the $2N - 1$ candidates is
+# $\log(2N - 1)$, and the loss does not reach 0 even when the views agree, because the positive still
+# competes with the negatives in the denominator; a lower temperature lowers that floor and sharpens
+# the weight on the hardest negatives. Chapter 17 (self-supervised learning) trains an encoder with
+# this loss, and chapter 18 (CLIP) uses its two-modality cousin, the symmetric InfoNCE loss between
+# images and captions; the experiments belong there.
 #
-# ## Hungarian matching
-#
-# A detector like DETR (Carion et al., 2020) predicts a fixed set of $N$ boxes with class
-# probabilities, say $N = 100$, for images that contain fewer objects. Before a loss can be computed,
-# each ground-truth object must be paired with one prediction, and the loss must not depend on the
-# order in which the predictions come out. DETR pads the ground truth with "no object" ($\varnothing$)
-# entries to $N$ elements and picks the **permutation** $\hat\sigma$ of the predictions with the lowest
-# total matching cost:
-#
-# $$
-# \hat\sigma = \arg\min_{\sigma} \sum_{i=1}^{N} \mathcal L_\text{match}\big(y_i, \hat y_{\sigma(i)}\big),
-# \qquad
-# \mathcal L_\text{match} = -\mathbb 1_{\{c_i \ne \varnothing\}}\, \hat p_{\sigma(i)}(c_i)
-# + \mathbb 1_{\{c_i \ne \varnothing\}}\, \mathcal L_\text{box}\big(b_i, \hat b_{\sigma(i)}\big),
-# $$
-#
-# where $c_i$ is the class, $b_i \in [0, 1]^4$ the normalised box (centre, width, height), and
-# $\mathcal L_\text{box} = \lambda_\text{iou}\big(1 - \mathrm{GIoU}(b_i, \hat b_{\sigma(i)})\big) +
-# \lambda_{L1} \|b_i - \hat b_{\sigma(i)}\|_1$. The **Hungarian loss** is then evaluated on that
-# matching:
-#
-# $$
-# \mathcal L_\text{Hungarian}(y, \hat y) = \sum_{i=1}^{N} \Big[-\log \hat p_{\hat\sigma(i)}(c_i)
-# + \mathbb 1_{\{c_i \ne \varnothing\}}\, \mathcal L_\text{box}\big(b_i, \hat b_{\hat\sigma(i)}\big)\Big].
-# $$
-#
-# The matching is a **global one-to-one assignment**, solved exactly in $O(N^3)$ by the Hungarian
-# algorithm (Kuhn, 1955). SciPy's `linear_sum_assignment` solves the same problem, with a
-# shortest-augmenting-path variant of it (Jonker–Volgenant style). It is *not* "for each target,
-# take the closest prediction". That rule can give the same prediction to two targets, and even its
-# one-to-one greedy version can cost more than the optimum.
-#
-# First, a check: hide 5 ground-truth boxes among 8 predictions (noisy copies in random slots, plus
-# 3 distractors) and recover the hidden slots from an L1 cost matrix.
-
-# %%
-g_match = torch.Generator().manual_seed(3)
-gt_centres = torch.rand(5, 2, generator=g_match) * 0.8 + 0.1
-gt_boxes = torch.cat([gt_centres - 0.05, gt_centres + 0.05], dim=1)  # 5 boxes in [0, 1]
-hidden_slots = torch.randperm(8, generator=g_match)[:5]  # prediction slot of each ground-truth box
-pred_centres = torch.rand(8, 2, generator=g_match) * 0.8 + 0.1  # distractors
-pred_boxes = torch.cat([pred_centres - 0.04, pred_centres + 0.04], dim=1)
-pred_boxes[hidden_slots] = gt_boxes + 0.02 * torch.randn(5, 4, generator=g_match)
-
-cost = torch.cdist(gt_boxes, pred_boxes, p=1)  # [5, 8] L1 distance between box vectors
-rows, cols = linear_sum_assignment(cost.numpy())
-assert (torch.as_tensor(cols) == hidden_slots).all(), (
-    f"matching {cols} != hidden slots {hidden_slots.tolist()}"
-)
-
-
-def matched_loss(gt, pred):
-    """Sum over targets of L1 + (1 - GIoU) to the prediction that the Hungarian algorithm assigns."""
-    c = torch.cdist(gt, pred, p=1) + (1 - ops.generalized_box_iou(gt, pred))
-    r, k = linear_sum_assignment(c.numpy())
-    return c[r, k].sum()
-
-
-shuffle = torch.randperm(8, generator=g_match)
-torch.testing.assert_close(matched_loss(gt_boxes, pred_boxes[shuffle]), matched_loss(gt_boxes, pred_boxes))
-print(
-    f"hidden slots {hidden_slots.tolist()} recovered: {cols.tolist()}; the matched loss is the same "
-    "after shuffling the predictions"
-)
-
-# %% [markdown]
-# Now the counterexample. Two targets and two predictions, all the same size, on a line. Target
-# $t_0$'s nearest prediction is $p_0$, and so is target $t_1$'s: "closest prediction per target" gives
-# $p_0$ twice. Greedy one-to-one matching (take the targets in order, each takes the nearest free
-# prediction) gives $t_0 \to p_0$ and leaves the far $p_1$ to $t_1$. The optimal assignment
-# gives $p_0$ to $t_1$ and $p_1$ to $t_0$, at a lower total cost.
-
-
-# %%
-# NBVAL_CHECK_OUTPUT
-def box_at(x):
-    return [x, 0.4, x + 0.04, 0.6]
-
-
-targets_ce = torch.tensor([box_at(0.40), box_at(0.30)])
-preds_ce = torch.tensor([box_at(0.35), box_at(0.55)])
-cost_ce = torch.cdist(targets_ce, preds_ce, p=1)
-closest = cost_ce.argmin(dim=1).tolist()
-greedy, free = [], [0, 1]
-for i in range(2):
-    j = min(free, key=lambda k: cost_ce[i, k].item())
-    greedy.append(j)
-    free.remove(j)
-_, optimal = linear_sum_assignment(cost_ce.numpy())
-greedy_cost = sum(cost_ce[i, j].item() for i, j in enumerate(greedy))
-optimal_cost = sum(cost_ce[i, j].item() for i, j in enumerate(optimal))
-print(f"closest prediction per target: {closest} (p0 used twice)")
-print(f"greedy one-to-one: {greedy}, total cost {greedy_cost:.2f}")
-print(f"Hungarian:         {optimal.tolist()}, total cost {optimal_cost:.2f}")
-assert optimal_cost < greedy_cost
-
-
-# %%
-def draw_matching(ax, gts, preds, assignment, title):
-    """Targets in green, matched predictions dashed blue, unmatched ones dotted grey, arrows = assignment."""
-    for i, b in enumerate(gts.tolist()):
-        ax.add_patch(Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, color=viz.color(2), lw=2))
-        ax.text(b[0], b[1] - 0.012, f"t{i}", color=viz.color(2), fontsize=8)
-    for j, b in enumerate(preds.tolist()):
-        matched = j in list(assignment)
-        c, ls = (viz.color(0), "--") if matched else (viz.color("reference"), ":")
-        ax.add_patch(Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, color=c, ls=ls, lw=1.5))
-        ax.text(b[2], b[3] + 0.035, f"p{j}", color=c, fontsize=8, ha="right")
-    for i, j in enumerate(assignment):
-        ci, cj = gts[i].reshape(2, 2).mean(0), preds[j].reshape(2, 2).mean(0)
-        arrow = {"arrowstyle": "->", "color": viz.color(3), "lw": 1.5, "connectionstyle": "arc3,rad=0.4"}
-        ax.annotate("", xy=cj.tolist(), xytext=ci.tolist(), arrowprops=arrow)
-    ax.set(xlim=(0, 1), ylim=(1, 0), aspect="equal", title=title, xlabel="x", ylabel="y")
-
-
-fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
-draw_matching(axes[0], gt_boxes, pred_boxes, cols.tolist(), "5 targets, 8 predictions (3 unmatched)")
-draw_matching(axes[1], targets_ce, preds_ce, greedy, f"greedy one-to-one: cost {greedy_cost:.2f}")
-draw_matching(axes[2], targets_ce, preds_ce, optimal.tolist(), f"Hungarian: cost {optimal_cost:.2f}")
-for ax in axes[1:]:
-    ax.set(xlim=(0.25, 0.65), ylim=(0.7, 0.3))
-plt.show()
-
-# %% [markdown]
-# Chapter 08 (detection) puts the matching inside a training loop, with the class term and the
-# "no object" padding.
+# Set prediction needs one more ingredient: before a loss can compare a *set* of predicted boxes with a
+# set of targets, each target is paired with one prediction by an optimal one-to-one matching (DETR's
+# Hungarian set loss). [Chapter 08](../08_detection/08_detection.ipynb) teaches it, where detection uses it.
 #
 # ## Summary
 #
@@ -1631,19 +1516,19 @@ plt.show()
 # | adversarial | realistic outputs | $-\log D(G(z))$ (non-saturating) | chapter 10 |
 # | IoU / GIoU | box regression | $1 - \mathrm{IoU}$, $1 - \mathrm{GIoU}$ | `losses.giou_loss`, `tvops.generalized_box_iou_loss` |
 # | NT-Xent | self-supervised | softmax CE over the other $2N-1$ batch samples | `losses.nt_xent` |
-# | Hungarian | set prediction (DETR) | loss after an optimal one-to-one matching | `linear_sum_assignment` |
+# | Hungarian | set prediction (DETR) | loss after an optimal one-to-one matching | chapter 08 |
 #
 # - The loss decides what the model converges to: L2 gives the conditional mean (grey stripes, blur),
 #   L1 the conditional median. Robustness to outliers follows from the same gradients.
 # - Write classification losses on logits (`*_with_logits`, `F.cross_entropy`); the probability
-#   versions overflow or clamp silently.
+#   versions hit $\log 0$ once a probability rounds to 0 or 1 (or clamp silently).
 # - A loss value depends on its units and reduction: bits or nats, sum or mean.
 # - CE and KL differ by the constant $H(p)$ when the target is fixed, and then give the same gradient.
 # - Losses through a feature network compare layout (feature loss) or statistics (Gram/style loss).
 # - A loss must give gradients where the model starts: 1 − IoU is flat for disjoint boxes, 1 − GIoU is
 #   not.
-# - Contrastive and set-prediction losses compare a prediction with the other samples of the batch, or
-#   with an optimal matching, rather than with one fixed target.
+# - Contrastive losses compare a prediction with the other samples of the batch rather than with one
+#   fixed target; set-prediction losses (chapter 08) first match predictions to targets.
 #
 # ## Exercises
 #
@@ -1781,8 +1666,6 @@ assert results[0.2][1] < results[0.0][1] and results[0.2][2] < results[0.0][2]
 #   Statistics*, 35(1), 73–101.
 # - Kullback, S., and Leibler, R. A. (1951). On information and sufficiency. *The Annals of
 #   Mathematical Statistics*, 22(1), 79–86.
-# - Kuhn, H. W. (1955). The Hungarian method for the assignment problem. *Naval Research Logistics
-#   Quarterly*, 2(1–2), 83–97.
 # - Goodfellow, I., Pouget-Abadie, J., Mirza, M., Xu, B., Warde-Farley, D., Ozair, S., Courville, A.,
 #   and Bengio, Y. (2014). Generative adversarial nets. *NeurIPS 2014*. arXiv:1406.2661.
 # - Gatys, L. A., Ecker, A. S., and Bethge, M. (2016). Image style transfer using convolutional neural
