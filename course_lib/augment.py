@@ -349,8 +349,10 @@ def cutout(
 # --------------------------------------------------------------------------------------------
 # label mixing
 # --------------------------------------------------------------------------------------------
-def _check_mix_args(x: Tensor, alpha: float) -> None:
+def _check_mix_args(x: Tensor, alpha: float, per_batch: bool) -> None:
     _check_images(x)
+    if not isinstance(per_batch, bool):
+        raise TypeError(f"per_batch must be a bool, got {type(per_batch).__name__}")
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not alpha > 0:
         raise ValueError(f"alpha must be a positive number (Beta(alpha, alpha)), got {alpha!r}")
 
@@ -361,38 +363,42 @@ def mixup(
     *,
     alpha: float = 0.2,
     num_classes: int | None = None,
+    per_batch: bool = False,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""MixUp (Zhang et al., 2018): blend every image and its label with a random partner's.
 
     With a random permutation :math:`\pi` of the batch and :math:`\lambda_i \sim \mathrm{Beta}(\alpha,
-    \alpha)` drawn per image,
+    \alpha)`,
 
     .. math::
         \tilde x_i = \lambda_i x_i + (1 - \lambda_i)\,x_{\pi(i)}, \qquad
         \tilde y_i = \lambda_i y_i + (1 - \lambda_i)\,y_{\pi(i)},
 
     with labels as one-hot (or already soft) vectors, so every mixed label sums to 1. Train with the
-    cross-entropy on soft targets (``F.cross_entropy(logits, y_soft)``). The paper draws one
-    :math:`\lambda` per batch; one per image is the common variant used here.
+    cross-entropy on soft targets (``F.cross_entropy(logits, y_soft)``). By default :math:`\lambda_i`
+    is drawn per image (timm's ``mode="elem"``). The paper's code draws **one** :math:`\lambda` for the
+    whole batch, as do timm's default ``mode="batch"`` and ``torchvision.transforms.v2.MixUp``;
+    ``per_batch=True`` does that.
 
     Args:
         x: images ``Tensor[N, C, H, W]``.
         y: labels ``Tensor[N]`` (int64, with ``num_classes``) or soft labels ``Tensor[N, K]``.
         alpha: the Beta parameter (> 0); small values keep most images close to one of the two.
         num_classes: number of classes, for integer labels.
+        per_batch: one :math:`\lambda` shared by the batch (the paper) instead of one per image.
         generator: source of randomness (the permutation, then the Beta draws).
     Returns:
         ``(x_mixed, y_mixed)``: ``Tensor[N, C, H, W]`` and ``Tensor[N, K]`` in ``x``'s dtype and device.
 
     Introduced in chapter 05.
     """
-    _check_mix_args(x, alpha)
+    _check_mix_args(x, alpha, per_batch)
     n = x.shape[0]
     y1 = _one_hot(y, num_classes, n, x.dtype).to(x.device)
     dev = _check_generator(generator)
     perm = torch.randperm(n, generator=generator, device=dev).to(x.device)
-    lam = _beta(n, alpha, generator).to(x.device, x.dtype)
+    lam = _beta(1 if per_batch else n, alpha, generator).expand(n).to(x.device, x.dtype)
     x_mixed = torch.lerp(x[perm], x, lam[:, None, None, None])  # lam * x + (1 - lam) * x[perm]
     y_mixed = torch.lerp(y1[perm], y1, lam[:, None])
     return x_mixed, y_mixed
@@ -404,11 +410,14 @@ def cutmix(
     *,
     alpha: float = 1.0,
     num_classes: int | None = None,
+    per_batch: bool = False,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""CutMix (Yun et al., 2019): paste a rectangle of a random partner into every image.
 
-    Per image a :math:`\lambda \sim \mathrm{Beta}(\alpha, \alpha)` sets the rectangle's sides to
+    Per image (or, with ``per_batch=True``, once for the whole batch, as the paper's code and
+    ``torchvision.transforms.v2.CutMix`` do) a :math:`\lambda \sim \mathrm{Beta}(\alpha, \alpha)` and a
+    centre are drawn; :math:`\lambda` sets the rectangle's sides to
     ``round(H sqrt(1 - lambda))`` by ``round(W sqrt(1 - lambda))``; its centre is a uniformly random
     pixel and the part outside the image is cut off. The label weight is then the **exact** fraction of
     pixels that still belong to the image, :math:`\lambda_i = 1 - \text{pasted pixels} / (HW)`, and
@@ -419,21 +428,23 @@ def cutmix(
         y: labels ``Tensor[N]`` (int64, with ``num_classes``) or soft labels ``Tensor[N, K]``.
         alpha: the Beta parameter (> 0); 1 gives a uniform :math:`\lambda`.
         num_classes: number of classes, for integer labels.
+        per_batch: one rectangle (size and position) for the whole batch instead of one per image.
         generator: source of randomness (the permutation, the Beta draws, then the centres).
     Returns:
         ``(x_mixed, y_mixed)``: ``Tensor[N, C, H, W]`` and ``Tensor[N, K]`` in ``x``'s dtype and device.
 
     Introduced in chapter 05.
     """
-    _check_mix_args(x, alpha)
+    _check_mix_args(x, alpha, per_batch)
     n, _, h, w = x.shape
     y1 = _one_hot(y, num_classes, n, x.dtype).to(x.device)
     dev = _check_generator(generator)
     perm = torch.randperm(n, generator=generator, device=dev).to(x.device)
-    cut = torch.sqrt(1.0 - _beta(n, alpha, generator))  # side of the pasted box as a fraction
+    k = 1 if per_batch else n  # number of independent draws
+    cut = torch.sqrt(1.0 - _beta(k, alpha, generator)).expand(n)  # side of the pasted box as a fraction
     bh, bw = torch.round(cut * h).long().to(x.device), torch.round(cut * w).long().to(x.device)
-    cy = torch.randint(0, h, (n,), generator=generator, device=dev).to(x.device)
-    cx = torch.randint(0, w, (n,), generator=generator, device=dev).to(x.device)
+    cy = torch.randint(0, h, (k,), generator=generator, device=dev).expand(n).to(x.device)
+    cx = torch.randint(0, w, (k,), generator=generator, device=dev).expand(n).to(x.device)
     y1_, x1_ = (cy - bh // 2).clamp(0, h), (cx - bw // 2).clamp(0, w)
     y2_, x2_ = (cy - bh // 2 + bh).clamp(0, h), (cx - bw // 2 + bw).clamp(0, w)
     rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)

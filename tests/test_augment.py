@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch.testing import assert_close
 from torch.utils.data import DataLoader, TensorDataset
@@ -297,6 +298,29 @@ def test_cutmix_lambda_is_the_exact_pasted_fraction():
     assert (own[moved] < 1).float().mean() > 0.5 and (own[moved] > 0).all()
 
 
+def test_mix_per_batch_draws_one_lambda_and_one_box():
+    n = 8
+    x = (torch.arange(n, dtype=torch.float32) + 1)[:, None, None, None].expand(n, 1, 6, 6).contiguous()
+    y = torch.arange(n)  # distinct labels reveal each image's partner and weight
+    xm, ym = augment.mixup(x, y, alpha=0.4, num_classes=n, per_batch=True, generator=_gen(5))
+    perm = torch.randperm(n, generator=_gen(5))
+    gen = _gen(5)
+    torch.randperm(n, generator=gen)  # the permutation comes first, then the one Beta draw
+    lam = augment._beta(1, 0.4, gen).float()
+    assert_close(xm, lam * x + (1 - lam) * x[perm])
+    assert_close(ym, lam * F.one_hot(y, n).float() + (1 - lam) * F.one_hot(y[perm], n).float())
+    xc, yc = augment.cutmix(x, y, alpha=1.0, num_classes=n, per_batch=True, generator=_gen(6))
+    pasted = xc != x
+    moved = torch.nonzero(torch.randperm(n, generator=_gen(6)) != torch.arange(n))[:, 0]
+    assert len(moved) > 1
+    assert (pasted[moved] == pasted[moved[0]]).all()  # the same rectangle in every image
+    own = yc[moved, y[moved]]
+    assert (own == own[0]).all() and own[0] < 1
+    # per image (the default), the weights differ
+    _, ym_each = augment.mixup(x, y, alpha=0.4, num_classes=n, generator=_gen(5))
+    assert len(torch.unique(ym_each.max(1).values)) > 1
+
+
 def test_mix_bad_input():
     x, y = _images(n=4), torch.tensor([0, 1, 2, 3])
     for fn in (augment.mixup, augment.cutmix):
@@ -310,6 +334,8 @@ def test_mix_bad_input():
             fn(x, y[:3], num_classes=4)
         with pytest.raises(ValueError, match="y must be"):
             fn(x, y.float(), num_classes=4)
+        with pytest.raises(TypeError, match="per_batch"):
+            fn(x, y, num_classes=4, per_batch=1)
 
 
 def test_mix_empty_and_one_sample():
