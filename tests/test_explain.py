@@ -196,8 +196,11 @@ def test_grad_cam_of_a_gap_linear_net_is_cam_up_to_a_positive_scale(generator):
     hw = f.shape[2] * f.shape[3]
     signed = explain.grad_cam(model, features, x, classes, relu=False)
     # alpha_k = w_ck / (h w): the signed Grad-CAM map is M_c / (h w), in float32 tolerances
-    assert_close(signed * hw, cam, rtol=1e-5, atol=1e-6 * cam.abs().max().item())
-    assert_close(explain.grad_cam(model, features, x, classes), cam.clamp_min(0) / hw, rtol=1e-5, atol=1e-7)
+    assert_close(signed * hw, cam, rtol=1e-5, atol=1e-5 * cam.abs().max().item())
+    scale = cam.abs().max().item() / hw
+    assert_close(
+        explain.grad_cam(model, features, x, classes), cam.clamp_min(0) / hw, rtol=1e-5, atol=1e-5 * scale
+    )
     # the scale drops out after min-max normalization
     assert_close(
         explain.grad_cam(model, features, x, classes, size=(12, 10), relu=False, normalize=True),
@@ -225,7 +228,7 @@ def test_grad_cam_matches_a_reference_with_retain_grad_on_a_torchvision_resnet(g
     expected = (g.mean(dim=(2, 3), keepdim=True) * a).sum(1).clamp_min(0).detach()
     got = explain.grad_cam(model, model.layer3, x)  # classes=None: the predicted class
     assert got.shape == (2, 4, 4)
-    assert_close(got, expected, rtol=1e-4, atol=1e-6 * expected.abs().max().item())
+    assert_close(got, expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
     # on the last block of a GAP + linear network it is CAM / (h w) again
     with torch.no_grad():
         f = model.layer4(
