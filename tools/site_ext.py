@@ -16,7 +16,8 @@ What it does to the Jupyter Book 1 build:
 - **Links that download.** The title cell's link to the chapter's own ``.ipynb`` downloads the
   notebook instead of pointing back at the page.
 - **Readers see no test markers.** ``# NBVAL_...`` comment lines are removed from rendered code.
-- **Solutions say so.** A solution (a cell `tools/notebooks.py` collapses for JupyterLab) reads "Show solution".
+- **Folds say what they hide.** A solution (a cell ``tools/notebooks.py`` collapses for JupyterLab)
+  reads "Show solution"; a plotting-only cell (tag ``hide-input``) "Show plotting code".
 """
 
 from __future__ import annotations
@@ -129,7 +130,9 @@ class HideTestMarkers(SphinxTransform):
 
 
 class SolutionPrompts(SphinxPostTransform):
-    """A solution's fold says "Show solution" (before MyST-NB folds it, its priority 199).
+    """A solution's fold says "Show solution", a plotting cell's (tag ``hide-input``) "Show plotting code".
+
+    Runs before MyST-NB folds the cells (its priority 199).
 
     Solutions are the cells ``tools/notebooks.py`` collapses for JupyterLab (``jupyter.source_hidden``),
     so the site and JupyterLab agree on what a solution is.
@@ -144,6 +147,8 @@ class SolutionPrompts(SphinxPostTransform):
                 continue
             if (cell.get("cell_metadata") or {}).get("jupyter", {}).get("source_hidden"):
                 cell["prompt_show"], cell["prompt_hide"] = "Show solution", "Hide solution"
+            elif cell.get("hide_mode") == "input":  # by the course's convention, plotting-only code
+                cell["prompt_show"], cell["prompt_hide"] = "Show plotting code", "Hide plotting code"
 
 
 # ------------------------------------------------------------------------------ page context
