@@ -40,6 +40,17 @@ def test_box_iou_matches_torchvision(dtype):
     assert (iou > 0).any() and (iou == 0).any()  # the random sets have overlapping and disjoint pairs
 
 
+def test_box_iou_same_with_and_without_gradient():
+    # box_iou computes in place when no gradient is needed; both paths give the same values
+    b1, b2 = random_boxes(30, 12), random_boxes(20, 13)
+    with_grad = ops.box_iou(b1.clone().requires_grad_(), b2)
+    assert with_grad.requires_grad
+    torch.testing.assert_close(with_grad.detach(), ops.box_iou(b1, b2))
+    with torch.no_grad():
+        torch.testing.assert_close(ops.box_iou(b1.clone().requires_grad_(), b2), ops.box_iou(b1, b2))
+    assert b1.tolist() == random_boxes(30, 12).tolist()  # the inputs are not modified
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_generalized_box_iou_matches_torchvision(dtype):
     b1, b2 = random_boxes(25, 4, dtype), random_boxes(9, 5, dtype)
