@@ -34,7 +34,10 @@ def toc() -> dict:
             {"caption": "Chapters", "chapters": chapters},
             {
                 "caption": "About the course",
-                "chapters": [{"file": "assets/runtimes", "title": "Measured runtimes"}],
+                "chapters": [
+                    {"file": "assets/runtimes", "title": "Measured runtimes"},
+                    {"file": "assets/ops_bench", "title": "Speed of the library operations"},
+                ],
             },
         ],
     }
