@@ -1228,33 +1228,41 @@ assert np.median(esc_noisy) < esc_tiny / 2, f"noisy median {np.median(esc_noisy)
 # ## Training a digits classifier: a fair comparison
 #
 # Valleys in two dimensions are a caricature. The real test is a network: a 64-64-10 MLP on the digits
-# (1,078 training images), 10 epochs with mini-batches of 32 (34 steps per epoch), from the same
-# initial weights and with the same batch order for every optimizer. GD uses the whole training set per
-# step, so it makes one step per epoch: 10 steps for the computation that buys SGD 340.
+# (1,078 training images), 10 epochs with mini-batches of 32 (34 steps per epoch), with the same batch
+# order for every optimizer. GD uses the whole training set per step, so it makes one step per epoch:
+# 10 steps for the computation that buys SGD 340. One training run is a noisy measurement (another
+# initialization moves the test accuracy by a few images, and the time to reach a given loss by an
+# epoch or two), so every setting is trained from three initializations, the same three for every
+# optimizer, and we compare means.
 #
 # Comparing optimizers at one shared learning rate mostly measures how well that rate suits each of
 # them: momentum's steps are about $1/(1 - \mu) = 10$ times longer than SGD's at the same $\eta$, and
 # Adam moves every coordinate by about $\eta$ whatever the size of its gradient. So each optimizer gets
 # its own rate, chosen from the log grid $10^{-3.5}, 10^{-3}, \dots, 10^{0.5}$ (9 rates) by the
-# validation accuracy after 10 epochs; the test split only reports the chosen runs.
+# mean validation accuracy after 10 epochs; the test split only reports the chosen runs.
 #
-# Training 8 × 9 = 72 networks one after the other would dominate the chapter's runtime. The 9 runs of
-# one optimizer are independent, so we train them as one module: `MLPGrid` holds 9 copies of the
-# network, computes their outputs with one batched product, and puts each copy in its own parameter
-# group with its own learning rate. The loss is the sum of the copies' losses, so each copy receives
-# exactly its own gradient, and all these optimizers keep their state per parameter: one run of the
-# grid is 9 separate runs that share the batch order. A copy whose loss is no longer finite drops out
-# of the sum, so that one diverging rate does not stop the others. We check the equivalence once, in
-# float64, against separate runs.
+# Training 8 × 9 × 3 = 216 networks one after the other would dominate the chapter's runtime. The 27
+# runs of one optimizer are independent, so we train them as one module: `MLPGrid` holds 27 copies of
+# the network, computes their outputs with one batched product, and puts the copies of each learning
+# rate in a parameter group with that rate. The loss is the sum of the copies' losses, so each copy
+# receives exactly its own gradient, and all these optimizers keep their state per parameter: one run
+# of the grid is 27 separate runs that share the batch order. A copy whose loss is no longer finite
+# drops out of the sum, so that one diverging rate does not stop the others. We check the equivalence
+# once, in float64, against separate runs.
 
 
 # %%
 class MLPGrid(nn.Module):
-    """K independent copies of a two-layer ReLU MLP, evaluated in one batched pass: Tensor[K, B, C]."""
+    """Independent copies of two-layer ReLU MLPs, one per (rate, initialization), run in one batched pass.
 
-    def __init__(self, base, k):
+    Copy k * len(inits) + s starts from inits[s] and will be trained at rate k; the output is
+    Tensor[K, B, C] with K = n_rates * len(inits) copies.
+    """
+
+    def __init__(self, inits, n_rates):
         super().__init__()
-        self.members = nn.ModuleList(copy.deepcopy(base) for _ in range(k))
+        self.n_inits = len(inits)
+        self.members = nn.ModuleList(copy.deepcopy(init) for _ in range(n_rates) for init in inits)
 
     def stacked(self, layer, name):
         return torch.stack([getattr(m[layer], name) for m in self.members])
@@ -1278,32 +1286,38 @@ def grid_loss(out, y):
 
 
 def grid_optimizer(make_opt, model, lrs):
-    """One parameter group, with its own learning rate, per copy."""
-    return make_opt(
-        [{"params": m.parameters(), "lr": float(lr)} for m, lr in zip(model.members, lrs, strict=True)]
-    )
+    """One parameter group per learning rate, holding the copies trained at that rate."""
+    s = model.n_inits
+    groups = [{"params": [p for m in model.members[k * s : (k + 1) * s] for p in m.parameters()], "lr": float(lr)}
+              for k, lr in enumerate(lrs)]  # fmt: skip
+    return make_opt(groups)
 
 
-# the check: two copies (Adam at 0.01 and 0.001) against two separate runs, one epoch, float64
-torch.manual_seed(0)
-check_mlp = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)).double()
+def mlp(seed, dtype=torch.float32):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)).to(dtype)
+
+
+# the check: Adam at 0.01 and 0.001, two initializations each, against four separate runs (float64)
+check_inits = [mlp(0, torch.float64), mlp(1, torch.float64)]
 train64 = torch.utils.data.TensorDataset(x_train.double(), y_train)
-pair = MLPGrid(check_mlp, 2)
+small_grid = MLPGrid(check_inits, 2)
 
 
 def loader64():
     return DataLoader(train64, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
 
 
-train.fit(pair, loader64(), epochs=1, optimizer=grid_optimizer(torch.optim.Adam, pair, [0.01, 0.001]),
+train.fit(small_grid, loader64(), epochs=1, optimizer=grid_optimizer(torch.optim.Adam, small_grid, [0.01, 0.001]),
           loss_fn=grid_loss, progress=False)  # fmt: skip
-for member, lr in zip(pair.members, (0.01, 0.001), strict=True):
-    alone = copy.deepcopy(check_mlp)
+for index, member in enumerate(small_grid.members):
+    alone = copy.deepcopy(check_inits[index % 2])
+    lr = (0.01, 0.001)[index // 2]
     train.fit(alone, loader64(), epochs=1, optimizer=torch.optim.Adam(alone.parameters(), lr=lr),
               loss_fn=F.cross_entropy, progress=False)  # fmt: skip
     for p_grid, p_alone in zip(member.parameters(), alone.parameters(), strict=True):
         torch.testing.assert_close(p_grid, p_alone)  # float64 defaults
-print("each copy of the grid == a separate run (Adam, 34 steps, float64)")
+print("each copy of the grid == a separate run (Adam, 2 rates x 2 initializations, 34 steps, float64)")
 
 # %%
 LRS = 10.0 ** np.arange(-3.5, 0.51, 0.5)  # 3.2e-4 ... 3.2
@@ -1317,20 +1331,21 @@ contenders = {
     "Adam": (torch.optim.Adam, 32),
     "AdamW": (lambda p: torch.optim.AdamW(p, weight_decay=0.01), 32),
 }
-torch.manual_seed(0)
-initial_mlp = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+INITS = [mlp(seed) for seed in range(3)]  # three initializations, shared by every optimizer
+initial_mlp = INITS[0]
 x_val, y_val = (t.to(device) for t in splits.tensors("val"))
 x_test, y_test = (t.to(device) for t in splits.tensors("test"))
 
 
 def accuracy_per_copy(model, x, y):
+    """Accuracy of every copy, as an array [rates, initializations]."""
     with torch.no_grad():
-        return (model(x).argmax(-1) == y).float().mean(1).cpu().numpy()
+        return (model(x).argmax(-1) == y).float().mean(1).cpu().numpy().reshape(-1, model.n_inits)
 
 
 grid = {}
 for name, (make_opt, batch_size) in contenders.items():
-    model = MLPGrid(initial_mlp, len(LRS)).to(device)
+    model = MLPGrid(INITS, len(LRS)).to(device)
     loader = DataLoader(
         splits.train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)
     )
@@ -1342,14 +1357,16 @@ for name, (make_opt, batch_size) in contenders.items():
             with torch.no_grad():
                 log.append(member_losses(model(xt), yt).cpu())
 
-    # (the progress bar shows the sum of the 9 copies' losses)
+    # (the progress bar shows the sum of the 27 copies' losses)
     train.fit(model, loader, epochs=10, optimizer=grid_optimizer(make_opt, model, LRS), loss_fn=grid_loss,
-              after_step=log_train_loss, desc=f"{name}, {len(LRS)} rates")  # fmt: skip
+              after_step=log_train_loss, desc=f"{name}, {len(LRS)} rates x {len(INITS)} inits")  # fmt: skip
     grid[name] = {
         "model": model,
-        "val": accuracy_per_copy(model, x_val, y_val),
+        "val": accuracy_per_copy(model, x_val, y_val),  # [rates, inits]
         "test": accuracy_per_copy(model, x_test, y_test),
-        "train_loss": torch.stack(log).numpy(),  # [evaluations, rates]
+        "train_loss": torch.stack(log)
+        .numpy()
+        .reshape(len(log), len(LRS), len(INITS)),  # [evals, rates, inits]
         "epoch": np.arange(1, len(log) + 1) * every / len(loader),
     }
 
@@ -1357,19 +1374,24 @@ for name, (make_opt, batch_size) in contenders.items():
 TARGET_LOSS = 0.05
 
 
-def epochs_to(r, i, target=TARGET_LOSS):
-    """Epochs until the full training loss of copy i is first below target (inf if never)."""
-    below = np.flatnonzero(r["train_loss"][:, i] < target)
-    return r["epoch"][below[0]] if len(below) else np.inf
+def epochs_to(r, k, target=TARGET_LOSS):
+    """Epochs until the full training loss at rate k first falls below target, mean over the inits."""
+    times = []
+    for s in range(r["train_loss"].shape[2]):
+        below = np.flatnonzero(r["train_loss"][:, k, s] < target)
+        times.append(r["epoch"][below[0]] if len(below) else np.inf)  # inf: never
+    return float(np.mean(times))
 
 
-tuned = {name: int(np.argmax(r["val"])) for name, r in grid.items()}  # ties: the smaller rate
-fastest = {}
-print(f"{'':9s} {'tuned lr':>8s} {'val':>6s} {'test':>6s} {'good range (val >= best - 0.02)':>32s}   "
+tuned = {name: int(np.argmax(r["val"].mean(1))) for name, r in grid.items()}  # ties: the smaller rate
+test_acc, fastest = {}, {}
+print(f"means over {len(INITS)} initializations")
+print(f"{'':9s} {'tuned lr':>8s} {'val':>6s} {'test (± std)':>14s} {'good range (val >= best - 0.02)':>32s}   "
       f"epochs to training loss < {TARGET_LOSS}: at the tuned lr | at the fastest lr")  # fmt: skip
 for name, r in grid.items():
-    i = tuned[name]
-    good = LRS[r["val"] >= r["val"][i] - 0.02]
+    k, val_mean = tuned[name], r["val"].mean(1)
+    good = LRS[val_mean >= val_mean[k] - 0.02]
+    test_acc[name] = r["test"][k].mean()
     times = [epochs_to(r, j) for j in range(len(LRS))]
     fastest[name] = min(times)
     at_best = (
@@ -1377,37 +1399,36 @@ for name, r in grid.items():
         if np.isfinite(fastest[name])
         else "never"
     )
-    print(f"{name:9s} {LRS[i]:8.2g} {r['val'][i]:6.3f} {r['test'][i]:6.3f} {good.min():16.2g} to {good.max():<12.2g}   "
-          f"{epochs_to(r, i):>38.1f} | {at_best}")  # fmt: skip
+    print(f"{name:9s} {LRS[k]:8.2g} {val_mean[k]:6.3f} {test_acc[name]:8.3f} ± {r['test'][k].std():.3f} "
+          f"{good.min():16.2g} to {good.max():<12.2g}   {epochs_to(r, k):>38.1f} | {at_best}")  # fmt: skip
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
 for name, r in grid.items():
     c, ls = OPT_STYLE[name]
     ax = axes[0] if name in ("GD", "SGD", "momentum", "Nesterov") else axes[1]
-    ax.semilogx(LRS, r["val"], ls=ls, color=c, marker="o", ms=3, label=name)
-    ax.plot(LRS[tuned[name]], r["val"][tuned[name]], "*", color=c, ms=12)
-    axes[2].semilogy(
-        r["epoch"], r["train_loss"][:, tuned[name]], ls=ls, color=c, label=f"{name} ({LRS[tuned[name]]:.2g})"
-    )
+    ax.semilogx(LRS, r["val"].mean(1), ls=ls, color=c, marker="o", ms=3, label=name)
+    ax.fill_between(LRS, r["val"].min(1), r["val"].max(1), color=c, alpha=0.15, lw=0)
+    ax.plot(LRS[tuned[name]], r["val"][tuned[name]].mean(), "*", color=c, ms=12)
+    axes[2].semilogy(r["epoch"], r["train_loss"][:, tuned[name]].mean(1), ls=ls, color=c,
+                     label=f"{name} ({LRS[tuned[name]]:.2g})")  # fmt: skip
 for ax, title in zip(axes[:2], ("SGD family", "adaptive methods"), strict=True):
-    ax.set(xlabel="learning rate", ylabel="validation accuracy after 10 epochs", ylim=(0, 1),
+    ax.set(xlabel="learning rate", ylabel="validation accuracy (mean, min-max)", ylim=(0, 1),
            title=f"Learning-rate sensitivity: {title}")  # fmt: skip
     ax.legend(fontsize=8, loc="lower center")
 axes[2].axhline(TARGET_LOSS, color=viz.color("reference"), ls=":", lw=1)
-axes[2].set(xlabel="epoch", ylabel="full training loss", title="Training loss at each tuned rate")
+axes[2].set(xlabel="epoch", ylabel="full training loss (mean of 3)", title="Training loss at each tuned rate")
 axes[2].legend(fontsize=7, ncols=2)
 fig.suptitle(
-    "64-64-10 MLP on digits, 10 epochs, each optimizer at 9 learning rates (★: chosen on validation)"
+    "64-64-10 MLP on digits, 10 epochs, each optimizer at 9 learning rates x 3 initializations (★: chosen on validation)"
 )
 plt.show()
 
 # %%
-test_acc = {name: r["test"][tuned[name]] for name, r in grid.items()}
 minibatch = [name for name in grid if name != "GD"]
 for name in minibatch:
     assert test_acc[name] > 0.95, (
-        f"{name} at its tuned lr: test accuracy {test_acc[name]:.3f}, expected > 0.95"
+        f"{name} at its tuned lr: mean test accuracy {test_acc[name]:.3f}, expected > 0.95"
     )
 spread = max(test_acc[n] for n in minibatch) - min(test_acc[n] for n in minibatch)
 assert spread < 0.03, f"tuned mini-batch optimizers differ by {spread:.3f} in test accuracy, expected < 0.03"
@@ -1415,33 +1436,35 @@ assert test_acc["GD"] < test_acc["SGD"] - 0.04, (
     f"GD {test_acc['GD']:.3f} vs SGD {test_acc['SGD']:.3f} (10 vs 340 steps)"
 )
 for name in ("momentum", "Adam"):
-    assert fastest[name] < 0.75 * fastest["SGD"], (
+    assert fastest[name] < 0.9 * fastest["SGD"], (
         f"{name} reached loss {TARGET_LOSS} after {fastest[name]:.1f} epochs at its fastest rate, "
-        f"SGD after {fastest['SGD']:.1f}: expected at least 1.33x sooner"
+        f"SGD after {fastest['SGD']:.1f}: expected sooner (measured 1.3x to 2.3x sooner)"
     )
 print(f"tuned mini-batch optimizers: test accuracy {min(test_acc[n] for n in minibatch):.3f} to "
       f"{max(test_acc[n] for n in minibatch):.3f}; GD {test_acc['GD']:.3f}")  # fmt: skip
 
 # %% [markdown]
-# - **Tuned, the mini-batch optimizers tie.** Each at its own rate, all seven mini-batch optimizers end
-#   between about 0.97 and 0.98 test accuracy. With 360 test images one error is 0.003, and the
-#   standard error of an accuracy near 0.975 is about 0.008, so their order is noise that another
-#   seed or split would reshuffle. Plain SGD is as good as any once its rate is right: 0.3 here, thirty
-#   times the 0.01 that is often used for every member of such a race.
+# - **Tuned, the mini-batch optimizers tie.** Each at its own rate, all seven mini-batch optimizers
+#   end between about 0.97 and 0.98 mean test accuracy. With 360 test images one error is 0.003, and
+#   the standard error of an accuracy near 0.975 is about 0.008, so their order is noise that another
+#   split (or another set of initializations) reshuffles. Plain SGD is as good as any once its rate
+#   is right: 0.3 here, thirty times the 0.01 that is often used for every member of such a race.
 # - **GD vs SGD.** For the same computation (10 passes over the data) GD makes 10 steps and SGD 340.
-#   Even at its best rate GD stays far behind, at about 0.89: the one ranking here that survives tuning
-#   by a wide margin.
-# - **Speed.** At their fastest rates, momentum and Nesterov reach a training loss of 0.05 after about
-#   4 epochs, Adam and AdamW after about 2.5 and plain SGD after about 7.5 (the table's last column):
-#   a real two- to three-fold speed-up of the optimization, which does not show in the final test
-#   accuracy of this easy problem.
-# - **Sensitivity.** Every mini-batch optimizer has a usable range (validation accuracy within 0.02 of its best)
-#   one to two decades wide, and falls off steeply on both sides: too small and 10 epochs are not
-#   enough, too large and the run diverges to chance. What differs is where the range sits. Momentum's
-#   is about ten times lower than plain SGD's, since its steps are up to ten times longer; Adam and
-#   RMSProp move each weight by about $\eta$ per step and work around $10^{-3}$ to $10^{-2}$; AdaGrad
-#   needs larger rates because its steps shrink. A race at one shared rate ranks the optimizers by how
-#   close that rate happens to be to each one's range, not by how good they are.
+#   Even at its best rate GD stays far behind, at about 0.89: the one ranking here that survives
+#   tuning by a wide margin.
+# - **Speed.** At their fastest rates, momentum, Nesterov, Adam and AdamW reach a training loss of
+#   0.05 after 3 to 4 epochs, plain SGD after about 7 (the table's last column, means over the three
+#   initializations). With another three initializations and batch order (seeds 3 to 5 in `INITS`, 1
+#   for the loader) we measured about 4 epochs against 5.5. The speed-up of the optimization is real
+#   but modest, 1.3 to 2.3 times, and it does not show in the final test accuracy of this easy problem.
+# - **Sensitivity.** Every mini-batch optimizer has a usable range (mean validation accuracy within
+#   0.02 of its best) one to one and a half decades wide, and falls off steeply on both sides: too
+#   small and 10 epochs are not enough, too large and the run diverges to chance. What differs is
+#   where the range sits. Momentum's is about ten times lower than plain SGD's, since its steps are up
+#   to ten times longer; Adam and RMSProp move each weight by about $\eta$ per step and work around
+#   $10^{-3}$ to $10^{-2}$; AdaGrad needs larger rates because its steps shrink. A race at one shared
+#   rate ranks the optimizers by how close that rate happens to be to each one's range, not by how
+#   good they are.
 # - **AdamW and Adam** are indistinguishable here: at $\eta\lambda = 10^{-4}$ per step, 340 steps of
 #   decay shrink the weights by about 3 %. Weight decay matters for long runs and for generalization
 #   ([chapter 05](../05_regularization/05_regularization.ipynb)).
@@ -1551,7 +1574,8 @@ def loss_along(model, point, x, y):
         return F.cross_entropy(functional_call(model, point, (x,)), y).item()
 
 
-solutions = {name: grid[name]["model"].members[tuned[name]] for name in ("SGD", "Adam")}
+# the copies that started from INITS[0] = initial_mlp, at each optimizer's tuned rate
+solutions = {name: grid[name]["model"].members[tuned[name] * len(INITS)] for name in ("SGD", "Adam")}
 theta_init = {k: v.to(device) for k, v in initial_mlp.named_parameters()}
 alphas = np.linspace(-1, 1, 41)
 ts = np.linspace(-0.25, 1.25, 31)
@@ -1600,21 +1624,20 @@ plt.show()
 i_min = np.unravel_index(surface.argmin(), surface.shape)
 print(f"2-D slice: lowest loss {surface.min():.4f} at (α, β) = ({grid_2d[i_min[1]]:+.2f}, {grid_2d[i_min[0]]:+.2f}); "
       f"at θ*: {surface[12, 12]:.4f}; at the corners: {surface[[0, 0, -1, -1], [0, -1, 0, -1]].min():.2f} or more")  # fmt: skip
+rise, monotone = {}, {}
 for name in solutions:
+    train_slice = np.array(slices[name]["train"])
+    rise[name] = min(train_slice[0], train_slice[-1]) / train_slice[20]  # alpha = -1 and +1 vs alpha = 0
     line = np.array(slices[name]["line"])
     inside = line[(ts >= 0) & (ts <= 1)]
-    print(
-        f"{name}: loss along the line from θ_init to θ*: {inside[0]:.2f} -> {inside[-1]:.3f}, "
-        f"monotone: {bool(np.all(np.diff(inside) < 0))}"
-    )
+    monotone[name] = bool(np.all(np.diff(inside) < 0))
+    print(f"{name}: 1-D slice: loss at α = ±1 is {rise[name]:.0f}x or more the loss at θ*; "
+          f"along the line from θ_init to θ*: {inside[0]:.2f} -> {inside[-1]:.3f}, monotone: {monotone[name]}")  # fmt: skip
 
 # %%
-assert max(abs(grid_2d[i_min[0]]), abs(grid_2d[i_min[1]])) <= 0.25, (
-    f"2-D slice minimum at {i_min}, not near θ*"
-)
-assert surface[[0, 0, -1, -1], [0, -1, 0, -1]].min() > 3 * surface[12, 12], (
-    "the slice should rise away from θ*"
-)
+for name in solutions:
+    assert rise[name] > 3, f"{name}: the 1-D slice should rise away from θ*, rose {rise[name]:.1f}x"
+    assert monotone[name], f"{name}: the loss along the line from θ_init to θ* is not monotone"
 
 # %% [markdown]
 # - Along a filter-normalized random direction both solutions sit in a smooth bowl. The validation
@@ -1629,9 +1652,10 @@ assert surface[[0, 0, -1, -1], [0, -1, 0, -1]].min() > 3 * surface[12, 12], (
 #   falling: $\theta^\star$ is not a minimum. Training stopped after 10 epochs, and on a training set
 #   that is classified correctly the cross-entropy keeps falling as the weights, and with them the
 #   confidence of the logits, grow.
-# - The 2-D slice around the SGD solution is a single basin with its lowest point at $\theta^\star$,
-#   rising more than twenty-fold towards the corners. Two directions out of 4,810 cannot show saddles
-#   or other basins: a slice shows the neighbourhood along random directions, not the landscape.
+# - In this 2-D slice the SGD solution sits in a single basin with its lowest point at $\theta^\star$.
+#   Two directions out of 4,810 cannot show saddles or other basins, and another pair of directions
+#   can look different: a slice shows the neighbourhood along two random directions, not the
+#   landscape.
 #
 # ## Learning-rate schedules
 #
