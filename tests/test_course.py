@@ -108,6 +108,15 @@ def test_runtime_tables_are_rendered_from_the_measurements():
         assert bench.chapter_with_line(text, bench.runtime_line(RESULTS, c.slug)) == text, c.slug
 
 
+def test_library_speed_tables_are_rendered_from_the_measurements():
+    ops = json.loads(bench.OPS_RESULTS.read_text(encoding="utf-8"))
+    assert (ROOT / "assets" / "ops_bench.md").read_text(encoding="utf-8") == bench.ops_page(ops)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    fresh = manifest.replace_between(readme, bench.OPS_START, bench.OPS_END, bench.ops_table(ops))
+    assert fresh == readme, "README library-speed table is stale: `python tools/bench.py --ops --render`"
+    assert {r["operation"] for r in ops["rows"]} >= {"box_iou", "nms", "batched_nms", "coco_map"}
+
+
 def test_chapter_runtime_line_is_rewritten_in_place():
     text = "# %% [markdown]\n# # 00 · T\n#\n# **Measured runtime:** not measured yet.\n"
     results = {
