@@ -6,7 +6,8 @@
 #   make lab       JupyterLab on the course, widgets working
 #   make sync      make every chapter .ipynb follow its .py (outputs kept)
 #   make execute   re-run chapters in fresh kernels and keep their outputs (CHAPTERS="01 02" for some)
-#   make bench     measure each chapter's wall time and peak memory; writes assets/runtimes.*
+#   make bench     measure each chapter's wall time and peak memory (assets/runtimes.*) and time the
+#                  library ops against torchvision and pycocotools (assets/ops_bench.*)
 #   make lint      ruff check + format check;  make format  to fix
 #   make clean     remove build outputs (keeps .venv);  make distclean  also removes .venv
 
