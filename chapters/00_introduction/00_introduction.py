@@ -54,7 +54,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, default_collate
 
-from course_lib import augment, data, metrics, neighbors, runtime, train, viz
+from course_lib import augment, data, exercises, metrics, neighbors, runtime, train, viz
 
 device = runtime.setup(seed=0)
 
@@ -125,6 +125,7 @@ variants = {
 }
 dist_to_cat = {name: (im - cat).norm().item() for name, im in variants.items()}
 
+# %% tags=["hide-input"]
 fig = plt.figure(figsize=(12, 4.6))
 grid = fig.add_gridspec(2, len(variants), height_ratios=[1.0, 1.1])
 for i, (name, im) in enumerate(variants.items()):
@@ -154,7 +155,7 @@ assert dist_to_cat["flat colour\n(the cat's mean)"] < dist_to_cat["darker\n(x 0.
 # image far; a meaningless image can sit near. Handwriting shows the other half of the problem,
 # intra-class variation and deformation: the digits below all carry the same label.
 
-# %%
+# %% tags=["hide-input"]
 twos, sevens = digits_x[digits_y == 2][:12], digits_x[digits_y == 7][:12]
 viz.show_images(
     torch.cat([twos, sevens]),
@@ -342,6 +343,7 @@ gx, gy = torch.meshgrid(torch.linspace(lo[0], hi[0], 160), torch.linspace(lo[1],
 plane = torch.stack([gx.flatten(), gy.flatten()], dim=1)  # [19200, 2] points to classify
 
 
+# %% tags=["hide-input"]
 def draw_regions(ax, k: int, p: int) -> None:
     pred = neighbors.knn_predict(xy[moon_tr], lab[moon_tr], plane, k=k, p=p).reshape(gx.shape)
     ax.contourf(gx, gy, pred, levels=[-0.5, 0.5, 1.5], colors=[viz.color(0), viz.color(1)], alpha=0.25)
@@ -409,6 +411,7 @@ assert val_acc[1][6] == metrics.accuracy(neighbors.knn_predict(xtr, y_train, xva
 best_acc, best_k, best_p = max((acc, -k, p) for p in (1, 2) for k, acc in zip(ks, val_acc[p], strict=True))
 best_k = -best_k  # the highest validation accuracy; among equals the smallest k, then L2
 
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6.4, 3.8))
 ax.plot(ks, val_acc[2], "o-", ms=3, color=viz.color("val"), label="validation, L2")
 ax.plot(ks, val_acc[1], "s--", ms=3, color=viz.color("val"), label="validation, L1")
@@ -484,6 +487,8 @@ for n in sizes:
     stored, labels = torch.rand(n, 64, generator=gen), torch.randint(0, 10, (n,), generator=gen)
     ms_per_1k.append(2000 * seconds(lambda: neighbors.knn_predict(stored, labels, queries, k=5)))  # noqa: B023
     print(f"N = {n:6d} stored images: {ms_per_1k[-1]:6.1f} ms per 1000 predictions")
+
+# %% tags=["hide-input"]
 ax = viz.plot_curves(
     {"k-NN, L2, k = 5": ms_per_1k},
     x=sizes,
@@ -534,7 +539,7 @@ print(f"{fooled.float().mean():.1%} of the {len(fooled)} test digits are closer 
 print("another class than to themselves shifted by one pixel to the right")
 assert fooled.all(), f"{(~fooled).sum()} test digits are closer to their 1-px shift than to any other class"
 
-# %%
+# %% tags=["hide-input"]
 show = fooled.nonzero()[:4, 0]
 panels, titles = [], []
 for i in show.tolist():
@@ -601,7 +606,8 @@ for s, acc in zip(shifts, knn_shift_acc, strict=True):
 # idea for k-NN is to store every training digit at all $5 \times 5$ offsets up to 2 pixels, a
 # memory 25 times larger. Each network gets its own peak learning rate, picked from 0.01, 0.03 and
 # 0.1 on the validation digits (averaged over validation copies shifted by 0, 1 and 2 pixels); the test digits
-# are used once, at the end, exactly as for k-NN.
+# are used once, at the end, exactly as for k-NN. The diagram after the code shows both networks,
+# with the shape of the tensor after each layer.
 
 
 # %%
@@ -627,6 +633,32 @@ def make_model(kind: str) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))  # the MLP
 
 
+# %% tags=["hide-input"]
+fig, axes = plt.subplots(2, 1, figsize=(12, 2.6), gridspec_kw={"height_ratios": [1, 1]})
+viz.chain_diagram(
+    [
+        ("digit\n[1, 8, 8]", "io"),
+        ("conv 3×3, 1 → 32\n+ ReLU [32, 8, 8]", "conv"),
+        ("max-pool 2×2\n[32, 4, 4]", "pool"),
+        ("conv 3×3, 32 → 64\n+ ReLU [64, 4, 4]", "conv"),
+        ("global max-pool\n[64]", "pool"),
+        ("linear 64 → 10\nclass scores", "linear"),
+    ],
+    ax=axes[0], spacing=2.1, block_size=(1.9, 0.7), title="CNN: shared 3×3 filters, then a max over positions",
+)  # fmt: skip
+viz.chain_diagram(
+    [
+        ("digit\n[1, 8, 8]", "io"),
+        ("flatten\n[64]", "other"),
+        ("linear 64 → 256\n+ ReLU", "linear"),
+        ("linear 256 → 10\nclass scores", "linear"),
+    ],
+    ax=axes[1], spacing=2.1, block_size=(1.9, 0.7), title="MLP: every pixel has its own weights",
+)  # fmt: skip
+axes[1].set_xlim(axes[0].get_xlim())
+plt.show()
+
+# %%
 shifted_vals = [shift_randomly(x_val, s, seed=2) for s in shifts]  # other random directions than the test
 val_loader = DataLoader(TensorDataset(x_val, y_val), batch_size=512)
 
@@ -707,6 +739,7 @@ print(f"{'test accuracy, shifted by':>36}" + "".join(f"{s:>7d} px" for s in shif
 for name, accs in results.items():
     print(f"{name:>36}" + "".join(f"{a:10.3f}" for a in accs))
 
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(7, 3.8))
 styles = ["o:", "s:", "^--", "^-", "o--", "o-"]
 for (name, accs), style, c in zip(results.items(), styles, [3, 3, 1, 1, 0, 0], strict=True):
@@ -814,9 +847,10 @@ print(f"CNN {1000 * t_cnn:.1f} ms | k-NN {1000 * t_knn:.1f} ms | k-NN with 25x m
 # | `runtime` | `setup(seed)`: seeds Python, NumPy and PyTorch, sets one CPU thread, picks the device (a GPU if there is one), applies the plot style and prints the versions; `autocast(device)` for mixed precision |
 # | `data` | `load_digits`, `digits_splits`, `split_indices`, `Normalizer` (train-only statistics), `sample_image` (bundled photos), `lfw_faces`, `make_shapes` / `ShapesDataset` (coloured shapes with masks, boxes and captions) |
 # | `train` | `fit(model, loader, ...)`: the training loop with a progress bar, returning a `History` with `.plot()`; `evaluate`, `predict` |
-# | `viz` | `show_images`, `plot_curves`, `plot_history`, `mask_to_rgb`, `draw_boxes`, and one colour palette (`viz.color`) for every figure |
+# | `viz` | `show_images`, `plot_curves`, `plot_history`, `mask_to_rgb`, `draw_boxes`, `chain_diagram` / `diagram` (architecture diagrams, as for the CNN above), and one colour palette (`viz.color`) for every figure |
 # | `metrics` | `accuracy`, `topk_accuracy` (later chapters add IoU, mAP and more) |
 # | `neighbors` | `pairwise_distances`, `kneighbors`, `knn_predict` (this chapter) |
+# | `exercises` | `check_function`, `check_value`: the checks at the end of each chapter that say what is wrong with an answer |
 #
 # You have seen `runtime.setup` in the first code cell (its printout records the device and
 # versions the notebook ran with), `train.fit` and `History.plot` on the CNN, and `viz`, `metrics`
@@ -827,6 +861,8 @@ print(f"CNN {1000 * t_cnn:.1f} ms | k-NN {1000 * t_knn:.1f} ms | k-NN with 25x m
 
 # %%
 scenes = data.make_shapes(4, size=32, min_objects=2, max_objects=3, seed=3)
+
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(2, 4, figsize=(10, 5.4))
 for i in range(4):
     ax = axes[0, i]
@@ -871,8 +907,13 @@ print("caption of scene 0:", repr(scenes.captions[0]))
 # - The **Measured runtime** line at the top of each chapter is written by `make bench`, which
 #   times every chapter on the reference 2-core CPU, where each must finish within 90 s; the same
 #   notebooks run unchanged on a GPU.
-# - Each chapter ends with exercises. Their solutions sit in the cell right after each exercise,
-#   folded on the website (click to open) and visible in JupyterLab: try first, then compare.
+# - Each chapter ends with exercises. Where the answer is code or a number, you get a stub to fill
+#   and a check from `course_lib.exercises` that says what is wrong (not written yet, an error, a
+#   wrong shape, or the first example with a wrong value, next to the right one). The solution sits
+#   in the cell right after, collapsed in JupyterLab (click the bar on its left to open it) and
+#   folded on the website under "Show solution"; it passes the same check. Try first, then compare.
+# - Code whose only job is to draw a figure is folded on the website under "Show plotting code";
+#   in JupyterLab it is there to read and change.
 #
 # ## Summary
 #
@@ -896,11 +937,41 @@ print("caption of scene 0:", repr(scenes.captions[0]))
 #
 # ## Exercises
 #
+# Each exercise that asks for code gives you a stub to fill (a function that raises
+# `NotImplementedError`) and a check from `course_lib.exercises` that runs it on a few examples and
+# says in one line what is wrong: not written yet, an error, a wrong shape, or the first example whose
+# value differs from a reference (scikit-learn, SciPy or `course_lib`), with both values. The
+# solution is in the collapsed cell below each exercise; it passes the same check.
+#
 # **1. Distance-weighted k-NN.** Instead of one vote per neighbour, give each neighbour the weight
-# $1/d$ (closer neighbours count more; if some neighbours are at distance 0, only they vote). Use
-# `neighbors.kneighbors` to get distances and indices, and compare your predictions with
-# `KNeighborsClassifier(weights="distance")` on the validation digits for $k \in \{7, 21, 51\}$.
-# Does weighting change the validation accuracy?
+# $1/d$ (closer neighbours count more; if some neighbours are at distance 0, only they vote, one vote
+# each). Use `neighbors.kneighbors` to get distances and indices. The check compares your predictions
+# with `KNeighborsClassifier(weights="distance")` on random points, one query of which sits on three
+# identical training points with two labels. Then compare with uniform votes on the validation digits
+# for $k \in \{7, 21, 51\}$: does weighting change the validation accuracy?
+
+# %%
+gen_ex = torch.Generator().manual_seed(0)
+pts = torch.randn(200, 16, generator=gen_ex, dtype=torch.float64)
+pts_y = torch.randint(0, 10, (200,), generator=gen_ex)
+dup = torch.zeros(3, 16, dtype=torch.float64)  # three copies of one point: labels 5, 5 and 2
+pts, pts_y = torch.cat([pts, dup]), torch.cat([pts_y, torch.tensor([5, 5, 2])])
+pts_q = torch.cat([torch.randn(40, 16, generator=gen_ex, dtype=torch.float64), dup[:1]])
+
+
+def sklearn_weighted(train_x, train_y, query_x, k, p=2):
+    sk = KNeighborsClassifier(n_neighbors=k, weights="distance", algorithm="brute", p=p)
+    return torch.from_numpy(sk.fit(train_x.numpy(), train_y.numpy()).predict(query_x.numpy()))
+
+
+weighted_cases = [(pts, pts_y, pts_q, k) for k in (1, 7, 21)]
+
+
+def knn_predict_weighted(train_x, train_y, query_x, k: int, p: int = 2) -> torch.Tensor:
+    raise NotImplementedError  # your code: [M] predicted labels
+
+
+exercises.check_function(knn_predict_weighted, weighted_cases, reference=sklearn_weighted)
 
 
 # %% tags=["hide-cell"]
@@ -913,15 +984,14 @@ def knn_predict_weighted(train_x, train_y, query_x, k: int, p: int = 2) -> torch
     return votes.argmax(dim=1)
 
 
+exercises.check_function(knn_predict_weighted, weighted_cases, reference=sklearn_weighted).assert_passed()
 d_sorted = d2.sort(dim=1).values
 for k in (7, 21, 51):
-    ours = knn_predict_weighted(xtr, y_train, xva, k).numpy()
-    sk = KNeighborsClassifier(n_neighbors=k, weights="distance", algorithm="brute")
-    sk_pred = sk.fit(xtr.numpy(), y_train.numpy()).predict(xva.numpy())
-    untied = (d_sorted[:, k - 1] != d_sorted[:, k]).numpy()
-    assert (ours[untied] == sk_pred[untied]).all()
+    ours = knn_predict_weighted(xtr, y_train, xva, k)
+    untied = d_sorted[:, k - 1] != d_sorted[:, k]  # digits have exact ties: compare where there is none
+    assert torch.equal(ours[untied], sklearn_weighted(xtr, y_train, xva, k)[untied])
     plain = metrics.accuracy(neighbors.knn_predict(xtr, y_train, xva, k=k), y_val)
-    weighted = metrics.accuracy(torch.from_numpy(ours), y_val)
+    weighted = metrics.accuracy(ours, y_val)
     print(f"k = {k:2d}: uniform votes {plain:.4f}, 1/d weights {weighted:.4f} (validation)")
 # The gains are small, and grow with k: far neighbours count less, so a too-large k hurts less.
 
@@ -929,17 +999,37 @@ for k in (7, 21, 51):
 # **2. Cosine distance.** The cosine distance $1 - \frac{a \cdot b}{\|a\| \|b\|}$ ignores the length
 # of the vectors, i.e. how much ink a digit has. Show that k-NN with cosine distance equals k-NN
 # with L2 distance on vectors normalized to unit length (hint: expand $\|a - b\|^2$ for unit
-# vectors), check it against scikit-learn's `metric="cosine"`, and compare validation accuracies.
+# vectors), write it with `neighbors.knn_predict`, let the check compare it with scikit-learn's
+# `metric="cosine"`, and compare validation accuracies of cosine and L2 on the digits.
+
+
+# %%
+def sklearn_cosine(train_x, train_y, query_x, k):
+    sk = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute")
+    return torch.from_numpy(sk.fit(train_x.numpy(), train_y.numpy()).predict(query_x.numpy()))
+
+
+cosine_cases = [(pts[:200], pts_y[:200], pts_q[:40] * 3.0, k) for k in (1, 5)]  # lengths must not matter
+
+
+def knn_predict_cosine(train_x, train_y, query_x, k: int) -> torch.Tensor:
+    raise NotImplementedError  # your code: [M] predicted labels
+
+
+exercises.check_function(knn_predict_cosine, cosine_cases, reference=sklearn_cosine)
+
 
 # %% tags=["hide-cell"]
 # For unit vectors ||a - b||^2 = 2 - 2 a.b = 2 * cosine distance: the same ranking of neighbours.
-unit_tr, unit_va = F.normalize(xtr, dim=1), F.normalize(xva, dim=1)
+def knn_predict_cosine(train_x, train_y, query_x, k: int) -> torch.Tensor:
+    return neighbors.knn_predict(F.normalize(train_x, dim=1), train_y, F.normalize(query_x, dim=1), k=k)
+
+
+exercises.check_function(knn_predict_cosine, cosine_cases, reference=sklearn_cosine).assert_passed()
 for k in (1, 5):
-    ours = neighbors.knn_predict(unit_tr.double(), y_train, unit_va.double(), k=k)
-    sk = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute")
-    sk.fit(xtr.double().numpy(), y_train.numpy())
-    agree = (ours.numpy() == sk.predict(xva.double().numpy())).mean()
-    assert agree > 0.99, agree
+    ours = knn_predict_cosine(xtr.double(), y_train, xva.double(), k)
+    agree = (ours == sklearn_cosine(xtr.double(), y_train, xva.double(), k)).double().mean().item()
+    assert agree > 0.99, agree  # the digits' exact ties may be broken differently
     l2 = metrics.accuracy(neighbors.knn_predict(xtr, y_train, xva, k=k), y_val)
     print(
         f"k = {k}: cosine {metrics.accuracy(ours, y_val):.4f} vs L2 {l2:.4f} (agreement with sklearn {agree:.3f})"
@@ -947,38 +1037,87 @@ for k in (1, 5):
 
 # %% [markdown]
 # **3. Standardization.** Chapter 01 standardizes inputs: subtract the training mean of each pixel
-# and divide by its standard deviation (`data.Normalizer("feature")`, fitted on the training split).
-# Does that help k-NN on digits? Measure the validation accuracy for $k \in \{1, 3, 5\}$ and explain
-# the result by looking at the pixels with the smallest standard deviation.
+# and divide by its standard deviation. Write `standardize(train_x, x)`: the per-pixel mean and
+# sample standard deviation (`torch.std`'s default) of `train_x` over its first dimension, applied
+# to `x` as $(x - \mu) / (\sigma + 10^{-6})$. The check compares it with
+# `data.Normalizer("feature")`, the library version. Does it help k-NN on digits? Measure the
+# validation accuracy for $k \in \{1, 3, 5\}$ and explain the result by looking at the pixels with
+# the smallest standard deviation.
+
+# %%
+standardize_cases = [
+    (torch.rand(20, 1, 4, 4, generator=gen_ex), torch.rand(5, 1, 4, 4, generator=gen_ex)),
+    (x_train, x_val),  # digits: some border pixels are blank in every training image
+]
+
+
+def standardize(train_x: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    raise NotImplementedError  # your code: x standardized with train_x's per-pixel statistics
+
+
+exercises.check_function(
+    standardize, standardize_cases, reference=lambda tr, x: data.Normalizer("feature").fit(tr).transform(x)
+)
+
 
 # %% tags=["hide-cell"]
-norm = data.Normalizer("feature").fit(x_train)
+def standardize(train_x: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    mean, std = train_x.mean(dim=0), train_x.std(dim=0)  # [1, 8, 8] each, Bessel-corrected std
+    return (x - mean) / (std + 1e-6)
+
+
+exercises.check_function(
+    standardize, standardize_cases, reference=lambda tr, x: data.Normalizer("feature").fit(tr).transform(x)
+).assert_passed()
 for k in (1, 3, 5):
     raw = metrics.accuracy(neighbors.knn_predict(x_train, y_train, x_val, k=k), y_val).item()
     std = metrics.accuracy(
-        neighbors.knn_predict(norm.transform(x_train), y_train, norm.transform(x_val), k=k), y_val
+        neighbors.knn_predict(standardize(x_train, x_train), y_train, standardize(x_train, x_val), k=k), y_val
     ).item()
     print(f"k = {k}: raw pixels {raw:.4f}, standardized pixels {std:.4f}")
     assert raw > std
-print(
-    "smallest pixel standard deviations:", [f"{s:.4f}" for s in norm.std.flatten().sort().values[:6].tolist()]
-)
+pixel_std = x_train.std(dim=0).flatten().sort().values
+print("smallest pixel standard deviations:", [f"{s:.4f}" for s in pixel_std[:6].tolist()])
 # Standardization gives every pixel the same weight in the distance. The border pixels are almost
 # always blank: their tiny std turns a stray speck of ink into a huge coordinate (up to tens of
 # units), which then dominates the distance. For k-NN, the scale of each feature IS the metric.
 
 # %% [markdown]
-# **4. Confusion matrix.** Count, for the validation set and the chosen $k$ and distance, how often
-# each true digit is predicted as each other digit (a $10 \times 10$ matrix), with one `bincount`.
-# Check it against `sklearn.metrics.confusion_matrix`, show it as an image, and name the most
-# frequent confusion.
+# **4. Confusion matrix.** Write `confusion_counts(y_true, y_pred, num_classes)`: how often each
+# true class (row) is predicted as each class (column), a `[num_classes, num_classes]` integer
+# matrix, computed with one `torch.bincount` and no loop. The check compares it with
+# `sklearn.metrics.confusion_matrix`. Then compute it for the validation set with the chosen $k$
+# and distance, show it as an image, and name the most frequent confusion.
 
-# %% tags=["hide-cell"]
+# %%
 from sklearn.metrics import confusion_matrix
 
 val_pred = neighbors.knn_predict(xtr, y_train, xva, k=best_k, p=best_p)
-cm = torch.bincount(y_val * 10 + val_pred, minlength=100).reshape(10, 10)  # rows: true, cols: predicted
-assert (cm.numpy() == confusion_matrix(y_val.numpy(), val_pred.numpy())).all()
+confusion_cases = [
+    (torch.tensor([0, 1, 2, 2, 0]), torch.tensor([0, 2, 2, 1, 0]), 4),  # class 3 never occurs
+    (y_val, val_pred, 10),
+]
+
+
+def sklearn_confusion(y_true, y_pred, num_classes):
+    return torch.from_numpy(confusion_matrix(y_true.numpy(), y_pred.numpy(), labels=range(num_classes)))
+
+
+def confusion_counts(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+    raise NotImplementedError  # your code: [num_classes, num_classes] counts, rows = true class
+
+
+exercises.check_function(confusion_counts, confusion_cases, reference=sklearn_confusion)
+
+
+# %% tags=["hide-cell"]
+def confusion_counts(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+    flat = torch.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes)
+    return flat.reshape(num_classes, num_classes)  # rows: true class, columns: predicted
+
+
+exercises.check_function(confusion_counts, confusion_cases, reference=sklearn_confusion).assert_passed()
+cm = confusion_counts(y_val, val_pred, 10)
 fig, ax = plt.subplots(figsize=(4.2, 3.8))
 im = ax.imshow(cm, cmap="Blues")
 for (i, j), v in np.ndenumerate(cm.numpy()):
