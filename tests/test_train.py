@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -138,6 +139,27 @@ def test_grad_clip_limits_the_update():
     _fit(model, _loader(x, y, batch_size=4), epochs=1, loss_fn=loss_fn,
          optimizer=torch.optim.SGD(model.parameters(), lr=1.0))  # fmt: skip
     assert model.weight.detach().norm().item() == pytest.approx(2e6 * math.sqrt(2), rel=1e-5)
+
+
+def test_grad_clip_uses_the_global_norm_like_clip_grad_norm_():
+    # a two-layer model: fit(grad_clip=c) must equal a hand loop with clip_grad_norm_ over all parameters
+    torch.manual_seed(0)
+    x, y = torch.randn(48, 3) * 20, torch.randint(0, 2, (48,))  # large inputs: every step is clipped
+    model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2))
+    reference = copy.deepcopy(model)
+    _fit(model, _loader(x, y, batch_size=16), epochs=2, grad_clip=0.3,
+         optimizer=torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9))  # fmt: skip
+    opt = torch.optim.SGD(reference.parameters(), lr=0.5, momentum=0.9)
+    norms = []
+    for _ in range(2):
+        for xb, yb in _loader(x, y, batch_size=16):
+            opt.zero_grad()
+            nn.functional.cross_entropy(reference(xb), yb).backward()
+            norms.append(nn.utils.clip_grad_norm_(reference.parameters(), 0.3).item())
+            opt.step()
+    assert min(norms) > 0.3  # the clipping was active at every step
+    for p_fit, p_ref in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p_fit, p_ref)
 
 
 def test_non_finite_loss_raises():
