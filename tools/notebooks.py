@@ -247,6 +247,7 @@ def execute(ch: manifest.Chapter) -> tuple[str, float]:
     """Run the chapter from its ``.py`` in a fresh kernel (cwd = chapter folder); save the ``.ipynb``."""
     from nbclient import NotebookClient
 
+    source = ch.py.read_text(encoding="utf-8")
     nb = _read_py(ch)
     if ch.ipynb.exists():
         _keep_ids(nb, nbformat.read(ch.ipynb, as_version=4))
@@ -265,7 +266,14 @@ def execute(ch: manifest.Chapter) -> tuple[str, float]:
     _stable_widget_ids(nb, ch.slug)
     present(nb)
     jupytext.write(nb, ch.ipynb, fmt="ipynb")
-    _normalize_py(ch, nb)
+    if ch.py.read_text(encoding="utf-8") != source:
+        # the .py was edited while the chapter ran: keep the edits (the pair check will ask for a rerun)
+        print(
+            f"{ch.slug}: {ch.py.name} changed during the run; kept it, run `make execute` again",
+            file=sys.stderr,
+        )
+    else:
+        _normalize_py(ch, nb)
     return ch.slug, wall
 
 
