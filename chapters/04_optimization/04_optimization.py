@@ -1131,8 +1131,9 @@ _ = widgets.interact(
 # Near the saddle GD multiplies $y$ by $1 + 2\eta$ per step: it does escape, geometrically, but from
 # a starting offset $y_0$ that takes about $\ln(0.5/y_0)/\ln(1 + 2\eta)$ steps to reach $|y| = 0.5$, and
 # from $y_0 = 0$ exactly it never escapes (the $y$-gradient stays 0). Gradient noise, which SGD has for
-# free, knocks the iterate off the ridge at once (perturbed GD escapes saddles quickly: Ge et al., 2015;
-# Jin et al., 2017). We run GD with $\eta = 0.05$ from $(1.5, 0)$ and from $(1.5, 10^{-8})$, and noisy
+# free, pushes the iterate off the ridge at every step, so the growth starts from the size of the noise
+# rather than from a tiny offset (perturbed GD escapes saddles quickly: Ge et al., 2015; Jin et al.,
+# 2017). We run GD with $\eta = 0.05$ from $(1.5, 0)$ and from $(1.5, 10^{-8})$, and noisy
 # GD (gradient plus Gaussian noise of standard deviation 0.1 per coordinate) from $(1.5, 0)$ with 50
 # seeds.
 
@@ -1486,8 +1487,8 @@ print(f"tuned mini-batch optimizers: test accuracy {min(test_acc[n] for n in min
 # readings of the smoothed curve: the rate where the loss **falls fastest** (most negative slope
 # against $\log\eta$), and **a tenth of the rate at the lowest loss** (at the lowest point the rate is
 # already close to unstable). `optim.lr_range_test` implements it and restores the model and optimizer
-# afterwards. We run it for SGD, momentum and Adam, 200 steps from $10^{-5}$ to 10, from the same
-# initial weights as the grid, and compare its readings with the rates chosen on validation.
+# afterwards. We run it for SGD, momentum and Adam, 200 steps from $10^{-5}$ to 10, from the first of
+# the grid's initializations, and compare its readings with the rates chosen on validation.
 
 # %%
 range_tests = {}
@@ -1527,7 +1528,7 @@ for name, rt in range_tests.items():
 # %% [markdown]
 # For all three optimizers both readings land within a decade of the rate chosen on validation, most
 # of them within a factor of about 3 (one step of the grid), for the price of 200 steps instead of
-# 9 × 340. The curves also show the ordering of the sensitivity plots: Adam's loss starts to fall, and
+# 9 × 340 (per initialization). The curves also show the ordering of the sensitivity plots: Adam's loss starts to fall, and
 # later blows up, at rates one to two decades below plain SGD's, and momentum sits in between. The
 # test is a quick way to find the right decade, not a tuned rate: it reads the training loss of the
 # first few hundred steps, while the rate that generalizes best after a full run is usually a little
