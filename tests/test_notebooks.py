@@ -49,6 +49,32 @@ def test_check_detects_drift_and_unexecuted_notebooks(tmp_path, monkeypatch):
     assert any("differ" in p for p in notebooks.check(ch))
 
 
+def test_sync_keeps_outputs_through_reformatting_but_not_through_code_changes(tmp_path, monkeypatch):
+    import os
+
+    (tmp_path / "chapters" / "00_demo").mkdir(parents=True)
+    monkeypatch.setattr(manifest, "ROOT", tmp_path)
+    ch = manifest.Chapter("00_demo", "Demo")
+    nb = jupytext.reads("# %%\nx = [1,2]  # a list\n\n# %%\nprint(x)\n", fmt="py:percent")
+    for i, c in enumerate(nb.cells, 1):
+        c.execution_count = i
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="[1, 2]\n")]
+    jupytext.write(nb, ch.ipynb, fmt="ipynb")
+    ch.py.write_text(notebooks.py_text_of(nb))
+
+    def edit(py: str) -> str:
+        ch.py.write_text(py)
+        t = ch.ipynb.stat().st_mtime
+        os.utime(ch.py, (t + 5, t + 5))
+        return notebooks.sync(ch)
+
+    assert (
+        edit("# %%\nx = [1, 2]  # the same list, reformatted\n\n# %%\nprint(x)\n") == "synced (outputs kept)"
+    )
+    assert notebooks.check(ch) == []
+    assert edit("# %%\nx = [1, 3]\n\n# %%\nprint(x)\n") == "synced (code changed: re-execute)"
+
+
 # ------------------------------------------------------------------------------ chapter rules
 RULES = {
     "the device comes from course_lib, never 'cuda'": re.compile(r"cuda", re.IGNORECASE),

@@ -73,12 +73,26 @@ def _keep_ids(new, old) -> None:
             c.id = uuid.uuid4().hex[:8]
 
 
+def _code_meaning(source: str) -> str:
+    """A cell's code up to formatting and comments (its AST), or the source itself if it does not parse."""
+    import ast
+
+    try:
+        return ast.dump(ast.parse(source))
+    except SyntaxError:  # IPython magics and the like: only an identical source is the same code
+        return source
+
+
 def _merge_outputs(new, old) -> None:
-    """Copy ids, outputs and execution counts from ``old`` to the cells of ``new`` with identical source."""
+    """Copy ids, outputs and execution counts from ``old`` to the cells of ``new`` that run the same code.
+
+    The same code means the same sequence of code cells whose sources parse to the same syntax tree:
+    reformatting (``ruff format``) or editing comments keeps the outputs; any other change drops them.
+    """
     _keep_ids(new, old)
     olds = [c for c in old.cells if c.cell_type == "code"]
     news = [c for c in new.cells if c.cell_type == "code"]
-    if [c.source for c in olds] == [c.source for c in news]:
+    if [_code_meaning(c.source) for c in olds] == [_code_meaning(c.source) for c in news]:
         for n, o in zip(news, olds, strict=True):
             n.outputs, n.execution_count = o.get("outputs", []), o.get("execution_count")
         # the widget state belongs to those outputs: keep it only with them

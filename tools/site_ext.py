@@ -186,12 +186,19 @@ def _notebook_download_links(app: Sphinx, doctree: nodes.document, docname: str)
             ref.replace_self(link)
 
 
+#: Code wraps instead of scrolling sideways (chapters are formatted to fit; this catches the rest).
+COURSE_CSS = """div.cell_input pre { white-space: pre-wrap; overflow-wrap: anywhere; }
+"""
+
+
 def _configure(app: Sphinx, config) -> None:
     config.mathjax_path = MATHJAX_ENTRY
     config.nb_ipywidgets_js = {}
     static = Path(app.outdir).parent / "offline_static"
     copy_mathjax(static)
+    (static / "course.css").write_text(COURSE_CSS, encoding="utf-8")
     config.html_static_path = [*config.html_static_path, str(static)]
+    app.add_css_file("course.css")
 
 
 def setup(app: Sphinx) -> dict:
