@@ -125,6 +125,7 @@ def test_site_page_in_browser(browser_page, page_path):
     assert report.math_total == report.math_typeset, (
         f"{report.math_typeset} of {report.math_total} formulas typeset by the local MathJax"
     )
+    assert report.code_overflowing == 0, f"{report.code_overflowing} code blocks scroll sideways at 1280 px"
     assert report.images_broken == 0, f"{report.images_broken} of {report.images} figures did not load"
     if page_path.startswith("chapters/"):
         assert report.math_total > 0 and report.images > 0

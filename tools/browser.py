@@ -93,6 +93,7 @@ class PageReport:
     images_broken: int = 0
     solutions: list[bool] = field(default_factory=list)  # open state of each "Show solution" fold
     widget_fallbacks_visible: int = 0
+    code_overflowing: int = 0  # visible code blocks that would scroll sideways
     load_seconds: float = 0.0
 
 
@@ -108,6 +109,8 @@ _INSPECT = """async () => {
   out.images_broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length;
   out.solutions = Array.from(document.querySelectorAll('details'))
     .filter(d => (d.querySelector('summary') || {}).innerText?.trim().startsWith('Show solution')).map(d => d.open);
+  out.code_overflowing = Array.from(document.querySelectorAll('div.cell_input pre'))
+    .filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1).length;
   out.widget_fallbacks_visible = Array.from(document.querySelectorAll('.widget-fallback'))
     .filter(e => e.offsetParent !== null || e.closest('details')).length;
   return out;
@@ -119,7 +122,7 @@ def visit(browser, base: str, path: str) -> PageReport:
     import time
 
     report = PageReport(path)
-    page = browser.new_page()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})  # a laptop screen
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     page.on("console", lambda m: report.console_errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: report.console_errors.append(str(e)))
