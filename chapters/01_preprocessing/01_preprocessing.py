@@ -48,7 +48,7 @@ from sklearn.decomposition import PCA as SkPCA
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from torchvision.transforms import v2
 
-from course_lib import data, preprocess, runtime, viz
+from course_lib import data, exercises, preprocess, runtime, viz
 
 device = runtime.setup(seed=0)
 
@@ -156,7 +156,7 @@ assert x_centred.mean(0).abs().max() < 1e-6
 # The mean digit is a blurred ring: the average of ten classes of strokes. Subtracting it leaves
 # each digit as a pattern of "more ink than usual" (red) and "less ink than usual" (blue).
 
-# %%
+# %% tags=["hide-input"]
 mean_img = mu_train.view(8, 8)
 fig, axes = plt.subplots(2, 6, figsize=(8.5, 3.2))
 for ax in axes.flat:
@@ -193,7 +193,7 @@ print("photos:", tuple(photos.shape))
 print("per-channel mean (R, G, B):", [round(v, 3) for v in channel_mean.tolist()])
 print(f"scalar mean: {scalar_mean:.3f};  per-pixel mean image: {tuple(pixel_mean.shape)}")
 
-# %%
+# %% tags=["hide-input"]
 fig = plt.figure(figsize=(10, 3.0))
 top, bottom = fig.subfigures(1, 2, width_ratios=[2.6, 1])
 axes = top.subplots(2, 4)
@@ -286,6 +286,20 @@ mixed = (batch_grads > 0).any(1) & (batch_grads < 0).any(1)
 print(f"mini-batches of 16 whose summed gradient has mixed signs: {int(mixed.sum())} / {len(mixed)}")
 assert mixed.any(), "expected at least one mixed-sign mini-batch gradient"
 
+# %% tags=["hide-input"]
+viz.diagram(
+    {
+        "x1": (0, 1.1, "$x_1$", "io"), "x2": (0, 0, "$x_2$", "io"), "x3": (0, -1.1, "$x_3$", "io"),
+        "z": (2.6, 0, "$z = w^\\top x + b$", "linear"), "f": (5.0, 0, "$\\sigma(z)$", "act"),
+        "L": (7.4, 0, "BCE loss $L$", "head"), "y": (7.4, -1.3, "label $y$", "io"),
+    },
+    [("x1", "z", "-", "$w_1$"), ("x2", "z", "-", "$w_2$"), ("x3", "z", "-", "$w_3$"), ("z", "f"), ("f", "L"),
+     ("y", "L", "--")],
+    block_size=(1.7, 0.6), fontsize=10,
+    title="The neuron of this section: $\\partial L/\\partial w_i = (\\partial L/\\partial z)\\, x_i$",
+)  # fmt: skip
+plt.show()
+
 # %% [markdown]
 # In two dimensions the consequence is easy to see. Fit a linear neuron $y = w^\top x$ (no bias) to
 # targets made by $w^* = (1, -1)$, with inputs $x \sim U[1, 2]^2$, by stochastic gradient descent with
@@ -334,6 +348,8 @@ for name, x_in in [("raw inputs in [1, 2]$^2$", x_zz), ("centred inputs", x_zz -
     print(
         f"{name:>24}: best lr {zz_lrs[best]:.2f} -> {steps_per_lr[best]} steps; at lr 0.32: {same_lr} steps"
     )
+
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(9, 4.4))
 for ax, (name, p) in zip(axes, paths.items(), strict=True):
     if name.startswith("raw"):  # the double cone of directions +-x for x in [1, 2]^2
@@ -420,7 +436,7 @@ assert steps_raw >= 10 * steps_cen, f"raw {steps_raw} vs centred {steps_cen} ste
 assert 45 < kappa_raw < 65 and kappa_cen < 1.2, f"condition numbers {kappa_raw:.1f}, {kappa_cen:.2f}"
 print(f"centring needs {steps_raw / steps_cen:.0f}x fewer gradient steps")
 
-# %%
+# %% tags=["hide-input"]
 g1, g2 = np.meshgrid(np.linspace(-2.0, 2.0, 200), np.linspace(-2.2, 1.8, 200))
 grid_w = torch.from_numpy(np.stack([g1.ravel(), g2.ravel()], 1))
 fig, axes = plt.subplots(1, 3, figsize=(12, 4.2), width_ratios=[1, 1, 0.6])
@@ -470,6 +486,14 @@ plt.show()
 # rates at once, as one batch of independent models, the gradient step is written by hand: the
 # gradient of the mean cross-entropy with respect to the logits is $(\mathrm{softmax} - \text{one-hot})/N$
 # (chapter 03 derives it); one step is checked against autograd.
+
+# %% tags=["hide-input"]
+viz.chain_diagram(
+    [("digit $x$\n[64]", "io"), ("linear 64 → 10\n$W$ [64, 10], $b$ [10]", "linear"),
+     ("log-softmax\n[10]", "act"), ("cross-entropy\nwith the label", "head")],
+    block_size=(2.0, 0.7), title="Softmax regression: one linear layer and a loss",
+)  # fmt: skip
+plt.show()
 
 
 # %%
@@ -528,7 +552,7 @@ for name, (xtr, xte) in inputs.items():
         f"{name:>12}: best lr {lrs[best]:6.1f}, {int(steps[best]):3d} steps to CE < 0.1, test acc {acc:.3f}"
     )
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 for k, (name, r) in enumerate(results.items()):
     final = r["final"].clamp(max=10.0)
@@ -773,6 +797,14 @@ print(
     "trainable parameters:", sum(p.numel() for p in model.parameters()), "(the statistics are not among them)"
 )
 
+# %% tags=["hide-input"]
+viz.chain_diagram(
+    [("image in [0, 1]\n[N, 3, 32, 32]", "io"), ("ChannelNormalize\nbuffers μ, σ: [3, 1, 1]", "norm"),
+     ("conv 3×3, 3 → 8\n[N, 8, 32, 32]", "conv")],
+    block_size=(2.2, 0.7), spacing=2.8, title="Normalization as the model's first, fixed layer",
+)  # fmt: skip
+plt.show()
+
 # %%
 # NBVAL_CHECK_OUTPUT
 imagenet_std = torch.tensor([0.229, 0.224, 0.225])  # imagenet_mean is defined in section 2
@@ -849,6 +881,8 @@ views = {
     "PCA-rotated\n(decorrelated)": c_rot,
     "PCA-whitened": c_white,
 }
+
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 5, figsize=(14, 3.2), sharex=True, sharey=True)
 for k, (ax, (name, pts)) in enumerate(zip(axes, views.items(), strict=True)):
     ax.axhline(0, color=viz.color("reference"), lw=0.8)
@@ -902,10 +936,10 @@ cum = torch.cumsum(lam, 0) / lam.sum()
 print(f"rank of the centred training data: {nonnull} of 64 (3 pixels are constant)")
 for f in (0.5, 0.9, 0.95, 0.99):
     print(f"components for {f:.0%} of the variance: {int((cum < f).sum()) + 1}")
-
-# %%
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
 ks = np.arange(1, 65)
+
+# %% tags=["hide-input"]
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
 axes[0].semilogy(ks[:nonnull], lam[:nonnull], "o-", ms=3, color=viz.color(0))
 axes[0].set(
     xlabel="component k", ylabel="eigenvalue $\\lambda_k$ (variance)", title="eigen-spectrum of $\\Sigma$"
@@ -926,7 +960,7 @@ plt.show()
 # variation of handwritten digits. What do those directions look like? The mean image and the first
 # principal components, each an 8x8 pattern (red positive, blue negative):
 
-# %%
+# %% tags=["hide-input"]
 comp_imgs = [mu64.view(8, 8)] + [u[:, k].view(8, 8) for k in range(11)]
 titles = ["mean"] + [f"PC {k + 1} ({lam[k] / lam.sum():.0%})" for k in range(11)]
 fig, axes = plt.subplots(2, 6, figsize=(9, 3.4))
@@ -992,6 +1026,7 @@ def zca_digits(eps_z):
     return ((digits_show - mu64) @ w).view(-1, 8, 8)
 
 
+# %% tags=["hide-input"]
 def mosaic(imgs, gap=1):
     """Tile images Tensor[K, H, W] in one row with NaN gaps (drawn white): one fast imshow per row."""
     padded = F.pad(imgs.double(), (0, gap), value=float("nan"))  # [K, H, W + gap]
@@ -1057,6 +1092,7 @@ pred = (z_te[None] * keep_k[:, None, :] @ w_k + b_k).argmax(-1).cpu()  # [9, N_t
 acc_k = dict(zip(k_list, (pred == y_test).float().mean(1).tolist(), strict=True))
 print("test accuracy per k:", {k: round(a, 3) for k, a in acc_k.items()})
 
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6, 3.4))
 ax.plot(list(acc_k), list(acc_k.values()), "o-", color=viz.color("test"), label="test accuracy")
 ax.plot(ks[:nonnull], cum[:nonnull], color=viz.color("reference"), ls="--", label="explained variance")
@@ -1087,15 +1123,20 @@ print(f"16 components: {acc_k[16]:.3f}; 24: {acc_k[24]:.3f}; all {nonnull}: {acc
 z_show = pca.transform(x_test[:8].double())  # all 64 coordinates of 8 test digits
 
 
+def reconstruct(k: int) -> torch.Tensor:
+    """The 8 test digits rebuilt from their first k principal coordinates, [8, 8, 8]."""
+    z = torch.zeros_like(z_show)
+    z[:, :k] = z_show[:, :k]
+    return pca.inverse_transform(z).view(-1, 8, 8)
+
+
+# %% tags=["hide-input"]
 def draw_reconstructions(k_values, fig):
     """Originals and rank-k reconstructions of 8 test digits (left), explained variance (right)."""
     left, right = fig.subfigures(1, 2, width_ratios=[2.3, 1])
     axes = left.subplots(len(k_values) + 1, 1, squeeze=False)[:, 0]
     rows = [("original", x_test[:8].double().view(-1, 8, 8))]
-    for k in k_values:
-        z = torch.zeros_like(z_show)
-        z[:, :k] = z_show[:, :k]
-        rows.append((f"k={k}", pca.inverse_transform(z).view(-1, 8, 8)))
+    rows += [(f"k={k}", reconstruct(k)) for k in k_values]
     for ax, (label, imgs) in zip(axes, rows, strict=True):
         ax.imshow(mosaic(imgs.clamp(0, 1)), cmap=GRAY, vmin=0, vmax=1)
         ax.set_ylabel(label, fontsize=9)
@@ -1157,13 +1198,56 @@ _ = widgets.interact(show_reconstruction, k=widgets.IntSlider(min=1, max=64, ste
 #
 # ## Exercises
 #
-# **Exercise 1 (statistics from the test data).** Train softmax regression on standardized digits
-# (train statistics). Evaluate it on the test set normalized (a) with the training statistics,
-# (b) with statistics computed on the whole test set, and (c) with statistics computed on each class
-# of the test set separately (as if test images arrived in batches of one class). What changes, and
-# why is (c) a realistic danger?
+# Where the answer is code or a number, the exercise gives a stub and a check from
+# `course_lib.exercises` that says what is wrong (chapter 00 explains the pattern); the collapsed
+# solution below it passes the same check.
+#
+# **Exercise 1 (statistics from the test data).** Write `standardize_groups(x, groups)`, which
+# standardizes each group of rows (`groups[n]` is the group of row `n`) with that group's own
+# per-feature mean and standard deviation, $(x - \mu_g)/(\sigma_g + 10^{-6})$ with the sample standard
+# deviation, as if the images arrived in batches and each batch were normalized with its own
+# statistics. The check compares it with `data.Normalizer(per="feature")` fitted group by group.
+# Then train softmax regression on standardized digits (train statistics) and evaluate it on the
+# test set normalized (a) with the training statistics, (b) with statistics computed on the whole
+# test set, and (c) with `standardize_groups` and the test labels as groups (each class arrives as its
+# own batch). What changes, and why is (c) a realistic danger?
+
+
+# %%
+def normalizer_per_group(x, groups):
+    """The library version: one data.Normalizer per group, fitted on that group's rows."""
+    out = torch.empty_like(x)
+    for g in groups.unique():
+        rows = groups == g
+        out[rows] = data.Normalizer(per="feature").fit(x[rows]).transform(x[rows])
+    return out
+
+
+gen = torch.Generator().manual_seed(5)
+group_cases = [
+    (torch.rand(12, 5, generator=gen), torch.tensor([0, 1, 2] * 4)),
+    (x_test, y_test),  # the test digits, one group per class
+]
+
+
+def standardize_groups(x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    raise NotImplementedError  # your code: [N, D], each group standardized with its own statistics
+
+
+exercises.check_function(standardize_groups, group_cases, reference=normalizer_per_group)
+
 
 # %% tags=["hide-cell"]
+def standardize_groups(x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(x)
+    for g in groups.unique():
+        rows = groups == g
+        out[rows] = (x[rows] - x[rows].mean(0)) / (x[rows].std(0) + 1e-6)
+    return out
+
+
+exercises.check_function(standardize_groups, group_cases, reference=normalizer_per_group).assert_passed()
+
 clf_std = torch.nn.Linear(64, 10)
 opt = torch.optim.SGD(clf_std.parameters(), lr=1.0)
 xs_tr = norm_train.transform(x_train)
@@ -1180,11 +1264,7 @@ def accuracy_on(x):
 
 acc_a = accuracy_on(norm_train.transform(x_test))
 acc_b = accuracy_on(data.Normalizer(per="feature").fit(x_test).transform(x_test))
-x_c = torch.empty_like(x_test)
-for c in range(10):  # each class arrives as its own batch and is normalized with its own statistics
-    m = y_test == c
-    x_c[m] = data.Normalizer(per="feature").fit(x_test[m]).transform(x_test[m])
-acc_c = accuracy_on(x_c)
+acc_c = accuracy_on(standardize_groups(x_test, y_test))  # each class normalized with its own statistics
 print(
     f"(a) train statistics {acc_a:.3f}   (b) test-set statistics {acc_b:.3f}   "
     f"(c) per-class batches {acc_c:.3f}"
@@ -1198,40 +1278,72 @@ assert acc_c < acc_a - 0.2
 
 # %% [markdown]
 # **Exercise 2 (per-channel vs per-pixel mean for photos).** Shift every photo of section 2
-# cyclically by 16 pixels to the right (`torch.roll`), as a random crop would. Compare how much the
-# per-pixel mean image and the per-channel mean change. Which one would you trust for a network
-# trained with random crops?
+# cyclically by 16 pixels to the right (`torch.roll`), as a random crop would. Compute
+# `change_pixel`, the largest absolute change of the per-pixel mean image, and `change_channel`, the
+# largest absolute change of the per-channel mean. The check knows what `change_channel` must be
+# (think before you compute: what does a roll do to the set of values in one channel?). Which mean
+# would you trust for a network trained with random crops?
+
+# %%
+change_pixel = exercises.TODO  # your value: max |per-pixel mean image after - before|
+change_channel = exercises.TODO  # your value: max |per-channel mean after - before|
+exercises.check_value(change_channel, 0.0, atol=1e-5, name="change_channel")
 
 # %% tags=["hide-cell"]
 shifted = torch.roll(photos, shifts=16, dims=3)
 change_pixel = (shifted.mean(0) - photos.mean(0)).abs().max().item()
 change_channel = (shifted.mean(dim=(0, 2, 3)) - photos.mean(dim=(0, 2, 3))).abs().max().item()
+exercises.check_value(change_channel, 0.0, atol=1e-5, name="change_channel").assert_passed()
 print(
     f"max change of the per-pixel mean image: {change_pixel:.3f}; "
     f"of the per-channel mean: {change_channel:.1e}"
 )
 assert change_channel < 1e-5 < 0.05 < change_pixel
 # The per-channel mean averages over positions, so moving content around cannot change it (a roll is
-# a permutation of the pixels). The per-pixel mean image is tied to where things happened to be in the
-# training photos; with crops, flips and varying sizes it describes no particular input.
+# a permutation of the pixels; only float rounding of the sum in another order is left). The per-pixel
+# mean image is tied to where things happened to be in the training photos; with crops, flips and
+# varying sizes it describes no particular input.
 
 # %% [markdown]
 # **Exercise 3 (whitening amplifies noise).** Add Gaussian noise of standard deviation 0.01 to the
-# test digits and PCA-whiten both versions (61 components, training statistics). Measure how much
-# larger the whitened difference is than the raw noise, for $\epsilon \in \{0, 10^{-4}, 10^{-2}\}$.
-# Explain the result with $1/\sqrt{\lambda_k+\epsilon}$.
+# test digits and PCA-whiten both versions (61 components, training statistics): the cell below
+# measures the gain, the root-mean-square length of the whitened difference divided by that of the
+# raw noise, for $\epsilon \in \{0, 10^{-4}, 10^{-2}\}$. Predict it without noise: write
+# `predicted_gain(eps)` from the training eigenvalues `lam` (hint: isotropic noise of variance
+# $s^2$ per pixel puts variance $s^2$ on each of the 61 kept directions, and whitening scales
+# direction $k$ by $1/\sqrt{\lambda_k+\epsilon}$). The check compares your prediction with the
+# measurement, within 10 %.
 
-# %% tags=["hide-cell"]
+# %%
 gen = torch.Generator().manual_seed(4)
 noise = 0.01 * torch.randn(x_test.shape, generator=gen, dtype=torch.float64)
 gains = {}
 for eps_n in (0.0, 1e-4, 1e-2):
     p = preprocess.PCA(n_components=nonnull, whiten=True, eps=eps_n).fit(x64)
     diff = p.transform(x_test.double() + noise) - p.transform(x_test.double())
-    gains[eps_n] = (diff.norm(dim=1) / noise.norm(dim=1)).mean().item()
-print({k: round(v, 1) for k, v in gains.items()})
-print(f"largest gain 1/sqrt(lambda_min): {lam[nonnull - 1].rsqrt():.0f}")
+    gains[eps_n] = (diff.pow(2).sum(1).mean() / noise.pow(2).sum(1).mean()).sqrt().item()
+print("measured gains:", {k: round(v, 1) for k, v in gains.items()})
 assert gains[0.0] > gains[1e-4] > gains[1e-2] > 1
+
+
+def predicted_gain(eps: float) -> float:
+    raise NotImplementedError  # your code: use lam (eigenvalues, descending) and nonnull
+
+
+exercises.check_function(predicted_gain, [(e,) for e in gains], expected=list(gains.values()), rtol=0.1)
+
+
+# %% tags=["hide-cell"]
+def predicted_gain(eps: float) -> float:
+    # E|noise|^2 = 64 s^2; E|whitened difference|^2 = s^2 * sum_k 1 / (lambda_k + eps) over the kept k
+    return ((1.0 / (lam[:nonnull] + eps)).sum() / x_test.shape[1]).sqrt().item()
+
+
+exercises.check_function(
+    predicted_gain, [(e,) for e in gains], expected=list(gains.values()), rtol=0.1
+).assert_passed()
+print("predicted gains:", {e: round(predicted_gain(e), 1) for e in gains})
+print(f"largest gain 1/sqrt(lambda_min): {lam[nonnull - 1].rsqrt():.0f}")
 # The noise is spread evenly over all directions, but whitening multiplies the coordinate along u_k by
 # 1/sqrt(lambda_k + eps). For the last components lambda_k is ~1e-6, so their noise grows by a factor
 # of hundreds and dominates the whitened image. eps caps the gain at 1/sqrt(eps): 100 for 1e-4, 10 for
@@ -1239,15 +1351,39 @@ assert gains[0.0] > gains[1e-4] > gains[1e-2] > 1
 
 # %% [markdown]
 # **Exercise 4 (PCA via SVD vs eigh).** `preprocess.PCA` uses the SVD of the centred data
-# $X = V S W^\top$ instead of the eigendecomposition of $\Sigma$. Show that $\lambda_k = s_k^2/N$, and
-# compare the accuracy of both routes in float32 on the digits, using the float64 eigenvalues as the
-# reference. Which eigenvalues suffer, and why?
+# $X = V S W^\top$ instead of the eigendecomposition of $\Sigma$. Show that $\lambda_k = s_k^2/N$ and
+# write `eigenvalues_via_svd(x)`: the eigenvalues of the covariance of `x` (rows are examples,
+# centred inside the function), in descending order, from `torch.linalg.svdvals`. The check compares
+# it with `preprocess.PCA().fit(x).explained_variance_`. Then compare the accuracy of both routes in
+# float32 on the digits, using the float64 eigenvalues as the reference. Which eigenvalues suffer,
+# and why?
+
+# %%
+svd_cases = [(torch.randn(30, 6, generator=gen, dtype=torch.float64),), (x64,)]
+
+
+def pca_eigenvalues(x):
+    return preprocess.PCA().fit(x).explained_variance_  # the library (which uses the SVD, too)
+
+
+def eigenvalues_via_svd(x: torch.Tensor) -> torch.Tensor:
+    raise NotImplementedError  # your code: [D] eigenvalues of the covariance (1/N), descending
+
+
+exercises.check_function(eigenvalues_via_svd, svd_cases, reference=pca_eigenvalues, atol=1e-12)
+
 
 # %% tags=["hide-cell"]
+def eigenvalues_via_svd(x: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.svdvals(x - x.mean(0)) ** 2 / len(x)  # X = V S W^T, X^T X / N = W (S^2 / N) W^T
+
+
+exercises.check_function(
+    eigenvalues_via_svd, svd_cases, reference=pca_eigenvalues, atol=1e-12
+).assert_passed()
 xc32 = x_train - x_train.mean(0)
 lam_eigh32 = torch.linalg.eigvalsh(xc32.T @ xc32 / n_tr).flip(0).double()
-lam_svd32 = (torch.linalg.svdvals(xc32) ** 2 / n_tr).double()
-torch.testing.assert_close((torch.linalg.svdvals(xc64) ** 2) / n_tr, lam)  # lambda_k = s_k^2 / N
+lam_svd32 = eigenvalues_via_svd(x_train).double()
 small = slice(nonnull - 5, nonnull)  # the five smallest non-zero eigenvalues
 err_eigh = ((lam_eigh32[small] - lam[small]).abs() / lam[small]).max().item()
 err_svd = ((lam_svd32[small] - lam[small]).abs() / lam[small]).max().item()
