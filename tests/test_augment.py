@@ -183,7 +183,7 @@ def test_random_resized_crop_parameters_are_in_range():
     assert (bw / bh > 0.5 - 1e-4).all() and (bw / bh < 2.0 + 1e-4).all()
     assert area.std() > 0.05  # different per sample
     # the boxes stay inside the image: every sample lies in [0, w - 1]
-    assert out_x.min() >= 0 and out_x.max() <= w - 1
+    assert out_x.min() >= -1e-4 and out_x.max() <= w - 1 + 1e-4  # float32 rounding of the blend
 
 
 def test_random_resized_crop_identity_constant_and_seed():
