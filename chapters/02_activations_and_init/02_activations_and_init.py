@@ -55,7 +55,7 @@ from torch.testing import assert_close
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from course_lib import data, metrics, runtime, train, viz
+from course_lib import data, exercises, metrics, runtime, train, viz
 from course_lib import nn as cnn
 
 device = runtime.setup(seed=0)
@@ -109,6 +109,15 @@ acc_logreg = logreg.score(X_moons[700:].numpy(), y_moons[700:].numpy())
 print(f"test accuracy  logistic regression {acc_logreg:.3f} | 5 linear layers {acc_linear:.3f}", end="")
 print(f" | 5 layers with ReLU {acc_relu:.3f}")
 
+# %% tags=["hide-input"]
+viz.chain_diagram(
+    [("point $x$\n[2]", "io")] + [(f"linear {m} → 32\n+ act", "linear") for m in (2, 32, 32, 32)]
+    + [("linear 32 → 2\nclass scores", "linear")],
+    block_size=(1.8, 0.7), spacing=2.15,
+    title="The moons MLP, cnn.mlp([2, 32, 32, 32, 32, 2], act): act = identity (a deep linear map) or ReLU",
+)  # fmt: skip
+plt.show()
+
 # %% [markdown]
 # Now the algebra, from scratch: multiply the five trained weight matrices together, push the biases
 # through, and check that this one `Linear` layer computes exactly what the trained five-layer stack
@@ -146,7 +155,7 @@ assert abs(acc_linear - acc_logreg) < 0.04, (
 assert acc_linear < 0.92, f"a linear model cannot separate the moons, got {acc_linear:.3f}"
 assert acc_relu > 0.95, f"ReLU MLP test accuracy {acc_relu:.3f}, expected > 0.95"
 
-# %%
+# %% tags=["hide-input"]
 moon_cmap = LinearSegmentedColormap.from_list("moons", [viz.color(0), "#ffffff", viz.color(1)])
 gx, gy = torch.meshgrid(torch.linspace(-1.6, 2.6, 200), torch.linspace(-1.1, 1.6, 200), indexing="xy")
 grid = torch.stack([gx.flatten(), gy.flatten()], dim=1)
@@ -348,7 +357,7 @@ assert gelu_err.max() < 1e-3, f"GELU tanh approximation error {gelu_err.max():.2
 print(f"max sigmoid'(x) = {grads['sigmoid'].max():.4f} at x = {abs(x[imax]):.1f}")
 print(f"max |GELU_tanh - GELU| on [-6, 6] = {gelu_err.max():.1e} at x = ±{x[gelu_err.argmax()].abs():.2f}")
 
-# %%
+# %% tags=["hide-input"]
 panels = [
     ("sigmoid", "sigmoid"),
     ("tanh", "tanh"),
@@ -530,6 +539,7 @@ print(
 )
 assert sat_big > 0.5, f"large weights should saturate most tanh units, got {sat_big:.2f}"
 
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6.4, 3.0))
 bins = np.linspace(-1, 1, 51)
 ax.hist(h_big.flatten(), bins=bins, density=True, color=viz.color(3), alpha=0.7, label="weights N(0, 1)")
@@ -902,6 +912,22 @@ print(f"{'activation':10s} {'init':22s} {'std L1':>8s} {'std L5':>8s} {'std L10'
 for (act, init), p in profiles.items():
     print(f"{act:10s} {init:22s} {p['std'][0]:8.2g} {p['std'][4]:8.2g} {p['std'][9]:8.2g}")
 
+# %% tags=["hide-input"]
+viz.diagram(
+    {
+        "x": (0, 0, "$x$: 1000 × 500\nN(0, 1)", "io"),
+        "l1": (2.4, 0, "linear 500 → 500\n+ act (layer 1)", "linear"),
+        "l2": (4.8, 0, "linear 500 → 500\n+ act (layer 2)", "linear"),
+        "dots": (7.2, 0, "⋯ layers 3-9 ⋯", "other"),
+        "l10": (9.6, 0, "linear 500 → 500\n+ act (layer 10)", "linear"),
+        "rec": (6.0, -1.5, "ActivationRecorder\nper-layer statistics", "head"),
+    },
+    [("x", "l1"), ("l1", "l2"), ("l2", "dots"), ("dots", "l10"),
+     ("l1", "rec", "--"), ("l2", "rec", "--"), ("l10", "rec", "--")],
+    block_size=(2.0, 0.7), title="The depth experiment: weights from each init scheme (biases 0, except PyTorch's default)",
+)  # fmt: skip
+plt.show()
+
 # %%
 std10 = {key: p["std"][-1] for key, p in profiles.items()}
 assert std10[("tanh", "N(0, 0.01²)")] < 1e-4, (
@@ -919,8 +945,10 @@ assert std10[("relu", "LeCun 1/n")] < 0.1, (
 assert profiles[("tanh", "N(0, 1)")]["saturated"][-1] > 0.5, "N(0, 1) weights should saturate tanh"
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
 layers = np.arange(1, DEPTH + 1)
+
+# %% tags=["hide-input"]
+fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
 for ax, act in zip(axes, ("tanh", "relu"), strict=True):
     for k, init in enumerate(INITS):
         ls = "--" if init.startswith("Glorot") else "-"  # Glorot = LeCun for square layers
@@ -973,6 +1001,11 @@ def gradient_profile(act: str, init: str) -> list[float]:
 
 
 grad_profiles = {(act, init): gradient_profile(act, init) for act in ("tanh", "relu") for init in INITS}
+print(f"{'activation':10s} {'init':22s} {'layer 1':>9s} {'layer 10':>9s} {'ratio 1/10':>10s}")
+for (act, init), g in grad_profiles.items():
+    print(f"{act:10s} {init:22s} {g[0]:9.2g} {g[-1]:9.2g} {g[0] / g[-1]:10.2g}")
+
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
 for ax, act in zip(axes, ("tanh", "relu"), strict=True):
     for k, init in enumerate(INITS):
@@ -982,9 +1015,6 @@ for ax, act in zip(axes, ("tanh", "relu"), strict=True):
 axes[0].set_ylabel("‖∂L/∂W‖ at initialization")
 axes[1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), title="weight init")
 plt.show()
-print(f"{'activation':10s} {'init':22s} {'layer 1':>9s} {'layer 10':>9s} {'ratio 1/10':>10s}")
-for (act, init), g in grad_profiles.items():
-    print(f"{act:10s} {init:22s} {g[0]:9.2g} {g[-1]:9.2g} {g[0] / g[-1]:10.2g}")
 
 # %%
 he_relu, default_relu = grad_profiles[("relu", "He 2/n")], grad_profiles[("relu", "PyTorch default")]
@@ -1019,7 +1049,7 @@ assert big_tanh[0] > 100 * big_tanh[-1], (
 #
 # The histograms tell the same story as distributions.
 
-# %%
+# %% tags=["hide-input"]
 SHOWN_INITS = ("N(0, 0.01²)", "LeCun 1/n", "He 2/n")
 
 
@@ -1110,6 +1140,14 @@ _ = widgets.interact(
 # $\mathcal N(0, 0.01^2)$, the other with He. We first measure the weight-gradient norm of every layer at
 # initialization, then train both for 12 epochs.
 
+# %% tags=["hide-input"]
+viz.chain_diagram(
+    [("digit\n[64]", "io"), ("linear 64 → 128\n+ ReLU", "linear"), ("8 × (linear 128 → 128\n+ ReLU)", "linear"),
+     ("linear 128 → 10\nclass scores", "linear")],
+    block_size=(2.3, 0.7), spacing=2.6, title="10-layer ReLU MLP: N(0, 0.01²) or He init",
+)  # fmt: skip
+plt.show()
+
 # %%
 digit_sizes = [64] + [128] * 9 + [10]
 train_loader = DataLoader(
@@ -1138,7 +1176,7 @@ for label, scheme, std in [("N(0, 0.01²)", "normal", 0.01), ("He 2/n", "he_norm
     )
     deep_runs[label] = {"grad_norms": grad_norms, "history": hist}
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 for k, (label, run) in enumerate(deep_runs.items()):
     axes[0].plot(range(1, 11), run["grad_norms"], marker="o", color=viz.color(k), label=label)
@@ -1173,6 +1211,14 @@ assert acc_he - acc_small > 0.5, f"gap between He and small init {acc_he - acc_s
 # the ReLU family, GELU and SiLU) and its own learning rate: Adam with a rate from
 # $\{10^{-3}, 3\cdot10^{-3}, 10^{-2}, 3\cdot10^{-2}\}$, chosen on the validation split after 12
 # epochs. The test split is scored once, for the chosen rate.
+
+# %% tags=["hide-input"]
+viz.chain_diagram(
+    [("digit\n[64]", "io"), ("linear 64 → 64\n+ act", "linear"), ("5 × (linear 64 → 64\n+ act)", "linear"),
+     ("linear 64 → 10\nclass scores", "linear")],
+    block_size=(2.3, 0.7), spacing=2.6, title="The race MLP: LeCun init for sigmoid and tanh, He for the others",
+)  # fmt: skip
+plt.show()
 
 # %%
 RACE = ["sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "silu"]
@@ -1217,6 +1263,7 @@ print(
 for act, (val_acc, lr, test_acc) in race.items():
     print(f"{act:>10s} {lr:9.0e} {val_acc:8.3f} {test_acc:9.3f}")
 
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(7, 3.2))
 bars = ax.bar(RACE, [race[a][2] for a in RACE], color=[viz.color(k) for k in range(len(RACE))])
 ax.bar_label(bars, fmt="%.3f", fontsize=8)
@@ -1277,28 +1324,51 @@ assert race["sigmoid"][2] < min(modern) - 0.1, (
 #
 # ## Exercises
 #
+# Where the answer is code or a number, the exercise gives a stub and a check from
+# `course_lib.exercises` that says what is wrong (chapter 00 explains the pattern); the collapsed
+# solution below it passes the same check.
+#
 # 1. **He's factor 2, and LeakyReLU.** Show that for a pre-activation $z$ symmetric around 0,
-#    $\mathbb E[\mathrm{relu}(z)^2] = \tfrac12 \mathrm{Var}(z)$. Generalize to LeakyReLU with slope $a$,
-#    derive the variance $\mathrm{Var}(w)$ that keeps the second moment constant, compare with
-#    `nn.init.calculate_gain("leaky_relu", a)`, and verify that a 10-layer LeakyReLU(0.2) network
+#    $\mathbb E[\mathrm{relu}(z)^2] = \tfrac12 \mathrm{Var}(z)$. Generalize to LeakyReLU with slope $a$
+#    and derive the variance $\mathrm{Var}(w) = g^2/n_{in}$ that keeps the second moment constant. Write
+#    the gain `leaky_relu_gain(a)` $= g$; the check compares it with
+#    `nn.init.calculate_gain("leaky_relu", a)`. Then verify that a 10-layer LeakyReLU(0.2) network
 #    initialized this way keeps its activation std.
+
+
+# %%
+def leaky_relu_gain(a: float) -> float:
+    raise NotImplementedError  # your code: the gain g, with Var(w) = g^2 / n_in
+
+
+gain_cases = [(0.0,), (0.01,), (0.2,), (1.0,)]
+exercises.check_function(
+    leaky_relu_gain, gain_cases, reference=lambda a: nn.init.calculate_gain("leaky_relu", a)
+)
+
 
 # %% tags=["hide-cell"]
 # Solution 1. By symmetry, z > 0 and z < 0 each carry half of E[z^2]; ReLU keeps only the positive half:
 # E[relu(z)^2] = E[z^2 1{z>0}] = E[z^2] / 2 = Var(z) / 2 (z has mean 0).
 # LeakyReLU keeps the positive half and a^2 times the negative half: E[f(z)^2] = (1 + a^2) / 2 Var(z).
 # Keeping n Var(w) E[f(z)^2] = Var(z) needs Var(w) = 2 / ((1 + a^2) n): the gain g^2 = 2 / (1 + a^2).
+def leaky_relu_gain(a: float) -> float:
+    return math.sqrt(2 / (1 + a**2))
+
+
+exercises.check_function(
+    leaky_relu_gain, gain_cases, reference=lambda a: nn.init.calculate_gain("leaky_relu", a)
+).assert_passed()
 a = 0.2
 zs = torch.randn(1_000_000, generator=torch.Generator().manual_seed(0))
 print(
     f"E[leaky(z)^2] / Var(z) = {(F.leaky_relu(zs, a) ** 2).mean() / zs.var():.4f}, theory {(1 + a**2) / 2:.4f}"
 )
-assert math.isclose(nn.init.calculate_gain("leaky_relu", a) ** 2, 2 / (1 + a**2))
 torch.manual_seed(0)
 leaky_net = cnn.mlp([500] * 11, lambda: nn.LeakyReLU(a), final_activation=True)
 for m in leaky_net:
     if isinstance(m, nn.Linear):
-        nn.init.normal_(m.weight, 0.0, math.sqrt(2 / ((1 + a**2) * 500)))
+        nn.init.normal_(m.weight, 0.0, leaky_relu_gain(a) / math.sqrt(500))
         nn.init.zeros_(m.bias)
 with torch.no_grad(), cnn.ActivationRecorder(leaky_net) as rec:
     leaky_net(X500)
@@ -1308,23 +1378,48 @@ assert 0.5 < rec.column("std")[-1] < 2
 # %% [markdown]
 # 2. **The output activation must match the loss.** `F.cross_entropy` expects raw logits and applies
 #    log-softmax itself. What happens if a network ends with `nn.Softmax` and its output is passed to
-#    `F.cross_entropy` anyway? Compute the smallest loss this model can reach on a 10-class problem, even
-#    with a perfectly confident, correct prediction, and compare the gradients. (Likewise: `BCELoss` wants
-#    probabilities after a sigmoid, `BCEWithLogitsLoss` wants logits.)
+#    `F.cross_entropy` anyway? Write `min_ce_after_softmax(K)`, the smallest loss such a model can
+#    reach on a $K$-class problem, even with a perfectly confident, correct prediction, as a closed
+#    form; the check evaluates `F.cross_entropy` on that best case. Then compare the gradients for a
+#    confidently wrong prediction. (Likewise: `BCELoss` wants probabilities after a sigmoid,
+#    `BCEWithLogitsLoss` wants logits.)
+
+
+# %%
+def min_ce_after_softmax(K: int) -> float:
+    raise NotImplementedError  # your code: a closed form in K
+
+
+def ce_of_one_hot_probabilities(K: int) -> float:
+    """The best case, evaluated: probabilities (1, 0, ..., 0) passed to F.cross_entropy as logits."""
+    return F.cross_entropy(torch.eye(K, dtype=torch.float64)[:1], torch.tensor([0])).item()
+
+
+exercises.check_function(min_ce_after_softmax, [(2,), (10,), (1000,)], reference=ce_of_one_hot_probabilities)
+
 
 # %% tags=["hide-cell"]
 # Solution 2. With probabilities p in [0, 1] taken as "logits", the best case is p = one-hot:
-# loss = -log(e^1 / (e^1 + 9 e^0)) = log(1 + 9 / e) = 1.4612, never 0; and softmax saturates, so the
-# gradient with respect to the real logits vanishes exactly when the prediction is confidently wrong.
+# loss = -log(e^1 / (e^1 + (K - 1) e^0)) = log(1 + (K - 1) / e), never 0 (1.4612 for K = 10); and
+# softmax saturates, so the gradient with respect to the real logits vanishes exactly when the
+# prediction is confidently wrong.
+def min_ce_after_softmax(K: int) -> float:
+    return math.log(1 + (K - 1) / math.e)
+
+
+exercises.check_function(
+    min_ce_after_softmax, [(2,), (10,), (1000,)], reference=ce_of_one_hot_probabilities
+).assert_passed()
 K = 10
 target = torch.tensor([3])
 confident = torch.full((1, K), -20.0)
 confident[0, 3] = 20.0
 print(f"CE(logits) = {F.cross_entropy(confident, target):.2e}")
 print(
-    f"CE(softmax(logits)) = {F.cross_entropy(confident.softmax(1), target):.4f}, log(1 + 9/e) = {math.log(1 + 9 / math.e):.4f}"
+    f"CE(softmax(logits)) = {F.cross_entropy(confident.softmax(1), target):.4f}, "
+    f"log(1 + 9/e) = {min_ce_after_softmax(K):.4f}"
 )
-assert abs(F.cross_entropy(confident.softmax(1), target).item() - math.log(1 + 9 / math.e)) < 1e-4
+assert abs(F.cross_entropy(confident.softmax(1), target).item() - min_ce_after_softmax(K)) < 1e-4
 wrong = confident.roll(1, dims=1).requires_grad_(True)  # confidently wrong
 F.cross_entropy(wrong, target).backward()
 g_right = wrong.grad.abs().max().item()
@@ -1337,12 +1432,30 @@ print(
 # %% [markdown]
 # 3. **Self-normalizing networks.** SELU (Klambauer et al., 2017) is
 #    $\lambda\,\mathrm{ELU}_\alpha(x)$ with $\alpha \approx 1.6733$, $\lambda \approx 1.0507$, chosen so that
-#    mean 0 and variance 1 is a fixed point of a layer with LeCun-normal weights. Check it: build a
-#    10-layer, 500-unit SELU MLP with `cnn.mlp` and `cnn.init_weights(..., "lecun_normal")` and record the
-#    mean and std of every layer. Then repeat with ELU.
+#    mean 0 and variance 1 is a fixed point of a layer with LeCun-normal weights. Write `selu(x)` from
+#    scratch (the precise constants are $\alpha = 1.6732632423543772$ and
+#    $\lambda = 1.0507009873554805$); the check compares it with `F.selu`, on large inputs too. Then build a 10-layer, 500-unit SELU MLP with `cnn.mlp` and
+#    `cnn.init_weights(..., "lecun_normal")`, record the mean and std of every layer, and repeat with ELU.
+
+# %%
+selu_cases = [(torch.linspace(-6, 6, 101),), (torch.tensor([-200.0, -1.0, 0.0, 1.0, 200.0]),)]
+
+
+def selu(x: torch.Tensor) -> torch.Tensor:
+    raise NotImplementedError  # your code
+
+
+exercises.check_function(selu, selu_cases, reference=F.selu)
+
 
 # %% tags=["hide-cell"]
 # Solution 3.
+def selu(x: torch.Tensor) -> torch.Tensor:
+    alpha, lam = 1.6732632423543772, 1.0507009873554805
+    return lam * torch.where(x > 0, x, alpha * torch.expm1(x.clamp(max=0)))
+
+
+exercises.check_function(selu, selu_cases, reference=F.selu).assert_passed()
 for act in ("selu", "elu"):
     torch.manual_seed(0)
     net = cnn.init_weights(cnn.mlp([500] * 11, act, final_activation=True), "lecun_normal")
@@ -1356,9 +1469,22 @@ for act in ("selu", "elu"):
 # %% [markdown]
 # 4. **Initializing the last layer.** (a) With a zero-initialized last layer, what is the initial
 #    cross-entropy of a 10-class classifier, whatever the input? (b) For a binary classifier whose
-#    positive class has prior $\pi = 0.1$, which output bias makes the initial predicted probability equal
-#    to $\pi$, and what initial loss does it give compared with bias 0? Why do detectors (chapter 08)
+#    positive class has prior $\pi$, which output bias makes the initial predicted probability equal
+#    to $\pi$? Write `prior_bias(pi)` (the check compares it with `torch.logit`), and compare the
+#    initial loss it gives for $\pi = 0.1$ with that of bias 0. Why do detectors (chapter 08)
 #    initialize their classification bias this way?
+
+
+# %%
+def prior_bias(pi: float) -> float:
+    raise NotImplementedError  # your code: the bias b with sigmoid(b) = pi
+
+
+prior_cases = [(0.5,), (0.1,), (0.01,)]
+exercises.check_function(
+    prior_bias, prior_cases, reference=lambda pi: torch.logit(torch.tensor(pi, dtype=torch.float64)).item()
+)
+
 
 # %% tags=["hide-cell"]
 # Solution 4. (a) Zero logits -> uniform softmax -> loss log(10) = 2.3026 for every example.
@@ -1370,11 +1496,20 @@ x_cpu, y_cpu = splits.train.tensors
 loss0 = F.cross_entropy(clf(x_cpu), y_cpu).item()
 print(f"(a) initial loss {loss0:.4f}, log(10) = {math.log(10):.4f}")
 assert abs(loss0 - math.log(10)) < 1e-5
+
+
 # (b) sigmoid(b) = pi  <=>  b = log(pi / (1 - pi)); the initial loss is then the label entropy.
+def prior_bias(pi: float) -> float:
+    return math.log(pi / (1 - pi))
+
+
+exercises.check_function(
+    prior_bias, prior_cases, reference=lambda pi: torch.logit(torch.tensor(pi, dtype=torch.float64)).item()
+).assert_passed()
 pi = 0.1
 labels = torch.zeros(10_000)
 labels[:1000] = 1.0  # exactly 10 % positives
-for b in (0.0, math.log(pi / (1 - pi))):
+for b in (0.0, prior_bias(pi)):
     loss_b = F.binary_cross_entropy_with_logits(torch.full_like(labels, b), labels).item()
     print(f"(b) bias {b:+.3f}: initial BCE {loss_b:.3f}")
 # Bias 0 predicts 0.5 and starts at log 2 = 0.693; the log-prior bias starts at the entropy H(0.1) = 0.325,
