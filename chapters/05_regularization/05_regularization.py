@@ -924,6 +924,7 @@ for i, norm in enumerate(("batch", "group")):
     )
 ax.set(xscale="log", xticks=batch_sizes, xticklabels=batch_sizes, xlabel="batch size", ylabel="test accuracy",
        title="Normalization at small batch sizes (6 epochs)")  # fmt: skip
+ax.minorticks_off()
 ax.legend()
 plt.show()
 print("batch size      " + "".join(f"{bs:>8d}" for bs in batch_sizes))
@@ -1539,10 +1540,11 @@ for name, key, values, extra in (
 # The torchvision pipelines of `course_lib.augment` run per image, through `TransformDataset`: the
 # affine `digits_pipeline()` (rotation up to 10°, shift up to one pixel, zoom ±10 %), the same with
 # repeated augmentation (two copies of each image per batch, `RepeatedAugmentationSampler`), and
-# RandAugment with $n = 2$ and its magnitude $m$ chosen on validation. A v2 transform costs a fraction
-# of a millisecond per image, more than the whole training step of this tiny network, so here we draw
-# six augmented views of each training image once and let every epoch pick one of them at random
-# (offline augmentation). With a GPU and `DataLoader` workers one would draw a fresh view every time.
+# RandAugment with $n = 2$ and its magnitude $m$ chosen on validation. A v2 transform takes a fraction
+# of a millisecond per image (printed below), so a batch of 50 costs several times the training step
+# it feeds. Here we therefore draw six augmented views of each training image once and let every
+# epoch pick one of them at random (offline augmentation). With a GPU and `DataLoader` workers one
+# would draw a fresh view every time.
 
 
 # %%
@@ -1589,7 +1591,9 @@ for ax, key, title in ((axes[0], "test", "Test accuracy"), (axes[1], "gap", "Tra
     ax.barh(names, [rows[n][1][key] for n in names], xerr=[rows[n][1][f"{key}_sd"] for n in names],
             color=[viz.color(0 if n == "none" else 1) for n in names], capsize=3)  # fmt: skip
     ax.axvline(rows["none"][1][key], color=viz.color("reference"), ls=":", lw=1)
-    ax.set(title=f"{title} (mean ± std, 3 seeds)", xlabel=key)
+    ax.set(
+        title=f"{title} (mean ± std, 3 seeds)", xlabel="accuracy" if key == "test" else "accuracy difference"
+    )
 axes[0].set_xlim(0.8, 1.0)
 plt.show()
 
