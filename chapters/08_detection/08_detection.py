@@ -179,7 +179,7 @@ def loc_mean_iou(out, y):
 
 torch.manual_seed(0)
 loc_model = TwoHeadNet().to(device)
-EPOCHS_LOC = 3
+EPOCHS_LOC = 4
 opt = torch.optim.AdamW(loc_model.parameters(), lr=3e-3, weight_decay=1e-4)
 sched = torch.optim.lr_scheduler.OneCycleLR(
     opt, 3e-3, total_steps=EPOCHS_LOC * len(loc_loader), pct_start=0.2
@@ -202,7 +202,7 @@ plt.show()
 # %%
 loc_acc, loc_iou = loc_history.last("val_acc"), loc_history.last("val_iou")
 assert loc_acc > 0.9, f"class accuracy {loc_acc:.3f}, expected > 0.9"
-assert loc_iou > 0.65, f"mean box IoU {loc_iou:.3f}, expected > 0.65"
+assert loc_iou > 0.7, f"mean box IoU {loc_iou:.3f}, expected > 0.7"
 print(f"held-out class accuracy {loc_acc:.3f}, mean box IoU {loc_iou:.3f}")
 
 # %%
@@ -1003,8 +1003,8 @@ plt.show()
 #   the object's box and within one cell of the box centre ("centre sampling"), and the cell that
 #   contains the box centre is always positive (YOLO's responsible cell), so no object is left
 #   without a positive. A cell claimed by two objects takes the smaller one. Everything else is
-#   background for every class. FCOS samples within 1.5 cells; on these touching objects a wider
-#   radius puts positive cells on the neighbouring object (exercise 4 measures what that costs).
+#   background for every class. FCOS samples within 1.5 cells; on these small objects the wider
+#   radius costs a good part of the mAP (exercise 4 measures it).
 # - **Boxes.** Each cell has one $8 \times 8$ reference box centred on it, used only to give the
 #   regression a scale: the head predicts the encoding $t$ and `ops.decode_boxes` turns it into a box.
 #   The box loss is the GIoU loss on the decoded boxes of positive cells.
@@ -1619,8 +1619,8 @@ assert rf_radius[3] > rf_radius[0], "P2 should see further than C2"
 #
 # Every prediction gets a cross-entropy against its matched class ($\varnothing$ for the unmatched
 # ones, whose term is down-weighted by 0.1 since they are the majority); only the matched pairs get
-# the box terms. DETR uses $\lambda_{L1} = 5$, $\lambda_{\text{giou}} = 2$ and divides the box terms
-# by the number of targets. The L1 term alone would scale with box size, hence the GIoU term.
+# the box terms. DETR uses $\lambda_{L1} = 5$, $\lambda_{\text{giou}} = 2$, averages the weighted
+# cross-entropy over the slots and divides the box terms by the number of targets. The L1 term alone would scale with box size, hence the GIoU term.
 # One-to-one matching makes duplicates expensive: a second prediction of the same object is matched
 # to $\varnothing$ and pushed towards "no object", so no NMS is needed. DETR's known weaknesses are
 # small objects (high-resolution maps make the encoder's attention, quadratic in $HW$, expensive) and
@@ -1945,34 +1945,52 @@ for split_name, split in (("test scenes", det_test), ("overlapping scenes", det_
 # heavily overlapping objects (the example in the evaluation section).
 
 # %% [markdown]
-# ### Exercise 4: the centre-sampling radius on touching objects
+# ### Exercise 4: the centre-sampling radius
 #
 # Retrain the centre-based detector with FCOS's radius of 1.5 cells (`assign_cells(...,
-# radius=1.5)`) and compare its validation COCO mAP with the radius-1 detector at the same NMS
-# threshold. How many positive cells does an object get, and where do the extra ones fall on touching
-# objects?
+# radius=1.5)`) and compare its validation mAP (COCO, at 0.5 and at 0.75) with the radius-1 detector
+# at the same NMS threshold. How many more positive cells does an image get, and how many positive
+# cells have their centre on *another* object than the one they are assigned to?
+
 
 # %% tags=["hide-cell"]
+def on_other_object(positive, owner):
+    """Fraction of positive cells whose centre pixel belongs to another object than their own."""
+    cx, cy = CELL_CENTRES.long().unbind(1)
+    n_other = 0
+    for i, masks in enumerate(det_train.instance_masks):
+        at_centre = masks[:, cy, cx]  # [K, L]: object k covers the centre of cell l
+        inst = torch.where(at_centre.any(0), at_centre.int().argmax(0), -1)
+        n_other += int((positive[i] & (inst >= 0) & (inst != owner[i])).sum())
+    return n_other / int(positive.sum())
+
+
 wide_t = assign_cells(train_gt_boxes, train_gt_labels, radius=1.5)
 torch.manual_seed(0)
 wide_detector = TinyDetector(REFS).to(device)
 train_detector(wide_detector, centre_loss, wide_t[:3], "centre-based, radius 1.5")
 t_centre = chosen_nms["centre-based"]
-wide_map = metrics.coco_map(
-    detect(wide_detector, det_val.images, iou_threshold=t_centre), val_targets, NUM_CLASSES
-)
-narrow_map = val_map["centre-based"][NMS_GRID.index(t_centre)]
-print(
-    f"positive cells per image: radius 1: {train_pos.sum(1).float().mean():.1f}, "
-    f"radius 1.5: {wide_t[2].sum(1).float().mean():.1f}"
-)
-print(f"validation COCO mAP: radius 1: {narrow_map:.3f}, radius 1.5: {wide_map['map']:.3f}")
-assert wide_map["map"] < narrow_map, (wide_map["map"], narrow_map)
-# With radius 1.5 a cell up to 6 pixels from an object's centre is positive if it lies in the object's box.
-# The objects are 5-16 pixels wide, and a touching neighbour's pixels often lie inside that box (a box's
-# corners are outside a circle or a triangle), so some positive cells look at the neighbour, and their
-# box targets are the wrong object's. The classifier and the box regressor learn conflicting targets, and
-# the validation mAP drops.
+by_radius = {
+    r: metrics.coco_map(detect(m, det_val.images, iou_threshold=t_centre), val_targets, NUM_CLASSES)
+    for r, m in ((1.0, detector), (1.5, wide_detector))
+}
+for r, (pos, owner) in ((1.0, (train_pos, train_owner)), (1.5, wide_t[2:])):
+    print(
+        f"radius {r}: {pos.sum(1).float().mean():.1f} positive cells per image, "
+        f"{on_other_object(pos, owner):.1%} of them centred on another object; validation "
+        f"mAP@[.5:.95] {by_radius[r]['map']:.3f}, mAP@0.5 {by_radius[r]['map50']:.3f}, "
+        f"mAP@0.75 {by_radius[r]['map75']:.3f}"
+    )
+assert by_radius[1.5]["map"] < by_radius[1.0]["map"], by_radius
+# The wider radius adds positive cells, but almost none of them sit on a neighbouring object: the loss does
+# not come from labelling the neighbour. Nor is it mainly box precision: mAP@0.5 drops about as much as
+# mAP@0.75, so the radius-1.5 detector finds and ranks objects worse. Its extra positives lie up to 6
+# pixels from the centre of 5- to 16-pixel objects, near their edges, where a cell sees only part of its
+# object and much background, yet they are trained to the same class score as the central cells. FCOS
+# pairs its 1.5-cell radius with a "centerness" branch that predicts how close a location is to the
+# object's centre and multiplies the class score by it at test time; without it, the narrower radius is
+# the better choice here. (We have not isolated the cause further: try adding the centerness branch,
+# `cnn.DetectionHead(..., centerness=True)`.)
 
 # %% [markdown]
 # ### Exercise 5: what NMS is worth
