@@ -117,10 +117,10 @@ print(f"weights in the network: {sum(p.numel() for p in small_cnn().parameters()
 # One function trains this network for the whole chapter. Its keyword arguments switch on the
 # regularizers that the following sections explain, all off by default; the last section turns them
 # on one at a time. Every run uses AdamW with learning rate $5\cdot10^{-3}$ and no weight decay unless
-# asked, batches of 50 and 20 epochs (80 steps), and its own seed for the initialization, the batch order and
-# every random augmentation. With `curves=True` it also evaluates the model after every epoch on the
-# *clean* training images and on the validation images (both in eval mode) and keeps a copy of the
-# weights of every epoch, which early stopping (below) chooses from.
+# asked, batches of 50 and 20 epochs (80 steps), and its own seed for the initialization, the batch
+# order and every random augmentation. With `curves=True` it also evaluates the model after every
+# epoch on the *clean* training images and on the validation images (both in eval mode) and keeps a
+# copy of the weights of every epoch, which early stopping (below) chooses from.
 
 # %%
 EPOCHS, SEEDS = 20, (0, 1, 2)
