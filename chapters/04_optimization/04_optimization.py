@@ -65,7 +65,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.utils.data import DataLoader
 
-from course_lib import data, metrics, optim, runtime, train, viz
+from course_lib import data, exercises, metrics, optim, runtime, train, viz
 
 device = runtime.setup(seed=0)
 
@@ -112,33 +112,16 @@ torch.testing.assert_close(xyz.grad, torch.tensor([df_dx, df_dy, df_dz]))
 print(f"f = {f_out}; by hand (df/dx, df/dy, df/dz) = {(df_dx, df_dy, df_dz)}; autograd {xyz.grad.tolist()}")
 
 
-# %%
-def draw_circuit(ax):
-    """The graph of f = (x + y) z with forward values above the wires and gradients below."""
-    pos = {"x": (0, 2.7), "y": (0, 1.1), "z": (0, -0.4), "+": (2.4, 1.9), "×": (4.6, 0.8), "f": (6.6, 0.8)}
-    wires = [("x", "+", x_in, df_dx), ("y", "+", y_in, df_dy), ("+", "×", q, df_dq)]
-    wires += [("z", "×", z_in, df_dz), ("×", "f", f_out, 1.0)]
-    for a, b, value, gradient in wires:
-        (x0, y0), (x1, y1) = pos[a], pos[b]
-        arrow = {"arrowstyle": "->", "shrinkA": 16, "shrinkB": 16, "color": viz.color("reference"), "lw": 1.5}
-        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=arrow)
-        length = np.hypot(x1 - x0, y1 - y0)
-        nx, ny = -(y1 - y0) / length, (x1 - x0) / length  # unit normal to the wire, pointing up
-        xm, ym = x0 + 0.45 * (x1 - x0), y0 + 0.45 * (y1 - y0)  # labels a little before the middle
-        for sign, text, c in ((1, f"{value:g}", viz.color(0)), (-1, f"{gradient:g}", viz.color(3))):
-            ax.text(xm + 0.25 * sign * nx, ym + 0.25 * sign * ny, text, color=c, ha="center", va="center",
-                    fontsize=11, weight="bold")  # fmt: skip
-    for name, (x, y) in pos.items():
-        op = name in "+×"
-        ax.add_patch(plt.Circle((x, y), 0.28, color=viz.color(5) if op else "white", ec="black", zorder=3))
-        ax.text(x, y, name, ha="center", va="center", fontsize=13, zorder=4)
-    ax.text(-0.3, -1.1, "blue (above): forward value    red (below): gradient ∂f/∂wire", fontsize=9)
-    ax.set(xlim=(-0.6, 7.2), ylim=(-1.3, 3.1), aspect="equal", title="Backpropagation through f = (x + y) z")
-    ax.axis("off")
-
-
-fig, ax = plt.subplots(figsize=(7, 3.4))
-draw_circuit(ax)
+# %% tags=["hide-input"]
+circuit = {
+    "x": (0, 2.2, "x", "io"), "y": (0, 1.1, "y", "io"), "z": (0, 0.0, "z", "io"),
+    "+": (2.6, 1.65, "+", "op"), "×": (5.0, 0.8, "×", "op"), "f": (7.4, 0.8, "f", "io"),
+}  # fmt: skip
+wires = [("x", "+", x_in, df_dx), ("y", "+", y_in, df_dy), ("+", "×", q, df_dq), ("z", "×", z_in, df_dz)]
+wires.append(("×", "f", f_out, 1.0))
+viz.diagram(circuit, [(a, b, "-", f"{value:g}\n∂f: {g:g}") for a, b, value, g in wires],
+            block_size=(0.9, 0.5), fontsize=10,
+            title="f = (x + y) z: on each wire its forward value, and under it the gradient ∂f/∂wire")  # fmt: skip
 plt.show()
 
 # %% [markdown]
@@ -206,6 +189,24 @@ print(
 #
 # We write both passes out for a 64-32-10 ReLU MLP on 64 digits, in float64, and compare every
 # gradient with autograd's.
+
+# %% tags=["hide-input"]
+backprop_blocks = {
+    "X": (0, 1, "X\n[64, 64]", "io"),
+    "l1": (2.4, 1, "linear W1, b1\nZ1 [64, 32]", "linear"),
+    "relu": (4.8, 1, "ReLU\nH [64, 32]", "act"),
+    "l2": (7.2, 1, "linear W2, b2\nS [64, 10]", "linear"),
+    "L": (9.6, 1, "cross-entropy\nL (a number)", "head"),
+    "dS": (9.6, -0.7, "dS = (softmax(S)\n− Y_onehot) / B", "other"),
+    "d2": (7.2, -0.7, "dW2 = dSᵀH\ndb2 = dSᵀ1\ndH = dS W2", "other"),
+    "dr": (4.8, -0.7, "dZ1 = dH ⊙\n1[Z1 > 0]", "other"),
+    "d1": (2.4, -0.7, "dW1 = dZ1ᵀX\ndb1 = dZ1ᵀ1\ndX = dZ1 W1", "other"),
+}
+backprop_edges = [("X", "l1"), ("l1", "relu"), ("relu", "l2"), ("l2", "L"), ("L", "dS", "--"),
+                  ("dS", "d2", "--", "dS"), ("d2", "dr", "--", "dH"), ("dr", "d1", "--", "dZ1")]  # fmt: skip
+viz.diagram(backprop_blocks, backprop_edges, block_size=(1.9, 0.95),
+            title="The 64-32-10 MLP: forward pass (top, left to right), backward pass (bottom, right to left)")  # fmt: skip
+plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -287,7 +288,7 @@ assert rel_err < 1e-7, f"relative error {rel_err:.2e} between autograd and finit
 assert torch.autograd.gradcheck(mlp_loss, (theta0,), eps=1e-6, atol=1e-8)
 print(f"max relative error autograd vs centred differences (float64, h = 1e-6): {rel_err:.1e}")
 
-# %%
+# %% tags=["hide-input"]
 k_probe = int(g_auto.abs().argmax())  # the parameter with the largest gradient
 exact = g_auto[k_probe].item()
 hs = np.geomspace(1e-12, 1e-1, 45)
@@ -361,6 +362,14 @@ def gd_on_valley(lr, steps=200, kappa=KAPPA):
     return valley(path, kappa)
 
 
+for lr in (0.015, 0.0198):
+    x_end, y_end = np.array(START) * (1 - lr * np.array([1.0, KAPPA])) ** 200
+    print(
+        f"eta L = {lr * KAPPA:.2f}: f after 200 steps = {valley(np.array([x_end, y_end])):.4f}; "
+        f"flat part x²/2 = {x_end**2 / 2:.4f}, steep part 100 y²/2 = {KAPPA * y_end**2 / 2:.4f}"
+    )
+
+# %% tags=["hide-input"]
 etas = np.linspace(0, 0.022, 500)
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 ax = axes[0]
@@ -389,12 +398,6 @@ for i, lr in enumerate((0.005, 0.01, 0.0198, 0.0205)):
 axes[1].set(xlabel="GD step", ylabel="f", ylim=(1e-3, 1e4), title="GD on f = (x² + 100y²)/2 from (−5, 1)")
 axes[1].legend(fontsize=8)
 plt.show()
-for lr in (0.015, 0.0198):
-    x_end, y_end = np.array(START) * (1 - lr * np.array([1.0, KAPPA])) ** 200
-    print(
-        f"eta L = {lr * KAPPA:.2f}: f after 200 steps = {valley(np.array([x_end, y_end])):.4f}; "
-        f"flat part x²/2 = {x_end**2 / 2:.4f}, steep part 100 y²/2 = {KAPPA * y_end**2 / 2:.4f}"
-    )
 
 # %% [markdown]
 # Even $\eta$ just under the limit ($\eta L = 1.98$) leaves $f \approx 0.02$ after 200 steps, and
@@ -468,6 +471,7 @@ theory = (trace_sigma / (g_full**2).sum()).item() / batch_sizes * (n_train - bat
 noise_scale = (trace_sigma / (g_full**2).sum()).item()
 print(f"{G.shape[1]} parameters; the noise equals the signal at B ≈ tr Σ / |∇L|² = {noise_scale:.0f}")
 
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6.4, 3.6))
 ax.loglog(batch_sizes, measured, "o", color=viz.color(0), label="measured (40 batches each)")
 theory_label = "tr Σ / (B |∇L|²) · (N − B)/(N − 1)"
@@ -767,7 +771,10 @@ for name, make in (("Adam + L2", torch.optim.Adam), ("AdamW", torch.optim.AdamW)
         opt.step()
         path.append(w.detach().clone())
     decay_paths[name] = torch.stack(path)
+for name, path in decay_paths.items():
+    print(f"{name:9s} after 600 steps: noisy weight {path[-1, 0]:+.2f}, quiet weight {path[-1, 1]:+.2f}")
 
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), sharey=True)
 for ax, (name, path) in zip(axes, decay_paths.items(), strict=True):
     ax.plot(path[:, 0], color=viz.color(0), label="weight with gradient noise 1")
@@ -776,8 +783,6 @@ for ax, (name, path) in zip(axes, decay_paths.items(), strict=True):
 axes[0].set_ylabel("weight")
 axes[0].legend()
 plt.show()
-for name, path in decay_paths.items():
-    print(f"{name:9s} after 600 steps: noisy weight {path[-1, 0]:+.2f}, quiet weight {path[-1, 1]:+.2f}")
 
 # %% [markdown]
 # With the L2 penalty inside Adam, the pull a weight feels is $\lambda\theta$ divided by its gradient
@@ -906,7 +911,7 @@ race_results = {name: run_on_valley(make) for name, make in race.items()}
 for name, (_, fs) in race_results.items():
     print(f"{name:9s} f after 200 steps: {fs[-1]:.1e}")
 
-# %%
+# %% tags=["hide-input"]
 XS, YS = np.meshgrid(np.linspace(-6, 2, 120), np.linspace(-1.6, 1.6, 120))
 LEVELS = np.geomspace(0.02, 300, 12)
 
@@ -994,6 +999,9 @@ kappas = np.geomspace(1, 1e4, 9)
 root = np.sqrt(kappas)
 gd_steps = gd_steps_to_converge(kappas)
 hb_steps = hb_steps_to_converge(4 / (root + 1) ** 2, ((root - 1) / (root + 1)) ** 2, kappas)
+print(f"kappa = 1e4: GD {gd_steps[-1]:.0f} steps, heavy ball {hb_steps[-1]:.0f} steps")
+
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6.4, 3.6))
 ax.loglog(kappas, gd_steps, "o-", color=viz.color(0), label="GD, η = 2/(L + λmin)")
 ax.loglog(kappas, hb_steps, "s-", color=viz.color(1), label="heavy ball, best η and μ")
@@ -1006,7 +1014,6 @@ ax.set(
 )
 ax.legend(fontsize=8)
 plt.show()
-print(f"kappa = 1e4: GD {gd_steps[-1]:.0f} steps, heavy ball {hb_steps[-1]:.0f} steps")
 
 # %% [markdown]
 # At $\kappa = 10^4$, momentum needs about 50 times fewer steps than GD, and the ratio grows like
@@ -1047,6 +1054,7 @@ for lr, mom, nest in ((0.015, 0.0, False), (0.015, 0.9, False), (0.01, 0.9, True
     )
 
 
+# %% tags=["hide-input"]
 def draw_run(ax_path, ax_f, lr, momentum, kappa=KAPPA, nesterov=False, color=0):
     path, fs = heavy_ball(lr, momentum, kappa, nesterov)
     draw_contours(ax_path, kappa)
@@ -1190,7 +1198,7 @@ print(
     f"noisy GD:         escapes at step {np.median(esc_noisy):.0f} (median of 50 seeds; max {esc_noisy.max()})"
 )
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 XS_S, YS_S = np.meshgrid(np.linspace(-1.6, 1.6, 120), np.linspace(-1.5, 1.5, 120))
 axes[0].contour(XS_S, YS_S, saddle(np.stack([XS_S, YS_S], -1)), levels=np.linspace(-0.5, 3, 15),
@@ -1320,6 +1328,17 @@ for index, member in enumerate(small_grid.members):
         torch.testing.assert_close(p_grid, p_alone)  # float64 defaults
 print("each copy of the grid == a separate run (Adam, 2 rates x 2 initializations, 34 steps, float64)")
 
+# %% tags=["hide-input"]
+n_params = sum(p.numel() for p in mlp(0).parameters())
+fig, ax = plt.subplots(figsize=(11, 1.5))
+viz.chain_diagram(
+    [("digit\n[B, 64] pixels", "io"), ("linear 64 → 64\n+ ReLU [B, 64]", "linear"),
+     ("linear 64 → 10\nscores [B, 10]", "linear"), ("cross-entropy\nwith the labels", "head")],
+    ax=ax, spacing=2.5, block_size=(2.0, 0.7),
+    title=f"The digits MLP ({n_params:,} parameters), 27 copies per optimizer in MLPGrid (9 rates × 3 initializations)",
+)  # fmt: skip
+plt.show()
+
 # %%
 LRS = 10.0 ** np.arange(-3.5, 0.51, 0.5)  # 3.2e-4 ... 3.2
 contenders = {
@@ -1403,7 +1422,7 @@ for name, r in grid.items():
     print(f"{name:9s} {LRS[k]:8.2g} {val_mean[k]:6.3f} {test_acc[name]:8.3f} ± {r['test'][k].std():.3f} "
           f"{good.min():16.2g} to {good.max():<12.2g}   {epochs_to(r, k):>38.1f} | {at_best}")  # fmt: skip
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
 for name, r in grid.items():
     c, ls = OPT_STYLE[name]
@@ -1498,7 +1517,12 @@ for name in ("SGD", "momentum", "Adam"):
     make_opt, _ = contenders[name]
     range_tests[name] = optim.lr_range_test(model, loader, make_opt(model.parameters()), F.cross_entropy,
                                             start_lr=1e-5, end_lr=10.0, num_steps=200)  # fmt: skip
+print(f"{'':9s} {'tuned on val':>12s} {'steepest':>9s} {'min/10':>8s} {'steps':>6s}")
+for name, rt in range_tests.items():
+    print(f"{name:9s} {LRS[tuned[name]]:12.3g} {rt.suggestion('steepest'):9.3g} {rt.suggestion('min/10'):8.3g} "
+          f"{len(rt.lrs):6d}")  # fmt: skip
 
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(7.5, 3.8))
 for name, rt in range_tests.items():
     c, _ = OPT_STYLE[name]
@@ -1513,11 +1537,6 @@ ax.set(xlabel="learning rate (grows every step)", ylabel="smoothed mini-batch lo
        title="Range test, 200 steps: ▽ steepest descent, ○ min/10, dotted: tuned on validation")  # fmt: skip
 ax.legend(fontsize=8)
 plt.show()
-
-print(f"{'':9s} {'tuned on val':>12s} {'steepest':>9s} {'min/10':>8s} {'steps':>6s}")
-for name, rt in range_tests.items():
-    print(f"{name:9s} {LRS[tuned[name]]:12.3g} {rt.suggestion('steepest'):9.3g} {rt.suggestion('min/10'):8.3g} "
-          f"{len(rt.lrs):6d}")  # fmt: skip
 
 # %%
 for name, rt in range_tests.items():
@@ -1599,7 +1618,7 @@ grid_2d = np.linspace(-1, 1, 25)
 surface = np.array([[loss_along(net, {k: theta[k] + a * d1[k] + b * d2[k] for k in theta}, xt, yt)
                      for a in grid_2d] for b in grid_2d])  # fmt: skip
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
 for name in solutions:
     c, _ = OPT_STYLE[name]
@@ -1622,6 +1641,7 @@ axes[2].set(xlabel="α (direction 1)", ylabel="β (direction 2)", aspect="equal"
             title="2-D slice, SGD solution (training loss)")  # fmt: skip
 plt.show()
 
+# %%
 i_min = np.unravel_index(surface.argmin(), surface.shape)
 print(f"2-D slice: lowest loss {surface.min():.4f} at (α, β) = ({grid_2d[i_min[1]]:+.2f}, {grid_2d[i_min[0]]:+.2f}); "
       f"at θ*: {surface[12, 12]:.4f}; at the corners: {surface[[0, 0, -1, -1], [0, -1, 0, -1]].min():.2f} or more")  # fmt: skip
@@ -1746,6 +1766,8 @@ schedules = {
     "one-cycle": lr_curve(lambda o: sched.OneCycleLR(o, max_lr=0.1, total_steps=T_TOTAL)),
     "warm-up (30) + cosine": lib,
 }
+
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(2, 3, figsize=(11, 4.6), sharex=True, sharey=True)
 for i, (ax, (name, lrs)) in enumerate(zip(axes.flat, schedules.items(), strict=True)):
     ax.plot(lrs, color=viz.color(i if i != 6 else 7), lw=2)
@@ -1794,14 +1816,15 @@ for name, make in (
         opt.step()
         sizes.append((w.detach() - before).abs().mean().item())
     update_size[name] = np.array(sizes)
+print({k: f"step 1: {v[0]:.2f}, step 300: {v[-1]:.2f}" for k, v in update_size.items()})
 
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6.4, 3.6))
 for i, (name, sizes) in enumerate(update_size.items()):
     ax.semilogy(np.arange(1, 301), sizes, color=viz.color(i), label=name)
 ax.set(xlabel="step t", ylabel="mean |update| / η", title="Update size on pure-noise gradients")
 ax.legend()
 plt.show()
-print({k: f"step 1: {v[0]:.2f}, step 300: {v[-1]:.2f}" for k, v in update_size.items()})
 
 # %% [markdown]
 # On gradients that carry no information, Adam's first update is $\eta$ per parameter and it takes
@@ -1816,6 +1839,16 @@ print({k: f"step 1: {v[0]:.2f}, step 300: {v[-1]:.2f}" for k, v in update_size.i
 # warm-up over the first epoch (`optim.warmup_cosine`). The loss of every step is logged from inside
 # the loss function, and the rate of every step with `after_step`.
 
+
+# %% tags=["hide-input"]
+fig, ax = plt.subplots(figsize=(12, 1.5))
+viz.chain_diagram(
+    [("digit\n[B, 64] pixels", "io"), ("linear 64 → 128\n+ ReLU (layer 1)", "linear"),
+     ("linear 128 → 128\n+ ReLU (layer 2)", "linear"), ("linear 128 → 10\nscores [B, 10]", "linear"),
+     ("cross-entropy", "head")],
+    ax=ax, spacing=2.5, block_size=(2.0, 0.7), title="The warm-up MLP: dead units are counted in layers 1 and 2",
+)  # fmt: skip
+plt.show()
 
 # %%
 val_loader = DataLoader(splits.val, batch_size=512)
@@ -1870,7 +1903,7 @@ torch.manual_seed(0)
 untrained = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
 dead_init = dead_fraction(untrained.to(device))  # the same initial weights as every run above
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
 labels = {0: "cosine, no warm-up", 9: "warm-up (1 epoch) + cosine"}
 for i, w in enumerate((0, 9)):
@@ -2030,7 +2063,7 @@ for (d, c), r in clip_runs.items():
         f"90th percentile {q90:.2f}, max {q_max:.1f}"
     )
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
 labels_c = {
     ("clean", None): "clean",
@@ -2105,71 +2138,159 @@ assert clip_runs["corrupted", 1.0]["norms"].max() <= 1.0 + 1e-4, "clipped norms 
 #
 # ## Exercises
 #
+# Where an exercise asks for code or a number, its first cell holds a stub to fill (a function that
+# raises `NotImplementedError`, or `exercises.TODO`) and a check from `course_lib.exercises` that says
+# in one line what is wrong. The references of the checks are independent of the solutions: closed
+# forms, NumPy's eigenvalues, `torch.optim` and autograd. The solution follows in a collapsed cell and
+# passes the same check.
+#
 # ### Exercise 1: the best constant step
 #
 # For GD on $\tfrac12(x^2 + \kappa y^2)$ the factor per step is
 # $r(\eta) = \max(|1 - \eta|, |1 - \eta\kappa|)$. Show that it is smallest at
-# $\eta^\star = 2/(1 + \kappa)$, with $r = (\kappa - 1)/(\kappa + 1)$. Check it for $\kappa = 100$ by a
-# grid search over $\eta$, and check heavy ball's $(\sqrt\kappa - 1)/(\sqrt\kappa + 1)$ by computing
-# the spectral radius of its $2\times2$ iteration matrix (acting on $(\theta, b)$)
-# $\begin{pmatrix}1 - \eta\lambda & -\eta\mu\\ \lambda & \mu\end{pmatrix}$ over a grid of $\eta$ and $\mu$.
+# $\eta^\star = 2/(1 + \kappa)$, with $r = (\kappa - 1)/(\kappa + 1)$. For $\kappa = 100$, find
+# `best_step = (eta, r)`, the best step and its factor, by a grid search over $\eta$ (the check
+# compares them with the formulas, to within $10^{-4}$).
+
+# %%
+best_step = exercises.TODO  # your values: (the eta of the grid with the smallest factor r, that r)
+exercises.check_value(best_step, (2 / 101, 99 / 101), atol=1e-4, rtol=0, name="best_step = (eta, r)")
 
 # %% tags=["hide-cell"]
-# Solution. |1 - eta| falls and |1 - eta kappa| rises with eta (for eta > 1/kappa), so the maximum is
-# smallest where they are equal: 1 - eta = eta kappa - 1, i.e. eta = 2/(1 + kappa), r = (kappa-1)/(kappa+1).
+# |1 - eta| falls and |1 - eta kappa| rises with eta (for eta > 1/kappa), so the maximum is smallest
+# where they are equal: 1 - eta = eta kappa - 1, i.e. eta = 2/(1 + kappa), r = (kappa-1)/(kappa+1).
 kappa_ex = 100.0
 eta_grid = np.linspace(1e-4, 0.0199, 20000)
 r_gd = np.maximum(np.abs(1 - eta_grid), np.abs(1 - eta_grid * kappa_ex))
-assert abs(eta_grid[r_gd.argmin()] - 2 / (1 + kappa_ex)) < 1e-5
-assert abs(r_gd.min() - (kappa_ex - 1) / (kappa_ex + 1)) < 1e-5
+eta_best, rate_best = eta_grid[r_gd.argmin()], r_gd.min()
+assert abs(eta_best - 2 / (1 + kappa_ex)) < 1e-5 and abs(rate_best - (kappa_ex - 1) / (kappa_ex + 1)) < 1e-5
+best_step = (eta_best, rate_best)
+exercises.check_value(
+    best_step, (2 / 101, 99 / 101), atol=1e-4, rtol=0, name="best_step = (eta, r)"
+).assert_passed()
+print(f"GD: best eta {eta_best:.5f} (theory {2 / (1 + kappa_ex):.5f}), rate {rate_best:.4f}")
+
+# %% [markdown]
+# Now heavy ball. On one eigen-direction with eigenvalue $\lambda$, PyTorch's momentum update maps
+# $(\theta, b)$ linearly to the next pair, with the iteration matrix
+# $\begin{pmatrix}1 - \eta\lambda & -\eta\mu\\ \lambda & \mu\end{pmatrix}$; its spectral radius (the
+# largest modulus of its eigenvalues) is the factor per step. Write `hb_radius(eta, mu, lam)` from the
+# characteristic polynomial $z^2 - (1 - \eta\lambda + \mu)\,z + \mu$ (the check compares it with
+# `np.linalg.eigvals` of the matrix), then search a grid of $\eta$ and $\mu$ for the smallest rate on
+# the valley, the larger of the radii for $\lambda = 1$ and $\lambda = 100$, and compare it with
+# $(\sqrt\kappa - 1)/(\sqrt\kappa + 1)$.
+
+
+# %%
+def radius_by_eigvals(eta, mu, lam):
+    return np.abs(np.linalg.eigvals(np.array([[1 - eta * lam, -eta * mu], [lam, mu]]))).max()
+
+
+radius_cases = [
+    (0.01, 0.0, 100.0),
+    (0.01, 0.9, 1.0),
+    (0.0121, 0.6694, 100.0),
+    (0.03, 0.5, 100.0),
+    (0.001, 0.95, 1.0),
+]
 
 
 def hb_radius(eta, mu, lam):
+    raise NotImplementedError  # your code: the largest |root| of z² − (1 − eta lam + mu) z + mu
+
+
+exercises.check_function(hb_radius, radius_cases, reference=radius_by_eigvals)
+
+
+# %% tags=["hide-cell"]
+def hb_radius(eta, mu, lam):
     """Spectral radius of heavy ball's iteration matrix on one eigen-direction (vectorized)."""
     tr, det = 1 - eta * lam + mu, mu  # characteristic polynomial z^2 - tr z + det
-    disc = np.lib.scimath.sqrt(tr**2 - 4 * det)
+    disc = np.lib.scimath.sqrt(tr**2 - 4 * det)  # complex where the roots are complex
     return np.maximum(np.abs((tr + disc) / 2), np.abs((tr - disc) / 2))
 
 
+exercises.check_function(hb_radius, radius_cases, reference=radius_by_eigvals).assert_passed()
 E, M = np.meshgrid(np.linspace(1e-4, 0.05, 400), np.linspace(0, 0.95, 400))
 rate = np.maximum(hb_radius(E, M, 1.0), hb_radius(E, M, kappa_ex))
 best = np.unravel_index(rate.argmin(), rate.shape)
 root_k = np.sqrt(kappa_ex)
-print(f"GD: best eta {eta_grid[r_gd.argmin()]:.5f} (theory {2 / (1 + kappa_ex):.5f}), rate {r_gd.min():.4f}")
 rate_hb, mu_hb = (root_k - 1) / (root_k + 1), ((root_k - 1) / (root_k + 1)) ** 2
 print(f"heavy ball: grid rate {rate.min():.4f} at eta {E[best]:.4f}, mu {M[best]:.3f}")
 print(f"            theory {rate_hb:.4f} at eta {4 / (root_k + 1) ** 2:.4f}, mu {mu_hb:.3f}")
-assert abs(rate.min() - rate_hb) < 0.01
+assert abs(rate.min() - rate_hb) < 0.01, f"grid rate {rate.min():.4f}, theory {rate_hb:.4f}"
 
 # %% [markdown]
 # ### Exercise 2: two forms of momentum
 #
-# Implement the velocity form $v \leftarrow \mu v - \eta_t g$, $\theta \leftarrow \theta + v$ and run
-# it next to `torch.optim.SGD(momentum=0.9)` on the valley (κ = 100) for 100 steps, with a learning
-# rate that drops from 0.01 to 0.001 after step 50 (`StepLR`). Show that the iterates are identical
-# before the drop and differ after it. Which form slows down at once?
+# Implement the velocity form $v \leftarrow \mu v - \eta_t g$, $\theta \leftarrow \theta + v$ on the
+# valley (κ = 100, from $(-5, 1)$, $v$ starting at 0) as `velocity_momentum(lrs, momentum)`, with the
+# learning rate `lrs[t]` at step $t$; it returns the path, a float64 tensor `[len(lrs) + 1, 2]`. The
+# check compares it with `torch.optim.SGD(lr=1, momentum=μ)` on the loss $\eta_t f$: the velocity is
+# PyTorch's buffer of the scaled gradients, with the opposite sign. Then run it next to
+# `torch.optim.SGD(lr=0.01, momentum=0.9)` for 100 steps with a learning rate that drops from 0.01 to
+# 0.001 after step 50 (`StepLR`). Show that the iterates are identical before the drop and differ
+# after it. Which form slows down at once?
+
+
+# %%
+def sgd_on_scaled_loss(lrs, momentum=0.9):
+    """torch.optim.SGD with lr 1 on the loss lrs[t] * f at step t: the velocity form, by another route."""
+    theta = torch.tensor(START, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SGD([theta], lr=1.0, momentum=momentum)
+    path = [theta.detach().clone()]
+    for eta_t in lrs:
+        opt.zero_grad()
+        (float(eta_t) * valley(theta)).backward()
+        opt.step()
+        path.append(theta.detach().clone())
+    return torch.stack(path)
+
+
+momentum_cases = [([0.01] * 30,), ([0.01] * 50 + [0.001] * 50,), (np.linspace(0.001, 0.02, 40).tolist(), 0.5)]
+
+
+def velocity_momentum(lrs, momentum=0.9):
+    raise NotImplementedError  # your code: the path [len(lrs) + 1, 2] of the velocity form
+
+
+exercises.check_function(velocity_momentum, momentum_cases, reference=sgd_on_scaled_loss, atol=1e-12)
+
 
 # %% tags=["hide-cell"]
-theta_v = torch.tensor(START, dtype=torch.float64)
-v = torch.zeros(2, dtype=torch.float64)
+def velocity_momentum(lrs, momentum=0.9):
+    lam = torch.tensor([1.0, KAPPA], dtype=torch.float64)  # the valley's gradient is lam * theta
+    theta, v = torch.tensor(START, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    path = [theta]
+    for eta_t in lrs:
+        v = momentum * v - float(eta_t) * lam * theta
+        theta = theta + v
+        path.append(theta)
+    return torch.stack(path)
+
+
+exercises.check_function(
+    velocity_momentum, momentum_cases, reference=sgd_on_scaled_loss, atol=1e-12
+).assert_passed()
 theta_t = torch.tensor(START, dtype=torch.float64, requires_grad=True)
 opt = torch.optim.SGD([theta_t], lr=0.01, momentum=0.9)
 drop = torch.optim.lr_scheduler.StepLR(opt, step_size=50, gamma=0.1)
-gap, step_v, step_t = [], [], []
+lrs_used, path_t = [], [theta_t.detach().clone()]
 for _ in range(100):
-    eta_t = opt.param_groups[0]["lr"]
-    v = 0.9 * v - eta_t * torch.tensor([1.0, KAPPA], dtype=torch.float64) * theta_v  # velocity form
-    theta_v = theta_v + v
-    before = theta_t.detach().clone()
+    lrs_used.append(opt.param_groups[0]["lr"])
     opt.zero_grad()
     valley(theta_t).backward()
     opt.step()
     drop.step()
-    gap.append((theta_v - theta_t.detach()).abs().max().item())
-    step_v.append(v.norm().item())
-    step_t.append((theta_t.detach() - before).norm().item())
-assert max(gap[:50]) < 1e-12 and max(gap[50:]) > 1e-3
-print(f"max difference: steps 1-50 {max(gap[:50]):.1e}, steps 51-100 {max(gap[50:]):.1e}")
+    path_t.append(theta_t.detach().clone())
+path_t, path_v = torch.stack(path_t), velocity_momentum(lrs_used)
+gap = (path_v - path_t).abs().amax(1)[1:]  # after each of the 100 steps
+step_v, step_t = (p.diff(dim=0).norm(dim=1) for p in (path_v, path_t))
+before_drop, after_drop = gap[:50].max().item(), gap[50:].max().item()
+assert before_drop < 1e-12 and after_drop > 1e-3, (
+    f"gaps {before_drop:.1e} before, {after_drop:.1e} after the drop"
+)
+print(f"max difference: steps 1-50 {before_drop:.1e}, steps 51-100 {after_drop:.1e}")
 print(f"step length just after the drop (step 51): velocity form {step_v[50]:.4f}, PyTorch {step_t[50]:.4f}")
 # PyTorch's buffer b is in gradient units, so the step eta_t * b shrinks by 10x at once. The velocity
 # v already contains the old learning rate and decays only by mu per step, so the velocity form keeps
@@ -2179,14 +2300,32 @@ print(f"step length just after the drop (step 51): velocity form {step_v[50]:.4f
 # ### Exercise 3: rotate the valley
 #
 # Rotate the valley by 45°: $f(\theta) = \tfrac12 (R\theta)^\top \mathrm{diag}(1, 100)\,(R\theta)$
-# and start from $R^\top(-5, 1)$, the same point in rotated coordinates. Rerun momentum and Adam with the
-# race settings. Show that momentum's final $f$ does not change, and measure how much Adam loses.
+# and start from $R^\top(-5, 1)$, the same point in rotated coordinates. Write
+# `rotated_run(make_opt, steps=200)`, which optimizes the rotated valley with the optimizer that
+# `make_opt` builds and returns the final $f$. The check runs it for 60 steps with the race's GD and
+# momentum, which must end where they are after 60 steps on the unrotated valley (their updates are
+# linear in the gradients), and for one step with Adam, whose first step moves every coordinate by $\eta$ against
+# the sign of its gradient. Then show that momentum's final $f$ does not change, and measure how much
+# Adam loses over 200 steps.
 
-# %% tags=["hide-cell"]
+# %%
 c45 = np.cos(np.pi / 4)
 R = torch.tensor([[c45, -c45], [c45, c45]], dtype=torch.float64)
+theta0_rot = R.T.numpy() @ np.array(START)
+g0_rot = R.T.numpy() @ (np.array([1.0, KAPPA]) * np.array(START))  # the gradient R^T H R theta0 = R^T H start
+adam_one_step = valley(R.numpy() @ (theta0_rot - 0.1 * np.sign(g0_rot)))  # Adam, lr 0.1, first step
+rotation_cases = [(race["GD"], 60), (race["momentum"], 60), (race["Adam"], 1)]  # (make_opt, steps)
+rotation_expected = [race_results["GD"][1][60], race_results["momentum"][1][60], adam_one_step]
 
 
+def rotated_run(make_opt, steps=200):
+    raise NotImplementedError  # your code: the final f on the rotated valley, a float
+
+
+exercises.check_function(rotated_run, rotation_cases, expected=rotation_expected, atol=1e-12)
+
+
+# %% tags=["hide-cell"]
 def rotated_run(make_opt, steps=200):
     theta = (R.T @ torch.tensor(START, dtype=torch.float64)).requires_grad_(True)
     opt = make_opt([theta])
@@ -2197,6 +2336,7 @@ def rotated_run(make_opt, steps=200):
     return valley(R @ theta.detach()).item()
 
 
+exercises.check_function(rotated_run, rotation_cases, expected=rotation_expected, atol=1e-12).assert_passed()
 f_rot = {name: rotated_run(race[name]) for name in ("momentum", "Adam")}
 for name, value in f_rot.items():
     print(f"{name:9s} axis-aligned f = {f_final[name]:.1e}, rotated f = {value:.1e}")
@@ -2209,18 +2349,45 @@ assert f_rot["Adam"] > 10 * f_final["Adam"]
 # %% [markdown]
 # ### Exercise 4: Adam does not see the scale of the loss
 #
-# Multiply the valley by 1,000 and rerun Adam and GD with the race settings. Show that Adam's path is
-# unchanged (up to the effect of $\epsilon$) and explain why, and what happens to GD.
+# Write `scaled_run(make_opt, scale, steps=200)`: optimize `scale` times the valley from $(-5, 1)$
+# and return the final value of the valley itself (unscaled). The check runs 60 steps of GD at two scales
+# below 1, where GD on $c f$ must equal GD on $f$ with the rate $c\eta$ (in closed form,
+# `gd_on_valley`), and of Adam at scale 1 (the race's path). Then multiply the valley by 1,000 and rerun Adam and GD
+# with the race settings. Show that Adam's path is unchanged (up to the effect of $\epsilon$) and
+# explain why, and what happens to GD.
+
+# %%
+eta_race_gd = 2 / (KAPPA + 1)
+scale_cases = [
+    (race["GD"], 0.5, 60),
+    (race["GD"], 0.9, 60),
+    (race["Adam"], 1.0, 60),
+]  # (make_opt, scale, steps)
+scale_expected = [gd_on_valley(0.5 * eta_race_gd, 60)[-1], gd_on_valley(0.9 * eta_race_gd, 60)[-1],
+                  race_results["Adam"][1][60]]  # fmt: skip
+
+
+def scaled_run(make_opt, scale, steps=200):
+    raise NotImplementedError  # your code: f (unscaled) after `steps` steps on scale * f
+
+
+exercises.check_function(scaled_run, scale_cases, expected=scale_expected, atol=1e-12)
+
 
 # %% tags=["hide-cell"]
-for name in ("Adam", "GD"):
-    theta_s = torch.tensor(START, dtype=torch.float64, requires_grad=True)
-    opt = race[name]([theta_s])
-    for _ in range(200):
+def scaled_run(make_opt, scale, steps=200):
+    theta = torch.tensor(START, dtype=torch.float64, requires_grad=True)
+    opt = make_opt([theta])
+    for _ in range(steps):
         opt.zero_grad()
-        (1000 * valley(theta_s)).backward()
+        (scale * valley(theta)).backward()
         opt.step()
-    final = valley(theta_s.detach()).item()
+    return valley(theta.detach()).item()
+
+
+exercises.check_function(scaled_run, scale_cases, expected=scale_expected, atol=1e-12).assert_passed()
+for name in ("Adam", "GD"):
+    final = scaled_run(race[name], 1000.0)
     result = f"{final:.2e}" if np.isfinite(final) else "diverged (overflow)"
     print(f"{name}: f after 200 steps, loss x1: {f_final[name]:.2e}, loss x1000: {result}")
 # Adam's step is m_hat / sqrt(v_hat): scaling every gradient by c scales m by c and sqrt(v) by c, and
@@ -2232,28 +2399,54 @@ for name in ("Adam", "GD"):
 #
 # A network $X \to Z = XW_1^\top + b_1 \to H = \tanh Z \to P = HW_2^\top + b_2$ is trained with the mean
 # squared error $L = \frac{1}{Bd}\sum_{b,k}(P_{bk} - T_{bk})^2$ over a batch of $B$ examples with $d$
-# outputs. Write the backward pass by hand (use $\tanh' = 1 - \tanh^2$, which the forward pass already
-# computed) for $B = 16$, 5 inputs, 7 hidden units and $d = 3$ outputs in float64, and check all four
-# parameter gradients and $\partial L/\partial X$ against autograd with `torch.testing.assert_close`.
+# outputs. Write the forward and the backward pass by hand as
+# `tanh_net_grads(X, T, W1, b1, W2, b2)`, returning $(\partial L/\partial W_1, \partial L/\partial b_1,
+# \partial L/\partial W_2, \partial L/\partial b_2, \partial L/\partial X)$ (use $\tanh' = 1 - \tanh^2$,
+# which the forward pass already computed). The check compares the five gradients with autograd's
+# (`F.mse_loss`, `torch.autograd.grad`) in float64, for $B = 16$, 5 inputs, 7 hidden units and
+# $d = 3$ outputs, and for a second, smaller network.
+
+
+# %%
+def autograd_grads(X, T, W1, b1, W2, b2):
+    leaves = [t.detach().requires_grad_() for t in (W1, b1, W2, b2, X)]
+    w1, bias1, w2, bias2, x = leaves
+    loss = F.mse_loss(torch.tanh(x @ w1.T + bias1) @ w2.T + bias2, T)
+    return tuple(torch.autograd.grad(loss, leaves))
+
+
+def tanh_net_case(seed, batch, n_in, n_hidden, n_out):
+    """Random X, T, W1, b1, W2, b2 in float64."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(batch, n_in), (batch, n_out), (n_hidden, n_in), (n_hidden,), (n_out, n_hidden), (n_out,)]
+    return tuple(torch.randn(shape, dtype=torch.float64, generator=g) for shape in shapes)
+
+
+tanh_cases = [tanh_net_case(5, 16, 5, 7, 3), tanh_net_case(6, 4, 3, 2, 1)]
+
+
+def tanh_net_grads(X, T, W1, b1, W2, b2):
+    raise NotImplementedError  # your code: (dW1, db1, dW2, db2, dX)
+
+
+exercises.check_function(tanh_net_grads, tanh_cases, reference=autograd_grads, rtol=1e-7, atol=1e-10)
+
 
 # %% tags=["hide-cell"]
-g5 = torch.Generator().manual_seed(5)
-X5 = torch.randn(16, 5, dtype=torch.float64, generator=g5, requires_grad=True)
-T5 = torch.randn(16, 3, dtype=torch.float64, generator=g5)
-W1_5 = torch.randn(7, 5, dtype=torch.float64, generator=g5, requires_grad=True)
-b1_5 = torch.randn(7, dtype=torch.float64, generator=g5, requires_grad=True)
-W2_5 = torch.randn(3, 7, dtype=torch.float64, generator=g5, requires_grad=True)
-b2_5 = torch.randn(3, dtype=torch.float64, generator=g5, requires_grad=True)
-H5 = torch.tanh(X5 @ W1_5.T + b1_5)
-P5 = H5 @ W2_5.T + b2_5
-F.mse_loss(P5, T5).backward()
-with torch.no_grad():
-    dP5 = 2 * (P5 - T5) / P5.numel()  # the mean runs over B * d entries
-    dW2_5, db2_5, dH5 = dP5.T @ H5, dP5.sum(0), dP5 @ W2_5
-    dZ5 = dH5 * (1 - H5**2)
-    dW1_5, db1_5, dX5 = dZ5.T @ X5, dZ5.sum(0), dZ5 @ W1_5
-for ours, leaf in ((dW1_5, W1_5), (db1_5, b1_5), (dW2_5, W2_5), (db2_5, b2_5), (dX5, X5)):
-    torch.testing.assert_close(ours, leaf.grad)
+def tanh_net_grads(X, T, W1, b1, W2, b2):
+    H = torch.tanh(X @ W1.T + b1)  # forward pass
+    P = H @ W2.T + b2
+    dP = 2 * (P - T) / P.numel()  # backward pass; the mean runs over B * d entries
+    dW2, db2, dH = dP.T @ H, dP.sum(0), dP @ W2
+    dZ = dH * (1 - H**2)  # tanh' from the forward value
+    return dZ.T @ X, dZ.sum(0), dW2, db2, dZ @ W1
+
+
+exercises.check_function(
+    tanh_net_grads, tanh_cases, reference=autograd_grads, rtol=1e-7, atol=1e-10
+).assert_passed()
+for ours, theirs in zip(tanh_net_grads(*tanh_cases[0]), autograd_grads(*tanh_cases[0]), strict=True):
+    torch.testing.assert_close(ours, theirs)
 print("tanh regression network: all five gradients by hand == autograd")
 
 # %% [markdown]
