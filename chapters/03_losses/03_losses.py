@@ -58,7 +58,7 @@ from sklearn.metrics import mean_squared_log_error, root_mean_squared_log_error
 from torch import nn
 from tqdm.auto import trange
 
-from course_lib import data, losses, ops, runtime, viz
+from course_lib import data, exercises, losses, ops, runtime, viz
 
 device = runtime.setup(seed=0)
 
@@ -207,6 +207,7 @@ def fit_constant(loss_fn, steps=400, lr=0.1, start=-0.8):
 c_l2, path_l2 = fit_constant(F.mse_loss)
 c_l1, path_l1 = fit_constant(F.l1_loss)
 
+# %% tags=["hide-input"]
 cs = torch.linspace(-1.5, 1.5, 301)
 risk_l2 = ((cs[:, None] - y_bimodal) ** 2).mean(1)
 risk_l1 = (cs[:, None] - y_bimodal).abs().mean(1)
@@ -247,6 +248,21 @@ print(f"L2 converged to {c_l2:.3f} (mean {target_mean:.2f}); L1 to {c_l1:.3f} (m
 # conditional mean is 0.75 (or 0.25) and the conditional median is 1 (or 0). A small MLP sees the
 # visible pixels and predicts the 64 hidden ones; we train it once with L2 and once with L1, on fresh
 # random stripes at every step.
+
+# %% tags=["hide-input"]
+viz.diagram(
+    {
+        "x": (0, 0, "digit, stripe hidden\n+ corner tag [1, 16, 16]", "io"),
+        "flat": (2.6, 0, "flatten\n[256]", "other"),
+        "l1": (5.0, 0, "linear 256 → 64\n+ ReLU", "linear"),
+        "l2": (7.4, 0, "linear 64 → 64\nstripe pixels [64]", "linear"),
+        "loss": (9.8, 0, "L2 or L1 loss", "head"),
+        "y": (9.8, -1.2, "true stripe [64]", "io"),
+    },
+    [("x", "flat"), ("flat", "l1"), ("l1", "l2"), ("l2", "loss"), ("y", "loss", "--")],
+    block_size=(2.1, 0.7), title="The inpainting MLP, trained once with each loss",
+)  # fmt: skip
+plt.show()
 
 # %%
 digits, _ = data.load_digits()
@@ -294,6 +310,7 @@ with torch.no_grad():
     stripe_pred = {k: m(x_test.to(device)).cpu() for k, m in inpainters.items()}
 
 
+# %% tags=["hide-input"]
 def with_stripe(inputs, stripe):
     """Put 64 stripe pixels back into the images (for display)."""
     out = inputs.clone()
@@ -442,7 +459,7 @@ assert slope_err["L1"] < 0.1 and slope_err["L2"] > 0.5, f"with 10% outliers, slo
 # are as numerous as the inliers there.
 
 
-# %%
+# %% tags=["hide-input"]
 def draw_line_fits(ax, outlier_fraction, delta):
     x, y, out = make_line_data(outlier_fraction)
     inlier = torch.ones_like(y, dtype=torch.bool)
@@ -534,6 +551,7 @@ curves["CE, target class"] = (z, ce_vals, g_ce, torch.softmax(logits3, 1)[:, 0] 
 for name, (_, _, g_auto, formula) in curves.items():
     torch.testing.assert_close(g_auto, formula.detach(), msg=f"autograd and formula disagree for {name}")
 
+# %% tags=["hide-input"]
 panels = [["L1"], ["L2"], [f"Huber (δ = {delta:g})"], ["BCE, y = 1", "BCE, y = 0"], ["CE, target class"]]
 xlabels = ["residual r", "residual r", "residual r", "logit z", "logit of the target class"]
 fig, axes = plt.subplots(2, 5, figsize=(15, 5.4), sharex="col")
@@ -690,7 +708,7 @@ print(f"nats / ln 2             : {(ce_nats / math.log(2)).item():.4f} bits")
 renormalised = F.cross_entropy(torch.log(S)[None], torch.tensor([0]))
 print(f"sum of S = {S.sum().item():.3f}; F.cross_entropy(log S, 0) = {renormalised.item():.4f}")
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
 cls = np.arange(4)
 axes[0].bar(cls - 0.2, S, width=0.4, color=viz.color(0), label="prediction S")
@@ -894,7 +912,12 @@ reverse = losses.kl_divergence(q_all, p_two.expand_as(q_all))
 best_f, best_r = forward.argmin(), reverse.argmin()
 mu_f, sd_f = round(mus.flatten()[best_f].item(), 2) + 0.0, sigmas.flatten()[best_f].item()  # + 0.0: no "-0.0"
 mu_r, sd_r = round(mus.flatten()[best_r].item(), 2) + 0.0, sigmas.flatten()[best_r].item()
+assert abs(mu_f) < 0.3 and sd_f > 1.5, f"forward KL should cover both peaks, got μ={mu_f:.2f}, σ={sd_f:.2f}"
+assert abs(abs(mu_r) - 2) < 0.3 and sd_r < 1.0, (
+    f"reverse KL should pick a peak, got μ={mu_r:.2f}, σ={sd_r:.2f}"
+)
 
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(7, 3.2))
 ax.fill_between(grid, p_two, color=viz.color("reference"), alpha=0.3, label="p (two peaks)")
 ax.plot(grid, q_all[best_f], color=viz.color(0), label=f"argmin KL(p‖q): μ = {mu_f:.1f}, σ = {sd_f:.1f}")
@@ -904,10 +927,6 @@ ax.set(
 )
 ax.legend(fontsize=8)
 plt.show()
-assert abs(mu_f) < 0.3 and sd_f > 1.5, f"forward KL should cover both peaks, got μ={mu_f:.2f}, σ={sd_f:.2f}"
-assert abs(abs(mu_r) - 2) < 0.3 and sd_r < 1.0, (
-    f"reverse KL should pick a peak, got μ={mu_r:.2f}, σ={sd_r:.2f}"
-)
 
 # %% [markdown]
 # ## Perceptual, style and identity losses
@@ -956,6 +975,23 @@ class RandomFeatures(nn.Module):
 phi = RandomFeatures().to(device).eval()
 photo = data.sample_image("chelsea", 48).to(device)[None]  # [1, 3, 48, 48]
 print([tuple(f.shape) for f in phi(photo)])
+
+# %% tags=["hide-input"]
+viz.diagram(
+    {
+        "x": (0, 0, "image\n[3, 48, 48]", "io"),
+        "b1": (2.5, 0, "conv 3×3, 3 → 16\n+ ReLU", "conv"),
+        "b2": (5.0, 0, "avg-pool 2, conv 3×3\n16 → 32 + ReLU", "conv"),
+        "b3": (7.5, 0, "avg-pool 2, conv 3×3\n32 → 64 + ReLU", "conv"),
+        "f1": (2.5, -1.3, "$\\phi_1$: [16, 48, 48]", "head"),
+        "f2": (5.0, -1.3, "$\\phi_2$: [32, 24, 24]", "head"),
+        "f3": (7.5, -1.3, "$\\phi_3$: [64, 12, 12]", "head"),
+    },
+    [("x", "b1"), ("b1", "b2"), ("b2", "b3"), ("b1", "f1", "--"), ("b2", "f2", "--"), ("b3", "f3", "--")],
+    block_size=(2.1, 0.7),
+    title="RandomFeatures: the feature network $\\phi$ (random weights, circular padding); losses compare the $\\phi_l$",
+)  # fmt: skip
+plt.show()
 
 # %% [markdown]
 # ### Feature reconstruction (perceptual) loss
@@ -1073,6 +1109,10 @@ scores = {}
 for name, img in candidates.items():
     fi = phi(img)
     scores[name] = (losses.feature_loss(fi, f_photo).item(), losses.style_loss(fi, f_photo).item())
+assert scores["rolled"][1] < 1e-9 < scores["rolled"][0], "same Gram matrices, different feature maps"
+assert scores["tiles shuffled"][1] < scores["another photo"][1], "shuffled tiles keep the style closer"
+
+# %% tags=["hide-input"]
 viz.show_images(
     [photo[0].cpu()] + [img[0].cpu() for img in candidates.values()],
     ["original"] + [f"{n}\nfeature {s[0]:.4f}\nstyle {s[1]:.2e}" for n, s in scores.items()],
@@ -1081,8 +1121,6 @@ viz.show_images(
     suptitle="Feature loss sees layout; style loss sees statistics",
 )
 plt.show()
-assert scores["rolled"][1] < 1e-9 < scores["rolled"][0], "same Gram matrices, different feature maps"
-assert scores["tiles shuffled"][1] < scores["another photo"][1], "shuffled tiles keep the style closer"
 
 # %% [markdown]
 # Even with random weights, the Gram statistics identify a texture. Below, crops from three bundled
@@ -1104,6 +1142,9 @@ for i in range(3):
         style_matrix[i, j] = losses.style_loss(
             [f[i : i + 1] for f in feats_a], [f[j : j + 1] for f in feats_b]
         ).item()
+assert (style_matrix.argmin(dim=1) == torch.arange(3)).all(), f"diagonal not the row minimum:\n{style_matrix}"
+
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.3), width_ratios=[1.2, 1])
 axes[0].imshow(torch.cat([torch.cat(crops_a, 2), torch.cat(crops_b, 2)], 1).permute(1, 2, 0))
 axes[0].set(
@@ -1135,7 +1176,6 @@ for i in range(3):
         )
 fig.colorbar(im, ax=axes[1])
 plt.show()
-assert (style_matrix.argmin(dim=1) == torch.arange(3)).all(), f"diagonal not the row minimum:\n{style_matrix}"
 
 # %% [markdown]
 # ### Identity loss
@@ -1365,6 +1405,8 @@ box_losses = {
 torch.testing.assert_close(
     box_losses["1 − GIoU"], tvops.generalized_box_iou_loss(moving, fixed_n, reduction="none")
 )
+
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
 for k, (name, vals) in enumerate(box_losses.items()):
     (g_shift,) = torch.autograd.grad(vals.sum(), shift)
@@ -1406,6 +1448,11 @@ def fit_box(loss_fn, steps=100):
 
 paths = {"1 − IoU": fit_box(losses.iou_loss), "1 − GIoU": fit_box(losses.giou_loss)}
 final_iou = {k: ops.paired_box_iou(p[-1:], target_box).item() for k, p in paths.items()}
+moved = (paths["1 − IoU"] - paths["1 − IoU"][0]).abs().max().item()
+assert moved == 0.0, f"the IoU-loss box should not move (zero gradient), it moved by {moved}"
+assert final_iou["1 − GIoU"] > 0.9, f"GIoU fit reached IoU {final_iou['1 − GIoU']:.3f}, expected > 0.9"
+
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), width_ratios=[1, 1, 1.2])
 for ax, (name, path) in zip(axes[:2], paths.items(), strict=False):
     for t in [*range(0, len(path), 10), len(path) - 1]:
@@ -1427,9 +1474,6 @@ for k, (name, path) in enumerate(paths.items()):
 axes[2].set(xlabel="step", ylabel="IoU with the target", title="Box fitting by gradient descent")
 axes[2].legend()
 plt.show()
-moved = (paths["1 − IoU"] - paths["1 − IoU"][0]).abs().max().item()
-assert moved == 0.0, f"the IoU-loss box should not move (zero gradient), it moved by {moved}"
-assert final_iou["1 − GIoU"] > 0.9, f"GIoU fit reached IoU {final_iou['1 − GIoU']:.3f}, expected > 0.9"
 
 # %% [markdown]
 # Chapter 08 (detection) trains box regressors with these losses, and adds non-maximum suppression,
@@ -1532,20 +1576,46 @@ print(
 #
 # ## Exercises
 #
+# Where the answer is code or a number, the exercise gives a stub and a check from
+# `course_lib.exercises` that says what is wrong (chapter 00 explains the pattern); the collapsed
+# solution below it passes the same check.
+#
 # ### Exercise 1: the L1 minimiser is a median
 #
 # Show that $c \mapsto \frac1N\sum_i |c - y_i|$ is minimised by a median of the $y_i$: its slope at
-# any $c$ that is not a data point is (number of $y_i$ below $c$ − number above)$/N$. Then check it
-# numerically: for 101 random values the minimiser on a fine grid is their median; for 100 values,
-# every $c$ between the two middle values is a minimiser.
+# any $c$ that is not a data point is (number of $y_i$ below $c$ − number above)$/N$. Write that slope
+# by counting, as `l1_slope(c, y)`; the check compares it with autograd's derivative of the mean
+# absolute error. Then check the claim numerically: for 101 random values the minimiser on a fine
+# grid is their median; for 100 values, every $c$ between the two middle values is a minimiser.
+
+# %%
+g_ex = torch.Generator().manual_seed(1)
+values = -torch.log(torch.rand(101, generator=g_ex, dtype=torch.float64))  # skewed (exponential) data
+slope_cases = [(torch.tensor(c, dtype=torch.float64), values) for c in (0.05, 0.7, 2.5)]
+slope_cases.append((torch.tensor(0.7, dtype=torch.float64), values[:100]))
+
+
+def autograd_slope(c, y):
+    return torch.func.grad(lambda t: (t - y).abs().mean())(c)
+
+
+def l1_slope(c: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    raise NotImplementedError  # your code: count, no autograd
+
+
+exercises.check_function(l1_slope, slope_cases, reference=autograd_slope)
+
 
 # %% tags=["hide-cell"]
 # Solution. d/dc |c - y_i| = sign(c - y_i), so the slope is (#{y_i < c} - #{y_i > c}) / N. It is
 # negative while fewer than half of the points lie below c and positive once more than half do, so the
 # minimum is where the counts balance: at the middle value (odd N) or anywhere between the two middle
 # values (even N), where the slope is exactly 0.
-g_ex = torch.Generator().manual_seed(1)
-values = -torch.log(torch.rand(101, generator=g_ex, dtype=torch.float64))  # skewed (exponential) data
+def l1_slope(c: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return ((y < c).sum() - (y > c).sum()) / len(y)
+
+
+exercises.check_function(l1_slope, slope_cases, reference=autograd_slope).assert_passed()
 grid_c = torch.linspace(0, 6, 30001, dtype=torch.float64)
 
 
@@ -1573,10 +1643,26 @@ print(
 # In detection, most candidate boxes are easy background, and their many small losses can drown the
 # few hard examples. The focal loss of Lin et al. (2017) multiplies the BCE by $(1 - p_t)^\gamma$,
 # where $p_t$ is the predicted probability of the true label, and weights the classes with
-# $\alpha_t$: $\mathrm{FL} = -\alpha_t (1 - p_t)^\gamma \log p_t$. Implement it on logits (use
-# `F.binary_cross_entropy_with_logits` for $-\log p_t$), check it against
-# `torchvision.ops.sigmoid_focal_loss`, and compute how much an easy example ($p_t = 0.9$) and a hard
-# one ($p_t = 0.1$) are down-weighted for $\gamma = 2$.
+# $\alpha_t$ ($\alpha$ for label 1, $1 - \alpha$ for label 0): $\mathrm{FL} = -\alpha_t (1 - p_t)^\gamma
+# \log p_t$, averaged. Implement it on logits (use `F.binary_cross_entropy_with_logits` for
+# $-\log p_t$); the check compares it with `torchvision.ops.sigmoid_focal_loss`. Then compute how
+# much an easy example ($p_t = 0.9$) and a hard one ($p_t = 0.1$) are down-weighted for $\gamma = 2$.
+
+# %%
+z_ex = torch.randn(100, generator=g_ex) * 3
+y_ex = (torch.rand(100, generator=g_ex) < 0.2).float()
+focal_cases = [(z_ex, y_ex), (z_ex, y_ex, 0.5, 1.0), (z_ex, y_ex, 0.25, 0.0)]
+
+
+def torchvision_focal(z, y, alpha=0.25, gamma=2.0):
+    return tvops.sigmoid_focal_loss(z, y, alpha=alpha, gamma=gamma, reduction="mean")
+
+
+def focal_loss(z, y, alpha=0.25, gamma=2.0):
+    raise NotImplementedError  # your code: the mean focal loss
+
+
+exercises.check_function(focal_loss, focal_cases, reference=torchvision_focal)
 
 
 # %% tags=["hide-cell"]
@@ -1588,9 +1674,7 @@ def focal_loss(z, y, alpha=0.25, gamma=2.0):
     return (alpha_t * (1 - p_t) ** gamma * ce).mean()
 
 
-z_ex = torch.randn(100, generator=g_ex) * 3
-y_ex = (torch.rand(100, generator=g_ex) < 0.2).float()
-torch.testing.assert_close(focal_loss(z_ex, y_ex), tvops.sigmoid_focal_loss(z_ex, y_ex, reduction="mean"))
+exercises.check_function(focal_loss, focal_cases, reference=torchvision_focal).assert_passed()
 for p_t in (0.9, 0.1):
     print(f"p_t = {p_t}: modulating factor (1 - p_t)^2 = {(1 - p_t) ** 2:.2f}")
 print("an easy example's loss is scaled by 0.01, a hard one's by 0.81: 81 times more relative weight")
@@ -1600,9 +1684,35 @@ print("an easy example's loss is scaled by 0.01, a hard one's by 0.81: 81 times 
 #
 # Segmentation often uses the soft **Dice loss**
 # $1 - \frac{2\sum_i p_i g_i + \epsilon}{\sum_i p_i + \sum_i g_i + \epsilon}$ on predicted probabilities
-# $p$ and a binary mask $g$. Implement it. Check that for binary $p$ the Dice coefficient equals
-# $2|A\cap B|/(|A|+|B|)$ and relates to the IoU $J$ by $D = 2J/(1+J)$, using two overlapping squares
-# (their IoU as boxes is given by `ops.box_iou`).
+# $p$ and a binary mask $g$, summed over the last two dimensions (one loss per image of a batch).
+# Implement it. For binary $p$ the Dice coefficient is $2|A\cap B|/(|A|+|B|)$, and it relates to the
+# IoU $J$ by $D = 2J/(1+J)$: the check uses this on rectangular masks, whose IoU as boxes comes from
+# `ops.paired_box_iou`.
+
+
+# %%
+def box_mask(box, size=32):
+    """A binary [size, size] mask that is 1 inside the box (x1, y1, x2, y2) with integer corners."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    mask = torch.zeros(size, size)
+    mask[y1:y2, x1:x2] = 1
+    return mask
+
+
+boxes_p = torch.tensor([[4.0, 4.0, 20.0, 20.0], [4.0, 4.0, 20.0, 20.0], [0.0, 0.0, 8.0, 30.0]])
+boxes_g = torch.tensor([[8.0, 10.0, 24.0, 26.0], [4.0, 4.0, 20.0, 20.0], [5.0, 20.0, 31.0, 31.0]])
+masks_p = torch.stack([box_mask(b) for b in boxes_p])  # [3, 32, 32]
+masks_g = torch.stack([box_mask(b) for b in boxes_g])
+jaccard = ops.paired_box_iou(boxes_p, boxes_g)  # [3]
+dice_cases = [(masks_p[0], masks_g[0]), (masks_p, masks_g)]
+dice_expected = [1 - 2 * jaccard[0] / (1 + jaccard[0]), 1 - 2 * jaccard / (1 + jaccard)]
+
+
+def dice_loss(prob, mask, eps=1e-6):
+    raise NotImplementedError  # your code: one loss per image, over the last two dimensions
+
+
+exercises.check_function(dice_loss, dice_cases, expected=dice_expected)
 
 
 # %% tags=["hide-cell"]
@@ -1611,27 +1721,47 @@ def dice_loss(prob, mask, eps=1e-6):
     return 1 - (2 * inter + eps) / (prob.sum(dim=(-2, -1)) + mask.sum(dim=(-2, -1)) + eps)
 
 
-mask_a = torch.zeros(32, 32)
-mask_a[4:20, 4:20] = 1
-mask_b = torch.zeros(32, 32)
-mask_b[10:26, 8:24] = 1
-dice = 1 - dice_loss(mask_a, mask_b)
-jaccard = ops.box_iou(torch.tensor([[4.0, 4.0, 20.0, 20.0]]), torch.tensor([[8.0, 10.0, 24.0, 26.0]]))[0, 0]
-torch.testing.assert_close(dice, 2 * (mask_a * mask_b).sum() / (mask_a.sum() + mask_b.sum()))
-torch.testing.assert_close(dice, 2 * jaccard / (1 + jaccard))
+exercises.check_function(dice_loss, dice_cases, expected=dice_expected).assert_passed()
+dice = 1 - dice_loss(masks_p[0], masks_g[0])
+torch.testing.assert_close(dice, 2 * (masks_p[0] * masks_g[0]).sum() / (masks_p[0].sum() + masks_g[0].sum()))
 print(
-    f"Dice {dice.item():.4f}, IoU {jaccard.item():.4f}, 2J/(1+J) = {(2 * jaccard / (1 + jaccard)).item():.4f}"
+    f"Dice {dice.item():.4f}, IoU {jaccard[0].item():.4f}, "
+    f"2J/(1+J) = {(2 * jaccard[0] / (1 + jaccard[0])).item():.4f}"
 )
 
 # %% [markdown]
 # ### Exercise 4: what label smoothing does to a classifier
 #
-# Train two softmax-regression classifiers (one linear layer) on the digits, with
-# `label_smoothing=0` and `label_smoothing=0.2`, for 150 full-batch Adam steps. Compare their test
-# accuracy, their mean confidence (the largest softmax probability) and their mean logit gap
-# (largest minus second-largest logit).
+# With label smoothing $\varepsilon$ over $M$ classes, no classifier that minimises the loss is more
+# confident than a ceiling. Give `max_confidence`, the largest softmax probability of the logits that
+# minimise `F.cross_entropy(..., label_smoothing=0.2)` for one example of 10 classes; the check
+# compares it with a numerical minimisation (L-BFGS on the 10 logits). Then train two
+# softmax-regression classifiers (one linear layer) on the digits, with `label_smoothing=0` and
+# `label_smoothing=0.2`, for 150 full-batch Adam steps. Compare their test accuracy, their mean
+# confidence (the largest softmax probability) against the ceiling, and their mean logit gap (largest
+# minus second-largest logit).
+
+# %%
+best_logits = torch.zeros(1, 10, dtype=torch.float64, requires_grad=True)
+lbfgs = torch.optim.LBFGS([best_logits], max_iter=200, line_search_fn="strong_wolfe")
+
+
+def smoothed_loss():
+    lbfgs.zero_grad()
+    loss = F.cross_entropy(best_logits, torch.tensor([0]), label_smoothing=0.2)
+    loss.backward()
+    return loss
+
+
+lbfgs.step(smoothed_loss)
+numerical_confidence = best_logits.detach().softmax(1).max().item()
+
+max_confidence = exercises.TODO  # your value
+exercises.check_value(max_confidence, numerical_confidence, atol=1e-4, name="max_confidence")
 
 # %% tags=["hide-cell"]
+max_confidence = 1 - 0.2 + 0.2 / 10  # the optimum of the smoothed CE is the smoothed target itself
+exercises.check_value(max_confidence, numerical_confidence, atol=1e-4, name="max_confidence").assert_passed()
 splits = data.digits_splits(flatten=True)
 x_tr, y_tr = splits.tensors("train")
 x_te, y_te = splits.tensors("test")
@@ -1658,6 +1788,11 @@ for eps_s in (0.0, 0.2):
         f"mean logit gap {results[eps_s][2]:.2f}"
     )
 assert results[0.2][1] < results[0.0][1] and results[0.2][2] < results[0.0][2]
+assert results[0.2][1] < max_confidence, "a smoothed classifier above its ceiling?"
+# The smoothed loss is minimised at confidence 0.82 and a logit gap of log(0.82 / 0.02) = 3.71; the
+# trained model stays below both on average, while the unsmoothed one keeps pushing towards 1 and an
+# ever larger gap. The accuracy barely moves: the model is less over-confident, not better at ranking
+# the classes.
 
 # %% [markdown]
 # ## References
