@@ -182,6 +182,17 @@ def _check_tolerances(atol: float, rtol: float) -> None:
             raise ValueError(f"{name} must be a number >= 0, got {v!r}")
 
 
+def _has_todo(x: Any) -> bool:
+    """``x`` is :data:`TODO` or ``...``, or a tuple, list or dict holding one."""
+    if x is TODO or x is Ellipsis:
+        return True
+    if isinstance(x, tuple | list):
+        return any(_has_todo(v) for v in x)
+    if isinstance(x, Mapping):
+        return any(_has_todo(v) for v in x.values())
+    return False
+
+
 # -------------------------------------------------------------------------------------- checks
 def check_value(
     answer: Any, expected: Any, *, name: str = "answer", atol: float = 1e-6, rtol: float = 1e-5
@@ -189,13 +200,14 @@ def check_value(
     """Check a value the learner computed (a number, a tensor, a tuple of them...) against ``expected``.
 
     Args:
-        answer: the learner's value; :data:`TODO` or ``...`` means not answered yet.
+        answer: the learner's value; :data:`TODO` or ``...`` (alone, or anywhere in a tuple, list or
+            dict) means not answered yet.
         expected: the right value (compared with :func:`compare`).
         name: what the answer is called in the message.
         atol, rtol: tolerances for numbers and arrays.
     """
     _check_tolerances(atol, rtol)
-    if answer is TODO or answer is Ellipsis:
+    if _has_todo(answer):
         return Feedback(False, f"{name} is not answered yet: replace TODO with your value", "todo")
     why = compare(answer, expected, atol=atol, rtol=rtol)
     if why:

@@ -38,6 +38,8 @@ def test_a_stub_is_reported_as_not_written_without_raising():
         fb.assert_passed()
     assert ex.check_function(ex.TODO, CASES, expected=[0, 0]).status == "todo"
     assert ex.check_value(ex.TODO, 1.0).status == "todo" and ex.check_value(..., 1.0).status == "todo"
+    assert ex.check_value((ex.TODO, 2.0), (1.0, 2.0)).status == "todo"
+    assert ex.check_value({"eta": 0.1, "r": [ex.TODO]}, {"eta": 0.1, "r": [0.5]}).status == "todo"
 
 
 def test_wrong_shape_wrong_value_and_errors_name_the_example():
