@@ -58,10 +58,11 @@ import torchvision
 from matplotlib.patches import Rectangle
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.googlenet import Inception
 from tqdm.auto import trange
 
-from course_lib import classic, data, explain, metrics, optim, runtime, train, viz
+from course_lib import classic, data, exercises, explain, metrics, optim, runtime, train, viz
 from course_lib import nn as cnn
 
 device = runtime.setup(seed=0)
@@ -190,6 +191,8 @@ kernels = torch.tensor(
 )
 kernels[2] /= 9
 responses = F.conv2d(photo[None], kernels[:, None], padding=1)[0]  # [4, 96, 96]: one map per kernel
+
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 5, figsize=(13, 2.9))
 axes[0].imshow(photo[0], cmap="gray")
 axes[0].set_title("input (1 channel)")
@@ -308,6 +311,38 @@ print("W X^T reshaped:               ", tuple(y_alex.shape))
 torch.testing.assert_close(y_alex, F.conv2d(x_alex, w_alex, stride=4), rtol=1e-4, atol=1e-4)
 print(f"equal to F.conv2d; the window matrix holds {cols.numel() / x_alex.numel():.1f}x the input's numbers")
 
+
+# %% tags=["hide-input"]
+def bracket(shape):
+    return "[" + ", ".join(str(s) for s in shape) + "]"
+
+
+viz.diagram(
+    {
+        "x": (0, 0, f"input x\n{bracket(x_alex.shape[1:])}", "io"),
+        "cols": (3.0, 0, f"windows as columns\nXᵀ {bracket(cols.shape[1:])}", "other"),
+        "w": (
+            3.0,
+            1.4,
+            f"{len(w_alex)} kernels, flattened\nW {bracket(w_alex.reshape(len(w_alex), -1).shape)}",
+            "conv",
+        ),
+        "mm": (5.0, 0, "@", "op"),
+        "out": (6.9, 0, f"W Xᵀ\n{bracket([len(w_alex), cols.shape[-1]])}", "other"),
+        "y": (9.6, 0, f"output\n{bracket(y_alex.shape[1:])}", "io"),
+    },
+    [
+        ("x", "cols", "-", "F.unfold"),
+        ("cols", "mm"),
+        ("w", "mm"),
+        ("mm", "out"),
+        ("out", "y", "-", "reshape"),
+    ],
+    block_size=(2.1, 0.75),
+    title="im2col: the 11×11 windows (stride 4) become columns, and the convolution is one matrix product",
+)
+plt.show()
+
 # %% [markdown]
 # The price of im2col is memory: overlapping windows copy each pixel up to $(K/S)^2$ times, here 7×.
 # Libraries therefore use it in tiles, or use other algorithms (direct kernels, FFT, Winograd), but
@@ -415,7 +450,7 @@ one_7x7 = nn.Conv2d(c, c, 7, bias=False)
 print(f"three 3x3 layers: {classic.count_parameters(three_3x3):,} = 27 C^2;", end=" ")
 print(f"one 7x7 layer: {classic.count_parameters(one_7x7):,} = 49 C^2 (C = {c})")
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 4, figsize=(13, 3.3))
 for ax, depth in zip(axes, [1, 2, 5, 10], strict=True):
     layers = [(3, 1, 1)] * depth
@@ -445,7 +480,7 @@ plt.show()
 # a backward pass) finds the orange cells.
 
 
-# %%
+# %% tags=["hide-input"]
 def stack_diagram(ax, kernel=3, stride=1, padding=0, dilation=1, depth=2, width=16):
     """Draw a 1-D stack of identical convolutions; highlight what one top unit depends on."""
     sizes = [width]
@@ -635,6 +670,59 @@ for name, layer in lenet.named_children():
 assert classic.count_parameters(lenet) == sum(rows.values())
 print(f"LeNet-5 total {classic.count_parameters(lenet):,} parameters")
 
+
+# %% tags=["hide-input"]
+def layer_chain(build, input_shape, merge_pools=False):
+    """(label, kind) blocks for viz.chain_diagram: the convolutions, pools and linear layers of build(), in
+    the order they run, each with its output shape (traced with forward hooks on the meta device)."""
+    calls = []
+    kinds = nn.Conv2d | nn.Linear | nn.MaxPool2d | nn.AvgPool2d | nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d
+    with torch.device("meta"):
+        model = build()
+        hooks = [
+            m.register_forward_hook(lambda m, i, o: calls.append((m, list(o.shape[1:]))))
+            for m in model.modules()
+            if isinstance(m, kinds)
+        ]
+        model(torch.empty(1, *input_shape))
+        for hook in hooks:
+            hook.remove()
+    rows = []  # [text, kind, repeats, pooling merged into it, output shape]
+    for m, shape in calls:
+        if isinstance(m, nn.Conv2d):
+            k, s = m.kernel_size[0], m.stride[0]
+            text, kind = f"conv {k}×{k}{f'/{s}' if s > 1 else ''}, {m.out_channels}", "conv"
+        elif isinstance(m, nn.Linear):
+            text, kind = f"linear {m.in_features:,} → {m.out_features:,}", "linear"
+        elif isinstance(m, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d):
+            if shape[1:] != [1, 1]:
+                continue  # AlexNet's and VGG's adaptive pools do nothing on 224 x 224 inputs
+            text, kind = f"global {'avg' if isinstance(m, nn.AdaptiveAvgPool2d) else 'max'}-pool", "pool"
+        else:
+            k, s = (v if isinstance(v, int) else v[0] for v in (m.kernel_size, m.stride))
+            text, kind = f"{'max' if isinstance(m, nn.MaxPool2d) else 'avg'}-pool {k}×{k}/{s}", "pool"
+        if merge_pools and kind == "pool":
+            rows[-1][3:] = [f"+ {text}", shape]
+        elif rows and kind == "conv" and rows[-1][:2] == [text, "conv"] and not rows[-1][3]:
+            rows[-1][2:] = [rows[-1][2] + 1, "", shape]  # n identical convolutions in a row
+        else:
+            rows.append([text, kind, 1, "", shape])
+    blocks = [(f"input\n{list(input_shape)}", "io")]
+    for text, kind, n, pool, shape in rows:
+        lines = [f"{n}× {text}" if n > 1 else text, pool, "" if kind == "linear" else str(shape)]
+        blocks.append(("\n".join(line for line in lines if line), kind))
+    return blocks
+
+
+viz.chain_diagram(
+    layer_chain(classic.lenet5, (1, 32, 32)),
+    spacing=2.0,
+    block_size=(1.8, 0.75),
+    fontsize=8,
+    title="LeNet-5 (conv k×k/s, n: n kernels, stride s; tanh after every convolution and hidden linear layer)",
+)
+plt.show()
+
 # %% [markdown]
 # ### AlexNet (2012)
 #
@@ -659,6 +747,16 @@ assert n_alex == classic.count_parameters(alex_tv) == 61_100_840
 print(
     f"AlexNet: {n_alex:,} parameters (= torchvision's), {n_fc / n_alex:.1%} in the 3 fully connected layers"
 )
+
+# %% tags=["hide-input"]
+viz.chain_diagram(
+    layer_chain(classic.alexnet, (3, 224, 224), merge_pools=True),
+    spacing=2.1,
+    block_size=(1.95, 0.95),
+    fontsize=8,
+    title="AlexNet (ReLU after every convolution and hidden linear layer, dropout before the first two linear ones)",
+)
+plt.show()
 
 # %% [markdown]
 # ### VGG (2014)
@@ -708,7 +806,17 @@ assert vgg_total == classic.count_parameters(vgg16) == classic.count_parameters(
 vgg16_tv.load_state_dict(vgg16.state_dict(), strict=True, assign=True)
 print("per-layer counts == classic.vgg(16); total == torchvision's vgg16")
 
-# %%
+# %% tags=["hide-input"]
+viz.chain_diagram(
+    layer_chain(lambda: classic.vgg(16), (3, 224, 224), merge_pools=True),
+    spacing=2.1,
+    block_size=(1.95, 0.95),
+    fontsize=8,
+    title="VGG16: only 3×3 convolutions (padding 1) and 2×2 max-pools (ReLU after every weight layer but the last)",
+)
+plt.show()
+
+# %% tags=["hide-input"]
 weighted = [r for r in vgg_rows if r[2] > 0]
 labels = [r[0].replace("block", "b").replace("_conv", "c").replace("predictions", "pred") for r in weighted]
 params = np.array([r[2] for r in weighted])
@@ -744,14 +852,7 @@ plt.show()
 # Szegedy et al. asked which kernel size to use and answered: all of them, in parallel. An Inception
 # module runs a 1×1, a 3×3 and a 5×5 convolution and a 3×3 max-pool side by side and concatenates their
 # outputs along the channels. To keep this affordable, 1×1 convolutions first **reduce** the channels
-# entering the 3×3 and 5×5 branches, and project the pooled branch:
-#
-# ```text
-# input ─┬─ 1×1 ───────────────┐
-#        ├─ 1×1 (reduce) ─ 3×3 ─┤
-#        ├─ 1×1 (reduce) ─ 5×5 ─┼─ concatenate channels
-#        └─ 3×3 max-pool ─ 1×1 ─┘
-# ```
+# entering the 3×3 and 5×5 branches, and project the pooled branch (the diagram after the next cell).
 #
 # For module (3a) of GoogLeNet (192 channels in; branch widths 64, 96→128, 16→32, 32) we count the
 # convolution weights with and without the reductions, and compare `classic.InceptionBlock` with
@@ -785,6 +886,46 @@ print(
     f"output {tuple(ours_3x3(x_incept).shape)}: {ours_3x3.out_channels} = 64 + 128 + 32 + 32 channels; equal to torchvision's"
 )
 
+
+# %% tags=["hide-input"]
+def inception_diagram(c_in, b1, r3, b3, r5, b5, bp, side=28):
+    ys = {"1": 2.1, "3": 0.7, "5": -0.7, "p": -2.1}
+    viz.diagram(
+        {
+            "x": (0, 0, f"input\n[{c_in}, {side}, {side}]", "io"),
+            "b1": (4.6, ys["1"], f"conv 1×1, {b1}", "conv"),
+            "r3": (2.6, ys["3"], f"conv 1×1, {r3}\n(reduce)", "conv"),
+            "b3": (4.6, ys["3"], f"conv 3×3, {b3}", "conv"),
+            "r5": (2.6, ys["5"], f"conv 1×1, {r5}\n(reduce)", "conv"),
+            "b5": (4.6, ys["5"], f"conv 5×5, {b5}", "conv"),
+            "pool": (2.6, ys["p"], "max-pool 3×3\nstride 1, padding 1", "pool"),
+            "bp": (4.6, ys["p"], f"conv 1×1, {bp}\n(project)", "conv"),
+            "cat": (6.6, 0, "c", "op"),
+            "y": (8.4, 0, f"output\n[{b1 + b3 + b5 + bp}, {side}, {side}]", "io"),
+        },
+        [
+            ("x", "b1"),
+            ("x", "r3"),
+            ("x", "r5"),
+            ("x", "pool"),
+            ("r3", "b3"),
+            ("r5", "b5"),
+            ("pool", "bp"),
+            ("b1", "cat", "-", b1),
+            ("b3", "cat", "-", b3),
+            ("b5", "cat", "-", b5),
+            ("bp", "cat", "-", bp),
+            ("cat", "y"),
+        ],  # fmt: skip
+        block_size=(1.6, 0.8),
+        title="Inception module (3a): four branches concatenated along the channels (c); "
+        "every convolution is followed by BN and ReLU",
+    )
+    plt.show()
+
+
+inception_diagram(c_in, *args_3a)
+
 # %% [markdown]
 # Without the reductions the 3×3 and 5×5 branches would see all 192 channels (and the pooled branch
 # would pass all 192 on, so the next module would be bigger still). GoogLeNet stacks nine such modules
@@ -805,7 +946,8 @@ print(
 # When a block changes the resolution (stride 2) or the channels, the shortcut becomes a 1×1 strided
 # convolution with BN. The bottleneck's point is the same as Inception's reductions: the expensive 3×3
 # convolution works on few channels. Its convolution weights are $4w\cdot w + 9w^2 + w\cdot 4w = 17w^2$,
-# against $2\cdot 9\,(4w)^2 = 288w^2$ for a basic block at the full $4w$ channels.
+# against $2\cdot 9\,(4w)^2 = 288w^2$ for a basic block at the full $4w$ channels. The diagrams after the
+# next cell draw both blocks, with $w = 64$.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -822,6 +964,45 @@ for name in ("resnet18", "resnet34", "resnet50"):
     theirs.load_state_dict(ours.state_dict(), strict=True, assign=True)
     assert classic.count_parameters(ours) == classic.count_parameters(theirs)
     print(f"{name}: {classic.count_parameters(ours):>10,} parameters, same layout as torchvision's")
+
+
+# %% tags=["hide-input"]
+def residual_block_diagrams(c, width, n_basic, n_bottleneck):
+    """A basic block at c channels and a bottleneck block c -> width -> c, with their shortcuts."""
+    basic_blocks = {
+        "x": (0, 0, f"x\n[{c}, H, W]", "io"),
+        "c1": (2.4, 0, f"conv 3×3, {c} → {c}\nBN, ReLU", "conv"),
+        "c2": (4.8, 0, f"conv 3×3, {c} → {c}\nBN", "conv"),
+        "add": (6.6, 0, "+", "op"),
+        "relu": (8.0, 0, "ReLU", "act"),
+        "y": (10.4, 0, f"y\n[{c}, H, W]", "io"),
+    }
+    bottleneck_blocks = {
+        "x": (0, 0, f"x\n[{c}, H, W]", "io"),
+        "c1": (2.4, 0, f"conv 1×1, {c} → {width}\nBN, ReLU", "conv"),
+        "c2": (4.8, 0, f"conv 3×3, {width} → {width}\nBN, ReLU", "conv"),
+        "c3": (7.2, 0, f"conv 1×1, {width} → {c}\nBN", "conv"),
+        "add": (9.0, 0, "+", "op"),
+        "relu": (10.4, 0, "ReLU", "act"),
+        "y": (12.8, 0, f"y\n[{c}, H, W]", "io"),
+    }
+    fig, axes = plt.subplots(2, 1, figsize=(12, 3.8))
+    for ax, blocks, title in [
+        (axes[0], basic_blocks, f"basic block (ResNet-18/34) at {c} channels: {n_basic:,} parameters"),
+        (
+            axes[1],
+            bottleneck_blocks,
+            f"bottleneck block (ResNet-50/101/152), {c} → {width} → {c}: {n_bottleneck:,} parameters",
+        ),
+    ]:
+        names = list(blocks)
+        edges = [*zip(names, names[1:], strict=False), ("x", "add", "skip", "identity shortcut")]
+        viz.diagram(blocks, edges, ax=ax, block_size=(2.0, 0.75), title=title)
+    axes[0].set_xlim(axes[1].get_xlim())
+    plt.show()
+
+
+residual_block_diagrams(4 * w, w, classic.count_parameters(basic), classic.count_parameters(bottleneck))
 
 # %% [markdown]
 # The table below collects the networks of this section (weight layers are the convolutions and
@@ -946,8 +1127,9 @@ with torch.device("meta"):
 # The data: 32×32 images with one coloured circle, square or triangle (radius 5 to 8 pixels) on a noisy
 # background (`data.make_shapes`); the colour is random, so only the shape tells the class. There are
 # 1,000 training, 300 validation and 300 test images. The network: three Conv-BN-ReLU layers with two 2×2
-# max-pools, so the last feature maps are 8×8, then GAP and a linear layer. It trains for eight epochs
-# with Adam and a warm-up-then-cosine schedule from [chapter 04](../04_optimization/04_optimization.ipynb);
+# max-pools, so the last feature maps are 8×8, then GAP and a linear layer (drawn below, with the shape
+# of every layer's output). It trains for eight epochs with Adam and a warm-up-then-cosine schedule from
+# [chapter 04](../04_optimization/04_optimization.ipynb);
 # we try three peak learning rates, keep the one with the best validation accuracy (ties go to the lower
 # validation loss), and use the test images only for the numbers reported after that.
 
@@ -998,6 +1180,27 @@ def train_cam_net(lr):
     return model, history
 
 
+# %% tags=["hide-input"]
+cam_chain = layer_chain(make_cam_net, (3, 32, 32))
+cam_blocks = {f"b{i}": (2.2 * i, 0, label, kind) for i, (label, kind) in enumerate(cam_chain)}
+cam_edges = [(f"b{i}", f"b{i + 1}") for i in range(len(cam_chain) - 1)]
+last_conv = max(i for i, (_, kind) in enumerate(cam_chain) if kind == "conv")
+cam_blocks["cam"] = (2.2 * (last_conv + 1), -1.5, "class activation map\nΣ_k w_ck f_k: [8, 8]", "head")
+cam_edges += [
+    (f"b{last_conv}", "cam", "--", "maps f_k"),
+    (f"b{len(cam_chain) - 1}", "cam", "--", "weights w_c"),
+]
+viz.diagram(
+    cam_blocks,
+    cam_edges,
+    block_size=(1.9, 0.75),
+    fontsize=8,
+    title="The GAP CNN: Conv-BN-ReLU layers, global average pooling, one linear layer; "
+    "its weights turn the last maps into a CAM",
+)
+plt.show()
+
+# %%
 torch.manual_seed(0)
 cam_init_filters = make_cam_net()[0][0][0].weight.detach().clone()  # the first layer before training
 cam_runs = {lr: train_cam_net(lr) for lr in CAM_LRS}
@@ -1030,8 +1233,11 @@ plt.show()
 # %%
 cam_net.eval()
 trained_filters = cam_features[0][0].weight.detach().cpu()  # [8, 3, 3, 3]
+change = ((trained_filters - cam_init_filters).norm() / cam_init_filters.norm()).item()
+print(f"the first-layer filters moved by {change:.2f} of their initial norm during training")
 
 
+# %% tags=["hide-input"]
 def filter_images(w):
     """Rescale each filter [3, 3, 3] to [0, 1] on its own, as an RGB image [3, 3, 3] (H, W, C)."""
     lo = w.amin(dim=(1, 2, 3), keepdim=True)
@@ -1049,8 +1255,6 @@ for row, (name, w) in enumerate([("at initialization", cam_init_filters), ("trai
             ax.set_ylabel(name)
 fig.suptitle("First-layer filters (3×3×3, each shown as a colour image rescaled to [0, 1])")
 plt.show()
-change = ((trained_filters - cam_init_filters).norm() / cam_init_filters.norm()).item()
-print(f"the first-layer filters moved by {change:.2f} of their initial norm during training")
 
 # %%
 probe_image = shapes_test.images[:1].to(device)
@@ -1063,6 +1267,13 @@ with torch.no_grad():
     cam_net(probe_image)
 for hook in hooks:
     hook.remove()
+active = (block_outputs[4][0] > 0).float().mean(dim=(1, 2))
+print(
+    f"block 1: {(block_outputs[0][0] > 0).float().mean():.0%} of the units are active;",
+    f"block 3: {(active > 0).sum().item()} of 32 maps fire somewhere, {(active > 0.5).sum().item()} on more than half",
+)
+
+# %% tags=["hide-input"]
 fig = plt.figure(figsize=(13, 4.4))
 grid = fig.add_gridspec(4, 13)
 ax = fig.add_subplot(grid[:, :4])
@@ -1083,11 +1294,6 @@ for k in range(16):  # block 3: the first 16 of 32 maps at 8x8
         ax.set_title("block 3: 16 of 32 maps, 8×8", fontsize=9, loc="left")
 fig.suptitle("Feature maps (after BatchNorm and ReLU) of one test image at two depths; bright = active")
 plt.show()
-active = (block_outputs[4][0] > 0).float().mean(dim=(1, 2))
-print(
-    f"block 1: {(block_outputs[0][0] > 0).float().mean():.0%} of the units are active;",
-    f"block 3: {(active > 0).sum().item()} of 32 maps fire somewhere, {(active > 0.5).sum().item()} on more than half",
-)
 
 # %% [markdown]
 # On the 300 test images we check the identity $z_c = b_c + \operatorname{mean}_{x,y} M_c(x, y)$ for every
@@ -1139,7 +1345,7 @@ assert hit_rate > centre + 0.2, (
 # class is overlaid on 16 test images; the cross marks its maximum, green when it lies on the object
 # and red when it misses.
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(2, 8, figsize=(13, 3.9))
 for i, ax in enumerate(axes.flat):
     ax.imshow(shapes_test.images[i].permute(1, 2, 0))
@@ -1167,6 +1373,8 @@ with torch.no_grad():
         ],
         dim=1,
     ).cpu()  # [4, 3, 32, 32]
+
+# %% tags=["hide-input"]
 lim = every_class.abs().max().item()
 fig, axes = plt.subplots(2, 8, figsize=(13, 3.9))
 for i in range(4):
@@ -1232,7 +1440,7 @@ for name, layer in grad_cam_layers.items():
     print(f"Grad-CAM at {name}: pointing-game hit rate {grad_cam_hits[name]:.1%}")
 print(f"(CAM: {hit_rate:.1%}; the image centre: {centre:.1%})")
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(4, 7, figsize=(13, 7.6))
 for col in range(7):
     axes[0, col].imshow(shapes_test.images[col].permute(1, 2, 0))
@@ -1294,7 +1502,49 @@ assert last > first + 0.05, (
 # at 0.05), the same data order and the same initialization seed. To see whether the gap closes with
 # longer training we compare the training loss, averaged over 20 steps, early (steps 61–80), midway
 # (steps 141–160) and at the end (steps 281–300), and finally the loss and the error of each trained
-# network on the whole training set.
+# network on the whole training set. The diagram shows the three networks; the curved arrows are the
+# shortcuts, each adding a block's input to its output.
+
+
+# %% tags=["hide-input"]
+def depth_row(ax, blocks_per_stage, residual, title):
+    """One network: the stem, the first blocks, the others summarized, the head; shortcuts if residual."""
+    blocks = {"stem": (0, 0, "conv 3×3, 1 → 8\n[8, 8, 8]", "conv")}
+    edges, prev, last_sum = [], "stem", "stem"
+    shown = [(8, 8)] * 4 if blocks_per_stage == 4 else [(8, 8), (16, 4), (32, 2)]
+    for i, (ch, side) in enumerate(shown):
+        x = 2.4 + 3.6 * i
+        blocks[f"b{i}"] = (x, 0, f"2× conv 3×3, {ch}\n[{ch}, {side}, {side}]", "conv")
+        edges.append((prev, f"b{i}"))
+        prev = f"b{i}"
+        if residual:
+            blocks[f"+{i}"] = (x + 1.6, 0, "+", "op")
+            edges += [(f"b{i}", f"+{i}"), (last_sum, f"+{i}", "skip")]
+            prev = last_sum = f"+{i}"
+    x = 2.4 + 3.6 * len(shown)
+    if blocks_per_stage == 4:
+        blocks["more"] = (x, 0, "8 more blocks\n16 ch /2, 32 ch /2", "other")
+        edges.append((prev, "more"))
+        prev, x = "more", x + 2.6
+    blocks["head"] = (x, 0, "GAP + linear\n32 → 10", "linear")
+    edges.append((prev, "head"))
+    viz.diagram(blocks, edges, ax=ax, block_size=(2.2, 0.75), title=title, fontsize=8)
+
+
+fig, axes = plt.subplots(3, 1, figsize=(13, 5.4))
+depth_row(
+    axes[0], 1, False, "plain-8: one block per stage (8 weight layers; stride 2 where the channels double)"
+)
+depth_row(axes[1], 4, False, "plain-26: four blocks per stage (26 weight layers)")
+depth_row(
+    axes[2],
+    4,
+    True,
+    "ResNet-26: plain-26 plus a shortcut around every block (1×1 convolutions where the shape changes)",
+)
+for ax in axes:
+    ax.set_xlim(axes[2].get_xlim())
+plt.show()
 
 # %%
 digit_splits = data.digits_splits(seed=0)
@@ -1370,6 +1620,8 @@ grad_profiles = {
     "ResNet-26, BatchNorm": relative_gradients(True),
     "plain-26, no normalization": relative_gradients(False, norm=None),
 }
+
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(13, 4))
 styles = {"plain-8": (0, ":"), "plain-26": (0, "-"), "ResNet-26": (2, "-")}
 for name, (_, losses) in depth_runs.items():
@@ -1477,7 +1729,7 @@ assert plain_bn[0] > plain_bn[-1], (
 #
 # The backbone is three Conv-BN-ReLU layers with two max-pools and a *global max pool*: the digit can be
 # anywhere and is small, and the maximum asks "is this pattern present somewhere?" where an average
-# would dilute it with empty background.
+# would dilute it with empty background. The diagram after the pretraining shows the whole setup.
 
 # %%
 x_all, y_all = data.load_digits()
@@ -1552,6 +1804,29 @@ plt.show()
 print(
     f"source test accuracy {pre_history.last('val_acc'):.3f} ({len(source_train)} digits, {pre_epochs} placements each)"
 )
+
+# %% tags=["hide-input"]
+viz.diagram(
+    {
+        "src": (0, 0, f"source: digits 0–4\n[1, 24, 24], {len(source_train)} digits", "io"),
+        "bb": (3.2, 0, "backbone: 3 Conv-BN-ReLU,\n2 max-pools, global max-pool", "conv"),
+        "hs": (6.4, 0, "linear 32 → 5\n(source classes)", "linear"),
+        "tgt": (0, -1.7, "target: digits 5–9\n25 images (5 per class)", "io"),
+        "bt": (3.2, -1.7, "the same backbone: frozen (probe)\nor trained (fine-tune)", "conv"),
+        "ht": (6.4, -1.7, "new linear 32 → 5\n(target classes)", "head"),
+    },
+    [
+        ("src", "bb"),
+        ("bb", "hs", "-", "[32]"),
+        ("tgt", "bt"),
+        ("bt", "ht", "-", "[32]"),
+        ("bb", "bt", "--", "copy the weights"),
+    ],  # fmt: skip
+    block_size=(2.6, 0.8),
+    fontsize=8,
+    title="Transfer learning: pretrain on the source task, keep the backbone, give it a new head",
+)
+plt.show()
 
 # %% [markdown]
 # Now the target task. For each of three seeds we draw 5 images per class of digits 5–9 (25 images in
@@ -1703,7 +1978,7 @@ for method, (lr, accs) in chosen.items():
     per_seed = " ".join(f"{a:.3f}" for a in accs)
     print(f"  {method:32s} lr {lr:<7g} per seed {per_seed}   mean {mean_acc[method]:.3f}")
 
-# %%
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(12, 3.8))
 for k, (name, accs) in enumerate(transfer.items()):
     ax.bar(k, mean_acc[name], color=viz.color(k), alpha=0.8)
@@ -1784,45 +2059,142 @@ assert gain_probe > 0.05, (
 #
 # ## Exercises
 #
+# Where an exercise asks for code or a number, its cell gives you a stub to fill (a function that
+# raises `NotImplementedError`, or `exercises.TODO`) and a check from `course_lib.exercises` that
+# says in one line what is wrong: not written yet, an error, a wrong shape, or the first example whose
+# value differs from a reference (PyTorch's own layers, its FLOP counter, `course_lib.explain`, or a
+# formula given in the exercise), with both values. The solution is in the collapsed cell after each
+# exercise and passes the same check. Questions that ask *why* have written answers there.
+#
 # ### Exercise 1: depthwise-separable convolutions
 #
 # MobileNets (Howard et al., 2017) replace a 3×3 convolution from $C$ to $O$ channels by a **depthwise**
 # 3×3 convolution (one filter per input channel, `groups=C`) followed by a **pointwise** 1×1 convolution.
-# For $C = 64$, $O = 128$ on a 16×16 map (padding 1), compute the parameters and the multiply-adds of
-# both by formula, check them with `nn.Conv2d`, and check that the depthwise convolution equals
-# convolving each channel separately with its own filter.
+#
+# (a) Write `separable_costs(c_in, c_out, side)`: by formula, the parameters and the multiply-adds of
+# both on a `side`×`side` map (stride 1, padding 1, no biases), as a tuple
+# `(params_standard, params_separable, macs_standard, macs_separable)`. The check builds the layers with
+# `nn.Conv2d` and counts their parameters, and their multiply-adds with PyTorch's FLOP counter
+# (`torch.utils.flop_counter.FlopCounterMode`, which counts two FLOPs per multiply-add).
+#
+# (b) Write `depthwise_by_channel(x, weight)`: the depthwise convolution (padding 1) computed as $C$
+# separate single-channel convolutions, each channel with its own filter `weight[i]` of shape
+# `[1, 3, 3]`. The check compares it with `F.conv2d(x, weight, padding=1, groups=C)`.
+#
+# How many times fewer parameters does the separable version have for $C = 64$, $O = 128$?
+
+
+# %%
+def measured_costs(c_in, c_out, side):
+    """(params_standard, params_separable, macs_standard, macs_separable) counted on the layers themselves."""
+    with torch.device("meta"):  # shapes only
+        standard = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        separable = nn.Sequential(
+            nn.Conv2d(c_in, c_in, 3, padding=1, groups=c_in, bias=False),
+            nn.Conv2d(c_in, c_out, 1, bias=False),
+        )
+        x = torch.empty(1, c_in, side, side)
+    macs = []
+    for layer in (standard, separable):
+        with FlopCounterMode(display=False) as counter:
+            layer(x)
+        macs.append(counter.get_total_flops() // 2)
+    return classic.count_parameters(standard), classic.count_parameters(separable), macs[0], macs[1]
+
+
+cost_cases = [(64, 128, 16), (3, 8, 5), (32, 32, 7)]
+gen_ex = torch.Generator().manual_seed(0)
+depthwise_cases = [
+    (torch.randn(2, 4, 6, 6, generator=gen_ex), torch.randn(4, 1, 3, 3, generator=gen_ex)),
+    (torch.randn(1, 64, 16, 16, generator=gen_ex), torch.randn(64, 1, 3, 3, generator=gen_ex)),
+]
+
+
+def depthwise_reference(x, weight):
+    return F.conv2d(x, weight, padding=1, groups=x.shape[1])
+
+
+def separable_costs(c_in, c_out, side):
+    raise NotImplementedError  # your code: (params_standard, params_separable, macs_standard, macs_separable)
+
+
+def depthwise_by_channel(x, weight):
+    raise NotImplementedError  # your code: x [N, C, H, W], weight [C, 1, 3, 3] -> [N, C, H, W]
+
+
+print(exercises.check_function(separable_costs, cost_cases, reference=measured_costs))
+print(exercises.check_function(depthwise_by_channel, depthwise_cases, reference=depthwise_reference))
+
 
 # %% tags=["hide-cell"]
-c_in, c_out, side = 64, 128, 16
-standard = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
-depthwise = nn.Conv2d(c_in, c_in, 3, padding=1, groups=c_in, bias=False)
-pointwise = nn.Conv2d(c_in, c_out, 1, bias=False)
-p_std, p_sep = 9 * c_in * c_out, 9 * c_in + c_in * c_out
-assert classic.count_parameters(standard) == p_std
-assert classic.count_parameters(depthwise) + classic.count_parameters(pointwise) == p_sep
-macs_std, macs_sep = (
-    side * side * p_std,
-    side * side * p_sep,
-)  # stride 1, same size: one MAC per weight per pixel
-x_dw = torch.randn(1, c_in, side, side)
-per_channel = torch.cat(
-    [F.conv2d(x_dw[:, i : i + 1], depthwise.weight[i : i + 1], padding=1) for i in range(c_in)], dim=1
-)
-torch.testing.assert_close(depthwise(x_dw), per_channel)
+def separable_costs(c_in, c_out, side):
+    params_std, params_sep = 9 * c_in * c_out, 9 * c_in + c_in * c_out
+    # stride 1 and "same" padding: every weight is used once per output pixel
+    return params_std, params_sep, side * side * params_std, side * side * params_sep
+
+
+def depthwise_by_channel(x, weight):
+    channels = [F.conv2d(x[:, i : i + 1], weight[i : i + 1], padding=1) for i in range(x.shape[1])]
+    return torch.cat(channels, dim=1)
+
+
+exercises.check_function(separable_costs, cost_cases, reference=measured_costs).assert_passed()
+exercises.check_function(depthwise_by_channel, depthwise_cases, reference=depthwise_reference).assert_passed()
+p_std, p_sep, macs_std, macs_sep = separable_costs(64, 128, 16)
 print(f"standard 3x3: {p_std:,} parameters, {macs_std:,} MACs")
 print(f"depthwise + pointwise: {p_sep:,} parameters, {macs_sep:,} MACs ({p_std / p_sep:.1f}x fewer)")
+# The ratio is 9 C O / (9 C + C O) = 9 O / (9 + O), close to 9 (a 3x3 kernel's taps) when O >> 9.
 
 # %% [markdown]
 # ### Exercise 2: a dense block
 #
-# Write a DenseNet block: $L$ layers, each BN → ReLU → 3×3 convolution (no bias) producing $k$ channels
-# from the concatenation of the block's input and all earlier layers' outputs. Check that a block with
-# $C_0 = 16$, $k = 12$, $L = 4$ outputs $C_0 + Lk = 64$ channels, and that its parameter count matches the
-# formula $\sum_{\ell=0}^{L-1}\big(2(C_0+\ell k) + 9k(C_0+\ell k)\big)$.
+# Write a DenseNet block: $L$ layers, each BN → ReLU → 3×3 convolution (padding 1, no bias) producing
+# $k$ channels from the concatenation of the block's input and all earlier layers' outputs; the block
+# returns the concatenation of its input and all $L$ outputs. The check builds blocks for a few
+# $(C_0, k, L)$ and compares three facts with what they must be: the output shape
+# $[N, C_0 + Lk, H, W]$, the parameter count
+# $\sum_{\ell=0}^{L-1}\big(2(C_0+\ell k) + 9k(C_0+\ell k)\big)$ (BatchNorm's scale and shift, then the
+# convolution), and whether the first $C_0$ output channels are the input, unchanged.
+
+
+# %%
+def dense_block_facts(c0, growth, layers):
+    """What the check looks at in DenseBlock(c0, growth, layers)."""
+    block = DenseBlock(c0, growth, layers)
+    x = torch.randn(2, c0, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = block(x)
+    return {
+        "output shape": list(out.shape),
+        "parameters": classic.count_parameters(block),
+        "input passed on": torch.equal(out[:, :c0], x),
+    }
+
+
+def dense_block_expected(c0, growth, layers):
+    return {
+        "output shape": [2, c0 + layers * growth, 8, 8],
+        "parameters": sum(2 * (c0 + i * growth) + 9 * growth * (c0 + i * growth) for i in range(layers)),
+        "input passed on": True,
+    }
+
+
+dense_cases = [(16, 12, 4), (3, 5, 2), (8, 4, 1)]
+
+
+class DenseBlock(nn.Module):
+    def __init__(self, c0, growth, layers):
+        super().__init__()
+        raise NotImplementedError  # your code: the L layers (BN -> ReLU -> 3x3 conv to `growth` channels)
+
+    def forward(self, x):
+        raise NotImplementedError  # your code: each layer sees x and every earlier layer's output
+
+
+exercises.check_function(dense_block_facts, dense_cases, reference=dense_block_expected, name="DenseBlock")
 
 
 # %% tags=["hide-cell"]
-class DenseBlock(nn.Module):
+class DenseBlock(nn.Module):  # noqa: F811 (the solution replaces the stub)
     def __init__(self, c0, growth, layers):
         super().__init__()
         self.layers = nn.ModuleList(
@@ -1841,38 +2213,60 @@ class DenseBlock(nn.Module):
         return torch.cat(features, dim=1)
 
 
+exercises.check_function(
+    dense_block_facts, dense_cases, reference=dense_block_expected, name="DenseBlock"
+).assert_passed()
 c0, k, n_layers = 16, 12, 4
-dense_block = DenseBlock(c0, k, n_layers)
-out = dense_block(torch.randn(2, c0, 8, 8))
-formula = sum(2 * (c0 + i * k) + 9 * k * (c0 + i * k) for i in range(n_layers))
-assert out.shape[1] == c0 + n_layers * k == 64
-assert classic.count_parameters(dense_block) == formula
-print(f"output channels {out.shape[1]} = {c0} + {n_layers} x {k}; parameters {formula:,}")
+print(
+    f"output channels {c0 + n_layers * k} = {c0} + {n_layers} x {k};",
+    f"parameters {classic.count_parameters(DenseBlock(c0, k, n_layers)):,}",
+)
 
 # %% [markdown]
 # ### Exercise 3: compound scaling
 #
-# Take a small CNN: a 3×3 stem, then three stages of 5 Conv-BN-ReLU blocks at 32, 64 and 128 channels,
-# with stride 2 at the start of the second and third stages, on 64×64 inputs. Scale it with
+# (a) Write `conv_macs(model, side)`: the multiply-adds of all the convolutions of `model` on one
+# `side`×`side` RGB image, counted with forward hooks (a convolution costs its number of outputs times
+# $C_\text{in}/\text{groups}\cdot K_h K_w$). The models live on the `meta` device, so that nothing is
+# computed: make the input with `torch.empty(1, 3, side, side, device="meta")`. The check compares your
+# count with PyTorch's FLOP counter on a few models, one with a grouped convolution and one with linear
+# layers, which do not count.
+#
+# (b) Take a small CNN: a 3×3 stem, then three stages of 5 Conv-BN-ReLU blocks at 32, 64 and 128
+# channels, with stride 2 at the start of the second and third stages, on 64×64 inputs. Scale it with
 # EfficientNet's rule for $\phi = 0, 1, 2, 3$: blocks per stage $\times\alpha^\phi$, channels
 # $\times\beta^\phi$ and input side $\times\gamma^\phi$ (each rounded to an integer), with
-# $\alpha=1.2, \beta=1.1, \gamma=1.15$. Count the multiply-adds of the convolutions with forward hooks,
-# on the `meta` device so that nothing is computed, and compare their growth with
+# $\alpha=1.2, \beta=1.1, \gamma=1.15$. Compare the growth of the multiply-adds with
 # $(\alpha\beta^2\gamma^2)^\phi \approx 2^\phi$. Why is the match only approximate?
 
 
+# %%
+def flop_counter_macs(model, side):
+    """Multiply-adds of the convolutions alone, from PyTorch's FLOP counter (2 FLOPs per multiply-add)."""
+    with FlopCounterMode(display=False) as counter:
+        model(torch.empty(1, 3, side, side, device="meta"))
+    return counter.get_flop_counts()["Global"].get(torch.ops.aten.convolution, 0) // 2
+
+
+with torch.device("meta"):
+    macs_cases = [
+        (
+            nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1)),
+            12,
+        ),
+        (nn.Sequential(cnn.ConvNormAct(3, 12), nn.Conv2d(12, 12, 3, groups=12), nn.Conv2d(12, 5, 1)), 9),
+        (classic.alexnet(), 224),
+    ]
+
+
+def conv_macs(model, side):
+    raise NotImplementedError  # your code: register forward hooks on the nn.Conv2d modules, run, count
+
+
+exercises.check_function(conv_macs, macs_cases, reference=flop_counter_macs)
+
+
 # %% tags=["hide-cell"]
-def scaled_cnn(phi, alpha=1.2, beta=1.1, blocks=5, widths=(32, 64, 128)):
-    n_blocks = round(blocks * alpha**phi)
-    widths = [round(c * beta**phi) for c in widths]
-    layers, c = [cnn.ConvNormAct(3, widths[0])], widths[0]
-    for stage, width in enumerate(widths):
-        for b in range(n_blocks):
-            layers.append(cnn.ConvNormAct(c, width, stride=2 if stage > 0 and b == 0 else 1))
-            c = width
-    return nn.Sequential(*layers)
-
-
 def conv_macs(model, side):
     """Multiply-adds of the convolutions of model on one side x side image (via forward hooks)."""
     total = 0
@@ -1883,10 +2277,24 @@ def conv_macs(model, side):
         total += output.numel() * module.in_channels // module.groups * k_h * k_w
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    model(torch.empty(1, 3, side, side))
+    model(torch.empty(1, 3, side, side, device="meta"))
     for h in handles:
         h.remove()
     return total
+
+
+exercises.check_function(conv_macs, macs_cases, reference=flop_counter_macs).assert_passed()
+
+
+def scaled_cnn(phi, alpha=1.2, beta=1.1, blocks=5, widths=(32, 64, 128)):
+    n_blocks = round(blocks * alpha**phi)
+    widths = [round(c * beta**phi) for c in widths]
+    layers, c = [cnn.ConvNormAct(3, widths[0])], widths[0]
+    for stage, width in enumerate(widths):
+        for b in range(n_blocks):
+            layers.append(cnn.ConvNormAct(c, width, stride=2 if stage > 0 and b == 0 else 1))
+            c = width
+    return nn.Sequential(*layers)
 
 
 with torch.device("meta"):
@@ -1907,13 +2315,34 @@ print(
 # (a) Write `grad_cam_scratch(model, layer, x, classes)` without `course_lib.explain`: register a forward
 # hook on `layer` that keeps its output, compute the scores $z_{n, c_n}$ of the given classes, take their
 # gradient with respect to the kept output (`torch.autograd.grad`), and form
-# $\mathrm{ReLU}(\sum_k \alpha_k A_k)$. Check it against `explain.grad_cam` on the middle block of the
-# shapes network (`cam_features[2]`) for the true classes of the first 64 test images.
+# $\mathrm{ReLU}(\sum_k \alpha_k A_k)$. The check compares it with `explain.grad_cam` on the middle and
+# the last block of the shapes network (`cam_features[2]`, `cam_features[4]`) for the true classes of
+# test images.
 #
 # (b) The digits backbone of the transfer experiment ends with a global *max* pool, so CAM's identity
 # (logit = mean of the map + bias) does not hold for it. Work out what Grad-CAM gives on the output of its
-# last block (`pretrained[0][4]`, 6×6 maps): where is $\partial z_c / \partial A_k(x, y)$ non-zero?
-# Check your answer numerically on 64 placed target digits.
+# last block (`pretrained[0][4]`, 6×6 maps): at how many of the 36 positions of a map $A_k$ is
+# $\partial z_c / \partial A_k(x, y)$ non-zero, and what is it there? Give the number as
+# `positions_with_gradient`, then check the consequence numerically on 64 placed target digits.
+
+# %%
+x_ex, y_ex = x_shapes[:64], y_shapes[:64].to(device)
+grad_cam_cases = [(cam_net, cam_features[2], x_ex, y_ex), (cam_net, cam_features[4], x_ex[:16], y_ex[:16])]
+gc_scale = explain.grad_cam(cam_net, cam_features[2], x_ex, y_ex).max().item()  # sets the tolerance
+
+
+def grad_cam_scratch(model, layer, x, classes):
+    raise NotImplementedError  # your code: [N, h, w] maps, detached
+
+
+positions_with_gradient = exercises.TODO  # (b): how many of a 6x6 map's 36 positions get a gradient?
+
+print(
+    exercises.check_function(
+        grad_cam_scratch, grad_cam_cases, reference=explain.grad_cam, rtol=1e-5, atol=1e-5 * gc_scale
+    )
+)
+print(exercises.check_value(positions_with_gradient, 1, name="positions_with_gradient"))
 
 
 # %% tags=["hide-cell"]
@@ -1931,30 +2360,31 @@ def grad_cam_scratch(model, layer, x, classes):
     return (alpha * activations).sum(dim=1).clamp_min(0).detach()
 
 
-# (a) against the library, on the middle block (16x16 maps)
-x_ex, y_ex = x_shapes[:64], y_shapes[:64].to(device)
-ours_gc = grad_cam_scratch(cam_net, cam_features[2], x_ex, y_ex)
-torch.testing.assert_close(
-    ours_gc,
-    explain.grad_cam(cam_net, cam_features[2], x_ex, y_ex),
-    rtol=1e-5,
-    atol=1e-5 * ours_gc.max().item(),
-)
-print(f"from-scratch Grad-CAM == explain.grad_cam at block 2: maps {tuple(ours_gc.shape)}")
-
-# (b) through a global max pool the gradient reaches one position per map: the maximum of A_k, where it
+# (b) Through a global max pool the gradient reaches one position per map: the maximum of A_k, where it
 # equals w_ck. The mean over the h w positions is alpha_k = w_ck / (h w), the same weights as through an
 # average pool, so Grad-CAM is again ReLU(sum_k w_ck A_k) / (h w), a CAM-style map.
+positions_with_gradient = 1
+
+exercises.check_function(
+    grad_cam_scratch, grad_cam_cases, reference=explain.grad_cam, rtol=1e-5, atol=1e-5 * gc_scale
+).assert_passed()
+exercises.check_value(positions_with_gradient, 1, name="positions_with_gradient").assert_passed()
+
 digits_net, digits_block = pretrained.eval(), pretrained[0][4]
 x_digit_maps = x_tgt_eval[:64]
-with torch.no_grad():
-    a_digits = pretrained[0][:5](x_digit_maps)  # [64, 32, 6, 6], the output of the last block
-    digit_pred = digits_net(x_digit_maps).argmax(1)
+a_digits = pretrained[0][:5](x_digit_maps).detach().requires_grad_()  # [64, 32, 6, 6], the last block
+digit_logits = pretrained[1](pretrained[0][5:](a_digits))
+digit_pred = digit_logits.argmax(1)
+(d_a,) = torch.autograd.grad(digit_logits[torch.arange(64), digit_pred].sum(), a_digits)
+nonzero_per_map = (d_a != 0).sum(dim=(2, 3))  # [64, 32]
+assert (nonzero_per_map == positions_with_gradient).all(), nonzero_per_map.unique()
 expected_gc = (
-    explain.class_activation_maps(a_digits, pretrained[1].weight.detach(), digit_pred).clamp_min(0) / 36
+    explain.class_activation_maps(a_digits.detach(), pretrained[1].weight.detach(), digit_pred).clamp_min(0)
+    / 36
 )
 got_gc = explain.grad_cam(digits_net, digits_block, x_digit_maps, digit_pred)
 torch.testing.assert_close(got_gc, expected_gc, rtol=1e-5, atol=1e-5 * expected_gc.max().item())
+print(f"the gradient reaches {positions_with_gradient} position of every map, for all 64 images and 32 maps;")
 print("through global max pooling, Grad-CAM == ReLU(sum_k w_ck A_k) / (h w) as well")
 
 # %% [markdown]
