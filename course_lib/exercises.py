@@ -87,7 +87,9 @@ def _short(x: Any, limit: int = 70) -> str:
         if size <= 6:
             text += f" {np.array2string(np.asarray(arr), precision=4)}"
         return text
-    text = repr(x)
+    if isinstance(x, torch.nn.Module):  # a module's repr spans many lines: its class names it
+        return f"{type(x).__name__}(...)"
+    text = " ".join(repr(x).split())  # one line
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

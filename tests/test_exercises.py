@@ -116,3 +116,13 @@ def test_bad_cases_and_non_callables():
     with pytest.raises(TypeError, match="fn must be callable"):
         ex.check_function(3, [(1,)], expected=[1])
     assert ex.check_function(lambda a, b: a - b, [{"a": 3, "b": 1}], expected=[2])
+
+
+def test_messages_stay_on_one_line_for_modules_and_long_values():
+    def count(model, n):
+        raise ValueError("no")
+
+    fb = ex.check_function(
+        count, [(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU()), 3)], expected=[1]
+    )
+    assert "count(Sequential(...), 3) raised ValueError: no" in str(fb) and "\n" not in str(fb)
