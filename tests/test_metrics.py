@@ -343,51 +343,9 @@ def _random_scene(seed, num_images=40, num_classes=6, *, integer=False, pile=0):
 
 def _pycocotools_precision(predictions, targets, num_classes, max_detections):
     """COCOeval's precision array [T, R, K] (area "all", maxDets=max_detections), -1 for absent classes."""
-    import contextlib
-    import io
+    import bench  # tools/bench.py holds the one adapter to pycocotools
 
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    def xywh(box):
-        x1, y1, x2, y2 = box
-        return [x1, y1, x2 - x1, y2 - y1]
-
-    images = [{"id": k + 1} for k in range(len(targets))]
-    anns, dets = [], []
-    for k, (p, t) in enumerate(zip(predictions, targets, strict=True)):
-        for box, label in zip(t["boxes"].double().tolist(), t["labels"].tolist(), strict=True):
-            b = xywh(box)
-            anns.append(
-                {
-                    "id": len(anns) + 1,
-                    "image_id": k + 1,
-                    "category_id": label + 1,
-                    "bbox": b,
-                    "area": b[2] * b[3],
-                    "iscrowd": 0,
-                }
-            )
-        for box, score, label in zip(
-            p["boxes"].double().tolist(), p["scores"].double().tolist(), p["labels"].tolist(), strict=True
-        ):
-            dets.append({"image_id": k + 1, "category_id": label + 1, "bbox": xywh(box), "score": score})
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO()
-        gt.dataset = {
-            "images": images,
-            "annotations": anns,
-            "categories": [{"id": c + 1, "name": str(c)} for c in range(num_classes)],
-        }
-        gt.createIndex()
-        dt = gt.loadRes(dets)
-        ev = COCOeval(gt, dt, "bbox")
-        ev.params.maxDets = [max_detections]
-        ev.params.areaRng = [[0**2, 1e5**2]]
-        ev.params.areaRngLbl = ["all"]
-        ev.evaluate()
-        ev.accumulate()
-    return ev.eval["precision"][:, :, :, 0, 0]
+    return bench.pycocotools_evaluator(predictions, targets, num_classes, max_detections)()[:, :, :, 0, 0]
 
 
 @pytest.mark.parametrize(

@@ -270,8 +270,13 @@ def _detection_scene(num_images: int, seed: int, num_classes: int = 5):
     return predictions, targets
 
 
-def _pycocotools_evaluator(predictions, targets, num_classes: int):
-    """A ready COCOeval (area "all", maxDets 100) on the same data; calling it evaluates and accumulates."""
+def pycocotools_evaluator(predictions, targets, num_classes: int, max_detections: int = 100):
+    """pycocotools' COCOeval (bbox, area "all", ``maxDets=[max_detections]``) on course_lib-style detections.
+
+    Returns a function that evaluates and accumulates and returns COCO's precision array
+    ``[T, R, K, 1, 1]`` (-1 for classes without objects). The reference that ``tests/test_metrics.py``
+    checks ``metrics.coco_map`` against, and that ``--ops`` times it against.
+    """
     import contextlib
     import io
 
@@ -296,7 +301,7 @@ def _pycocotools_evaluator(predictions, targets, num_classes: int):
                 | {"iscrowd": 0}
             )
         for b, s, c in zip(
-            p["boxes"].double().tolist(), p["scores"].tolist(), p["labels"].tolist(), strict=True
+            p["boxes"].double().tolist(), p["scores"].double().tolist(), p["labels"].tolist(), strict=True
         ):
             dets.append({"image_id": k + 1, "category_id": c + 1, "bbox": xywh(b), "score": s})
     with contextlib.redirect_stdout(io.StringIO()):
@@ -311,7 +316,7 @@ def _pycocotools_evaluator(predictions, targets, num_classes: int):
 
     def run():
         ev = COCOeval(gt, dt, "bbox")
-        ev.params.maxDets, ev.params.areaRng, ev.params.areaRngLbl = [100], [[0, 1e10]], ["all"]
+        ev.params.maxDets, ev.params.areaRng, ev.params.areaRngLbl = [max_detections], [[0, 1e10]], ["all"]
         with contextlib.redirect_stdout(io.StringIO()):
             ev.evaluate()
             ev.accumulate()
@@ -399,7 +404,7 @@ def measure_ops() -> dict:
     assert ops.nms(boxes, scores, 0.5).numel() == 1000
     predictions, targets = _detection_scene(200, seed=0)
     per_image = np.mean([len(p["scores"]) for p in predictions])
-    reference = _pycocotools_evaluator(predictions, targets, 5)
+    reference = pycocotools_evaluator(predictions, targets, 5)
     ours = metrics.coco_map(predictions, targets, 5)["precision"].numpy()
     want = reference()[:, :, :, 0, 0]
     agreement = float(np.nanmax(np.abs(ours - np.where(want > -1, want, np.nan))))
