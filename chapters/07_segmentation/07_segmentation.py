@@ -70,7 +70,7 @@ from torchvision.models.segmentation.deeplabv3 import ASPP as TorchvisionASPP
 from torchvision.ops import roi_align, roi_pool
 from tqdm.auto import trange
 
-from course_lib import data, losses, metrics, runtime, train, viz
+from course_lib import data, exercises, losses, metrics, runtime, train, viz
 from course_lib import nn as cnn
 
 device = runtime.setup(seed=0)
@@ -2222,26 +2222,43 @@ print(f"x4: equal inside a 2-pixel border; border max difference {(up_t - up_i).
 # ### Exercise 2: how class weights are averaged in `F.cross_entropy`
 #
 # With `weight=w` and the default `reduction="mean"`, PyTorch does not divide the weighted sum by the
-# number of pixels. Find what it divides by, check it on random logits and targets, and explain
-# what that means for a batch whose pixels are all background.
+# number of pixels. Find what it divides by and write `weighted_mean_ce(logits, target, w)` from the
+# unweighted per-pixel losses (`F.cross_entropy(..., reduction="none")`) so that it returns what
+# `F.cross_entropy(logits, target, weight=w)` returns. What does that mean for a batch whose pixels
+# are all background (the second example)?
 
-# %% tags=["hide-cell"]
+
+# %%
+def weighted_mean_ce(logits, target, w):
+    raise NotImplementedError  # your code: F.cross_entropy(logits, target, weight=w) from per-pixel losses
+
+
 g_ex = torch.Generator().manual_seed(0)
 logits_ex = torch.randn(4, NUM_CLASSES, 8, 8, generator=g_ex)
 target_ex = torch.randint(0, NUM_CLASSES, (4, 8, 8), generator=g_ex)
-w_ex = median_freq_weights
-per_pixel = F.cross_entropy(logits_ex, target_ex, reduction="none")  # unweighted -log p
-weighted_mean = (w_ex[target_ex] * per_pixel).sum() / w_ex[target_ex].sum()
-torch.testing.assert_close(F.cross_entropy(logits_ex, target_ex, weight=w_ex), weighted_mean)
-print("F.cross_entropy(weight=w) = sum_x w[l(x)] * CE(x) / sum_x w[l(x)]: a weighted average")
+ce_cases = [
+    (logits_ex, target_ex, median_freq_weights),
+    (logits_ex, torch.zeros_like(target_ex), median_freq_weights),
+]
+exercises.check_function(
+    weighted_mean_ce, ce_cases, reference=lambda lo, t, w: F.cross_entropy(lo, t, weight=w)
+)
+
+
+# %% tags=["hide-cell"]
+def weighted_mean_ce(logits, target, w):
+    per_pixel = F.cross_entropy(logits, target, reduction="none")  # unweighted -log p of the true class
+    return (w[target] * per_pixel).sum() / w[target].sum()  # a weighted average over the pixels
+
+
+exercises.check_function(
+    weighted_mean_ce, ce_cases, reference=lambda lo, t, w: F.cross_entropy(lo, t, weight=w)
+).assert_passed()
 # It divides by the sum of the weights of the pixels' true classes. For a batch of background
 # pixels only, every pixel has the same weight, which cancels: the loss equals the unweighted mean.
 # Class weights change the balance between classes within a batch, not the overall scale; U-Net's
 # per-pixel map (multiplied in and divided by the pixel count) does change the scale.
-bg_only = torch.zeros_like(target_ex)
-torch.testing.assert_close(
-    F.cross_entropy(logits_ex, bg_only, weight=w_ex), F.cross_entropy(logits_ex, bg_only)
-)
+torch.testing.assert_close(weighted_mean_ce(*ce_cases[1]), F.cross_entropy(logits_ex, ce_cases[1][1]))
 
 # %% [markdown]
 # ### Exercise 3: DeepLab's output stride in a real backbone
@@ -2249,7 +2266,21 @@ torch.testing.assert_close(
 # torchvision's ResNet-50 takes `replace_stride_with_dilation=[False, True, True]`, which removes the
 # strides of its last two stages and dilates their convolutions, the DeepLab recipe. Build both
 # versions (`weights=None`), compare their number of parameters, the size of the last feature map for
-# a 64×64 input (`model.layer4` output), and the multiply-adds with `count_macs`.
+# a 64×64 input (`model.layer4` output), and the multiply-adds with `count_macs`. Fill in what you
+# measured.
+
+# %%
+backbone_answers = {
+    "same number of parameters (True or False)": exercises.TODO,
+    "layer4 side, output stride 32": exercises.TODO,
+    "layer4 side, output stride 8": exercises.TODO,
+}
+BACKBONE_EXPECTED = {
+    "same number of parameters (True or False)": True,
+    "layer4 side, output stride 32": 2,
+    "layer4 side, output stride 8": 8,
+}
+exercises.check_value(backbone_answers, BACKBONE_EXPECTED, name="backbone_answers")
 
 # %% tags=["hide-cell"]
 torch.manual_seed(0)
@@ -2260,15 +2291,23 @@ resnets = {
     ),
 }
 x_img = torch.zeros(1, 3, 64, 64)
+measured = {}
 for name, net in resnets.items():
     trunk = nn.Sequential(*list(net.children())[:-2]).eval()  # up to layer4
     with torch.no_grad():
         fmap = trunk(x_img)
-    n_params = sum(p.numel() for p in trunk.parameters())
+    measured[name] = (sum(p.numel() for p in trunk.parameters()), fmap.shape[-1])
     print(
-        f"{name:26s}: {n_params:,} parameters, layer4 map {tuple(fmap.shape[-2:])},",
+        f"{name:26s}: {measured[name][0]:,} parameters, layer4 map {tuple(fmap.shape[-2:])},",
         f"{count_macs(trunk, x_img) / 1e6:,.0f} M MACs",
     )
+(p32, side32), (p8, side8) = measured.values()
+backbone_answers = {
+    "same number of parameters (True or False)": p32 == p8,
+    "layer4 side, output stride 32": side32,
+    "layer4 side, output stride 8": side8,
+}
+exercises.check_value(backbone_answers, BACKBONE_EXPECTED, name="backbone_answers").assert_passed()
 # Same parameters; a 16x larger last map (8x8 instead of 2x2); and several times the compute, spent in
 # the two last (and widest) stages that now run at 4x and 16x more positions.
 
