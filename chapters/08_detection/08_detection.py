@@ -57,7 +57,7 @@ import skimage.segmentation
 import torch
 import torch.nn.functional as F
 import torchvision.ops as tvops
-from matplotlib.patches import FancyArrowPatch, Rectangle
+from matplotlib.patches import Rectangle
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -65,7 +65,7 @@ from torchvision.models.detection._utils import BoxCoder, Matcher
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from tqdm.auto import trange
 
-from course_lib import data, losses, metrics, ops, runtime, train, viz
+from course_lib import data, exercises, losses, metrics, ops, runtime, train, viz
 from course_lib import nn as cnn
 
 device = runtime.setup(seed=0)
@@ -95,7 +95,7 @@ print(f"images {tuple(scenes.images.shape)}; objects per image: {[len(b) for b i
 print(f"first image: boxes {scenes.boxes[0].tolist()}, labels {scenes.labels[0].tolist()}")
 print(f"caption: {scenes.captions[0]!r}")
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 8, figsize=(11, 1.9))
 for ax, img, boxes, labels in zip(axes, scenes.images, scenes.boxes, scenes.labels, strict=True):
     ax.imshow(img.permute(1, 2, 0), interpolation="nearest")
@@ -131,6 +131,30 @@ plt.show()
 # The same recipe with $K$ pairs of coordinates instead of one box is **human pose estimation** by
 # regression (DeepPose): a fixed number $K$ of joints (14 in the Leeds Sports Pose data), each
 # regressed as an $(x, y)$ pair.
+
+# %% tags=["hide-input"]
+viz.diagram(
+    {
+        "x": (0, 0, "image\n[3, 32, 32]", "io"),
+        "c1": (2.6, 0, "conv-BN-ReLU\nmax-pool\n[8, 16, 16]", "conv"),
+        "c2": (5.2, 0, "conv-BN-ReLU\nmax-pool\n[32, 8, 8]", "conv"),
+        "c3": (7.8, 0, "conv-BN-ReLU\nmax-pool\n[64, 4, 4]", "conv"),
+        "fc": (10.4, 0, "flatten [1024]\nlinear, ReLU\n[128]", "linear"),
+        "cls": (13.1, 1.1, "class head\nlinear → [3]", "head"),
+        "box": (13.1, -1.1, "box head\nlinear → [4], sigmoid\n(cx, cy, w, h)", "head"),
+        "ce": (15.8, 1.1, "cross-entropy", "other"),
+        "l1": (15.8, -1.1, "L1 + GIoU\non (x1, y1, x2, y2)", "other"),
+        "sum": (17.6, 0, "+", "op"),
+    },
+    [
+        ("x", "c1"), ("c1", "c2"), ("c2", "c3"), ("c3", "fc"), ("fc", "cls"), ("fc", "box"),
+        ("cls", "ce", "--"), ("box", "l1", "--"), ("ce", "sum", "--"), ("l1", "sum", "--", "× λ"),
+    ],
+    block_size=(2.4, 1.0),
+    fontsize=8,
+    title="TwoHeadNet: flattened features read by a class head and a box head; the two losses are summed",
+)  # fmt: skip
+plt.show()
 
 # %%
 single = data.make_shapes(2000, SIZE, min_objects=1, max_objects=1, seed=3)
@@ -196,6 +220,8 @@ loc_history = train.fit(
     scheduler_step="batch",
     desc="classification + localization",
 )
+
+# %% tags=["hide-input"]
 loc_history.plot(["loss", "acc", "iou"], title="Two heads: class accuracy and box IoU on held-out images")
 plt.show()
 
@@ -205,7 +231,7 @@ assert loc_acc > 0.9, f"class accuracy {loc_acc:.3f}, expected > 0.9"
 assert loc_iou > 0.7, f"mean box IoU {loc_iou:.3f}, expected > 0.7"
 print(f"held-out class accuracy {loc_acc:.3f}, mean box IoU {loc_iou:.3f}")
 
-# %%
+# %% tags=["hide-input"]
 x_show, y_show = loc_test[:8]
 with torch.no_grad():
     out_show = loc_model.eval()(x_show.to(device)).cpu()
@@ -271,7 +297,7 @@ print("box conversions from scratch = course_lib.ops.box_convert = torchvision.o
 # detection "counts" when its IoU with a target reaches a threshold, usually 0.5. The figure shows
 # what a few IoU values look like for two boxes of the same size.
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 4, figsize=(11, 2.9))
 ref_box = torch.tensor([[10.0, 10.0, 30.0, 30.0]])
 for ax, target_iou in zip(axes, (0.3, 0.5, 0.7, 0.9), strict=True):
@@ -289,6 +315,8 @@ for ax, target_iou in zip(axes, (0.3, 0.5, 0.7, 0.9), strict=True):
 fig.suptitle("Two 20×20 boxes shifted diagonally: IoU 0.5 is a looser match than it sounds")
 plt.show()
 
+# %%
+# course_lib's IoU and GIoU agree with torchvision's on random boxes
 g_box = torch.Generator().manual_seed(0)
 xy = torch.rand(50, 2, generator=g_box) * 20
 rand_boxes = torch.cat([xy, xy + 1 + torch.rand(50, 2, generator=g_box) * 10], dim=1)
@@ -365,6 +393,7 @@ cand_scores = 0.5 + 0.45 * torch.rand(len(cand_boxes), generator=g_cand)
 cand_object = torch.arange(3).repeat_interleave(8)  # which object each candidate surrounds (for colour)
 
 
+# %% tags=["hide-input"]
 def draw_nms(ax, iou_threshold):
     keep = ops.nms(cand_boxes, cand_scores, iou_threshold)
     ax.imshow(nms_scene.images[0].permute(1, 2, 0), interpolation="nearest")
@@ -513,7 +542,7 @@ assert abs(ap_all - metrics.average_precision(p_lib, r_lib, "all")) < 1e-12
 assert abs(ap_101 - metrics.average_precision(p_lib, r_lib, "101")) < 1e-12
 print(f"AP all-point {ap_all:.4f}, AP 101-point {ap_101:.4f} (both equal course_lib.metrics)")
 
-# %%
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6.4, 3.8))
 r_step = torch.cat([torch.zeros(1), recall])
 env_step = torch.cat([envelope[:1], envelope])  # height of the interval (recall[k-1], recall[k]]
@@ -683,7 +712,7 @@ for g, box in enumerate(scene_gt.tolist()):
         f"box {g} {box}: best anchor IoU {best:.2f}, anchors >= 0.7: {above}, positives: {positives_per_gt[g]}"
     )
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
 img64 = anchor_scene.images[0].permute(1, 2, 0)
 axes[0].imshow(img64, interpolation="nearest")
@@ -829,7 +858,73 @@ assert torch.equal(exact[0], F.max_pool2d(fmap[0, :, 1:15, 2:16], 2))
 #
 # So Faster R-CNN has four losses: RPN objectness, RPN box, final class, final box. The paper trained
 # the two parts in alternation; later implementations train them jointly. The RPN is itself a
-# one-stage detector with a single class, "object".
+# one-stage detector with a single class, "object". The three designs side by side:
+
+# %% tags=["hide-input"]
+rcnn_rows = {
+    "R-CNN (2014): one CNN pass per proposal; CNN, SVMs and box regressors trained separately": (
+        {
+            "x": (0, 0, "image", "io"),
+            "ss": (2.8, 0, "selective search\n~2,000 boxes", "other"),
+            "warp": (5.6, 0, "crop each box,\nwarp to 227×227", "other"),
+            "cnn": (8.4, 0, "CNN\n× 2,000", "conv"),
+            "cls": (11.2, 0.6, "linear SVM\nper class", "head"),
+            "reg": (11.2, -0.6, "box regressor\n(offsets t)", "head"),
+        },
+        [("x", "ss"), ("ss", "warp"), ("warp", "cnn"), ("cnn", "cls"), ("cnn", "reg")],
+    ),
+    "Fast R-CNN (2015): one CNN pass per image; each box pooled from the feature map; trained end to end": (
+        {
+            "x": (0, 0, "image", "io"),
+            "ss": (2.8, 0.6, "selective search\n~2,000 boxes", "other"),
+            "cnn": (2.8, -0.6, "CNN × 1\nfeature map, stride 16", "conv"),
+            "roi": (5.6, 0, "RoI pooling\nbox → 7×7", "pool"),
+            "fc": (8.4, 0, "FC layers", "linear"),
+            "cls": (11.2, 0.6, "softmax over\nC + 1 classes", "head"),
+            "reg": (11.2, -0.6, "box offsets\nper class", "head"),
+        },
+        [
+            ("x", "ss"),
+            ("x", "cnn"),
+            ("ss", "roi"),
+            ("cnn", "roi"),
+            ("roi", "fc"),
+            ("fc", "cls"),
+            ("fc", "reg"),
+        ],
+    ),
+    "Faster R-CNN (2015): the proposals come from a region proposal network on the same features": (
+        {
+            "x": (0, 0, "image", "io"),
+            "rpn": (2.8, 0.6, "RPN over anchors\n~300 proposals", "head"),
+            "cnn": (2.8, -0.6, "CNN × 1\nfeature map, stride 16", "conv"),
+            "roi": (5.6, 0, "RoI pooling\nbox → 7×7", "pool"),
+            "fc": (8.4, 0, "FC layers", "linear"),
+            "cls": (11.2, 0.6, "softmax over\nC + 1 classes", "head"),
+            "reg": (11.2, -0.6, "box offsets\nper class", "head"),
+        },
+        [
+            ("x", "cnn"),
+            ("cnn", "rpn"),
+            ("rpn", "roi"),
+            ("cnn", "roi"),
+            ("roi", "fc"),
+            ("fc", "cls"),
+            ("fc", "reg"),
+        ],
+    ),
+}
+rcnn_blocks, rcnn_edges, rcnn_titles = {}, [], []
+for r, (title, (bl, ed)) in enumerate(rcnn_rows.items()):
+    dy = -3.2 * r  # one row per detector, on one common scale
+    rcnn_blocks.update({f"{r}{k}": (x, y + dy, lab, kind) for k, (x, y, lab, kind) in bl.items()})
+    rcnn_edges += [(f"{r}{e[0]}", f"{r}{e[1]}", *e[2:]) for e in ed]
+    rcnn_titles.append((dy + 1.35, title))
+ax = viz.diagram(rcnn_blocks, rcnn_edges, block_size=(2.3, 0.95), fontsize=8)
+for y, title in rcnn_titles:
+    ax.text(-1.2, y, title, fontsize=9.5, weight="bold", va="center")
+ax.set_ylim(ax.get_ylim()[0], 1.8)
+plt.show()
 
 
 # %%
@@ -856,7 +951,7 @@ print(
 )
 print(f"= {obj_logits.numel()} anchors scored, each with 4 offsets ({rpn_deltas.numel()} numbers)")
 
-# %%
+# %% tags=["hide-input"]
 astro = data.sample_image("astronaut")  # 512 x 512: the paper's anchor sizes fit
 fig = plt.figure(figsize=(13, 5.2))
 ax_img = fig.add_subplot(1, 2, 1)
@@ -878,39 +973,22 @@ ax_img.set_title(
 )
 ax_img.axis("off")
 ax_d = fig.add_subplot(1, 2, 2)
-ax_d.axis("off")
-ax_d.set(xlim=(0, 10), ylim=(0, 10))
-stages = [
-    (1.2, 8.6, "image\n3 × H × W"),
-    (1.2, 6.2, "backbone CNN\nstride 16"),
-    (1.2, 3.8, "feature map\nC × H/16 × W/16"),
-    (4.6, 3.8, "3×3 conv\n(sliding window)"),
-    (8.0, 5.4, "1×1 conv: objectness\nA × H/16 × W/16"),
-    (8.0, 2.2, "1×1 conv: offsets t\n4A × H/16 × W/16"),
-    (8.0, 8.6, "decode anchors,\nNMS 0.7, top ~300\n→ proposals for RoI pooling"),
-]
-for x, y, text in stages:
-    ax_d.text(
-        x,
-        y,
-        text,
-        ha="center",
-        va="center",
-        fontsize=9,
-        bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": viz.color(0)},
-    )
-for (x0, y0), (x1, y1) in [
-    ((1.2, 8.0), (1.2, 6.8)),
-    ((1.2, 5.6), (1.2, 4.4)),
-    ((2.3, 3.8), (3.5, 3.8)),
-    ((5.6, 4.2), (6.7, 5.1)),
-    ((5.6, 3.4), (6.7, 2.5)),
-    ((8.0, 6.0), (8.0, 7.8)),
-]:
-    ax_d.add_patch(
-        FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="->", mutation_scale=14, color=viz.color(7))
-    )
-ax_d.set_title("The region proposal network (A = 9 anchors per cell)")
+viz.diagram(
+    {
+        "x": (0, 3.0, "image\n[3, H, W]", "io"),
+        "cnn": (0, 1.5, "backbone CNN\nstride 16", "conv"),
+        "f": (0, 0, "feature map\n[C, H/16, W/16]", "other"),
+        "conv": (2.7, 0, "3×3 conv, ReLU\n(sliding window)", "conv"),
+        "obj": (5.4, 0.8, "1×1 conv: objectness\n[A, H/16, W/16]", "head"),
+        "dlt": (5.4, -0.8, "1×1 conv: offsets t\n[4A, H/16, W/16]", "head"),
+        "prop": (5.4, 2.6, "decode the A anchors\nof every cell, NMS 0.7,\ntop ~300: proposals", "other"),
+    },
+    [("x", "cnn"), ("cnn", "f"), ("f", "conv"), ("conv", "obj"), ("conv", "dlt"), ("obj", "prop"), ("dlt", "prop", "skip")],
+    ax=ax_d,
+    block_size=(2.5, 1.05),
+    fontsize=8,
+    title="The region proposal network (A = 9 anchors per cell)",
+)  # fmt: skip
 plt.show()
 
 # %% [markdown]
@@ -957,6 +1035,41 @@ print(
     f"{S * S * B} boxes per image (Faster R-CNN scores {n_anchors} anchors)"
 )
 
+# %% tags=["hide-input"]
+fig, (ax_g, ax_v) = plt.subplots(1, 2, figsize=(13, 4.2), width_ratios=[1, 2.2])
+ax_g.imshow(data.sample_image("astronaut", size=(448, 448)).permute(1, 2, 0))
+for k in range(S + 1):
+    ax_g.axhline(64 * k - 0.5, color="white", lw=0.8)
+    ax_g.axvline(64 * k - 0.5, color="white", lw=0.8)
+face = (150, 30, 330, 260)  # a box drawn by hand around the face
+face_cx, face_cy = (face[0] + face[2]) / 2, (face[1] + face[3]) / 2
+ax_g.add_patch(
+    Rectangle(face[:2], face[2] - face[0], face[3] - face[1], fill=False, lw=2, color=viz.color(1))
+)
+ax_g.add_patch(
+    Rectangle((64 * (face_cx // 64), 64 * (face_cy // 64)), 64, 64, color=viz.color(1), alpha=0.45)
+)
+ax_g.plot([face_cx], [face_cy], "o", color=viz.color(1))
+ax_g.set_title("7×7 grid: the cell holding the centre\nis responsible for the object", fontsize=9)
+ax_g.axis("off")
+viz.diagram(
+    {
+        "x": (0, 0, "image\n[3, 448, 448]", "io"),
+        "cnn": (2.7, 0, "24 conv layers\n[1024, 7, 7]", "conv"),
+        "fc": (5.4, 0, "2 FC layers\n→ 1470 = 7·7·30", "linear"),
+        "out": (8.1, 0, "output\n[7, 7, 30]", "head"),
+        "b1": (11.0, 1.2, "box 1: x, y, w, h,\nconfidence (5)", "other"),
+        "b2": (11.0, 0, "box 2: x, y, w, h,\nconfidence (5)", "other"),
+        "p": (11.0, -1.2, "Pr(class | object)\n20 classes, per cell", "other"),
+    },
+    [("x", "cnn"), ("cnn", "fc"), ("fc", "out"), ("out", "b1", "--"), ("out", "b2", "--"), ("out", "p", "--")],
+    ax=ax_v,
+    block_size=(2.5, 0.95),
+    fontsize=8,
+    title="YOLO v1: each of the 7×7 cells predicts 5B + C = 30 numbers",
+)  # fmt: skip
+plt.show()
+
 # %% [markdown]
 # ### Crowded, noisy scenes
 #
@@ -981,7 +1094,7 @@ for name, split in (("train", det_train), ("validation", det_val), ("test", det_
         f"{name:>10}: {len(split)} images, {counts.sum()} objects ({counts.min()} to {counts.max()} per image)"
     )
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 6, figsize=(13, 2.6))
 for ax, i in zip(axes, range(6), strict=True):
     ax.imshow(det_train.images[i].permute(1, 2, 0), interpolation="nearest")
@@ -1068,7 +1181,7 @@ print(
 )
 assert (cells_per_object[is_object] > 0).all(), "every object needs at least one positive cell"
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 4, figsize=(12, 3.3))
 for ax, i in zip(axes, range(4), strict=True):
     ax.imshow(det_train.images[i].permute(1, 2, 0), interpolation="nearest")
@@ -1084,6 +1197,40 @@ for ax, i in zip(axes, range(4), strict=True):
     ax.set_title(f"{len(pos_cells)} positive cells", fontsize=9)
     ax.axis("off")
 fig.suptitle("Positive cells of the 8×8 grid (filled, coloured by class)")
+plt.show()
+
+# %% tags=["hide-input"]
+fig, ax = plt.subplots(figsize=(13, 4.6))
+viz.diagram(
+    {
+        "x": (0, 0, "image\n[3, 32, 32]", "io"),
+        "b1": (2.7, 0, "ConvNormAct × 2\n(2nd: stride 2)\n[16, 16, 16]", "conv"),
+        "b2": (5.4, 0, "ConvNormAct × 2\n(1st: stride 2)\n[32, 8, 8]", "conv"),
+        "b3": (8.1, 0, "ConvNormAct\ndilation 2\n[32, 8, 8]", "conv"),
+        "ct": (10.8, 1.1, "class tower\nconv 3×3, GN, ReLU", "head"),
+        "bt": (10.8, -1.1, "box tower\nconv 3×3, GN, ReLU", "head"),
+        "cl": (13.5, 1.1, "conv → [3A, 8, 8]\nlogits [64A, 3]", "head"),
+        "br": (13.5, -1.1, "conv → [4A, 8, 8]\noffsets t [64A, 4]", "head"),
+        "dec": (16.2, -1.1, "decode with the\nreference boxes", "other"),
+        "nms": (16.2, 1.1, "sigmoid, score > 0.05,\nclass-wise NMS", "other"),
+    },
+    [
+        ("x", "b1"), ("b1", "b2"), ("b2", "b3"), ("b3", "ct"), ("b3", "bt"), ("ct", "cl"), ("bt", "br"),
+        ("br", "dec"), ("cl", "nms"), ("dec", "nms"),
+    ],
+    ax=ax,
+    block_size=(2.5, 1.0),
+    fontsize=8,
+    title="TinyDetector: the stride-4 backbone and the dense head shared by both detectors",
+)  # fmt: skip
+ax.text(
+    -1.2, -2.2,
+    "centre-based: A = 1 reference box (8×8 px) per cell; cells assigned by centre sampling; focal loss + GIoU\n"
+    "anchor-based: A = 3 anchors (7, 10, 14 px) per cell; anchors labelled by IoU, 64 sampled per image; "
+    "BCE + smooth L1",
+    fontsize=9, va="top",
+)  # fmt: skip
+ax.set_ylim(-3.1, ax.get_ylim()[1])
 plt.show()
 
 
@@ -1194,7 +1341,7 @@ def as_targets(split):
 
 val_targets, test_targets = as_targets(det_val), as_targets(det_test)
 
-# %%
+# %% tags=["hide-input"]
 one = det_test.images[3:4]  # a crowded test image
 with torch.no_grad():
     cell_scores = detector.eval()(one.to(device))["cls_logits"].sigmoid().amax(-1).reshape(GRID, GRID).cpu()
@@ -1317,6 +1464,7 @@ anchor_detector = TinyDetector(ANCHORS).to(device)
 print(f"anchor-based detector: {sum(p.numel() for p in anchor_detector.parameters()):,} parameters")
 anchor_log = train_detector(anchor_detector, anchor_loss, train_anchor_t, "anchor-based detector")
 
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
 for ax, log, title in (
     (axes[0], centre_log, "centre-based: focal + GIoU"),
@@ -1421,7 +1569,7 @@ assert gap > 0.03, (
 # recall, at IoU 0.75 many detections that counted at 0.5 turn into false positives and the curves
 # drop earlier.
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True, sharey=True)
 for row, (name, r) in enumerate(coco.items()):
     for col, (ti, thr) in enumerate(((0, 0.5), (5, 0.75))):
@@ -1495,7 +1643,26 @@ for name, d in test_dets.items():
 # with nearest-neighbour upsampling and the same number of channels everywhere. The top-down path
 # carries the semantics of the coarsest stage down to every resolution. Boxes are then predicted on
 # every level by one shared head; in a two-stage detector, a RoI of size $w \times h$ is pooled from
-# level $k = \lfloor k_0 + \log_2(\sqrt{wh}/224) \rfloor$ with $k_0 = 4$.
+# level $k = \lfloor k_0 + \log_2(\sqrt{wh}/224) \rfloor$ with $k_0 = 4$. Below, the three-level
+# FPN built next, on a 96-pixel input.
+
+# %% tags=["hide-input"]
+fpn_blocks = {"img": (0, -1.3, "image\n[3, 96, 96]", "io")}
+fpn_edges = [("img", "c2")]
+for k, (c, side) in {2: (16, 24), 3: (32, 12), 4: (64, 6)}.items():
+    y = 1.6 * (k - 2)
+    fpn_blocks[f"c{k}"] = (0, y, f"C{k}: backbone stage\n[{c}, {side}, {side}]", "conv")
+    fpn_blocks[f"l{k}"] = (2.8, y, f"lateral 1×1 conv\n{c} → 32", "conv")
+    fpn_blocks[f"m{k}"] = (4.8, y, "+" if k < 4 else "M4", "op")
+    fpn_blocks[f"p{k}"] = (7.0, y, f"3×3 conv\nP{k}: [32, {side}, {side}]", "head")
+    fpn_edges += [(f"c{k}", f"l{k}"), (f"l{k}", f"m{k}"), (f"m{k}", f"p{k}")]
+    if k > 2:
+        fpn_edges += [(f"c{k - 1}", f"c{k}"), (f"m{k}", f"m{k - 1}", "-", "up ×2 (nearest)")]
+viz.diagram(
+    fpn_blocks, fpn_edges, block_size=(2.2, 0.95), fontsize=8,
+    title="FPN: bottom-up backbone (left), top-down path with lateral 1×1 convs, 3×3 outputs (right)",
+)  # fmt: skip
+plt.show()
 
 
 # %%
@@ -1565,6 +1732,9 @@ for f in c_levels + p_levels:
     dist = torch.maximum((yy_rf - (h_mid + 0.5) * stride).abs(), (xx_rf - (w_mid + 0.5) * stride).abs())
     mass = torch.stack([g_abs[dist <= r].sum() for r in range(48)]) / g_abs.sum()
     rf_radius.append(int((mass < 0.9).sum()))  # half-side of the square holding 90 % of the gradient
+assert rf_radius[3] > rf_radius[0], "P2 should see further than C2"
+
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(2, 3, figsize=(8, 5.5))
 for k, ax in enumerate(axes.flat):
     name = f"{'CP'[k // 3]}{k % 3 + 2}"
@@ -1573,7 +1743,6 @@ for k, ax in enumerate(axes.flat):
     ax.axis("off")
 fig.suptitle("Effective receptive field of the centre cell (sqrt of |∂output/∂input|): backbone C, FPN P")
 plt.show()
-assert rf_radius[3] > rf_radius[0], "P2 should see further than C2"
 
 # %% [markdown]
 # ## DETR: detection as set prediction
@@ -1625,7 +1794,31 @@ assert rf_radius[3] > rf_radius[0], "P2 should see further than C2"
 # to $\varnothing$ and pushed towards "no object", so no NMS is needed. DETR's known weaknesses are
 # small objects (high-resolution maps make the encoder's attention, quadratic in $HW$, expensive) and
 # long training.
-#
+
+# %% tags=["hide-input"]
+viz.diagram(
+    {
+        "x": (0, 0, "image\n[3, H, W]", "io"),
+        "cnn": (2.7, 0, "CNN backbone\n[2048, H/32, W/32]", "conv"),
+        "proj": (5.4, 0, "1×1 conv → d,\nflatten: HW tokens\n+ positional enc.", "conv"),
+        "enc": (8.1, 0, "transformer\nencoder\n(self-attention)", "attention"),
+        "q": (8.1, -1.8, "N object queries\n(learned, N = 100)", "io"),
+        "dec": (10.8, -0.9, "transformer decoder\nself- + cross-attention,\nN slots in parallel", "attention"),
+        "ffn": (13.5, -0.9, "per slot: MLP → box,\nlinear → C + 1 classes\n(∅ = no object)", "head"),
+        "tgt": (13.5, -3.0, "targets: M boxes,\npadded with ∅ to N", "io"),
+        "hun": (16.2, -1.95, "Hungarian matching\n(class + L1 + GIoU cost)\n→ set loss, no NMS", "other"),
+    },
+    [
+        ("x", "cnn"), ("cnn", "proj"), ("proj", "enc"), ("enc", "dec"), ("q", "dec"),
+        ("dec", "ffn"), ("ffn", "hun", "--"), ("tgt", "hun", "--"),
+    ],
+    block_size=(2.5, 1.1),
+    fontsize=8,
+    title="DETR: a set of N predictions, matched one-to-one to the targets during training",
+)  # fmt: skip
+plt.show()
+
+# %% [markdown]
 # ### The matching is global, not greedy
 #
 # The matching is a **one-to-one assignment** that minimises the *total* cost. Kuhn's Hungarian method
@@ -1779,7 +1972,7 @@ print(
 print(f"duplicate slot {duplicate}: P(no object) = {final_logits[duplicate].softmax(-1)[3]:.2f}")
 
 
-# %%
+# %% tags=["hide-input"]
 def draw_slots(ax, logits, boxes, title):
     """Targets (solid) and prediction slots (dashed: an object class, dotted grey: no object)."""
     probs = logits.softmax(-1)
@@ -1858,20 +2051,53 @@ plt.show()
 #
 # ### Exercise 1: class-wise NMS
 #
-# Two boxes of different classes can overlap heavily: a person riding a horse. Build two boxes with
-# IoU 0.75, scores 0.9 and 0.8, and classes 0 and 1. Show that plain NMS at threshold 0.5 keeps
-# only one, and that `ops.batched_nms` keeps both and equals `torchvision.ops.batched_nms`. How does
-# `torchvision.ops.batched_nms` avoid a loop over classes on small inputs?
+# Two boxes of different classes can overlap heavily: a person riding a horse. Plain NMS at threshold
+# 0.5 keeps only one of them. Write `classwise_nms(boxes, scores, classes, iou_threshold)`: NMS run
+# separately for each class with `ops.nms`, returning the kept indices by decreasing score. The check
+# compares it with `torchvision.ops.batched_nms` on the rider and on random clusters of boxes of three
+# classes. How does `torchvision.ops.batched_nms` avoid a loop over classes on small inputs?
+
+
+# %%
+def classwise_nms(boxes, scores, classes, iou_threshold):
+    """Indices of the boxes kept by NMS run per class, by decreasing score."""
+    raise NotImplementedError  # your code: one ops.nms per class, then merge and sort the kept indices
+
+
+rider = torch.tensor([[10.0, 5.0, 30.0, 35.0], [11.0, 8.0, 31.0, 38.0]])
+rider_scores, rider_classes = torch.tensor([0.9, 0.8]), torch.tensor([0, 1])
+print(
+    f"rider and horse: IoU {ops.box_iou(rider[:1], rider[1:]).item():.2f}; "
+    f"plain NMS keeps {ops.nms(rider, rider_scores, 0.5).tolist()}"
+)
+g_ex1 = torch.Generator().manual_seed(11)
+nms_cases = [(rider, rider_scores, rider_classes, 0.5)]
+for _ in range(6):  # four clusters of six jittered boxes, random classes and scores
+    centres = torch.rand(4, 2, generator=g_ex1) * 40
+    cluster = torch.cat([centres, centres + 12], dim=1).repeat_interleave(6, dim=0)
+    cluster = cluster + torch.randn(24, 4, generator=g_ex1) * 2
+    cluster[:, 2:] = torch.maximum(cluster[:, 2:], cluster[:, :2] + 1)
+    classes_c = torch.randint(0, 3, (24,), generator=g_ex1)
+    nms_cases.append((cluster, torch.rand(24, generator=g_ex1), classes_c, 0.5))
+exercises.check_function(classwise_nms, nms_cases, reference=tvops.batched_nms)
+
 
 # %% tags=["hide-cell"]
-rider = torch.tensor([[10.0, 5.0, 30.0, 35.0], [11.0, 8.0, 31.0, 38.0]])
-rider_scores = torch.tensor([0.9, 0.8])
-rider_classes = torch.tensor([0, 1])
-print(f"IoU {ops.box_iou(rider[:1], rider[1:]).item():.2f}")
+def classwise_nms(boxes, scores, classes, iou_threshold):
+    """Indices of the boxes kept by NMS run per class, by decreasing score."""
+    kept = []
+    for c in classes.unique():
+        idx = torch.where(classes == c)[0]
+        kept.append(idx[ops.nms(boxes[idx], scores[idx], iou_threshold)])
+    keep = torch.cat(kept)
+    return keep[scores[keep].argsort(descending=True, stable=True)]
+
+
+exercises.check_function(classwise_nms, nms_cases, reference=tvops.batched_nms).assert_passed()
 plain = ops.nms(rider, rider_scores, 0.5)
-per_class = ops.batched_nms(rider, rider_scores, rider_classes, 0.5)
+per_class = classwise_nms(rider, rider_scores, rider_classes, 0.5)
 assert plain.tolist() == [0] and per_class.tolist() == [0, 1]
-assert torch.equal(per_class, tvops.batched_nms(rider, rider_scores, rider_classes, 0.5))
+assert torch.equal(ops.batched_nms(rider, rider_scores, rider_classes, 0.5), per_class)
 print(f"plain NMS keeps {plain.tolist()}, class-wise NMS keeps {per_class.tolist()}")
 # It shifts the boxes of class k by k * (largest coordinate + 1): boxes of different classes can no longer
 # overlap, and one ordinary NMS handles all classes at once. (course_lib's batched_nms runs one NMS per
@@ -1880,20 +2106,49 @@ print(f"plain NMS keeps {plain.tolist()}, class-wise NMS keeps {per_class.tolist
 # %% [markdown]
 # ### Exercise 2: stricter IoU thresholds
 #
-# From `coco[name]["ap"]` (AP per IoU threshold and class), plot each detector's AP, averaged over
-# classes, against the IoU threshold $0.5, 0.55, \dots, 0.95$. Why does it fall, what kind of error do
-# the high thresholds measure that mAP@0.5 forgives, and which detector places its boxes more
-# precisely?
+# `coco[name]["ap"]` holds each detector's AP per IoU threshold (rows: $0.5, 0.55, \dots, 0.95$) and
+# class (columns). Write `ap_against_iou(result)`, the AP averaged over classes at each of the ten
+# thresholds (a tensor of 10 values). The check compares its value at 0.5 and 0.75, and its mean,
+# with the summaries `metrics.coco_map` reports itself (`map50`, `map75`, `map`). Then plot it for
+# both detectors. Why does it fall, what kind of error do the high thresholds measure that mAP@0.5
+# forgives, and which detector places its boxes more precisely?
+
+
+# %%
+def ap_against_iou(result):
+    """AP averaged over classes at each IoU threshold 0.5, 0.55, ..., 0.95: a Tensor of 10 values."""
+    raise NotImplementedError  # your code, from result["ap"] (Tensor[10, C])
+
+
+def ap_summary(result):
+    """The curve's length, its values at IoU 0.5 and 0.75 and its mean: what coco_map also reports."""
+    curve = torch.as_tensor(ap_against_iou(result))
+    return len(curve), curve[0], curve[5], curve.mean()
+
+
+coco_summaries = [(10, r["map50"], r["map75"], r["map"]) for r in coco.values()]
+exercises.check_function(
+    ap_summary, [(r,) for r in coco.values()], expected=coco_summaries, name="ap_against_iou"
+)
+
 
 # %% tags=["hide-cell"]
+def ap_against_iou(result):  # noqa: F811
+    """AP averaged over classes at each IoU threshold 0.5, 0.55, ..., 0.95: a Tensor of 10 values."""
+    return result["ap"].mean(dim=1)
+
+
+exercises.check_function(
+    ap_summary, [(r,) for r in coco.values()], expected=coco_summaries, name="ap_against_iou"
+).assert_passed()
 fig, ax = plt.subplots(figsize=(5.5, 3.4))
 for k, (name, r) in enumerate(coco.items()):
-    ax.plot(metrics.COCO_IOU_THRESHOLDS, r["ap"].mean(dim=1), "o-", color=viz.color(k), label=name)
+    ax.plot(metrics.COCO_IOU_THRESHOLDS, ap_against_iou(r), "o-", color=viz.color(k), label=name)
 ax.set(xlabel="IoU threshold", ylabel="AP (mean over classes)", title="AP against the IoU threshold")
 ax.legend()
 plt.show()
 for name, r in coco.items():
-    ap_t = r["ap"].mean(dim=1)
+    ap_t = ap_against_iou(r)
     print(
         f"{name}: AP@0.5 {ap_t[0]:.3f}, AP@0.75 {ap_t[5]:.3f}, AP@0.95 {ap_t[-1]:.3f}; "
         f"AP@0.75 / AP@0.5 = {ap_t[5] / ap_t[0]:.2f}"
@@ -1908,29 +2163,60 @@ for name, r in coco.items():
 # %% [markdown]
 # ### Exercise 3: VOC's and COCO's matching rules on real detections
 #
-# Evaluate the anchor-based detector's test detections at IoU 0.5 with
-# `metrics.mean_average_precision(..., rule="voc")` and `rule="coco"`, and count the detections whose
-# IoU is at least 0.5 with two ground-truth boxes of their class. Then do the same on 300 scenes whose
-# objects may overlap (`{**data.HARD_SHAPES, "overlap": True}`). When do the rules differ?
+# The two matching rules can only disagree on a detection whose IoU is at least 0.5 with *two*
+# ground-truth boxes of its class. Write `double_matches(predictions, targets)`, the number of such
+# detections over a list of images; the check compares it with a per-class count made with
+# torchvision's `box_iou` on the crowd example of the evaluation section, the anchor-based detector's
+# test detections, and its detections on 300 scenes whose objects may overlap
+# (`{**data.HARD_SHAPES, "overlap": True}`). Then evaluate both sets at IoU 0.5 with
+# `metrics.mean_average_precision(..., rule="voc")` and `rule="coco"`. When do the rules differ?
 
-# %% tags=["hide-cell"]
+
+# %%
+def double_matches(predictions, targets):
+    """How many detections reach IoU >= 0.5 with at least two ground-truth boxes of their own class."""
+    raise NotImplementedError  # your code: ops.box_iou, a same-class mask, count per detection
+
+
+def double_matches_reference(predictions, targets):  # the check's count: one IoU matrix per class
+    n = 0
+    for p, t in zip(predictions, targets, strict=True):
+        for c in range(NUM_CLASSES):
+            iou = tvops.box_iou(p["boxes"][p["labels"] == c], t["boxes"][t["labels"] == c])
+            n += int(((iou >= 0.5).sum(dim=1) >= 2).sum())
+    return n
+
+
 det_overlap = data.make_shapes(300, SIZE, **{**data.HARD_SHAPES, "overlap": True}, seed=4)
+rule_splits = {}
 for split_name, split in (("test scenes", det_test), ("overlapping scenes", det_overlap)):
     dets = detect(anchor_detector, split.images, iou_threshold=chosen_nms["anchor-based"])
-    gts = as_targets(split)
+    rule_splits[split_name] = (dets, as_targets(split))
+crowd_case = (
+    [{"boxes": det_crowd, "scores": score_crowd, "labels": torch.zeros(2, dtype=torch.int64)}],
+    [{"boxes": gt_crowd, "labels": torch.zeros(2, dtype=torch.int64)}],
+)
+double_cases = [crowd_case, *rule_splits.values()]
+exercises.check_function(double_matches, double_cases, reference=double_matches_reference)
+
+
+# %% tags=["hide-cell"]
+def double_matches(predictions, targets):
+    """How many detections reach IoU >= 0.5 with at least two ground-truth boxes of their own class."""
+    n = 0
+    for p, t in zip(predictions, targets, strict=True):
+        same_class = p["labels"][:, None] == t["labels"][None]  # [P, G]
+        n += int(((ops.box_iou(p["boxes"], t["boxes"]) >= 0.5) & same_class).sum(dim=1).ge(2).sum())
+    return n
+
+
+exercises.check_function(double_matches, double_cases, reference=double_matches_reference).assert_passed()
+for split_name, (dets, gts) in rule_splits.items():
     by_rule = {
         rule: metrics.mean_average_precision(dets, gts, NUM_CLASSES, rule=rule, max_detections=100)["map"]
         for rule in ("coco", "voc")
     }
-    two_boxes = sum(
-        int(
-            ((ops.box_iou(p["boxes"], t["boxes"]) >= 0.5) & (p["labels"][:, None] == t["labels"][None]))
-            .sum(1)
-            .ge(2)
-            .sum()
-        )
-        for p, t in zip(dets, gts, strict=True)
-    )
+    two_boxes = double_matches(dets, gts)
     print(
         f"{split_name}: mAP@0.5 with COCO's rule {by_rule['coco']:.4f}, with VOC's {by_rule['voc']:.4f}; "
         f"{two_boxes} detections reach IoU 0.5 with two boxes of their class"
@@ -1995,12 +2281,48 @@ assert by_radius[1.5]["map"] < by_radius[1.0]["map"], by_radius
 # %% [markdown]
 # ### Exercise 5: what NMS is worth
 #
-# Evaluate the centre-based detector *without* NMS: keep up to 100 detections per image by score (the
-# `nms=False` option of `detect`). What happens to mAP@0.5, and why? Which part of the
-# precision-recall curve changes?
+# Write `detect_without_nms(model, images)`: like `detect`, but instead of NMS keep each image's 100
+# best (cell, class) pairs scoring above 0.05, by decreasing score. The check compares it with
+# `detect(model, images, nms=False)` on eight test images. Then evaluate the centre-based detector
+# with it on the test set. What happens to mAP@0.5, and why? Which part of the precision-recall
+# curve changes?
+
+
+# %%
+@torch.no_grad()
+def detect_without_nms(model, images, score_threshold=0.05, max_detections=100):
+    """Per image a dict of boxes, scores and labels: the best pairs above the threshold, no NMS."""
+    raise NotImplementedError  # your code: sigmoid, threshold, top max_detections, ops.decode_boxes
+
+
+def detect_reference(model, images):
+    return detect(model, images, nms=False)
+
+
+exercises.check_function(detect_without_nms, [(detector, det_test.images[:8])], reference=detect_reference)
+
 
 # %% tags=["hide-cell"]
-dets_no_nms = detect(detector, det_test.images, nms=False)
+@torch.no_grad()
+def detect_without_nms(model, images, score_threshold=0.05, max_detections=100):
+    """Per image a dict of boxes, scores and labels: the best pairs above the threshold, no NMS."""
+    model.eval()
+    out = model(images.to(device))
+    results = []
+    for p, d in zip(out["cls_logits"].sigmoid().cpu(), out["box_regression"].cpu(), strict=True):
+        scores, flat = p.flatten().topk(min(max_detections, p.numel()))  # [L * C], cell-major
+        keep = scores > score_threshold
+        scores, flat = scores[keep], flat[keep]
+        cell, label = flat // p.shape[1], flat % p.shape[1]
+        boxes = ops.decode_boxes(d[cell], model.refs[cell]).clamp(0, SIZE)
+        results.append({"boxes": boxes, "scores": scores, "labels": label})
+    return results
+
+
+exercises.check_function(
+    detect_without_nms, [(detector, det_test.images[:8])], reference=detect_reference
+).assert_passed()
+dets_no_nms = detect_without_nms(detector, det_test.images)
 map_no_nms = metrics.coco_map(dets_no_nms, test_targets, NUM_CLASSES)["map50"]
 det_map50 = coco["centre-based"]["map50"]
 print(f"mAP@0.5 with NMS {det_map50:.3f}, without NMS {map_no_nms:.3f}")
@@ -2018,18 +2340,43 @@ assert map_no_nms < det_map50
 #
 # For a $600 \times 1000$ image with Faster R-CNN's anchors (stride 16, 9 anchors per cell), use
 # `ops.anchor_grid` and `ops.box_iou` to count the anchors that are positive (IoU ≥ 0.7) for a
-# $100 \times 100$ object centred at $(500, 300)$, and for a $40 \times 40$ object at the same place.
-# What does the best-anchor rule do for the small object?
+# $100 \times 100$ object centred at $(500, 300)$, and for a $40 \times 40$ object at the same place,
+# and find each object's best IoU with any anchor. The check computes the same numbers from
+# torchvision's `AnchorGenerator`. What does the best-anchor rule do for the small object?
+
+# %%
+anchor_answer = {
+    100: (exercises.TODO, exercises.TODO),  # (anchors with IoU >= 0.7, best IoU) for the 100 x 100 object
+    40: (exercises.TODO, exercises.TODO),  # the same for the 40 x 40 object
+}
+tv_grid = (
+    AnchorGenerator(sizes=((128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),)).grid_anchors(
+        [(38, 63)], [[torch.tensor(16), torch.tensor(16)]]
+    )[0]
+    + 8
+)  # torchvision centres anchors on j * 16 and rounds them to whole pixels: shift to (j + 1/2) * 16
+anchor_expected = {}
+for side in (100, 40):
+    tv_iou = tvops.box_iou(
+        tv_grid, torch.tensor([[500 - side / 2, 300 - side / 2, 500 + side / 2, 300 + side / 2]])
+    )
+    anchor_expected[side] = (int((tv_iou >= 0.7).sum()), float(tv_iou.max()))
+exercises.check_value(anchor_answer, anchor_expected, name="(positives, best IoU) per object size", atol=2e-3)
 
 # %% tags=["hide-cell"]
 big_grid = ops.anchor_grid((38, 63), 16, (128, 256, 512), (0.5, 1.0, 2.0))
+anchor_answer = {}
 for side in (100, 40):
     obj = torch.tensor([[500 - side / 2, 300 - side / 2, 500 + side / 2, 300 + side / 2]])
     iou_obj = ops.box_iou(big_grid, obj)[:, 0]
+    anchor_answer[side] = ((iou_obj >= 0.7).sum().item(), iou_obj.max().item())
     print(
-        f"{side}x{side} object: {(iou_obj >= 0.7).sum().item()} anchors with IoU >= 0.7 out of "
-        f"{len(big_grid)}; best IoU {iou_obj.max():.3f}"
+        f"{side}x{side} object: {anchor_answer[side][0]} anchors with IoU >= 0.7 out of "
+        f"{len(big_grid)}; best IoU {anchor_answer[side][1]:.3f}"
     )
+exercises.check_value(
+    anchor_answer, anchor_expected, name="(positives, best IoU) per object size", atol=2e-3
+).assert_passed()
 # The 100x100 object has no anchor at 0.7 either (the smallest anchor is 128x128: IoU (100/128)^2 = 0.61 at
 # best), and the 40x40 object reaches only about 0.1. Only the best-anchor rule gives them a positive at
 # all, and a 128-pixel anchor is a poor reference for a 40-pixel object: this is why FPN adds 32- and
