@@ -272,16 +272,21 @@ def check_function(
         return ", ".join(_short(v, 30) for v in case)
 
     for i, case in enumerate(cases):
+        which = f" (example {i + 1} of {len(cases)})" if len(cases) > 1 else ""
         want = call(reference, case) if reference is not None else expected[i]
         try:
             got = call(fn, case)
         except NotImplementedError:
             return Feedback(False, f"{label} is not written yet: replace `raise NotImplementedError`", "todo")
         except Exception as exc:  # the learner's error, reported without a traceback
-            return Feedback(False, f"{label}({show(case)}) raised {type(exc).__name__}: {exc}", "error")
+            return Feedback(
+                False, f"{label}({show(case)}){which} raised {type(exc).__name__}: {exc}", "error"
+            )
         if got is None and want is not None:
-            return Feedback(False, f"{label}({show(case)}) returned None: did you forget `return`?", "wrong")
+            return Feedback(
+                False, f"{label}({show(case)}){which} returned None: did you forget `return`?", "wrong"
+            )
         why = compare(got, want, atol=atol, rtol=rtol)
         if why:
-            return Feedback(False, f"{label}({show(case)}): {why}", "wrong")
+            return Feedback(False, f"{label}({show(case)}){which}: {why}", "wrong")
     return Feedback(True, f"{label} gives the right result on all {len(cases)} examples")

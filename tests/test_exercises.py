@@ -46,6 +46,7 @@ def test_wrong_shape_wrong_value_and_errors_name_the_example():
     naive = lambda x: torch.exp(x) / torch.exp(x).sum()  # noqa: E731 - overflows, and sums over all
     fb = ex.check_function(naive, CASES, reference=lambda x: F.softmax(x, -1), name="softmax")
     assert fb.status == "wrong" and "softmax(Tensor of shape (2, 2)" in fb.message and "NaN" in fb.message
+    assert "(example 2 of 2)" in fb.message
 
     fb = ex.check_function(lambda x: x.sum(-1), CASES, reference=lambda x: F.softmax(x, -1), name="f")
     assert "wrong shape: expected (3,), got ()" in fb.message
