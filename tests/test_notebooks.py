@@ -160,6 +160,30 @@ def test_exercise_solutions_are_folded(ch):
 
 
 @pytest.mark.parametrize("ch", CHAPTERS, ids=ids)
+def test_exercises_check_the_learner_and_solutions_pass_the_same_check(ch):
+    nb = _nb(ch)
+    idx = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and "## Exercises" in c.source)
+    solutions = [id(c) for c in notebooks.solution_cells(nb)]
+    code = [c for c in nb.cells[idx:] if c.cell_type == "code"]
+    checks = re.compile(r"exercises\.check_\w+\(")
+    stubs = [c for c in code if id(c) not in solutions and checks.search(c.source)]
+    checked = [c for c in code if id(c) in solutions and checks.search(c.source)]
+    assert len(stubs) >= 2 and len(checked) >= 2, (
+        f"{ch.slug}: at least two exercises give the learner a stub and a course_lib.exercises check"
+    )
+    for c in checked:
+        assert ".assert_passed()" in c.source, (
+            f"{ch.slug}: a solution must pass its own check:\n{c.source[:200]}"
+        )
+    for c in stubs:
+        assert ".assert_passed()" not in c.source, f"{ch.slug}: the learner's check must not raise"
+        outs = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in c.outputs)
+        assert "Not done yet" in outs, (
+            f"{ch.slug}: an unfilled stub's check says it is not done yet:\n{outs[:300]}"
+        )
+
+
+@pytest.mark.parametrize("ch", CHAPTERS, ids=ids)
 def test_widget_outputs_read_well_before_a_kernel_runs_them(ch):
     nb = _nb(ch)
     texts = [
