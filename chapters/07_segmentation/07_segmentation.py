@@ -1465,6 +1465,24 @@ decoder = DeepLabV3PlusDecoder(low_channels=16, high_channels=64, num_classes=NU
 low_feat, high_feat = torch.randn(2, 16, 16, 16), torch.randn(2, 64, 4, 4)  # strides 4 and 16 of 64x64
 print("DeepLab v3+ decoder:", tuple(decoder(low_feat, high_feat, (64, 64)).shape))
 
+# %% tags=["hide-input"]
+viz.diagram(
+    {"high": (0, 0, "stride-16 features\n64×4×4", "io"),
+     "aspp": (2.7, 0, "ASPP 64→32\nrates 1, 2, 3", "conv"),
+     "up1": (5.4, 0, "bilinear ×4\n32×16×16", "up"),
+     "low": (0, -1.5, "stride-4 features\n16×16×16", "io"),
+     "red": (2.7, -1.5, "1×1 conv 16→8\n8×16×16", "conv"),
+     "c": (5.4, -1.5, "c", "op"),
+     "fuse": (8.1, -1.5, "2 × conv 3×3\n40→32→32", "conv"),
+     "cls": (10.8, -1.5, "1×1 conv 32→4\n4×16×16", "head"),
+     "up2": (13.5, -1.5, "bilinear ×4\n4×64×64", "up")},
+    [("high", "aspp"), ("aspp", "up1"), ("up1", "c"), ("low", "red"), ("red", "c"),
+     ("c", "fuse", "-", "40×16×16"), ("fuse", "cls"), ("cls", "up2")],
+    block_size=(2.2, 0.75),
+    title="The DeepLab v3+ decoder sketched above, with the shapes of its check (a 64×64 image)",
+)  # fmt: skip
+plt.show()
+
 # %% [markdown]
 # ## Two more ideas in brief: GCN and SPADE
 #
@@ -2104,8 +2122,8 @@ viz.diagram(
      "roi": (6.0, 0, "RoIAlign 14×14\naligned, 2×2 samples", "pool"),
      "head": (9.0, 0, "3 × conv 3×3\nrates 1, 2, 4", "conv"),
      "up": (12.0, 0, "T-conv 2×2, stride 2\n→ 28×28, 1×1 conv", "up"),
-     "sel": (12.0, -1.4, "true class's channel\nsigmoid BCE / p > 0.5", "head"),
-     "paste": (9.0, -1.4, "resize to the box,\npaste into the image", "other"),
+     "sel": (12.0, -1.4, "true class's channel\n(training: sigmoid BCE)", "head"),
+     "paste": (9.0, -1.4, "resize to the box,\np > 0.5, paste", "other"),
      "y": (6.0, -1.4, "K masks\nK×32×32", "io")},
     [("x", "bb"), ("bb", "roi"), ("boxes", "roi"), ("roi", "head", "-", "K×16×14×14"), ("head", "up"),
      ("up", "sel", "-", "K×3×28×28"), ("sel", "paste", "-", "K×28×28"), ("paste", "y")],
