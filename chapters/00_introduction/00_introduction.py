@@ -54,7 +54,16 @@ from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, default_collate
 
-from course_lib import augment, data, exercises, metrics, neighbors, runtime, train, viz
+from course_lib import (
+    augment,
+    data,
+    exercises,
+    metrics,
+    neighbors,
+    runtime,
+    train,
+    viz,
+)
 
 device = runtime.setup(seed=0)
 
@@ -73,9 +82,20 @@ device = runtime.setup(seed=0)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-cat = data.sample_image("chelsea", size=64)  # Tensor[3, 64, 64], values in [0, 1]
-digits_x, digits_y = data.load_digits()  # Tensor[1797, 1, 8, 8] in [0, 1], labels 0..9
-print("cat:", tuple(cat.shape), cat.dtype, "| digits:", tuple(digits_x.shape), tuple(digits_y.shape))
+cat = data.sample_image(
+    "chelsea", size=64
+)  # Tensor[3, 64, 64], values in [0, 1]
+digits_x, digits_y = (
+    data.load_digits()
+)  # Tensor[1797, 1, 8, 8] in [0, 1], labels 0..9
+print(
+    "cat:",
+    tuple(cat.shape),
+    cat.dtype,
+    "| digits:",
+    tuple(digits_x.shape),
+    tuple(digits_y.shape),
+)
 print(f"digit #0 has label {digits_y[0].item()}; its pixels (x 16):")
 print((digits_x[0, 0] * 16).int().numpy())
 
@@ -102,7 +122,9 @@ print((digits_x[0, 0] * 16).int().numpy())
 # and channels $p$ (defined properly below).
 
 # %%
-big = data.sample_image("chelsea", size=80)  # a wider view, to crop real camera moves from
+big = data.sample_image(
+    "chelsea", size=80
+)  # a wider view, to crop real camera moves from
 
 
 def crop(im: torch.Tensor, top: int, left: int, s: int = 64) -> torch.Tensor:
@@ -110,7 +132,9 @@ def crop(im: torch.Tensor, top: int, left: int, s: int = 64) -> torch.Tensor:
 
 
 cat = crop(big, 8, 8)
-zoom = F.interpolate(crop(big, 12, 12, 56)[None], size=(64, 64), mode="bilinear", antialias=True)[0]
+zoom = F.interpolate(
+    crop(big, 12, 12, 56)[None], size=(64, 64), mode="bilinear", antialias=True
+)[0]
 occluded = cat.clone()
 occluded[:, 20:44, 22:46] = 0.5  # a grey square over the face
 variants = {
@@ -120,7 +144,9 @@ variants = {
     "mirrored\n(viewpoint)": cat.flip(-1),
     "darker\n(x 0.6)": cat * 0.6,
     "occluded": occluded,
-    "flat colour\n(the cat's mean)": cat.mean(dim=(1, 2), keepdim=True).expand_as(cat),
+    "flat colour\n(the cat's mean)": cat.mean(
+        dim=(1, 2), keepdim=True
+    ).expand_as(cat),
     "coffee\n(another class)": data.sample_image("coffee", size=64),
 }
 dist_to_cat = {name: (im - cat).norm().item() for name, im in variants.items()}
@@ -141,13 +167,23 @@ ax.barh(
     color=[viz.color(0) if c else viz.color(3) for c in is_cat],
 )
 ax.invert_yaxis()
-ax.set_xlabel("L2 distance to the original cat (pixels in [0, 1], 3 x 64 x 64 values)")
-ax.set_title("Blue: the same cat. Orange: not a cat. Pixel distance does not know the difference.")
+ax.set_xlabel(
+    "L2 distance to the original cat (pixels in [0, 1], 3 x 64 x 64 values)"
+)
+ax.set_title(
+    "Blue: the same cat. Orange: not a cat. Pixel distance does not know the difference."
+)
 plt.show()
 
 # %%
-assert dist_to_cat["flat colour\n(the cat's mean)"] < dist_to_cat["camera moved\n4 px right"], dist_to_cat
-assert dist_to_cat["flat colour\n(the cat's mean)"] < dist_to_cat["darker\n(x 0.6)"], dist_to_cat
+assert (
+    dist_to_cat["flat colour\n(the cat's mean)"]
+    < dist_to_cat["camera moved\n4 px right"]
+), dist_to_cat
+assert (
+    dist_to_cat["flat colour\n(the cat's mean)"]
+    < dist_to_cat["darker\n(x 0.6)"]
+), dist_to_cat
 
 # %% [markdown]
 # A featureless rectangle of the cat's average colour is *closer* to the cat than the same cat
@@ -206,9 +242,15 @@ x_train, y_train = splits.tensors("train")
 x_val, y_val = splits.tensors("val")
 x_test, y_test = splits.tensors("test")
 for name, y in [("train", y_train), ("val", y_val), ("test", y_test)]:
-    print(f"{name:>5}: {len(y):4d} images, per class {torch.bincount(y, minlength=10).tolist()}")
-idx = data.split_indices(len(digits_y), (0.6, 0.2, 0.2), seed=0, stratify=digits_y)
-assert torch.equal(digits_x[idx[2]], x_test)  # the same split, built from the indices
+    print(
+        f"{name:>5}: {len(y):4d} images, per class {torch.bincount(y, minlength=10).tolist()}"
+    )
+idx = data.split_indices(
+    len(digits_y), (0.6, 0.2, 0.2), seed=0, stratify=digits_y
+)
+assert torch.equal(
+    digits_x[idx[2]], x_test
+)  # the same split, built from the indices
 print("overlap train/test:", len(set(idx[0].tolist()) & set(idx[2].tolist())))
 
 # %% [markdown]
@@ -255,9 +297,16 @@ print("overlap train/test:", len(set(idx[0].tolist()) & set(idx[2].tolist())))
 
 
 # %%
-def l1_distances(a: torch.Tensor, b: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+def l1_distances(
+    a: torch.Tensor, b: torch.Tensor, chunk: int = 64
+) -> torch.Tensor:
     """[M, D], [N, D] -> [M, N]; broadcasting over chunks of queries bounds the memory."""
-    return torch.cat([(a[i : i + chunk, None, :] - b[None]).abs().sum(-1) for i in range(0, len(a), chunk)])
+    return torch.cat(
+        [
+            (a[i : i + chunk, None, :] - b[None]).abs().sum(-1)
+            for i in range(0, len(a), chunk)
+        ]
+    )
 
 
 def l2_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -271,9 +320,17 @@ d1, d2 = l1_distances(xva, xtr), l2_distances(xva, xtr)
 for p, d in [(1, d1), (2, d2)]:
     torch.testing.assert_close(d, neighbors.pairwise_distances(xva, xtr, p=p))
     torch.testing.assert_close(d, torch.cdist(xva, xtr, p=p))
-    ref = scipy.spatial.distance.cdist(xva.double(), xtr.double(), "cityblock" if p == 1 else "euclidean")
-    torch.testing.assert_close(d.double(), torch.from_numpy(ref), rtol=1e-5, atol=1e-5)
-print("distance matrices:", tuple(d1.shape), "- equal to course_lib, torch.cdist and scipy")
+    ref = scipy.spatial.distance.cdist(
+        xva.double(), xtr.double(), "cityblock" if p == 1 else "euclidean"
+    )
+    torch.testing.assert_close(
+        d.double(), torch.from_numpy(ref), rtol=1e-5, atol=1e-5
+    )
+print(
+    "distance matrices:",
+    tuple(d1.shape),
+    "- equal to course_lib, torch.cdist and scipy",
+)
 
 # %% [markdown]
 # ### The k-NN classifier from scratch
@@ -286,18 +343,32 @@ print("distance matrices:", tuple(d1.shape), "- equal to course_lib, torch.cdist
 
 
 # %%
-def knn_predict_scratch(train_x, train_y, query_x, k: int, p: int) -> torch.Tensor:
-    d = l1_distances(query_x, train_x) if p == 1 else l2_distances(query_x, train_x)  # [M, N]
-    nearest = d.argsort(dim=1, stable=True)[:, :k]  # [M, k] indices of the k closest
-    votes = F.one_hot(train_y[nearest], num_classes=10).sum(dim=1)  # [M, 10] votes per class
+def knn_predict_scratch(
+    train_x, train_y, query_x, k: int, p: int
+) -> torch.Tensor:
+    d = (
+        l1_distances(query_x, train_x)
+        if p == 1
+        else l2_distances(query_x, train_x)
+    )  # [M, N]
+    nearest = d.argsort(dim=1, stable=True)[
+        :, :k
+    ]  # [M, k] indices of the k closest
+    votes = F.one_hot(train_y[nearest], num_classes=10).sum(
+        dim=1
+    )  # [M, 10] votes per class
     return votes.argmax(dim=1)  # ties between classes -> smallest label
 
 
 for p in (1, 2):
     for k in (1, 3, 5):
         ours = knn_predict_scratch(xtr, y_train, xva, k, p)
-        assert torch.equal(ours, neighbors.knn_predict(xtr, y_train, xva, k=k, p=p)), (p, k)
-print("from-scratch k-NN == course_lib.neighbors.knn_predict for p in (1, 2), k in (1, 3, 5)")
+        assert torch.equal(
+            ours, neighbors.knn_predict(xtr, y_train, xva, k=k, p=p)
+        ), (p, k)
+print(
+    "from-scratch k-NN == course_lib.neighbors.knn_predict for p in (1, 2), k in (1, 3, 5)"
+)
 
 # %% [markdown]
 # Against scikit-learn there is one subtlety, and it teaches something about quantized data. Digit
@@ -311,11 +382,17 @@ print("from-scratch k-NN == course_lib.neighbors.knn_predict for p in (1, 2), k 
 for p, d in [(1, d1), (2, d2)]:
     for k in (1, 3, 5):
         ours = neighbors.knn_predict(xtr, y_train, xva, k=k, p=p).numpy()
-        sk = KNeighborsClassifier(n_neighbors=k, p=p, algorithm="brute").fit(xtr.numpy(), y_train.numpy())
+        sk = KNeighborsClassifier(n_neighbors=k, p=p, algorithm="brute").fit(
+            xtr.numpy(), y_train.numpy()
+        )
         sk_pred = sk.predict(xva.numpy())
         d_sorted = d.sort(dim=1).values
-        tie = (d_sorted[:, k - 1] == d_sorted[:, k]).numpy()  # k-th and (k+1)-th equally far
-        assert (ours[~tie] == sk_pred[~tie]).all(), f"p={p}, k={k}: disagreement on an untied query"
+        tie = (
+            d_sorted[:, k - 1] == d_sorted[:, k]
+        ).numpy()  # k-th and (k+1)-th equally far
+        assert (ours[~tie] == sk_pred[~tie]).all(), (
+            f"p={p}, k={k}: disagreement on an untied query"
+        )
         print(
             f"L{p}, k={k}: identical to scikit-learn on all {(~tie).sum()} untied queries ({tie.sum()} tied)"
         )
@@ -339,22 +416,50 @@ xy, lab = make_moons(n_samples=400, noise=0.3, random_state=0)
 xy, lab = torch.tensor(xy, dtype=torch.float32), torch.tensor(lab)
 moon_tr, moon_va = data.split_indices(400, (0.5, 0.5), seed=0, stratify=lab)
 lo, hi = xy.min(0).values - 0.4, xy.max(0).values + 0.4
-gx, gy = torch.meshgrid(torch.linspace(lo[0], hi[0], 160), torch.linspace(lo[1], hi[1], 120), indexing="xy")
-plane = torch.stack([gx.flatten(), gy.flatten()], dim=1)  # [19200, 2] points to classify
+gx, gy = torch.meshgrid(
+    torch.linspace(lo[0], hi[0], 160),
+    torch.linspace(lo[1], hi[1], 120),
+    indexing="xy",
+)
+plane = torch.stack(
+    [gx.flatten(), gy.flatten()], dim=1
+)  # [19200, 2] points to classify
 
 
 # %% tags=["hide-input"]
 def draw_regions(ax, k: int, p: int) -> None:
-    pred = neighbors.knn_predict(xy[moon_tr], lab[moon_tr], plane, k=k, p=p).reshape(gx.shape)
-    ax.contourf(gx, gy, pred, levels=[-0.5, 0.5, 1.5], colors=[viz.color(0), viz.color(1)], alpha=0.25)
+    pred = neighbors.knn_predict(
+        xy[moon_tr], lab[moon_tr], plane, k=k, p=p
+    ).reshape(gx.shape)
+    ax.contourf(
+        gx,
+        gy,
+        pred,
+        levels=[-0.5, 0.5, 1.5],
+        colors=[viz.color(0), viz.color(1)],
+        alpha=0.25,
+    )
     for c in (0, 1):
         pts = xy[moon_tr][lab[moon_tr] == c]
-        ax.scatter(pts[:, 0], pts[:, 1], s=12, color=viz.color(c), edgecolor="white", linewidth=0.4)
+        ax.scatter(
+            pts[:, 0],
+            pts[:, 1],
+            s=12,
+            color=viz.color(c),
+            edgecolor="white",
+            linewidth=0.4,
+        )
     acc = {
-        s: metrics.accuracy(neighbors.knn_predict(xy[moon_tr], lab[moon_tr], xy[i], k=k, p=p), lab[i]).item()
+        s: metrics.accuracy(
+            neighbors.knn_predict(xy[moon_tr], lab[moon_tr], xy[i], k=k, p=p),
+            lab[i],
+        ).item()
         for s, i in [("train", moon_tr), ("val", moon_va)]
     }
-    ax.set_title(f"k = {k}, L{p}: train {acc['train']:.2f}, val {acc['val']:.2f}", fontsize=9)
+    ax.set_title(
+        f"k = {k}, L{p}: train {acc['train']:.2f}, val {acc['val']:.2f}",
+        fontsize=9,
+    )
     ax.set_xlabel("$x_1$")
     ax.set_ylabel("$x_2$")
     ax.grid(False)
@@ -363,7 +468,9 @@ def draw_regions(ax, k: int, p: int) -> None:
 fig, axes = plt.subplots(1, 4, figsize=(14, 3.4), sharey=True)
 for ax, k in zip(axes, [1, 5, 15, 51], strict=True):
     draw_regions(ax, k, p=2)
-fig.suptitle("k-NN decision regions on two noisy moons (200 training points shown)")
+fig.suptitle(
+    "k-NN decision regions on two noisy moons (200 training points shown)"
+)
 plt.show()
 
 # %% [markdown]
@@ -381,7 +488,9 @@ def show_regions(k: int = 5, distance: str = "L2") -> None:
 
 _ = widgets.interact(
     show_regions,
-    k=widgets.IntSlider(value=5, min=1, max=101, step=2, continuous_update=False),
+    k=widgets.IntSlider(
+        value=5, min=1, max=101, step=2, continuous_update=False
+    ),
     distance=widgets.ToggleButtons(options=["L2", "L1"]),
 )
 
@@ -397,26 +506,58 @@ _ = widgets.interact(
 
 
 # %%
-def accuracy_per_k(train_x, train_y, query_x, query_y, ks, p: int) -> list[float]:
+def accuracy_per_k(
+    train_x, train_y, query_x, query_y, ks, p: int
+) -> list[float]:
     """Accuracy of k-NN for every k in ks from ONE neighbour search with the largest k."""
-    _, idx = neighbors.kneighbors(train_x, query_x, k=max(ks), p=p)  # [M, max k], closest first
-    votes = [F.one_hot(train_y[idx[:, :k]], num_classes=10).sum(dim=1) for k in ks]
+    _, idx = neighbors.kneighbors(
+        train_x, query_x, k=max(ks), p=p
+    )  # [M, max k], closest first
+    votes = [
+        F.one_hot(train_y[idx[:, :k]], num_classes=10).sum(dim=1) for k in ks
+    ]
     return [metrics.accuracy(v.argmax(dim=1), query_y).item() for v in votes]
 
 
 ks = list(range(1, 22))
 val_acc = {p: accuracy_per_k(xtr, y_train, xva, y_val, ks, p) for p in (1, 2)}
 train_acc = accuracy_per_k(xtr, y_train, xtr, y_train, ks, p=2)
-assert val_acc[1][6] == metrics.accuracy(neighbors.knn_predict(xtr, y_train, xva, k=7, p=1), y_val).item()
-best_acc, best_k, best_p = max((acc, -k, p) for p in (1, 2) for k, acc in zip(ks, val_acc[p], strict=True))
-best_k = -best_k  # the highest validation accuracy; among equals the smallest k, then L2
+assert (
+    val_acc[1][6]
+    == metrics.accuracy(
+        neighbors.knn_predict(xtr, y_train, xva, k=7, p=1), y_val
+    ).item()
+)
+best_acc, best_k, best_p = max(
+    (acc, -k, p) for p in (1, 2) for k, acc in zip(ks, val_acc[p], strict=True)
+)
+best_k = (
+    -best_k
+)  # the highest validation accuracy; among equals the smallest k, then L2
 
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6.4, 3.8))
-ax.plot(ks, val_acc[2], "o-", ms=3, color=viz.color("val"), label="validation, L2")
-ax.plot(ks, val_acc[1], "s--", ms=3, color=viz.color("val"), label="validation, L1")
-ax.plot(ks, train_acc, "o-", ms=3, color=viz.color("train"), label="training set, L2")
-ax.axvline(best_k, color=viz.color("reference"), linestyle=":", linewidth=1, label=f"chosen: k = {best_k}")
+ax.plot(
+    ks, val_acc[2], "o-", ms=3, color=viz.color("val"), label="validation, L2"
+)
+ax.plot(
+    ks, val_acc[1], "s--", ms=3, color=viz.color("val"), label="validation, L1"
+)
+ax.plot(
+    ks,
+    train_acc,
+    "o-",
+    ms=3,
+    color=viz.color("train"),
+    label="training set, L2",
+)
+ax.axvline(
+    best_k,
+    color=viz.color("reference"),
+    linestyle=":",
+    linewidth=1,
+    label=f"chosen: k = {best_k}",
+)
 ax.set(xlabel="k (number of neighbours)", ylabel="accuracy", xticks=ks[::2])
 ax.set_title("k-NN on digits: pick k and the distance on the validation set")
 ax.legend()
@@ -425,7 +566,9 @@ plt.show()
 # %%
 # NBVAL_CHECK_OUTPUT
 se = math.sqrt(best_acc * (1 - best_acc) / len(y_val))
-print(f"best on validation: L{best_p}, k = {best_k}, accuracy {best_acc:.4f} (standard error {se:.4f})")
+print(
+    f"best on validation: L{best_p}, k = {best_k}, accuracy {best_acc:.4f} (standard error {se:.4f})"
+)
 print(f"one validation image is worth {1 / len(y_val):.4f} of accuracy")
 
 # %% [markdown]
@@ -446,9 +589,13 @@ print(f"one validation image is worth {1 / len(y_val):.4f} of accuracy")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-test_pred = neighbors.knn_predict(xtr, y_train, x_test.flatten(1), k=best_k, p=best_p)
+test_pred = neighbors.knn_predict(
+    xtr, y_train, x_test.flatten(1), k=best_k, p=best_p
+)
 test_acc = metrics.accuracy(test_pred, y_test).item()
-print(f"k-NN (L{best_p}, k = {best_k}) test accuracy: {test_acc:.4f} on {len(y_test)} test digits")
+print(
+    f"k-NN (L{best_p}, k = {best_k}) test accuracy: {test_acc:.4f} on {len(y_test)} test digits"
+)
 assert test_acc > 0.95, f"k-NN test accuracy {test_acc:.3f}, expected > 0.95"
 
 # %% [markdown]
@@ -484,9 +631,17 @@ queries = torch.rand(500, 64, generator=gen)
 sizes = [2000, 4000, 8000, 16000, 32000]
 ms_per_1k = []
 for n in sizes:
-    stored, labels = torch.rand(n, 64, generator=gen), torch.randint(0, 10, (n,), generator=gen)
-    ms_per_1k.append(2000 * seconds(lambda: neighbors.knn_predict(stored, labels, queries, k=5)))  # noqa: B023
-    print(f"N = {n:6d} stored images: {ms_per_1k[-1]:6.1f} ms per 1000 predictions")
+    stored, labels = (
+        torch.rand(n, 64, generator=gen),
+        torch.randint(0, 10, (n,), generator=gen),
+    )
+    ms_per_1k.append(
+        2000
+        * seconds(lambda: neighbors.knn_predict(stored, labels, queries, k=5))  # noqa: B023
+    )
+    print(
+        f"N = {n:6d} stored images: {ms_per_1k[-1]:6.1f} ms per 1000 predictions"
+    )
 
 # %% tags=["hide-input"]
 ax = viz.plot_curves(
@@ -524,20 +679,32 @@ def shift_images(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 
 xte = x_test.flatten(1)
-moved = shift_images(x_test, 0, 1).flatten(1)  # every test digit, one pixel to the right
-d_self_sq = ((moved - xte) ** 2).sum(1)  # squared distance of each digit to its moved copy
+moved = shift_images(x_test, 0, 1).flatten(
+    1
+)  # every test digit, one pixel to the right
+d_self_sq = ((moved - xte) ** 2).sum(
+    1
+)  # squared distance of each digit to its moved copy
 # squared L2 distances by the expansion: exact here, since every term is a multiple of 1/256 (pixels are
 # multiples of 1/16), so the comparison below cannot flip with the CPU or the order of the sums
-d_train_sq = (xte * xte).sum(1)[:, None] + (xtr * xtr).sum(1)[None, :] - 2 * xte @ xtr.T  # [359, 1078]
+d_train_sq = (
+    (xte * xte).sum(1)[:, None] + (xtr * xtr).sum(1)[None, :] - 2 * xte @ xtr.T
+)  # [359, 1078]
 other_class = y_train[None, :] != y_test[:, None]
 d_other_sq, j_other = torch.where(other_class, d_train_sq, torch.inf).min(dim=1)
-fooled = d_other_sq < d_self_sq  # a different digit is closer than the digit itself, moved 1 px
+fooled = (
+    d_other_sq < d_self_sq
+)  # a different digit is closer than the digit itself, moved 1 px
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"{fooled.float().mean():.1%} of the {len(fooled)} test digits are closer to a training image of")
+print(
+    f"{fooled.float().mean():.1%} of the {len(fooled)} test digits are closer to a training image of"
+)
 print("another class than to themselves shifted by one pixel to the right")
-assert fooled.all(), f"{(~fooled).sum()} test digits are closer to their 1-px shift than to any other class"
+assert fooled.all(), (
+    f"{(~fooled).sum()} test digits are closer to their 1-px shift than to any other class"
+)
 
 # %% tags=["hide-input"]
 show = fooled.nonzero()[:4, 0]
@@ -551,7 +718,11 @@ for i in show.tolist():
         f"a {y_train[j].item()}: d2 = {d_other_sq[i].sqrt():.2f}",
     ]
 viz.show_images(
-    panels, titles, ncols=6, size=1.6, suptitle="The same digit moved 1 px is farther than another digit"
+    panels,
+    titles,
+    ncols=6,
+    size=1.6,
+    suptitle="The same digit moved 1 px is farther than another digit",
 )
 plt.show()
 
@@ -563,15 +734,21 @@ plt.show()
 # %%
 def shift_randomly(x: torch.Tensor, s: int, seed: int = 1) -> torch.Tensor:
     """Move each image by s pixels in a random one of 4 directions (seeded)."""
-    direction = torch.randint(0, 4, (len(x),), generator=torch.Generator().manual_seed(seed))
-    offsets = torch.tensor([(0, s), (s, 0), (0, -s), (-s, 0)])[direction]  # [N, 2] (dy, dx) per image
+    direction = torch.randint(
+        0, 4, (len(x),), generator=torch.Generator().manual_seed(seed)
+    )
+    offsets = torch.tensor([(0, s), (s, 0), (0, -s), (-s, 0)])[
+        direction
+    ]  # [N, 2] (dy, dx) per image
     return augment.translate(x, offsets)
 
 
 shifts = [0, 1, 2]
 shifted_tests = [shift_randomly(x_test, s) for s in shifts]
 knn_shift_acc = [
-    metrics.accuracy(neighbors.knn_predict(xtr, y_train, xs, k=best_k, p=best_p), y_test).item()
+    metrics.accuracy(
+        neighbors.knn_predict(xtr, y_train, xs, k=best_k, p=best_p), y_test
+    ).item()
     for xs in shifted_tests
 ]
 
@@ -630,11 +807,15 @@ def make_model(kind: str) -> nn.Module:
             nn.AdaptiveMaxPool2d(1), nn.Flatten(),                                   # [64]: max over positions
             nn.Linear(64, 10),                                                       # 10 class scores
         )  # fmt: skip
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))  # the MLP
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10)
+    )  # the MLP
 
 
 # %% tags=["hide-input"]
-fig, axes = plt.subplots(2, 1, figsize=(12, 2.6), gridspec_kw={"height_ratios": [1, 1]})
+fig, axes = plt.subplots(
+    2, 1, figsize=(12, 2.6), gridspec_kw={"height_ratios": [1, 1]}
+)
 viz.chain_diagram(
     [
         ("digit\n[1, 8, 8]", "io"),
@@ -659,11 +840,15 @@ axes[1].set_xlim(axes[0].get_xlim())
 plt.show()
 
 # %%
-shifted_vals = [shift_randomly(x_val, s, seed=2) for s in shifts]  # other random directions than the test
+shifted_vals = [
+    shift_randomly(x_val, s, seed=2) for s in shifts
+]  # other random directions than the test
 val_loader = DataLoader(TensorDataset(x_val, y_val), batch_size=512)
 
 
-def fit_digits(kind: str, augment_shifts: bool, lr: float, epochs: int = 15, seed: int = 0):
+def fit_digits(
+    kind: str, augment_shifts: bool, lr: float, epochs: int = 15, seed: int = 0
+):
     """Train a fresh model on the training digits (Adam with a one-cycle schedule peaking at lr)."""
     torch.manual_seed(seed)
     model = make_model(kind).to(device)
@@ -672,7 +857,9 @@ def fit_digits(kind: str, augment_shifts: bool, lr: float, epochs: int = 15, see
         batch_size=64,
         shuffle=True,
         generator=torch.Generator().manual_seed(seed),
-        collate_fn=shifted_batch(torch.Generator().manual_seed(seed)) if augment_shifts else None,
+        collate_fn=shifted_batch(torch.Generator().manual_seed(seed))
+        if augment_shifts
+        else None,
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -695,8 +882,13 @@ def fit_digits(kind: str, augment_shifts: bool, lr: float, epochs: int = 15, see
 
 
 @torch.no_grad()
-def shift_accuracies(model: nn.Module, images: list[torch.Tensor], labels: torch.Tensor) -> list[float]:
-    return [metrics.accuracy(model(x.to(device)), labels.to(device)).item() for x in images]
+def shift_accuracies(
+    model: nn.Module, images: list[torch.Tensor], labels: torch.Tensor
+) -> list[float]:
+    return [
+        metrics.accuracy(model(x.to(device)), labels.to(device)).item()
+        for x in images
+    ]
 
 
 lrs = [1e-2, 3e-2, 1e-1]
@@ -705,16 +897,25 @@ for kind in ("MLP", "CNN"):
     for augment_shifts in (False, True):
         for lr in lrs:
             model, history = fit_digits(kind, augment_shifts, lr)
-            score = sum(shift_accuracies(model, shifted_vals, y_val)) / len(shifts)
-            if (kind, augment_shifts) not in chosen or score > chosen[kind, augment_shifts][0]:
+            score = sum(shift_accuracies(model, shifted_vals, y_val)) / len(
+                shifts
+            )
+            if (kind, augment_shifts) not in chosen or score > chosen[
+                kind, augment_shifts
+            ][0]:
                 chosen[kind, augment_shifts] = (score, lr, model, history)
 cnn, history = chosen["CNN", True][2:]
-history.plot(title="The CNN trained with random shifts of up to 2 px (its chosen learning rate)")
+history.plot(
+    title="The CNN trained with random shifts of up to 2 px (its chosen learning rate)"
+)
 plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-n_params = {kind: sum(p.numel() for p in chosen[kind, True][2].parameters()) for kind in ("MLP", "CNN")}
+n_params = {
+    kind: sum(p.numel() for p in chosen[kind, True][2].parameters())
+    for kind in ("MLP", "CNN")
+}
 print(
     f"parameters: CNN {n_params['CNN']:,}, MLP {n_params['MLP']:,} (k-NN stores {x_train.numel():,} pixels)"
 )
@@ -723,37 +924,71 @@ print(
 # Now all of them on the shifted test sets, once.
 
 # %%
-memory_x = torch.cat([shift_images(x_train, dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)])
+memory_x = torch.cat(
+    [
+        shift_images(x_train, dy, dx)
+        for dy in range(-2, 3)
+        for dx in range(-2, 3)
+    ]
+)
 memory_y = y_train.repeat(25)
 big_knn_acc = [
-    metrics.accuracy(neighbors.knn_predict(memory_x, memory_y, xs, k=best_k, p=best_p), y_test).item()
+    metrics.accuracy(
+        neighbors.knn_predict(memory_x, memory_y, xs, k=best_k, p=best_p),
+        y_test,
+    ).item()
     for xs in shifted_tests
 ]
-results = {"k-NN on pixels": knn_shift_acc, "k-NN, 25x memory of shifted copies": big_knn_acc}
+results = {
+    "k-NN on pixels": knn_shift_acc,
+    "k-NN, 25x memory of shifted copies": big_knn_acc,
+}
 for (kind, augment_shifts), (score, lr, model, _) in chosen.items():
     name = f"{kind} {'trained with shifts' if augment_shifts else 'trained without shifts'}"
     results[name] = shift_accuracies(model, shifted_tests, y_test)
-    print(f"{name:>32}: learning rate {lr:g} (mean validation accuracy {score:.3f})")
+    print(
+        f"{name:>32}: learning rate {lr:g} (mean validation accuracy {score:.3f})"
+    )
 print()
-print(f"{'test accuracy, shifted by':>36}" + "".join(f"{s:>7d} px" for s in shifts))
+print(
+    f"{'test accuracy, shifted by':>36}"
+    + "".join(f"{s:>7d} px" for s in shifts)
+)
 for name, accs in results.items():
     print(f"{name:>36}" + "".join(f"{a:10.3f}" for a in accs))
 
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(7, 3.8))
 styles = ["o:", "s:", "^--", "^-", "o--", "o-"]
-for (name, accs), style, c in zip(results.items(), styles, [3, 3, 1, 1, 0, 0], strict=True):
+for (name, accs), style, c in zip(
+    results.items(), styles, [3, 3, 1, 1, 0, 0], strict=True
+):
     ax.plot(shifts, accs, style, color=viz.color(c), label=name)
-ax.set(xlabel="shift of the test digits (pixels)", ylabel="test accuracy", xticks=shifts, ylim=(0, 1.02))
+ax.set(
+    xlabel="shift of the test digits (pixels)",
+    ylabel="test accuracy",
+    xticks=shifts,
+    ylim=(0, 1.02),
+)
 ax.set_title("Robustness to shifts: architecture vs data")
 ax.legend(fontsize=7, loc="lower left")
 plt.show()
 
 # %%
-cnn_aug, cnn_plain = results["CNN trained with shifts"], results["CNN trained without shifts"]
-mlp_aug, mlp_plain = results["MLP trained with shifts"], results["MLP trained without shifts"]
-assert cnn_aug[0] > 0.95, f"CNN accuracy on unshifted test digits {cnn_aug[0]:.3f}, expected > 0.95"
-assert cnn_aug[2] > 0.9, f"CNN (with shifts) on 2-px shifted digits: {cnn_aug[2]:.3f}, expected > 0.9"
+cnn_aug, cnn_plain = (
+    results["CNN trained with shifts"],
+    results["CNN trained without shifts"],
+)
+mlp_aug, mlp_plain = (
+    results["MLP trained with shifts"],
+    results["MLP trained without shifts"],
+)
+assert cnn_aug[0] > 0.95, (
+    f"CNN accuracy on unshifted test digits {cnn_aug[0]:.3f}, expected > 0.95"
+)
+assert cnn_aug[2] > 0.9, (
+    f"CNN (with shifts) on 2-px shifted digits: {cnn_aug[2]:.3f}, expected > 0.9"
+)
 assert cnn_aug[2] - cnn_plain[2] > 0.2, (
     f"augmentation lifts the CNN at 2 px by {cnn_aug[2] - cnn_plain[2]:.3f}, expected > 0.2"
 )
@@ -766,7 +1001,9 @@ assert mlp_aug[2] - mlp_plain[2] > 0.4, (
 assert cnn_aug[2] - mlp_aug[2] > 0.05, (
     f"CNN {cnn_aug[2]:.3f} vs MLP {mlp_aug[2]:.3f} (both with shifts) at 2 px"
 )
-assert big_knn_acc[2] > 0.95, f"k-NN with shifted copies at 2 px: {big_knn_acc[2]:.3f}, expected > 0.95"
+assert big_knn_acc[2] > 0.95, (
+    f"k-NN with shifted copies at 2 px: {big_knn_acc[2]:.3f}, expected > 0.95"
+)
 
 # %% [markdown]
 # Read the table column by column at 2 pixels.
@@ -793,9 +1030,15 @@ assert big_knn_acc[2] > 0.95, f"k-NN with shifted copies at 2 px: {big_knn_acc[2
 xq = shifted_tests[2]  # the 359 test digits
 with torch.no_grad():
     t_cnn = seconds(lambda: cnn(xq.to(device)).cpu())
-t_knn = seconds(lambda: neighbors.knn_predict(xtr, y_train, xq, k=best_k, p=best_p))
-t_big = seconds(lambda: neighbors.knn_predict(memory_x, memory_y, xq, k=best_k, p=best_p))
-print(f"CNN {1000 * t_cnn:.1f} ms | k-NN {1000 * t_knn:.1f} ms | k-NN with 25x memory {1000 * t_big:.1f} ms")
+t_knn = seconds(
+    lambda: neighbors.knn_predict(xtr, y_train, xq, k=best_k, p=best_p)
+)
+t_big = seconds(
+    lambda: neighbors.knn_predict(memory_x, memory_y, xq, k=best_k, p=best_p)
+)
+print(
+    f"CNN {1000 * t_cnn:.1f} ms | k-NN {1000 * t_knn:.1f} ms | k-NN with 25x memory {1000 * t_big:.1f} ms"
+)
 
 # %% [markdown]
 # With only 1,078 stored digits, plain k-NN may even be faster than the CNN; what matters is how
@@ -868,9 +1111,13 @@ for i in range(4):
     ax = axes[0, i]
     ax.imshow(scenes.images[i].permute(1, 2, 0).numpy())
     names = [scenes.classes[c] for c in scenes.labels[i].tolist()]
-    viz.draw_boxes(ax, scenes.boxes[i], names, color_index=scenes.labels[i].tolist())
+    viz.draw_boxes(
+        ax, scenes.boxes[i], names, color_index=scenes.labels[i].tolist()
+    )
     ax.set_title(scenes.captions[i].replace(" and ", "\nand "), fontsize=8)
-    axes[1, i].imshow(viz.mask_to_rgb(scenes.masks[i], num_classes=len(scenes.classes) + 1))
+    axes[1, i].imshow(
+        viz.mask_to_rgb(scenes.masks[i], num_classes=len(scenes.classes) + 1)
+    )
     axes[1, i].set_title("semantic mask", fontsize=8)
 for ax in axes.flat:
     ax.axis("off")
@@ -881,9 +1128,17 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("images", tuple(scenes.images.shape), "| masks", tuple(scenes.masks.shape), scenes.masks.dtype)
+print(
+    "images",
+    tuple(scenes.images.shape),
+    "| masks",
+    tuple(scenes.masks.shape),
+    scenes.masks.dtype,
+)
 print("boxes of scene 0 (x1, y1, x2, y2):", scenes.boxes[0].tolist())
-print("labels of scene 0:", [scenes.classes[c] for c in scenes.labels[0].tolist()])
+print(
+    "labels of scene 0:", [scenes.classes[c] for c in scenes.labels[0].tolist()]
+)
 print("caption of scene 0:", repr(scenes.captions[0]))
 
 # %% [markdown]
@@ -954,45 +1209,73 @@ print("caption of scene 0:", repr(scenes.captions[0]))
 gen_ex = torch.Generator().manual_seed(0)
 pts = torch.randn(200, 16, generator=gen_ex, dtype=torch.float64)
 pts_y = torch.randint(0, 10, (200,), generator=gen_ex)
-dup = torch.zeros(3, 16, dtype=torch.float64)  # three copies of one point: labels 5, 5 and 2
+dup = torch.zeros(
+    3, 16, dtype=torch.float64
+)  # three copies of one point: labels 5, 5 and 2
 pts, pts_y = torch.cat([pts, dup]), torch.cat([pts_y, torch.tensor([5, 5, 2])])
-pts_q = torch.cat([torch.randn(40, 16, generator=gen_ex, dtype=torch.float64), dup[:1]])
+pts_q = torch.cat(
+    [torch.randn(40, 16, generator=gen_ex, dtype=torch.float64), dup[:1]]
+)
 
 
 def sklearn_weighted(train_x, train_y, query_x, k, p=2):
-    sk = KNeighborsClassifier(n_neighbors=k, weights="distance", algorithm="brute", p=p)
-    return torch.from_numpy(sk.fit(train_x.numpy(), train_y.numpy()).predict(query_x.numpy()))
+    sk = KNeighborsClassifier(
+        n_neighbors=k, weights="distance", algorithm="brute", p=p
+    )
+    return torch.from_numpy(
+        sk.fit(train_x.numpy(), train_y.numpy()).predict(query_x.numpy())
+    )
 
 
 weighted_cases = [(pts, pts_y, pts_q, k) for k in (1, 7, 21)]
 
 
-def knn_predict_weighted(train_x, train_y, query_x, k: int, p: int = 2) -> torch.Tensor:
+def knn_predict_weighted(
+    train_x, train_y, query_x, k: int, p: int = 2
+) -> torch.Tensor:
     raise NotImplementedError  # your code: [M] predicted labels
 
 
-exercises.check_function(knn_predict_weighted, weighted_cases, reference=sklearn_weighted)
+exercises.check_function(
+    knn_predict_weighted, weighted_cases, reference=sklearn_weighted
+)
 
 
 # %% tags=["hide-cell"]
-def knn_predict_weighted(train_x, train_y, query_x, k: int, p: int = 2) -> torch.Tensor:
+def knn_predict_weighted(
+    train_x, train_y, query_x, k: int, p: int = 2
+) -> torch.Tensor:
     dist, idx = neighbors.kneighbors(train_x, query_x, k=k, p=p)  # [M, k] each
     w = 1.0 / dist.double()
     exact = dist == 0
-    w = torch.where(exact.any(1, keepdim=True), exact.double(), w)  # exact matches take all the weight
-    votes = torch.zeros(len(query_x), 10, dtype=torch.float64).scatter_add_(1, train_y[idx], w)
+    w = torch.where(
+        exact.any(1, keepdim=True), exact.double(), w
+    )  # exact matches take all the weight
+    votes = torch.zeros(len(query_x), 10, dtype=torch.float64).scatter_add_(
+        1, train_y[idx], w
+    )
     return votes.argmax(dim=1)
 
 
-exercises.check_function(knn_predict_weighted, weighted_cases, reference=sklearn_weighted).assert_passed()
+exercises.check_function(
+    knn_predict_weighted, weighted_cases, reference=sklearn_weighted
+).assert_passed()
 d_sorted = d2.sort(dim=1).values
 for k in (7, 21, 51):
     ours = knn_predict_weighted(xtr, y_train, xva, k)
-    untied = d_sorted[:, k - 1] != d_sorted[:, k]  # digits have exact ties: compare where there is none
-    assert torch.equal(ours[untied], sklearn_weighted(xtr, y_train, xva, k)[untied])
-    plain = metrics.accuracy(neighbors.knn_predict(xtr, y_train, xva, k=k), y_val)
+    untied = (
+        d_sorted[:, k - 1] != d_sorted[:, k]
+    )  # digits have exact ties: compare where there is none
+    assert torch.equal(
+        ours[untied], sklearn_weighted(xtr, y_train, xva, k)[untied]
+    )
+    plain = metrics.accuracy(
+        neighbors.knn_predict(xtr, y_train, xva, k=k), y_val
+    )
     weighted = metrics.accuracy(ours, y_val)
-    print(f"k = {k:2d}: uniform votes {plain:.4f}, 1/d weights {weighted:.4f} (validation)")
+    print(
+        f"k = {k:2d}: uniform votes {plain:.4f}, 1/d weights {weighted:.4f} (validation)"
+    )
 # The gains are small, and grow with k: far neighbours count less, so a too-large k hurts less.
 
 # %% [markdown]
@@ -1006,30 +1289,47 @@ for k in (7, 21, 51):
 # %%
 def sklearn_cosine(train_x, train_y, query_x, k):
     sk = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute")
-    return torch.from_numpy(sk.fit(train_x.numpy(), train_y.numpy()).predict(query_x.numpy()))
+    return torch.from_numpy(
+        sk.fit(train_x.numpy(), train_y.numpy()).predict(query_x.numpy())
+    )
 
 
-cosine_cases = [(pts[:200], pts_y[:200], pts_q[:40] * 3.0, k) for k in (1, 5)]  # lengths must not matter
+cosine_cases = [
+    (pts[:200], pts_y[:200], pts_q[:40] * 3.0, k) for k in (1, 5)
+]  # lengths must not matter
 
 
 def knn_predict_cosine(train_x, train_y, query_x, k: int) -> torch.Tensor:
     raise NotImplementedError  # your code: [M] predicted labels
 
 
-exercises.check_function(knn_predict_cosine, cosine_cases, reference=sklearn_cosine)
+exercises.check_function(
+    knn_predict_cosine, cosine_cases, reference=sklearn_cosine
+)
 
 
 # %% tags=["hide-cell"]
 # For unit vectors ||a - b||^2 = 2 - 2 a.b = 2 * cosine distance: the same ranking of neighbours.
 def knn_predict_cosine(train_x, train_y, query_x, k: int) -> torch.Tensor:
-    return neighbors.knn_predict(F.normalize(train_x, dim=1), train_y, F.normalize(query_x, dim=1), k=k)
+    return neighbors.knn_predict(
+        F.normalize(train_x, dim=1), train_y, F.normalize(query_x, dim=1), k=k
+    )
 
 
-exercises.check_function(knn_predict_cosine, cosine_cases, reference=sklearn_cosine).assert_passed()
+exercises.check_function(
+    knn_predict_cosine, cosine_cases, reference=sklearn_cosine
+).assert_passed()
 for k in (1, 5):
     ours = knn_predict_cosine(xtr.double(), y_train, xva.double(), k)
-    agree = (ours == sklearn_cosine(xtr.double(), y_train, xva.double(), k)).double().mean().item()
-    assert agree > 0.99, agree  # the digits' exact ties may be broken differently
+    agree = (
+        (ours == sklearn_cosine(xtr.double(), y_train, xva.double(), k))
+        .double()
+        .mean()
+        .item()
+    )
+    assert agree > 0.99, (
+        agree
+    )  # the digits' exact ties may be broken differently
     l2 = metrics.accuracy(neighbors.knn_predict(xtr, y_train, xva, k=k), y_val)
     print(
         f"k = {k}: cosine {metrics.accuracy(ours, y_val):.4f} vs L2 {l2:.4f} (agreement with sklearn {agree:.3f})"
@@ -1046,8 +1346,14 @@ for k in (1, 5):
 
 # %%
 standardize_cases = [
-    (torch.rand(20, 1, 4, 4, generator=gen_ex), torch.rand(5, 1, 4, 4, generator=gen_ex)),
-    (x_train, x_val),  # digits: some border pixels are blank in every training image
+    (
+        torch.rand(20, 1, 4, 4, generator=gen_ex),
+        torch.rand(5, 1, 4, 4, generator=gen_ex),
+    ),
+    (
+        x_train,
+        x_val,
+    ),  # digits: some border pixels are blank in every training image
 ]
 
 
@@ -1056,28 +1362,46 @@ def standardize(train_x: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 exercises.check_function(
-    standardize, standardize_cases, reference=lambda tr, x: data.Normalizer("feature").fit(tr).transform(x)
+    standardize,
+    standardize_cases,
+    reference=lambda tr, x: data.Normalizer("feature").fit(tr).transform(x),
 )
 
 
 # %% tags=["hide-cell"]
 def standardize(train_x: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    mean, std = train_x.mean(dim=0), train_x.std(dim=0)  # [1, 8, 8] each, Bessel-corrected std
+    mean, std = (
+        train_x.mean(dim=0),
+        train_x.std(dim=0),
+    )  # [1, 8, 8] each, Bessel-corrected std
     return (x - mean) / (std + 1e-6)
 
 
 exercises.check_function(
-    standardize, standardize_cases, reference=lambda tr, x: data.Normalizer("feature").fit(tr).transform(x)
+    standardize,
+    standardize_cases,
+    reference=lambda tr, x: data.Normalizer("feature").fit(tr).transform(x),
 ).assert_passed()
 for k in (1, 3, 5):
-    raw = metrics.accuracy(neighbors.knn_predict(x_train, y_train, x_val, k=k), y_val).item()
+    raw = metrics.accuracy(
+        neighbors.knn_predict(x_train, y_train, x_val, k=k), y_val
+    ).item()
     std = metrics.accuracy(
-        neighbors.knn_predict(standardize(x_train, x_train), y_train, standardize(x_train, x_val), k=k), y_val
+        neighbors.knn_predict(
+            standardize(x_train, x_train),
+            y_train,
+            standardize(x_train, x_val),
+            k=k,
+        ),
+        y_val,
     ).item()
     print(f"k = {k}: raw pixels {raw:.4f}, standardized pixels {std:.4f}")
     assert raw > std
 pixel_std = x_train.std(dim=0).flatten().sort().values
-print("smallest pixel standard deviations:", [f"{s:.4f}" for s in pixel_std[:6].tolist()])
+print(
+    "smallest pixel standard deviations:",
+    [f"{s:.4f}" for s in pixel_std[:6].tolist()],
+)
 # Standardization gives every pixel the same weight in the distance. The border pixels are almost
 # always blank: their tiny std turns a stray speck of ink into a huge coordinate (up to tens of
 # units), which then dominates the distance. For k-NN, the scale of each feature IS the metric.
@@ -1094,42 +1418,77 @@ from sklearn.metrics import confusion_matrix
 
 val_pred = neighbors.knn_predict(xtr, y_train, xva, k=best_k, p=best_p)
 confusion_cases = [
-    (torch.tensor([0, 1, 2, 2, 0]), torch.tensor([0, 2, 2, 1, 0]), 4),  # class 3 never occurs
+    (
+        torch.tensor([0, 1, 2, 2, 0]),
+        torch.tensor([0, 2, 2, 1, 0]),
+        4,
+    ),  # class 3 never occurs
     (y_val, val_pred, 10),
 ]
 
 
 def sklearn_confusion(y_true, y_pred, num_classes):
-    return torch.from_numpy(confusion_matrix(y_true.numpy(), y_pred.numpy(), labels=range(num_classes)))
+    return torch.from_numpy(
+        confusion_matrix(
+            y_true.numpy(), y_pred.numpy(), labels=range(num_classes)
+        )
+    )
 
 
-def confusion_counts(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+def confusion_counts(
+    y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int
+) -> torch.Tensor:
     raise NotImplementedError  # your code: [num_classes, num_classes] counts, rows = true class
 
 
-exercises.check_function(confusion_counts, confusion_cases, reference=sklearn_confusion)
+exercises.check_function(
+    confusion_counts, confusion_cases, reference=sklearn_confusion
+)
 
 
 # %% tags=["hide-cell"]
-def confusion_counts(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:
-    flat = torch.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes)
-    return flat.reshape(num_classes, num_classes)  # rows: true class, columns: predicted
+def confusion_counts(
+    y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int
+) -> torch.Tensor:
+    flat = torch.bincount(
+        y_true * num_classes + y_pred, minlength=num_classes * num_classes
+    )
+    return flat.reshape(
+        num_classes, num_classes
+    )  # rows: true class, columns: predicted
 
 
-exercises.check_function(confusion_counts, confusion_cases, reference=sklearn_confusion).assert_passed()
+exercises.check_function(
+    confusion_counts, confusion_cases, reference=sklearn_confusion
+).assert_passed()
 cm = confusion_counts(y_val, val_pred, 10)
 fig, ax = plt.subplots(figsize=(4.2, 3.8))
 im = ax.imshow(cm, cmap="Blues")
 for (i, j), v in np.ndenumerate(cm.numpy()):
     if v:
-        ax.text(j, i, v, ha="center", va="center", fontsize=7, color="white" if v > 20 else "black")
-ax.set(xlabel="predicted digit", ylabel="true digit", xticks=range(10), yticks=range(10))
+        ax.text(
+            j,
+            i,
+            v,
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if v > 20 else "black",
+        )
+ax.set(
+    xlabel="predicted digit",
+    ylabel="true digit",
+    xticks=range(10),
+    yticks=range(10),
+)
 ax.set_title("k-NN confusion matrix (validation)")
 ax.grid(False)
 plt.show()
 off = cm - torch.diag(cm.diagonal())
 i, j = divmod(off.argmax().item(), 10)
-print(f"most frequent confusion: true {i} predicted as {j} ({off.max().item()} times)")
+print(
+    f"most frequent confusion: true {i} predicted as {j} ({off.max().item()} times)"
+)
 
 # %% [markdown]
 # ## References

@@ -85,7 +85,14 @@ x_train, y_train = splits.tensors("train")
 x_val, y_val = splits.tensors("val")
 x_test, y_test = splits.tensors("test")
 x_all = torch.cat([x_train, x_val, x_test])
-print("train", tuple(x_train.shape), "val", tuple(x_val.shape), "test", tuple(x_test.shape))
+print(
+    "train",
+    tuple(x_train.shape),
+    "val",
+    tuple(x_val.shape),
+    "test",
+    tuple(x_test.shape),
+)
 print(f"pixel range: [{x_train.min():.1f}, {x_train.max():.1f}]")
 
 # %% [markdown]
@@ -96,13 +103,25 @@ print(f"pixel range: [{x_train.min():.1f}, {x_train.max():.1f}]")
 # %%
 # NBVAL_CHECK_OUTPUT
 norm_train = data.Normalizer(per="feature").fit(x_train)  # correct: train only
-norm_all = data.Normalizer(per="feature").fit(x_all)  # leaky: test images helped
+norm_all = data.Normalizer(per="feature").fit(
+    x_all
+)  # leaky: test images helped
 pca_train = preprocess.PCA(n_components=5).fit(x_train.double())
 pca_all = preprocess.PCA(n_components=5).fit(x_all.double())
-print(f"max |mean_train - mean_all| per pixel: {(norm_train.mean - norm_all.mean).abs().max():.4f}")
-print(f"max |std_train - std_all| per pixel:   {(norm_train.std - norm_all.std).abs().max():.4f}")
-print("top-5 PCA variances, train:", [round(v, 4) for v in pca_train.explained_variance_.tolist()])
-print("top-5 PCA variances, all:  ", [round(v, 4) for v in pca_all.explained_variance_.tolist()])
+print(
+    f"max |mean_train - mean_all| per pixel: {(norm_train.mean - norm_all.mean).abs().max():.4f}"
+)
+print(
+    f"max |std_train - std_all| per pixel:   {(norm_train.std - norm_all.std).abs().max():.4f}"
+)
+print(
+    "top-5 PCA variances, train:",
+    [round(v, 4) for v in pca_train.explained_variance_.tolist()],
+)
+print(
+    "top-5 PCA variances, all:  ",
+    [round(v, 4) for v in pca_all.explained_variance_.tolist()],
+)
 
 # %% [markdown]
 # The differences are small here because the three splits come from the same distribution and the
@@ -120,11 +139,21 @@ print("top-5 PCA variances, all:  ", [round(v, 4) for v in pca_all.explained_var
 # NBVAL_CHECK_OUTPUT
 mu_train, sd_train = x_train.mean(0), x_train.std(0)
 x_test_n = norm_train.transform(x_test)
-torch.testing.assert_close(x_test_n, (x_test - mu_train) / (sd_train + norm_train.eps))
-lib_test = data.digits_splits(normalize="feature", flatten=True).tensors("test")[0]
-torch.testing.assert_close(lib_test, x_test_n)  # digits_splits fits on train only, too
-assert not torch.allclose(norm_all.transform(x_test), x_test_n), "leaky and correct statistics agree?"
-print(f"|mean| over train of the transformed train set: {norm_train.transform(x_train).mean().abs():.4f}")
+torch.testing.assert_close(
+    x_test_n, (x_test - mu_train) / (sd_train + norm_train.eps)
+)
+lib_test = data.digits_splits(normalize="feature", flatten=True).tensors(
+    "test"
+)[0]
+torch.testing.assert_close(
+    lib_test, x_test_n
+)  # digits_splits fits on train only, too
+assert not torch.allclose(norm_all.transform(x_test), x_test_n), (
+    "leaky and correct statistics agree?"
+)
+print(
+    f"|mean| over train of the transformed train set: {norm_train.transform(x_train).mean().abs():.4f}"
+)
 print(f"mean over test of the transformed test set:   {x_test_n.mean():.4f}")
 
 # %% [markdown]
@@ -149,7 +178,9 @@ print(f"mean over test of the transformed test set:   {x_test_n.mean():.4f}")
 wrong = x_train.mean(0)  # the bug: the data are gone, one mean row is left
 x_centred = x_train - x_train.mean(0)  # correct (out of place)
 print("wrong:", tuple(wrong.shape), " correct:", tuple(x_centred.shape))
-print(f"largest |column mean| after centring is below 1e-6: {bool(x_centred.mean(0).abs().max() < 1e-6)}")
+print(
+    f"largest |column mean| after centring is below 1e-6: {bool(x_centred.mean(0).abs().max() < 1e-6)}"
+)
 assert x_centred.mean(0).abs().max() < 1e-6
 
 # %% [markdown]
@@ -166,9 +197,17 @@ axes[0, 0].set_title("mean image\n(train)")
 for i in range(5):
     axes[0, i + 1].imshow(x_train[i].view(8, 8), cmap="gray", vmin=0, vmax=1)
     axes[0, i + 1].set_title(f"raw, label {int(y_train[i])}")
-    axes[1, i + 1].imshow(x_centred[i].view(8, 8), cmap="RdBu_r", vmin=-0.75, vmax=0.75)
+    axes[1, i + 1].imshow(
+        x_centred[i].view(8, 8), cmap="RdBu_r", vmin=-0.75, vmax=0.75
+    )
     axes[1, i + 1].set_title("centred")
-axes[1, 0].text(0.5, 0.5, "centred =\nraw - mean\n(red > 0,\nblue < 0)", ha="center", va="center")
+axes[1, 0].text(
+    0.5,
+    0.5,
+    "centred =\nraw - mean\n(red > 0,\nblue < 0)",
+    ha="center",
+    va="center",
+)
 fig.suptitle("Mean subtraction per feature on the digits")
 plt.show()
 
@@ -181,17 +220,32 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-photo_names = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry"]
-photos = torch.stack([data.sample_image(n, size=64) for n in photo_names])  # [6, 3, 64, 64]
-channel_mean = photos.mean(dim=(0, 2, 3))  # from scratch: average over images and positions
+photo_names = [
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+]
+photos = torch.stack(
+    [data.sample_image(n, size=64) for n in photo_names]
+)  # [6, 3, 64, 64]
+channel_mean = photos.mean(
+    dim=(0, 2, 3)
+)  # from scratch: average over images and positions
 pixel_mean = photos.mean(dim=0)  # [3, 64, 64], the "mean image"
 scalar_mean = photos.mean()
 lib_mean = data.Normalizer(per="channel").fit(photos).mean.flatten()
 torch.testing.assert_close(channel_mean, lib_mean)
 imagenet_mean = torch.tensor([0.485, 0.456, 0.406])
 print("photos:", tuple(photos.shape))
-print("per-channel mean (R, G, B):", [round(v, 3) for v in channel_mean.tolist()])
-print(f"scalar mean: {scalar_mean:.3f};  per-pixel mean image: {tuple(pixel_mean.shape)}")
+print(
+    "per-channel mean (R, G, B):", [round(v, 3) for v in channel_mean.tolist()]
+)
+print(
+    f"scalar mean: {scalar_mean:.3f};  per-pixel mean image: {tuple(pixel_mean.shape)}"
+)
 
 # %% tags=["hide-input"]
 fig = plt.figure(figsize=(10, 3.0))
@@ -202,7 +256,11 @@ for ax in axes.flat:
 for ax, img, name in zip(axes.flat[:6], photos, photo_names, strict=True):
     ax.imshow(img.permute(1, 2, 0))
     ax.set_title(
-        {"hubble_deep_field": "hubble", "immunohistochemistry": "histology"}.get(name, name), fontsize=8
+        {
+            "hubble_deep_field": "hubble",
+            "immunohistochemistry": "histology",
+        }.get(name, name),
+        fontsize=8,
     )
 axes.flat[6].imshow(pixel_mean.permute(1, 2, 0))
 axes.flat[6].set_title("per-pixel mean", fontsize=8)
@@ -212,7 +270,9 @@ axes.flat[7].set_title("astronaut minus\nchannel mean (+0.5)", fontsize=8)
 ax = bottom.subplots()
 pos = np.arange(3)
 ax.bar(pos - 0.2, channel_mean, width=0.4, color=viz.color(0), label="6 photos")
-ax.bar(pos + 0.2, imagenet_mean, width=0.4, color=viz.color(1), label="ImageNet")
+ax.bar(
+    pos + 0.2, imagenet_mean, width=0.4, color=viz.color(1), label="ImageNet"
+)
 ax.set_xticks(pos, ["R", "G", "B"])
 ax.set_ylabel("mean value in [0, 1]")
 ax.set_title("per-channel means")
@@ -268,22 +328,32 @@ def neuron_loss(w, b, x, y):
     return F.binary_cross_entropy_with_logits(x @ w + b, y)
 
 
-per_example = torch.func.vmap(torch.func.grad(neuron_loss), in_dims=(None, None, 0, 0))(
-    w_neuron, b_neuron, xs, ys
-)  # [512, 3], one gradient per example
+per_example = torch.func.vmap(
+    torch.func.grad(neuron_loss), in_dims=(None, None, 0, 0)
+)(w_neuron, b_neuron, xs, ys)  # [512, 3], one gradient per example
 upstream = torch.sigmoid(xs @ w_neuron + b_neuron) - ys  # dL/dz per example
-torch.testing.assert_close(per_example, upstream[:, None] * xs)  # autograd = chain rule
-same_sign = (torch.sign(per_example) == torch.sign(upstream)[:, None]).all(dim=1)
+torch.testing.assert_close(
+    per_example, upstream[:, None] * xs
+)  # autograd = chain rule
+same_sign = (torch.sign(per_example) == torch.sign(upstream)[:, None]).all(
+    dim=1
+)
 print(" dL/dz    signs of dL/dw_i")
 for i in range(5):
     signs = " ".join("+" if g > 0 else "-" for g in per_example[i])
     print(f"{upstream[i]:+.3f}    {signs}")
-print(f"examples whose gradient components all share the sign of dL/dz: {int(same_sign.sum())} / {n_ex}")
+print(
+    f"examples whose gradient components all share the sign of dL/dz: {int(same_sign.sum())} / {n_ex}"
+)
 assert same_sign.all()
 
-batch_grads = per_example.view(-1, 16, d_in).sum(1)  # 32 mini-batches of 16 examples
+batch_grads = per_example.view(-1, 16, d_in).sum(
+    1
+)  # 32 mini-batches of 16 examples
 mixed = (batch_grads > 0).any(1) & (batch_grads < 0).any(1)
-print(f"mini-batches of 16 whose summed gradient has mixed signs: {int(mixed.sum())} / {len(mixed)}")
+print(
+    f"mini-batches of 16 whose summed gradient has mixed signs: {int(mixed.sum())} / {len(mixed)}"
+)
 assert mixed.any(), "expected at least one mixed-sign mini-batch gradient"
 
 # %% tags=["hide-input"]
@@ -340,10 +410,16 @@ def steps_to(path, tol=0.1):
 
 zz_lrs = [0.01 * 2 ** (k / 2) for k in range(20)]  # 0.01 ... 7.2
 paths, zz_best = {}, {}
-for name, x_in in [("raw inputs in [1, 2]$^2$", x_zz), ("centred inputs", x_zz - x_zz.mean(0))]:
+for name, x_in in [
+    ("raw inputs in [1, 2]$^2$", x_zz),
+    ("centred inputs", x_zz - x_zz.mean(0)),
+]:
     steps_per_lr = [steps_to(sgd_path(x_in, lr)) for lr in zz_lrs]
     best = min(range(len(zz_lrs)), key=lambda i: steps_per_lr[i])  # noqa: B023
-    paths[name], zz_best[name] = sgd_path(x_in, zz_lrs[best]), (zz_lrs[best], steps_per_lr[best])
+    paths[name], zz_best[name] = (
+        sgd_path(x_in, zz_lrs[best]),
+        (zz_lrs[best], steps_per_lr[best]),
+    )
     same_lr = steps_to(sgd_path(x_in, zz_lrs[10]))
     print(
         f"{name:>24}: best lr {zz_lrs[best]:.2f} -> {steps_per_lr[best]} steps; at lr 0.32: {same_lr} steps"
@@ -352,20 +428,45 @@ for name, x_in in [("raw inputs in [1, 2]$^2$", x_zz), ("centred inputs", x_zz -
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(9, 4.4))
 for ax, (name, p) in zip(axes, paths.items(), strict=True):
-    if name.startswith("raw"):  # the double cone of directions +-x for x in [1, 2]^2
+    if name.startswith(
+        "raw"
+    ):  # the double cone of directions +-x for x in [1, 2]^2
         ang = np.linspace(np.arctan(0.5), np.arctan(2.0), 30)
         for sgn in (1, -1):
-            cone = np.concatenate([[[0, 0]], sgn * 3 * np.stack([np.cos(ang), np.sin(ang)], 1)])
-            ax.fill(cone[:, 0], cone[:, 1], color=viz.color(5), alpha=0.25, lw=0)
+            cone = np.concatenate(
+                [[[0, 0]], sgn * 3 * np.stack([np.cos(ang), np.sin(ang)], 1)]
+            )
+            ax.fill(
+                cone[:, 0], cone[:, 1], color=viz.color(5), alpha=0.25, lw=0
+            )
         ax.text(0.75, 0.55, "directions\nof +x", color=viz.color(0), fontsize=9)
-        ax.text(-1.2, -0.95, "directions\nof -x", color=viz.color(0), fontsize=9)
+        ax.text(
+            -1.2, -0.95, "directions\nof -x", color=viz.color(0), fontsize=9
+        )
     lr_best, n_close = zz_best[name]
     p = p.numpy()
-    ax.plot(p[:, 0], p[:, 1], "-o", color=viz.color(0), ms=2, lw=0.8, label="SGD path (one pass)")
+    ax.plot(
+        p[:, 0],
+        p[:, 1],
+        "-o",
+        color=viz.color(0),
+        ms=2,
+        lw=0.8,
+        label="SGD path (one pass)",
+    )
     ax.plot(*w_star, "*", color=viz.color(3), ms=14, label="optimum $w^*$")
     ax.plot(0, 0, "s", color=viz.color("reference"), ms=6, label="start")
-    ax.set(xlim=(-1.3, 1.6), ylim=(-1.6, 1.3), xlabel="$w_1$", ylabel="$w_2$", aspect="equal")
-    ax.set_title(f"{name}, lr {lr_best:.2f}: {n_close} steps to $|w - w^*| < 0.1$", fontsize=10)
+    ax.set(
+        xlim=(-1.3, 1.6),
+        ylim=(-1.6, 1.3),
+        xlabel="$w_1$",
+        ylabel="$w_2$",
+        aspect="equal",
+    )
+    ax.set_title(
+        f"{name}, lr {lr_best:.2f}: {n_close} steps to $|w - w^*| < 0.1$",
+        fontsize=10,
+    )
     ax.legend(loc="upper left", fontsize=8)
 fig.suptitle(
     "Same-sign updates force a zig-zag towards an optimum in the fourth quadrant (each at its best lr)"
@@ -374,8 +475,12 @@ plt.show()
 
 # %%
 (lr_raw, n_raw), (lr_cen, n_cen) = zz_best.values()
-assert n_cen * 4 < n_raw, f"centred {n_cen} vs raw {n_raw} steps, each at its best learning rate"
-assert lr_cen > 4 * lr_raw, f"best learning rates: raw {lr_raw:.2f}, centred {lr_cen:.2f}"
+assert n_cen * 4 < n_raw, (
+    f"centred {n_cen} vs raw {n_raw} steps, each at its best learning rate"
+)
+assert lr_cen > 4 * lr_raw, (
+    f"best learning rates: raw {lr_raw:.2f}, centred {lr_cen:.2f}"
+)
 
 # %% [markdown]
 # Each at its own best learning rate, centring cuts the steps several-fold, and its best rate is
@@ -408,7 +513,9 @@ assert lr_cen > 4 * lr_raw, f"best learning rates: raw {lr_raw:.2f}, centred {lr
 
 # %%
 gen = torch.Generator().manual_seed(0)
-x_lin = 1 + torch.rand(1000, 2, generator=gen, dtype=torch.float64)  # x ~ U[1, 2]^2
+x_lin = 1 + torch.rand(
+    1000, 2, generator=gen, dtype=torch.float64
+)  # x ~ U[1, 2]^2
 w_start = torch.tensor([-1.5, 0.0], dtype=torch.float64)
 
 
@@ -432,8 +539,12 @@ print(f"condition number: raw {kappa_raw:.1f}, centred {kappa_cen:.2f}")
 print(f"steps to |w - w*| < 1e-3: raw {steps_raw}, centred {steps_cen}")
 
 # %%
-assert steps_raw >= 10 * steps_cen, f"raw {steps_raw} vs centred {steps_cen} steps: expected >= 10x"
-assert 45 < kappa_raw < 65 and kappa_cen < 1.2, f"condition numbers {kappa_raw:.1f}, {kappa_cen:.2f}"
+assert steps_raw >= 10 * steps_cen, (
+    f"raw {steps_raw} vs centred {steps_cen} steps: expected >= 10x"
+)
+assert 45 < kappa_raw < 65 and kappa_cen < 1.2, (
+    f"condition numbers {kappa_raw:.1f}, {kappa_cen:.2f}"
+)
 print(f"centring needs {steps_raw / steps_cen:.0f}x fewer gradient steps")
 
 # %% tags=["hide-input"]
@@ -450,7 +561,15 @@ for ax, x_in, path, name, kappa in [
     ax.contour(g1, g2, loss, levels=np.geomspace(1e-3, loss.max(), 14), colors=viz.color("reference"),
                linewidths=0.6)  # fmt: skip
     p = path.numpy()
-    ax.plot(p[:, 0], p[:, 1], "-o", color=viz.color(0), ms=3, lw=1, label="GD iterates")
+    ax.plot(
+        p[:, 0],
+        p[:, 1],
+        "-o",
+        color=viz.color(0),
+        ms=3,
+        lw=1,
+        label="GD iterates",
+    )
     ax.plot(*w_start, "s", color=viz.color("reference"), ms=6, label="start")
     ax.plot(*w_star, "*", color=viz.color(3), ms=13, label="$w^*$")
     ax.set(xlabel="$w_1$", ylabel="$w_2$", aspect="equal")
@@ -460,15 +579,23 @@ axes[0].annotate("step 1", path_raw[1].tolist(), xytext=(-1.0, 1.2), fontsize=9,
                  arrowprops={"arrowstyle": "->"})  # fmt: skip
 axes[0].annotate(f"steps 2-{steps_raw}: crawling\nalong the valley", path_raw[60].tolist(), xytext=(0.3, 0.9),
                  fontsize=9, arrowprops={"arrowstyle": "->"})  # fmt: skip
-bars = axes[2].bar(["raw", "centred"], [kappa_raw, kappa_cen], color=[viz.color(0), viz.color(2)])
+bars = axes[2].bar(
+    ["raw", "centred"],
+    [kappa_raw, kappa_cen],
+    color=[viz.color(0), viz.color(2)],
+)
 axes[2].bar_label(bars, fmt="%.1f")
-axes[2].axhline(55, color=viz.color("reference"), ls="--", lw=0.8, label="theory: 55")
+axes[2].axhline(
+    55, color=viz.color("reference"), ls="--", lw=0.8, label="theory: 55"
+)
 axes[2].set_yscale("log")
 axes[2].set_ylim(0.8, 150)
 axes[2].set_ylabel("condition number of $H$")
 axes[2].set_title("conditioning")
 axes[2].legend(loc="upper right", fontsize=8)
-fig.suptitle("Full-batch gradient descent at lr = $1/\\lambda_{\\max}$ on the same problem")
+fig.suptitle(
+    "Full-batch gradient descent at lr = $1/\\lambda_{\\max}$ on the same problem"
+)
 plt.show()
 
 # %% [markdown]
@@ -516,8 +643,12 @@ def softmax_regression_gd(x, y, lrs, steps):
         logits = x @ w + b
         logits = logits - logits.amax(-1, keepdim=True)
         logp = logits - logits.exp().sum(-1, keepdim=True).log()  # log-softmax
-        curves.append(-(logp * onehot).sum(-1).mean(-1))  # mean cross-entropy of each model
-        g = (logp.exp() - onehot) / n  # gradient of the mean cross-entropy w.r.t. the logits
+        curves.append(
+            -(logp * onehot).sum(-1).mean(-1)
+        )  # mean cross-entropy of each model
+        g = (
+            logp.exp() - onehot
+        ) / n  # gradient of the mean cross-entropy w.r.t. the logits
         w -= lr * (xt @ g)
         b -= lr * g.sum(1, keepdim=True)
     return torch.stack(curves, 1).cpu(), w, b
@@ -527,7 +658,9 @@ def softmax_regression_gd(x, y, lrs, steps):
 w_zero = torch.zeros(64, 10, requires_grad=True)
 b_zero = torch.zeros(10, requires_grad=True)
 F.cross_entropy(x_train @ w_zero + b_zero, y_train).backward()
-_, w1, b1 = softmax_regression_gd(x_train[None], y_train, torch.ones(1), steps=1)
+_, w1, b1 = softmax_regression_gd(
+    x_train[None], y_train, torch.ones(1), steps=1
+)
 torch.testing.assert_close(w1[0], -w_zero.grad)
 torch.testing.assert_close(b1[0, 0], -b_zero.grad)
 
@@ -535,19 +668,37 @@ sd_safe = sd_train + 1e-6
 inputs = {
     "raw": (x_train, x_test),
     "centred": (x_train - mu_train, x_test - mu_train),
-    "standardized": ((x_train - mu_train) / sd_safe, (x_test - mu_train) / sd_safe),
+    "standardized": (
+        (x_train - mu_train) / sd_safe,
+        (x_test - mu_train) / sd_safe,
+    ),
 }
 lrs = torch.tensor([0.1 * 3**k for k in range(9)])  # 0.1 ... 656
 results = {}
 for name, (xtr, xte) in inputs.items():
-    xb = xtr.to(device).expand(len(lrs), -1, -1)  # the same inputs for every learning rate
+    xb = xtr.to(device).expand(
+        len(lrs), -1, -1
+    )  # the same inputs for every learning rate
     curves, w, b = softmax_regression_gd(xb, y_train.to(device), lrs, steps=100)
     curves = torch.nan_to_num(curves, nan=float("inf"))
     below = curves < 0.1
-    steps = torch.where(below.any(1), below.float().argmax(1), torch.full((len(lrs),), 10**6))
+    steps = torch.where(
+        below.any(1), below.float().argmax(1), torch.full((len(lrs),), 10**6)
+    )
     best = int(steps.argmin())
-    acc = ((xte.to(device) @ w[best] + b[best]).argmax(1).cpu() == y_test).float().mean().item()
-    results[name] = {"steps": steps, "best": best, "curve": curves[best], "final": curves[:, -1], "acc": acc}
+    acc = (
+        ((xte.to(device) @ w[best] + b[best]).argmax(1).cpu() == y_test)
+        .float()
+        .mean()
+        .item()
+    )
+    results[name] = {
+        "steps": steps,
+        "best": best,
+        "curve": curves[best],
+        "final": curves[:, -1],
+        "acc": acc,
+    }
     print(
         f"{name:>12}: best lr {lrs[best]:6.1f}, {int(steps[best]):3d} steps to CE < 0.1, test acc {acc:.3f}"
     )
@@ -557,10 +708,21 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 for k, (name, r) in enumerate(results.items()):
     final = r["final"].clamp(max=10.0)
     axes[0].plot(lrs, final, "-o", color=viz.color(k), label=name, ms=4)
-    axes[1].plot(r["curve"], color=viz.color(k), label=f"{name} (lr {lrs[r['best']]:.1f})")
-axes[0].set(xscale="log", yscale="log", xlabel="learning rate", ylabel="training CE after 100 steps")
+    axes[1].plot(
+        r["curve"],
+        color=viz.color(k),
+        label=f"{name} (lr {lrs[r['best']]:.1f})",
+    )
+axes[0].set(
+    xscale="log",
+    yscale="log",
+    xlabel="learning rate",
+    ylabel="training CE after 100 steps",
+)
 axes[0].set_title("same budget, every learning rate")
-axes[1].set(yscale="log", xlabel="gradient step", ylabel="training cross-entropy")
+axes[1].set(
+    yscale="log", xlabel="gradient step", ylabel="training cross-entropy"
+)
 axes[1].set_title("loss curves at each input's best learning rate")
 for ax in axes:
     ax.legend(fontsize=8)
@@ -569,9 +731,15 @@ plt.show()
 # %%
 accs = [r["acc"] for r in results.values()]
 s_raw, s_cen, s_std = (int(r["steps"][r["best"]]) for r in results.values())
-assert s_cen * 3 <= s_raw and s_std * 3 <= s_raw, f"steps raw {s_raw}, centred {s_cen}, standardized {s_std}"
-assert max(accs) - min(accs) < 0.03, f"test accuracies {accs} should agree within 0.03"
-print(f"best-lr steps: raw {s_raw}, centred {s_cen}, standardized {s_std}; test accuracies agree within 0.03")
+assert s_cen * 3 <= s_raw and s_std * 3 <= s_raw, (
+    f"steps raw {s_raw}, centred {s_cen}, standardized {s_std}"
+)
+assert max(accs) - min(accs) < 0.03, (
+    f"test accuracies {accs} should agree within 0.03"
+)
+print(
+    f"best-lr steps: raw {s_raw}, centred {s_cen}, standardized {s_std}; test accuracies agree within 0.03"
+)
 
 # %% [markdown]
 # What the measurement says, without overclaiming:
@@ -619,12 +787,21 @@ print(f"best-lr steps: raw {s_raw}, centred {s_cen}, standardized {s_std}; test 
 # NBVAL_CHECK_OUTPUT
 eps = 1e-6
 z_scratch = (x_train - x_train.mean(0)) / (x_train.std(0) + eps)
-torch.testing.assert_close(z_scratch, data.Normalizer(per="feature", eps=eps).fit(x_train).transform(x_train))
+torch.testing.assert_close(
+    z_scratch,
+    data.Normalizer(per="feature", eps=eps).fit(x_train).transform(x_train),
+)
 n_tr = len(x_train)
-z_sk = torch.from_numpy(StandardScaler().fit_transform(x_train.double().numpy()))
-keep = x_train.std(0) > 0  # the 61 non-constant pixels (sklearn maps constant ones to 0)
+z_sk = torch.from_numpy(
+    StandardScaler().fit_transform(x_train.double().numpy())
+)
+keep = (
+    x_train.std(0) > 0
+)  # the 61 non-constant pixels (sklearn maps constant ones to 0)
 xk = x_train[:, keep].double()
-torch.testing.assert_close((xk - xk.mean(0)) / xk.std(0, correction=0), z_sk[:, keep])  # sklearn: 1/N
+torch.testing.assert_close(
+    (xk - xk.mean(0)) / xk.std(0, correction=0), z_sk[:, keep]
+)  # sklearn: 1/N
 
 lo, hi = x_train.min(0).values, x_train.max(0).values
 mm_scratch = (x_train - lo) / (hi - lo).clamp_min(eps)
@@ -633,7 +810,9 @@ torch.testing.assert_close(mm_scratch, mm_sk)
 
 print(f"standardized train: mean {z_scratch.mean(0).abs().max():.4f} (max |.| over pixels), "
       f"std {z_scratch.std(0)[keep].mean():.4f} (avg over non-constant pixels)")  # fmt: skip
-print(f"standardized range: [{z_scratch.min():.1f}, {z_scratch.max():.1f}]  (not [-1, 1])")
+print(
+    f"standardized range: [{z_scratch.min():.1f}, {z_scratch.max():.1f}]  (not [-1, 1])"
+)
 print(f"min-max range: [{mm_scratch.min():.1f}, {mm_scratch.max():.1f}];  "
       f"test after min-max: [{((x_test - lo) / (hi - lo).clamp_min(eps)).min():.1f}, "
       f"{((x_test - lo) / (hi - lo).clamp_min(eps)).max():.1f}]")  # fmt: skip
@@ -651,20 +830,40 @@ print(f"min-max range: [{mm_scratch.min():.1f}, {mm_scratch.max():.1f}];  "
 def nn1_accuracy(train_x, test_x):
     """1-nearest-neighbour test accuracy with the L2 distance (in float64, so that no near-tie between
     neighbours can flip with the CPU's rounding and change this compared output)."""
-    return (y_train[torch.cdist(test_x.double(), train_x.double()).argmin(1)] == y_test).float().mean().item()
+    return (
+        (
+            y_train[torch.cdist(test_x.double(), train_x.double()).argmin(1)]
+            == y_test
+        )
+        .float()
+        .mean()
+        .item()
+    )
 
 
 gen = torch.Generator().manual_seed(2)
-xu_train = torch.cat([x_train, 1000 * torch.rand(len(x_train), 1, generator=gen)], 1)
-xu_test = torch.cat([x_test, 1000 * torch.rand(len(x_test), 1, generator=gen)], 1)
+xu_train = torch.cat(
+    [x_train, 1000 * torch.rand(len(x_train), 1, generator=gen)], 1
+)
+xu_test = torch.cat(
+    [x_test, 1000 * torch.rand(len(x_test), 1, generator=gen)], 1
+)
 nz = data.Normalizer(per="feature").fit(xu_train)
 acc_pix = nn1_accuracy(x_train, x_test)
-acc_pix_std = nn1_accuracy(norm_train.transform(x_train), norm_train.transform(x_test))
+acc_pix_std = nn1_accuracy(
+    norm_train.transform(x_train), norm_train.transform(x_test)
+)
 acc_units = nn1_accuracy(xu_train, xu_test)
 acc_units_std = nn1_accuracy(nz.transform(xu_train), nz.transform(xu_test))
-print(f"pixels only:             raw {acc_pix:.3f}, standardized {acc_pix_std:.3f}")
-print(f"pixels + timestamp (s):  raw {acc_units:.3f}, standardized {acc_units_std:.3f}")
-assert acc_units < 0.5 < 0.95 < acc_units_std, "standardization should rescue the mixed-unit features"
+print(
+    f"pixels only:             raw {acc_pix:.3f}, standardized {acc_pix_std:.3f}"
+)
+print(
+    f"pixels + timestamp (s):  raw {acc_units:.3f}, standardized {acc_units_std:.3f}"
+)
+assert acc_units < 0.5 < 0.95 < acc_units_std, (
+    "standardization should rescue the mixed-unit features"
+)
 
 # %% [markdown]
 # With one feature in thousands, the distance is the timestamp difference and 1-NN is at chance
@@ -718,11 +917,15 @@ assert acc_units < 0.5 < 0.95 < acc_units_std, "standardization should rescue th
 
 # %%
 # NBVAL_CHECK_OUTPUT
-shapes_train = data.make_shapes(512, size=32, seed=0).images  # [512, 3, 32, 32] in [0, 1]
+shapes_train = data.make_shapes(
+    512, size=32, seed=0
+).images  # [512, 3, 32, 32] in [0, 1]
 shapes_val = data.make_shapes(128, size=32, seed=1).images
 loader = torch.utils.data.DataLoader(shapes_train, batch_size=64)
 
-s1 = torch.zeros(3, dtype=torch.float64)  # streamed per-channel sums of x and x^2, and the count
+s1 = torch.zeros(
+    3, dtype=torch.float64
+)  # streamed per-channel sums of x and x^2, and the count
 s2 = torch.zeros(3, dtype=torch.float64)
 count = 0
 for batch in loader:
@@ -732,7 +935,9 @@ for batch in loader:
     count += b64[:, 0].numel()
 mu_c = s1 / count
 sigma_c = ((s2 - s1**2 / count) / (count - 1)).sqrt()
-torch.testing.assert_close(mu_c.float(), shapes_train.mean(dim=(0, 2, 3)))  # one pass over all data
+torch.testing.assert_close(
+    mu_c.float(), shapes_train.mean(dim=(0, 2, 3))
+)  # one pass over all data
 torch.testing.assert_close(sigma_c.float(), shapes_train.std(dim=(0, 2, 3)))
 print("per-channel mean (R, G, B):", [round(v, 3) for v in mu_c.tolist()])
 print("per-channel std  (R, G, B):", [round(v, 3) for v in sigma_c.tolist()])
@@ -744,16 +949,30 @@ print("per-channel std  (R, G, B):", [round(v, 3) for v in sigma_c.tolist()])
 
 # %%
 mean_list, std_list = mu_c.float().tolist(), sigma_c.float().tolist()
-val_scratch = (shapes_val - mu_c.float()[:, None, None]) / sigma_c.float()[:, None, None]
+val_scratch = (shapes_val - mu_c.float()[:, None, None]) / sigma_c.float()[
+    :, None, None
+]
 val_tv = v2.Normalize(mean=mean_list, std=std_list)(shapes_val)
-val_lib = data.Normalizer(per="channel", eps=0.0).fit(shapes_train).transform(shapes_val)
+val_lib = (
+    data.Normalizer(per="channel", eps=0.0)
+    .fit(shapes_train)
+    .transform(shapes_val)
+)
 torch.testing.assert_close(val_tv, val_scratch)
 torch.testing.assert_close(val_lib, val_scratch)
 
 # a complete pipeline from 8-bit images: to float in [0, 1], then normalize
 shapes_val_u8 = (shapes_val * 255).round().to(torch.uint8)
-pipeline = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=mean_list, std=std_list)])
-torch.testing.assert_close(pipeline(shapes_val_u8), v2.Normalize(mean_list, std_list)(shapes_val_u8 / 255))
+pipeline = v2.Compose(
+    [
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=mean_list, std=std_list),
+    ]
+)
+torch.testing.assert_close(
+    pipeline(shapes_val_u8),
+    v2.Normalize(mean_list, std_list)(shapes_val_u8 / 255),
+)
 try:
     v2.Normalize(mean=mean_list, std=std_list)(shapes_val_u8)
     raise AssertionError("Normalize accepted uint8 input")
@@ -781,20 +1000,26 @@ class ChannelNormalize(torch.nn.Module):
 
     def __init__(self, mean, std):
         super().__init__()
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1))
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1))
+        self.register_buffer(
+            "mean", torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        )
+        self.register_buffer(
+            "std", torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        )
 
     def forward(self, x):
         return (x - self.mean) / self.std
 
 
-model = torch.nn.Sequential(ChannelNormalize(mean_list, std_list), torch.nn.Conv2d(3, 8, 3, padding=1)).to(
-    device
-)
+model = torch.nn.Sequential(
+    ChannelNormalize(mean_list, std_list), torch.nn.Conv2d(3, 8, 3, padding=1)
+).to(device)
 torch.testing.assert_close(model[0](shapes_val.to(device)).cpu(), val_tv)
 print("state_dict:", {k: tuple(v.shape) for k, v in model.state_dict().items()})
 print(
-    "trainable parameters:", sum(p.numel() for p in model.parameters()), "(the statistics are not among them)"
+    "trainable parameters:",
+    sum(p.numel() for p in model.parameters()),
+    "(the statistics are not among them)",
 )
 
 # %% tags=["hide-input"]
@@ -807,16 +1032,26 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-imagenet_std = torch.tensor([0.229, 0.224, 0.225])  # imagenet_mean is defined in section 2
-print("ImageNet statistics that torchvision's pretrained classifiers expect (their weights.transforms()):")
+imagenet_std = torch.tensor(
+    [0.229, 0.224, 0.225]
+)  # imagenet_mean is defined in section 2
+print(
+    "ImageNet statistics that torchvision's pretrained classifiers expect (their weights.transforms()):"
+)
 print(
     "  mean",
     [round(v, 3) for v in imagenet_mean.tolist()],
     " std",
     [round(v, 3) for v in imagenet_std.tolist()],
 )
-print("the six photos of section 2, per-channel mean:", [round(v, 3) for v in channel_mean.tolist()])
-print("the shapes' training split, per-channel mean: ", [round(v, 3) for v in mu_c.tolist()])
+print(
+    "the six photos of section 2, per-channel mean:",
+    [round(v, 3) for v in channel_mean.tolist()],
+)
+print(
+    "the shapes' training split, per-channel mean: ",
+    [round(v, 3) for v in mu_c.tolist()],
+)
 
 # %% [markdown]
 # The shapes, mostly black background, have channel means far below ImageNet's. A network trained
@@ -866,7 +1101,9 @@ print("the shapes' training split, per-channel mean: ", [round(v, 3) for v in mu
 # %%
 gen = torch.Generator().manual_seed(3)
 mix = torch.tensor([[1.6, 0.0], [1.1, 0.45]], dtype=torch.float64)
-cloud = torch.randn(400, 2, generator=gen, dtype=torch.float64) @ mix.T + torch.tensor([3.0, 2.0])
+cloud = torch.randn(
+    400, 2, generator=gen, dtype=torch.float64
+) @ mix.T + torch.tensor([3.0, 2.0])
 c_centred = cloud - cloud.mean(0)
 c_std = c_centred / cloud.std(0)
 cov2 = c_centred.T @ c_centred / len(cloud)
@@ -889,12 +1126,20 @@ for k, (ax, (name, pts)) in enumerate(zip(axes, views.items(), strict=True)):
     ax.axvline(0, color=viz.color("reference"), lw=0.8)
     ax.scatter(pts[:, 0], pts[:, 1], s=4, color=viz.color(k), alpha=0.6)
     c = torch.cov(pts.T)
-    ax.set_title(f"{name}\nvar {c[0, 0]:.2f}, {c[1, 1]:.2f}; cov {c[0, 1]:.2f}", fontsize=9)
+    ax.set_title(
+        f"{name}\nvar {c[0, 0]:.2f}, {c[1, 1]:.2f}; cov {c[0, 1]:.2f}",
+        fontsize=9,
+    )
     ax.set(xlim=(-6, 8), ylim=(-6, 8), aspect="equal", xlabel="feature 1")
 axes[0].set_ylabel("feature 2")
 for k in range(2):  # the principal axes, drawn on the centred cloud
     end = 2 * lam2[k].sqrt() * u2[:, k]
-    axes[1].annotate("", xy=end.tolist(), xytext=(0, 0), arrowprops={"arrowstyle": "->", "lw": 1.5})
+    axes[1].annotate(
+        "",
+        xy=end.tolist(),
+        xytext=(0, 0),
+        arrowprops={"arrowstyle": "->", "lw": 1.5},
+    )
 plt.show()
 
 # %% [markdown]
@@ -917,23 +1162,35 @@ mu64 = x64.mean(0)
 xc64 = x64 - mu64
 sigma = xc64.T @ xc64 / len(xc64)  # [64, 64]
 lam, u = torch.linalg.eigh(sigma)  # ascending
-lam, u = lam.flip(0).clamp_min(0), u.flip(1)  # descending; clamp round-off negatives
-flip = torch.sign(u.gather(0, u.abs().argmax(0, keepdim=True)))  # sign: largest entry positive
+lam, u = (
+    lam.flip(0).clamp_min(0),
+    u.flip(1),
+)  # descending; clamp round-off negatives
+flip = torch.sign(
+    u.gather(0, u.abs().argmax(0, keepdim=True))
+)  # sign: largest entry positive
 u = u * flip
 
 pca = preprocess.PCA().fit(x64)  # all 64 components
 torch.testing.assert_close(pca.explained_variance_, lam, atol=1e-12, rtol=1e-9)
 nonnull = int((lam > 1e-12 * lam[0]).sum())  # directions with non-zero variance
-torch.testing.assert_close(pca.components_[:nonnull], u[:, :nonnull].T)  # same signs, too
+torch.testing.assert_close(
+    pca.components_[:nonnull], u[:, :nonnull].T
+)  # same signs, too
 sk = SkPCA(svd_solver="full").fit(x64.numpy())
 torch.testing.assert_close(
-    lam * n_tr / (n_tr - 1), torch.from_numpy(sk.explained_variance_), atol=1e-12, rtol=1e-9
+    lam * n_tr / (n_tr - 1),
+    torch.from_numpy(sk.explained_variance_),
+    atol=1e-12,
+    rtol=1e-9,
 )
 sk_c = torch.from_numpy(sk.components_[:nonnull])
 align = torch.sign((sk_c * u[:, :nonnull].T).sum(1, keepdim=True))  # up to sign
 torch.testing.assert_close(sk_c * align, u[:, :nonnull].T)
 cum = torch.cumsum(lam, 0) / lam.sum()
-print(f"rank of the centred training data: {nonnull} of 64 (3 pixels are constant)")
+print(
+    f"rank of the centred training data: {nonnull} of 64 (3 pixels are constant)"
+)
 for f in (0.5, 0.9, 0.95, 0.99):
     print(f"components for {f:.0%} of the variance: {int((cum < f).sum()) + 1}")
 ks = np.arange(1, 65)
@@ -942,7 +1199,9 @@ ks = np.arange(1, 65)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
 axes[0].semilogy(ks[:nonnull], lam[:nonnull], "o-", ms=3, color=viz.color(0))
 axes[0].set(
-    xlabel="component k", ylabel="eigenvalue $\\lambda_k$ (variance)", title="eigen-spectrum of $\\Sigma$"
+    xlabel="component k",
+    ylabel="eigenvalue $\\lambda_k$ (variance)",
+    title="eigen-spectrum of $\\Sigma$",
 )
 axes[1].plot(ks, cum, color=viz.color(0), label="cumulative")
 axes[1].bar(ks, lam / lam.sum(), color=viz.color(1), label="per component")
@@ -951,7 +1210,11 @@ for f in (0.9, 0.99):
     axes[1].axhline(f, color=viz.color("reference"), lw=0.8, ls="--")
     axes[1].annotate(f"{f:.0%}: k = {k_f}", (k_f, f), xytext=(k_f + 4, f - 0.12), fontsize=9,
                      arrowprops={"arrowstyle": "->"})  # fmt: skip
-axes[1].set(xlabel="number of components k", ylabel="fraction of variance", title="explained variance")
+axes[1].set(
+    xlabel="number of components k",
+    ylabel="fraction of variance",
+    title="explained variance",
+)
 axes[1].legend(loc="center right")
 plt.show()
 
@@ -962,11 +1225,20 @@ plt.show()
 
 # %% tags=["hide-input"]
 comp_imgs = [mu64.view(8, 8)] + [u[:, k].view(8, 8) for k in range(11)]
-titles = ["mean"] + [f"PC {k + 1} ({lam[k] / lam.sum():.0%})" for k in range(11)]
+titles = ["mean"] + [
+    f"PC {k + 1} ({lam[k] / lam.sum():.0%})" for k in range(11)
+]
 fig, axes = plt.subplots(2, 6, figsize=(9, 3.4))
-for k, (ax, img, t) in enumerate(zip(axes.flat, comp_imgs, titles, strict=True)):
+for k, (ax, img, t) in enumerate(
+    zip(axes.flat, comp_imgs, titles, strict=True)
+):
     lim = float(img.abs().max())
-    ax.imshow(img, cmap="gray" if k == 0 else "RdBu_r", vmin=0 if k == 0 else -lim, vmax=lim)
+    ax.imshow(
+        img,
+        cmap="gray" if k == 0 else "RdBu_r",
+        vmin=0 if k == 0 else -lim,
+        vmax=lim,
+    )
     ax.set_title(t, fontsize=9)
     ax.axis("off")
 fig.suptitle("The mean digit and the top principal components")
@@ -990,12 +1262,18 @@ z_scratch = xc64 @ u[:, :nonnull] / lam[:nonnull].sqrt()  # X U / sqrt(Lambda)
 torch.testing.assert_close(z_white, z_scratch)
 cov_white = z_white.T @ z_white / len(z_white)
 dev = (cov_white - torch.eye(nonnull, dtype=torch.float64)).abs().max().item()
-assert dev < 1e-6, f"whitened training covariance deviates from I by {dev:.2e}, expected < 1e-6"
+assert dev < 1e-6, (
+    f"whitened training covariance deviates from I by {dev:.2e}, expected < 1e-6"
+)
 print(f"max |cov(X_white) - I| on train (eps = 0) is below 1e-9: {dev < 1e-9}")
 for eps_w in (1e-4, 1e-2):
-    zw = preprocess.PCA(n_components=nonnull, whiten=True, eps=eps_w).fit_transform(x64)
+    zw = preprocess.PCA(
+        n_components=nonnull, whiten=True, eps=eps_w
+    ).fit_transform(x64)
     diag = (zw.T @ zw / len(zw)).diagonal()
-    print(f"eps = {eps_w:g}: diagonal from {diag[0]:.3f} (PC 1) down to {diag[-1]:.4f} (PC {nonnull})")
+    print(
+        f"eps = {eps_w:g}: diagonal from {diag[0]:.3f} (PC 1) down to {diag[-1]:.4f} (PC {nonnull})"
+    )
 zt_white = white.transform(x_test.double())
 cov_test = zt_white.T @ zt_white / len(zt_white)
 print(f"test set, train statistics: diagonal of the covariance in [{cov_test.diagonal().min():.3f}, "
@@ -1029,7 +1307,9 @@ def zca_digits(eps_z):
 # %% tags=["hide-input"]
 def mosaic(imgs, gap=1):
     """Tile images Tensor[K, H, W] in one row with NaN gaps (drawn white): one fast imshow per row."""
-    padded = F.pad(imgs.double(), (0, gap), value=float("nan"))  # [K, H, W + gap]
+    padded = F.pad(
+        imgs.double(), (0, gap), value=float("nan")
+    )  # [K, H, W + gap]
     return padded.permute(1, 0, 2).reshape(imgs.shape[1], -1)[:, :-gap].numpy()
 
 
@@ -1039,11 +1319,15 @@ RDBU = plt.get_cmap("RdBu_r").with_extremes(bad="white")
 
 def draw_zca_rows(eps_list, axes):
     """One row of ZCA-whitened digits per eps, after a first row of the originals."""
-    axes[0].imshow(mosaic(digits_show.view(-1, 8, 8)), cmap=GRAY, vmin=0, vmax=1)
+    axes[0].imshow(
+        mosaic(digits_show.view(-1, 8, 8)), cmap=GRAY, vmin=0, vmax=1
+    )
     axes[0].set_ylabel("original", fontsize=9)
     for ax, e in zip(axes[1:], eps_list, strict=True):
         imgs = zca_digits(e)
-        imgs = imgs / imgs.abs().amax(dim=(1, 2), keepdim=True)  # each image on its own scale
+        imgs = imgs / imgs.abs().amax(
+            dim=(1, 2), keepdim=True
+        )  # each image on its own scale
         ax.imshow(mosaic(imgs), cmap=RDBU, vmin=-1, vmax=1)
         ax.set_ylabel(f"eps={e:.0e}", fontsize=9)
     for ax in axes:
@@ -1056,7 +1340,9 @@ def draw_zca_rows(eps_list, axes):
 eps_grid = [1e-3, 1e-2, 1e-1, 1.0]
 fig, axes = plt.subplots(len(eps_grid) + 1, 1, figsize=(8, 5.6))
 draw_zca_rows(eps_grid, axes)
-fig.suptitle("ZCA whitening of test digits for several eps (statistics from the training split)")
+fig.suptitle(
+    "ZCA whitening of test digits for several eps (statistics from the training split)"
+)
 plt.show()
 
 # %% [markdown]
@@ -1070,7 +1356,10 @@ def show_zca(log10_eps=-2.0):
     plt.show()
 
 
-_ = widgets.interact(show_zca, log10_eps=widgets.FloatSlider(min=-5.0, max=0.0, step=0.5, value=-2.0))
+_ = widgets.interact(
+    show_zca,
+    log10_eps=widgets.FloatSlider(min=-5.0, max=0.0, step=0.5, value=-2.0),
+)
 # %% [markdown]
 # ### A linear classifier on k principal components
 #
@@ -1085,26 +1374,58 @@ pca_clf = preprocess.PCA(n_components=nonnull, whiten=True, eps=1e-5).fit(x64)
 z_tr = pca_clf.transform(x64).float().to(device)
 z_te = pca_clf.transform(x_test.double()).float().to(device)
 k_list = [2, 4, 8, 12, 16, 24, 32, 48, nonnull]
-keep_k = (torch.arange(nonnull) < torch.tensor(k_list)[:, None]).float().to(device)  # [9, 61] masks
-x_k = z_tr[None] * keep_k[:, None, :]  # model i sees only the first k_i coordinates
-_, w_k, b_k = softmax_regression_gd(x_k, y_train.to(device), torch.full((len(k_list),), 0.5), steps=200)
-pred = (z_te[None] * keep_k[:, None, :] @ w_k + b_k).argmax(-1).cpu()  # [9, N_test]
-acc_k = dict(zip(k_list, (pred == y_test).float().mean(1).tolist(), strict=True))
+keep_k = (
+    (torch.arange(nonnull) < torch.tensor(k_list)[:, None]).float().to(device)
+)  # [9, 61] masks
+x_k = (
+    z_tr[None] * keep_k[:, None, :]
+)  # model i sees only the first k_i coordinates
+_, w_k, b_k = softmax_regression_gd(
+    x_k, y_train.to(device), torch.full((len(k_list),), 0.5), steps=200
+)
+pred = (
+    (z_te[None] * keep_k[:, None, :] @ w_k + b_k).argmax(-1).cpu()
+)  # [9, N_test]
+acc_k = dict(
+    zip(k_list, (pred == y_test).float().mean(1).tolist(), strict=True)
+)
 print("test accuracy per k:", {k: round(a, 3) for k, a in acc_k.items()})
 
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6, 3.4))
-ax.plot(list(acc_k), list(acc_k.values()), "o-", color=viz.color("test"), label="test accuracy")
-ax.plot(ks[:nonnull], cum[:nonnull], color=viz.color("reference"), ls="--", label="explained variance")
-ax.set(xlabel="number of PCA components k", ylabel="accuracy / fraction", ylim=(0, 1.02))
+ax.plot(
+    list(acc_k),
+    list(acc_k.values()),
+    "o-",
+    color=viz.color("test"),
+    label="test accuracy",
+)
+ax.plot(
+    ks[:nonnull],
+    cum[:nonnull],
+    color=viz.color("reference"),
+    ls="--",
+    label="explained variance",
+)
+ax.set(
+    xlabel="number of PCA components k",
+    ylabel="accuracy / fraction",
+    ylim=(0, 1.02),
+)
 ax.set_title("Softmax regression on k whitened principal components")
 ax.legend(loc="lower right")
 plt.show()
 
 # %%
-assert acc_k[16] > 0.90, f"accuracy with 16 components {acc_k[16]:.3f}, expected > 0.90"
-assert acc_k[24] > acc_k[nonnull] - 0.03, f"24 components {acc_k[24]:.3f} vs all {acc_k[nonnull]:.3f}"
-print(f"16 components: {acc_k[16]:.3f}; 24: {acc_k[24]:.3f}; all {nonnull}: {acc_k[nonnull]:.3f}")
+assert acc_k[16] > 0.90, (
+    f"accuracy with 16 components {acc_k[16]:.3f}, expected > 0.90"
+)
+assert acc_k[24] > acc_k[nonnull] - 0.03, (
+    f"24 components {acc_k[24]:.3f} vs all {acc_k[nonnull]:.3f}"
+)
+print(
+    f"16 components: {acc_k[16]:.3f}; 24: {acc_k[24]:.3f}; all {nonnull}: {acc_k[nonnull]:.3f}"
+)
 
 # %% [markdown]
 # A quarter of the dimensions keeps nearly all the accuracy; two or four components are too few
@@ -1120,7 +1441,9 @@ print(f"16 components: {acc_k[16]:.3f}; 24: {acc_k[24]:.3f}; all {nonnull}: {acc
 # choose $k$ freely.
 
 # %%
-z_show = pca.transform(x_test[:8].double())  # all 64 coordinates of 8 test digits
+z_show = pca.transform(
+    x_test[:8].double()
+)  # all 64 coordinates of 8 test digits
 
 
 def reconstruct(k: int) -> torch.Tensor:
@@ -1147,14 +1470,28 @@ def draw_reconstructions(k_values, fig):
     ax = right.subplots()
     ax.plot(ks, cum, color=viz.color(0))
     for j, k in enumerate(k_values):
-        ax.plot(k, cum[k - 1], "o", color=viz.color(j + 1), ms=7, label=f"k={k}: {cum[k - 1]:.1%}")
-    ax.set(xlabel="k", ylabel="explained variance", ylim=(0, 1.02), title="variance kept")
+        ax.plot(
+            k,
+            cum[k - 1],
+            "o",
+            color=viz.color(j + 1),
+            ms=7,
+            label=f"k={k}: {cum[k - 1]:.1%}",
+        )
+    ax.set(
+        xlabel="k",
+        ylabel="explained variance",
+        ylim=(0, 1.02),
+        title="variance kept",
+    )
     ax.legend(loc="lower right", fontsize=8)
 
 
 fig = plt.figure(figsize=(10, 5.0))
 draw_reconstructions([2, 8, 16, 40], fig)
-fig.suptitle("PCA reconstructions of test digits (statistics from the training split)")
+fig.suptitle(
+    "PCA reconstructions of test digits (statistics from the training split)"
+)
 plt.show()
 
 
@@ -1165,7 +1502,9 @@ def show_reconstruction(k=8):
     plt.show()
 
 
-_ = widgets.interact(show_reconstruction, k=widgets.IntSlider(min=1, max=64, step=1, value=8))
+_ = widgets.interact(
+    show_reconstruction, k=widgets.IntSlider(min=1, max=64, step=1, value=8)
+)
 # %% [markdown]
 # Two components give blurry blobs that only say where the ink is, roughly; around 16 components
 # the digits are readable; by 40 the reconstructions are nearly indistinguishable from the originals.
@@ -1219,7 +1558,9 @@ def normalizer_per_group(x, groups):
     out = torch.empty_like(x)
     for g in groups.unique():
         rows = groups == g
-        out[rows] = data.Normalizer(per="feature").fit(x[rows]).transform(x[rows])
+        out[rows] = (
+            data.Normalizer(per="feature").fit(x[rows]).transform(x[rows])
+        )
     return out
 
 
@@ -1234,7 +1575,9 @@ def standardize_groups(x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     raise NotImplementedError  # your code: [N, D], each group standardized with its own statistics
 
 
-exercises.check_function(standardize_groups, group_cases, reference=normalizer_per_group)
+exercises.check_function(
+    standardize_groups, group_cases, reference=normalizer_per_group
+)
 
 
 # %% tags=["hide-cell"]
@@ -1246,7 +1589,9 @@ def standardize_groups(x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     return out
 
 
-exercises.check_function(standardize_groups, group_cases, reference=normalizer_per_group).assert_passed()
+exercises.check_function(
+    standardize_groups, group_cases, reference=normalizer_per_group
+).assert_passed()
 
 clf_std = torch.nn.Linear(64, 10)
 opt = torch.optim.SGD(clf_std.parameters(), lr=1.0)
@@ -1263,8 +1608,12 @@ def accuracy_on(x):
 
 
 acc_a = accuracy_on(norm_train.transform(x_test))
-acc_b = accuracy_on(data.Normalizer(per="feature").fit(x_test).transform(x_test))
-acc_c = accuracy_on(standardize_groups(x_test, y_test))  # each class normalized with its own statistics
+acc_b = accuracy_on(
+    data.Normalizer(per="feature").fit(x_test).transform(x_test)
+)
+acc_c = accuracy_on(
+    standardize_groups(x_test, y_test)
+)  # each class normalized with its own statistics
 print(
     f"(a) train statistics {acc_a:.3f}   (b) test-set statistics {acc_b:.3f}   "
     f"(c) per-class batches {acc_c:.3f}"
@@ -1285,15 +1634,26 @@ assert acc_c < acc_a - 0.2
 # would you trust for a network trained with random crops?
 
 # %%
-change_pixel = exercises.TODO  # your value: max |per-pixel mean image after - before|
-change_channel = exercises.TODO  # your value: max |per-channel mean after - before|
+change_pixel = (
+    exercises.TODO
+)  # your value: max |per-pixel mean image after - before|
+change_channel = (
+    exercises.TODO
+)  # your value: max |per-channel mean after - before|
 exercises.check_value(change_channel, 0.0, atol=1e-5, name="change_channel")
 
 # %% tags=["hide-cell"]
 shifted = torch.roll(photos, shifts=16, dims=3)
 change_pixel = (shifted.mean(0) - photos.mean(0)).abs().max().item()
-change_channel = (shifted.mean(dim=(0, 2, 3)) - photos.mean(dim=(0, 2, 3))).abs().max().item()
-exercises.check_value(change_channel, 0.0, atol=1e-5, name="change_channel").assert_passed()
+change_channel = (
+    (shifted.mean(dim=(0, 2, 3)) - photos.mean(dim=(0, 2, 3)))
+    .abs()
+    .max()
+    .item()
+)
+exercises.check_value(
+    change_channel, 0.0, atol=1e-5, name="change_channel"
+).assert_passed()
 print(
     f"max change of the per-pixel mean image: {change_pixel:.3f}; "
     f"of the per-channel mean: {change_channel:.1e}"
@@ -1321,7 +1681,9 @@ gains = {}
 for eps_n in (0.0, 1e-4, 1e-2):
     p = preprocess.PCA(n_components=nonnull, whiten=True, eps=eps_n).fit(x64)
     diff = p.transform(x_test.double() + noise) - p.transform(x_test.double())
-    gains[eps_n] = (diff.pow(2).sum(1).mean() / noise.pow(2).sum(1).mean()).sqrt().item()
+    gains[eps_n] = (
+        (diff.pow(2).sum(1).mean() / noise.pow(2).sum(1).mean()).sqrt().item()
+    )
 print("measured gains:", {k: round(v, 1) for k, v in gains.items()})
 assert gains[0.0] > gains[1e-4] > gains[1e-2] > 1
 
@@ -1330,7 +1692,12 @@ def predicted_gain(eps: float) -> float:
     raise NotImplementedError  # your code: use lam (eigenvalues, descending) and nonnull
 
 
-exercises.check_function(predicted_gain, [(e,) for e in gains], expected=list(gains.values()), rtol=0.1)
+exercises.check_function(
+    predicted_gain,
+    [(e,) for e in gains],
+    expected=list(gains.values()),
+    rtol=0.1,
+)
 
 
 # %% tags=["hide-cell"]
@@ -1340,7 +1707,10 @@ def predicted_gain(eps: float) -> float:
 
 
 exercises.check_function(
-    predicted_gain, [(e,) for e in gains], expected=list(gains.values()), rtol=0.1
+    predicted_gain,
+    [(e,) for e in gains],
+    expected=list(gains.values()),
+    rtol=0.1,
 ).assert_passed()
 print("predicted gains:", {e: round(predicted_gain(e), 1) for e in gains})
 print(f"largest gain 1/sqrt(lambda_min): {lam[nonnull - 1].rsqrt():.0f}")
@@ -1363,19 +1733,25 @@ svd_cases = [(torch.randn(30, 6, generator=gen, dtype=torch.float64),), (x64,)]
 
 
 def pca_eigenvalues(x):
-    return preprocess.PCA().fit(x).explained_variance_  # the library (which uses the SVD, too)
+    return (
+        preprocess.PCA().fit(x).explained_variance_
+    )  # the library (which uses the SVD, too)
 
 
 def eigenvalues_via_svd(x: torch.Tensor) -> torch.Tensor:
     raise NotImplementedError  # your code: [D] eigenvalues of the covariance (1/N), descending
 
 
-exercises.check_function(eigenvalues_via_svd, svd_cases, reference=pca_eigenvalues, atol=1e-12)
+exercises.check_function(
+    eigenvalues_via_svd, svd_cases, reference=pca_eigenvalues, atol=1e-12
+)
 
 
 # %% tags=["hide-cell"]
 def eigenvalues_via_svd(x: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.svdvals(x - x.mean(0)) ** 2 / len(x)  # X = V S W^T, X^T X / N = W (S^2 / N) W^T
+    return torch.linalg.svdvals(x - x.mean(0)) ** 2 / len(
+        x
+    )  # X = V S W^T, X^T X / N = W (S^2 / N) W^T
 
 
 exercises.check_function(

@@ -88,7 +88,12 @@ moons_test = TensorDataset(X_moons[700:], y_moons[700:])
 def fit_moons(act: str) -> tuple[nn.Module, float]:
     torch.manual_seed(0)
     model = cnn.mlp([2, 32, 32, 32, 32, 2], act).to(device)
-    loader = DataLoader(moons_train, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        moons_train,
+        batch_size=64,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     hist = train.fit(
         model,
         loader,
@@ -106,7 +111,10 @@ deep_linear, acc_linear = fit_moons("identity")
 relu_mlp, acc_relu = fit_moons("relu")
 logreg = LogisticRegression().fit(X_moons[:700].numpy(), y_moons[:700].numpy())
 acc_logreg = logreg.score(X_moons[700:].numpy(), y_moons[700:].numpy())
-print(f"test accuracy  logistic regression {acc_logreg:.3f} | 5 linear layers {acc_linear:.3f}", end="")
+print(
+    f"test accuracy  logistic regression {acc_logreg:.3f} | 5 linear layers {acc_linear:.3f}",
+    end="",
+)
 print(f" | 5 layers with ReLU {acc_relu:.3f}")
 
 # %% tags=["hide-input"]
@@ -142,22 +150,46 @@ def collapse(stack: nn.Sequential) -> nn.Linear:
 
 single = collapse(deep_linear)
 with torch.no_grad():
-    assert_close(single(X_moons), deep_linear(X_moons.to(device)).cpu(), rtol=1e-4, atol=1e-4)
-    agree = (single(X_moons).argmax(1) == deep_linear(X_moons.to(device)).argmax(1).cpu()).float().mean()
+    assert_close(
+        single(X_moons),
+        deep_linear(X_moons.to(device)).cpu(),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    agree = (
+        (
+            single(X_moons).argmax(1)
+            == deep_linear(X_moons.to(device)).argmax(1).cpu()
+        )
+        .float()
+        .mean()
+    )
 n_params = sum(p.numel() for p in deep_linear.parameters())
-print(f"{n_params} parameters in 5 layers collapse to a {tuple(single.weight.shape)} matrix and a bias;")
+print(
+    f"{n_params} parameters in 5 layers collapse to a {tuple(single.weight.shape)} matrix and a bias;"
+)
 print(f"the collapsed layer agrees with the stack on {agree:.1%} of the points")
 
 # %%
 assert abs(acc_linear - acc_logreg) < 0.04, (
     f"deep linear {acc_linear:.3f} vs logistic regression {acc_logreg:.3f}"
 )
-assert acc_linear < 0.92, f"a linear model cannot separate the moons, got {acc_linear:.3f}"
-assert acc_relu > 0.95, f"ReLU MLP test accuracy {acc_relu:.3f}, expected > 0.95"
+assert acc_linear < 0.92, (
+    f"a linear model cannot separate the moons, got {acc_linear:.3f}"
+)
+assert acc_relu > 0.95, (
+    f"ReLU MLP test accuracy {acc_relu:.3f}, expected > 0.95"
+)
 
 # %% tags=["hide-input"]
-moon_cmap = LinearSegmentedColormap.from_list("moons", [viz.color(0), "#ffffff", viz.color(1)])
-gx, gy = torch.meshgrid(torch.linspace(-1.6, 2.6, 200), torch.linspace(-1.1, 1.6, 200), indexing="xy")
+moon_cmap = LinearSegmentedColormap.from_list(
+    "moons", [viz.color(0), "#ffffff", viz.color(1)]
+)
+gx, gy = torch.meshgrid(
+    torch.linspace(-1.6, 2.6, 200),
+    torch.linspace(-1.1, 1.6, 200),
+    indexing="xy",
+)
 grid = torch.stack([gx.flatten(), gy.flatten()], dim=1)
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
@@ -167,17 +199,27 @@ for ax, model, name, acc in [
 ]:
     with torch.no_grad():
         p1 = model(grid.to(device)).softmax(1)[:, 1].cpu().reshape(gx.shape)
-    ax.contourf(gx, gy, p1, levels=20, cmap=moon_cmap, vmin=0, vmax=1, alpha=0.8)
+    ax.contourf(
+        gx, gy, p1, levels=20, cmap=moon_cmap, vmin=0, vmax=1, alpha=0.8
+    )
     ax.contour(gx, gy, p1, levels=[0.5], colors=[viz.color(7)], linewidths=1.5)
     for c in (0, 1):
         pts = X_moons[700:][y_moons[700:] == c]
         ax.scatter(
-            pts[:, 0], pts[:, 1], s=12, color=viz.color(c), edgecolor="white", lw=0.4, label=f"class {c}"
+            pts[:, 0],
+            pts[:, 1],
+            s=12,
+            color=viz.color(c),
+            edgecolor="white",
+            lw=0.4,
+            label=f"class {c}",
         )
     ax.set(title=f"{name}: test accuracy {acc:.3f}", xlabel="$x_1$")
 axes[0].set_ylabel("$x_2$")
 axes[0].legend(loc="lower left")
-fig.suptitle("Depth alone is not enough: without a non-linearity the boundary stays a straight line")
+fig.suptitle(
+    "Depth alone is not enough: without a non-linearity the boundary stays a straight line"
+)
 plt.show()
 
 # %% [markdown]
@@ -236,12 +278,18 @@ SLOPE, ALPHA = 0.01, 1.0
 
 
 def sigmoid_textbook(x):
-    return 1 / (1 + torch.exp(-x))  # NaN gradients for x < -88.72 in float32 (measured below)
+    return 1 / (
+        1 + torch.exp(-x)
+    )  # NaN gradients for x < -88.72 in float32 (measured below)
 
 
 def sigmoid(x):
-    e_pos = torch.exp(-x.clamp(min=0))  # the branch for x >= 0: exp of a number <= 0
-    e_neg = torch.exp(x.clamp(max=0))  # the branch for x < 0: exp of a number <= 0
+    e_pos = torch.exp(
+        -x.clamp(min=0)
+    )  # the branch for x >= 0: exp of a number <= 0
+    e_neg = torch.exp(
+        x.clamp(max=0)
+    )  # the branch for x < 0: exp of a number <= 0
     return torch.where(x >= 0, 1 / (1 + e_pos), e_neg / (1 + e_neg))
 
 
@@ -270,7 +318,11 @@ def silu(x):
 
 
 def gelu_tanh(x):
-    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    return (
+        0.5
+        * x
+        * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    )
 
 
 x = torch.linspace(-6, 6, 1201, dtype=torch.float64)
@@ -294,9 +346,13 @@ torchs = {
 }
 for name in ours:
     assert_close(ours[name](x), torchs[name](x))
-    assert_close(ours[name](x), cnn.activation(name)(x))  # the course_lib modules are torch's
+    assert_close(
+        ours[name](x), cnn.activation(name)(x)
+    )  # the course_lib modules are torch's
 assert_close(gelu_tanh(x), F.gelu(x, approximate="tanh"))
-print("all seven activations and the GELU approximation equal torch.nn.functional")
+print(
+    "all seven activations and the GELU approximation equal torch.nn.functional"
+)
 
 # %% [markdown]
 # Now the float32 stress test: values and autograd gradients on $[-200, 200]$, for the textbook sigmoid,
@@ -306,7 +362,10 @@ print("all seven activations and the GELU approximation equal torch.nn.functiona
 x32 = torch.linspace(-200, 200, 40_001)  # float32, step 0.01
 textbook = {
     "sigmoid, 1/(1+exp(-x))": (sigmoid_textbook, torch.sigmoid),
-    "tanh, 2 sigmoid_textbook(2x) - 1": (lambda t: 2 * sigmoid_textbook(2 * t) - 1, torch.tanh),
+    "tanh, 2 sigmoid_textbook(2x) - 1": (
+        lambda t: 2 * sigmoid_textbook(2 * t) - 1,
+        torch.tanh,
+    ),
     "sigmoid, stable": (sigmoid, torch.sigmoid),
     "tanh, 2 sigmoid(2x) - 1 (stable)": (tanh, torch.tanh),
     "silu, x sigmoid(x) (stable)": (silu, F.silu),
@@ -322,7 +381,9 @@ for name, (f, reference) in textbook.items():
     )
     if "stable" in name:
         assert not nan_grad.any()
-        assert_close(xg.grad, xr.grad)  # gradients equal torch's everywhere, tails included
+        assert_close(
+            xg.grad, xr.grad
+        )  # gradients equal torch's everywhere, tails included
         assert_close(f(x32), reference(x32))
 
 # %% [markdown]
@@ -334,28 +395,44 @@ for name, (f, reference) in textbook.items():
 grads = {}
 for name, f in {**ours, "gelu_tanh": gelu_tanh}.items():
     xg = x.clone().requires_grad_(True)
-    f(xg).sum().backward()  # each output depends on its own input only, so this is f'(x) elementwise
+    f(
+        xg
+    ).sum().backward()  # each output depends on its own input only, so this is f'(x) elementwise
     grads[name] = xg.grad
 
 s, t = torch.sigmoid(x), torch.tanh(x)
-Phi, phi = 0.5 * (1 + torch.erf(x / math.sqrt(2))), torch.exp(-(x**2) / 2) / math.sqrt(2 * math.pi)
+Phi, phi = (
+    0.5 * (1 + torch.erf(x / math.sqrt(2))),
+    torch.exp(-(x**2) / 2) / math.sqrt(2 * math.pi),
+)
 assert_close(grads["sigmoid"], s * (1 - s))
 assert_close(grads["tanh"], 1 - t**2)
 assert_close(grads["relu"], (x > 0).double())
 assert_close(grads["leaky_relu"], torch.where(x > 0, 1.0, SLOPE).double())
-assert_close(grads["elu"], torch.where(x > 0, torch.ones_like(x), ALPHA * torch.exp(x)))
+assert_close(
+    grads["elu"], torch.where(x > 0, torch.ones_like(x), ALPHA * torch.exp(x))
+)
 assert_close(grads["gelu"], Phi + x * phi)
 assert_close(grads["silu"], s * (1 + x * (1 - s)))
 imax = int(grads["sigmoid"].argmax())
-assert abs(grads["sigmoid"].max().item() - 0.25) < 1e-12 and abs(x[imax].item()) < 1e-12
+assert (
+    abs(grads["sigmoid"].max().item() - 0.25) < 1e-12
+    and abs(x[imax].item()) < 1e-12
+)
 
 gelu_err = (gelu_tanh(x) - gelu(x)).abs()
-assert gelu_err.max() < 1e-3, f"GELU tanh approximation error {gelu_err.max():.2e}, expected < 1e-3"
+assert gelu_err.max() < 1e-3, (
+    f"GELU tanh approximation error {gelu_err.max():.2e}, expected < 1e-3"
+)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"max sigmoid'(x) = {grads['sigmoid'].max():.4f} at x = {abs(x[imax]):.1f}")
-print(f"max |GELU_tanh - GELU| on [-6, 6] = {gelu_err.max():.1e} at x = ±{x[gelu_err.argmax()].abs():.2f}")
+print(
+    f"max sigmoid'(x) = {grads['sigmoid'].max():.4f} at x = {abs(x[imax]):.1f}"
+)
+print(
+    f"max |GELU_tanh - GELU| on [-6, 6] = {gelu_err.max():.1e} at x = ±{x[gelu_err.argmax()].abs():.2f}"
+)
 
 # %% tags=["hide-input"]
 panels = [
@@ -373,9 +450,18 @@ for ax, (title, name) in zip(axes.flat, panels, strict=True):
     y = f(xs)
     (dy,) = torch.autograd.grad(y.sum(), xs)
     ax.plot(x, y.detach(), color=viz.color(0), lw=2, label="$f(x)$")
-    ax.plot(x, dy, color=viz.color(1), lw=2, ls="--", label="$f'(x)$ (autograd)")
+    ax.plot(
+        x, dy, color=viz.color(1), lw=2, ls="--", label="$f'(x)$ (autograd)"
+    )
     if name == "gelu":
-        ax.plot(x, gelu_tanh(x), color=viz.color(2), lw=1, ls=":", label="tanh approx.")
+        ax.plot(
+            x,
+            gelu_tanh(x),
+            color=viz.color(2),
+            lw=1,
+            ls=":",
+            label="tanh approx.",
+        )
         xs_silu = x.clone().requires_grad_(True)
         (d_silu,) = torch.autograd.grad(silu(xs_silu).sum(), xs_silu)
         ax.plot(x, silu(x), color=viz.color(4), lw=1.5, label="SiLU")
@@ -436,14 +522,18 @@ def logsumexp(z):
     return (m + torch.log(torch.exp(z - m).sum(-1, keepdim=True))).squeeze(-1)
 
 
-z_demo = torch.tensor([[1000.0] * 5, [-1000.0] * 5, [2.0, 1.0, 0.1, -1.0, -3.0]])
+z_demo = torch.tensor(
+    [[1000.0] * 5, [-1000.0] * 5, [2.0, 1.0, 0.1, -1.0, -3.0]]
+)
 z_rand = 50 * torch.randn(64, 5, generator=torch.Generator().manual_seed(0))
 assert torch.isnan(softmax_naive(z_demo[:2])).all()
 p = softmax_stable(torch.cat([z_demo, z_rand]))
 assert torch.isfinite(p).all() and (p >= 0).all()
 assert_close(p.sum(-1), torch.ones(len(p)))
 assert_close(p, torch.softmax(torch.cat([z_demo, z_rand]), dim=-1))
-assert_close(softmax_stable(z_rand + 123.0), softmax_stable(z_rand))  # shift invariance
+assert_close(
+    softmax_stable(z_rand + 123.0), softmax_stable(z_rand)
+)  # shift invariance
 assert_close(logsumexp(z_rand), torch.logsumexp(z_rand, dim=-1))
 
 # %%
@@ -454,7 +544,10 @@ for name, fn in (("naive ", softmax_naive), ("stable", softmax_stable)):
         print(f"{name} softmax of [{z_demo[row, 0]:+.0f}] * 5:", probs)
 for temp in (1.0, 0.25):
     probs = softmax_stable(z_demo[2] / temp)
-    print(f"softmax([2, 1, 0.1, -1, -3] / {temp}) =", [round(v, 4) for v in probs.tolist()])
+    print(
+        f"softmax([2, 1, 0.1, -1, -3] / {temp}) =",
+        [round(v, 4) for v in probs.tolist()],
+    )
 
 # %% [markdown]
 # Dividing the logits by a temperature below 1 sharpens the distribution towards the arg-max, but the
@@ -475,7 +568,9 @@ for temp in (1.0, 0.25):
 for z0 in (0.0, 2.0, 5.0, 10.0):
     zt = torch.tensor(z0, dtype=torch.float64)
     ds = torch.sigmoid(zt) * (1 - torch.sigmoid(zt))
-    print(f"z = {z0:4.1f}:  sigmoid'(z) = {ds:.2e}   tanh'(z) = {1 - torch.tanh(zt) ** 2:.2e}")
+    print(
+        f"z = {z0:4.1f}:  sigmoid'(z) = {ds:.2e}   tanh'(z) = {1 - torch.tanh(zt) ** 2:.2e}"
+    )
 
 # %% [markdown]
 # A common shortcut says that every sigmoid layer shrinks a gradient by at least a factor 4. That
@@ -501,13 +596,22 @@ jac_norms = {}
 for scale in (1.0, 4.0, 16.0):
     W = torch.randn(500, 500, generator=gen) * scale / math.sqrt(500)
     zs = W @ x_one
-    J = (torch.sigmoid(zs) * (1 - torch.sigmoid(zs)))[:, None] * W  # diag(sigma'(z)) W
+    J = (torch.sigmoid(zs) * (1 - torch.sigmoid(zs)))[
+        :, None
+    ] * W  # diag(sigma'(z)) W
     assert_close(J, torch.func.jacrev(lambda v: torch.sigmoid(W @ v))(x_one))  # noqa: B023 (used at once)
-    bound, jn = torch.linalg.matrix_norm(W, 2).item() / 4, torch.linalg.matrix_norm(J, 2).item()
+    bound, jn = (
+        torch.linalg.matrix_norm(W, 2).item() / 4,
+        torch.linalg.matrix_norm(J, 2).item(),
+    )
     jac_norms[scale] = (bound, jn)
     print(f"{scale:8.0f} {bound:9.3f} {jn:9.3f}")
-assert all(jn <= bound * (1 + 1e-5) for bound, jn in jac_norms.values()), jac_norms
-assert jac_norms[16.0][1] > 1, "with large weights a sigmoid layer should be able to stretch a gradient"
+assert all(jn <= bound * (1 + 1e-5) for bound, jn in jac_norms.values()), (
+    jac_norms
+)
+assert jac_norms[16.0][1] > 1, (
+    "with large weights a sigmoid layer should be able to stretch a gradient"
+)
 
 # %% [markdown]
 # The bound holds in every row, and with larger weights the Jacobian's norm exceeds 1: the layer can
@@ -530,21 +634,43 @@ W_lecun = torch.randn(500, 500, generator=gen) / math.sqrt(500)
 h_big, h_lecun = torch.tanh(X500 @ W_big.T), torch.tanh(X500 @ W_lecun.T)
 sat_big = (h_big.abs() > 0.99).float().mean().item()
 sat_lecun = (h_lecun.abs() > 0.99).float().mean().item()
-assert sat_big == cnn.layer_stats(h_big)["saturated"]  # the course_lib statistic is the same fraction
+assert (
+    sat_big == cnn.layer_stats(h_big)["saturated"]
+)  # the course_lib statistic is the same fraction
 print(
     f"N(0, 1) weights:     {sat_big:.1%} of units have |h| > 0.99; mean tanh' = {(1 - h_big**2).mean():.3f}"
 )
 print(
     f"N(0, 1/500) weights: {sat_lecun:.1%} of units have |h| > 0.99; mean tanh' = {(1 - h_lecun**2).mean():.3f}"
 )
-assert sat_big > 0.5, f"large weights should saturate most tanh units, got {sat_big:.2f}"
+assert sat_big > 0.5, (
+    f"large weights should saturate most tanh units, got {sat_big:.2f}"
+)
 
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6.4, 3.0))
 bins = np.linspace(-1, 1, 51)
-ax.hist(h_big.flatten(), bins=bins, density=True, color=viz.color(3), alpha=0.7, label="weights N(0, 1)")
-ax.hist(h_lecun.flatten(), bins=bins, density=True, color=viz.color(0), alpha=0.7, label="weights N(0, 1/n)")
-ax.set(xlabel="tanh output h", ylabel="density", title="One tanh layer: large weights pin the units at ±1")
+ax.hist(
+    h_big.flatten(),
+    bins=bins,
+    density=True,
+    color=viz.color(3),
+    alpha=0.7,
+    label="weights N(0, 1)",
+)
+ax.hist(
+    h_lecun.flatten(),
+    bins=bins,
+    density=True,
+    color=viz.color(0),
+    alpha=0.7,
+    label="weights N(0, 1/n)",
+)
+ax.set(
+    xlabel="tanh output h",
+    ylabel="density",
+    title="One tanh layer: large weights pin the units at ±1",
+)
 ax.legend()
 plt.show()
 
@@ -563,7 +689,9 @@ plt.show()
 dead_layer = nn.Sequential(nn.Linear(500, 500), nn.ReLU())
 leaky_layer = nn.Sequential(nn.Linear(500, 500), nn.LeakyReLU(0.01))
 for layer in (dead_layer, leaky_layer):
-    cnn.init_weights(layer, "lecun_normal", generator=torch.Generator().manual_seed(1))
+    cnn.init_weights(
+        layer, "lecun_normal", generator=torch.Generator().manual_seed(1)
+    )
     nn.init.constant_(layer[0].bias, -10.0)
 
 with cnn.ActivationRecorder(dead_layer) as rec_relu:
@@ -571,13 +699,22 @@ with cnn.ActivationRecorder(dead_layer) as rec_relu:
 with cnn.ActivationRecorder(leaky_layer) as rec_leaky:
     leaky_layer(X500).sum().backward()
 relu_stats, leaky_stats = rec_relu.stats[0], rec_leaky.stats[0]
-g_relu, g_leaky = dead_layer[0].weight.grad.abs().max().item(), leaky_layer[0].weight.grad.abs().max().item()
+g_relu, g_leaky = (
+    dead_layer[0].weight.grad.abs().max().item(),
+    leaky_layer[0].weight.grad.abs().max().item(),
+)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"ReLU,      bias -10: zero outputs {relu_stats.dead:.3f}, dead units {relu_stats.dead_units:.3f}")
-print(f"LeakyReLU, bias -10: zero outputs {leaky_stats.dead:.3f}, dead units {leaky_stats.dead_units:.3f}")
-print(f"largest |dL/dW|: ReLU {g_relu:.1f}, LeakyReLU {'> 0' if g_leaky > 0 else '0'}")
+print(
+    f"ReLU,      bias -10: zero outputs {relu_stats.dead:.3f}, dead units {relu_stats.dead_units:.3f}"
+)
+print(
+    f"LeakyReLU, bias -10: zero outputs {leaky_stats.dead:.3f}, dead units {leaky_stats.dead_units:.3f}"
+)
+print(
+    f"largest |dL/dW|: ReLU {g_relu:.1f}, LeakyReLU {'> 0' if g_leaky > 0 else '0'}"
+)
 assert relu_stats.dead == 1.0 and relu_stats.dead_units == 1.0 and g_relu == 0.0
 assert g_leaky > 0, "LeakyReLU must still pass a gradient"
 
@@ -601,10 +738,18 @@ for m in positive_net:
     if isinstance(m, nn.Linear):
         nn.init.uniform_(m.weight, 0.0, 1.0)
         nn.init.zeros_(m.bias)
-with torch.no_grad(), cnn.ActivationRecorder(positive_net, keep=True) as rec_pos:
+with (
+    torch.no_grad(),
+    cnn.ActivationRecorder(positive_net, keep=True) as rec_pos,
+):
     positive_net(X500)
-corr = torch.corrcoef(rec_pos.stats[4].output.T)  # 500 x 500 correlations between the units of layer 5
-print(f"all-positive init: activation std at layers 1, 5, 10 = {rec_pos.stats[0].std:.1e}, ", end="")
+corr = torch.corrcoef(
+    rec_pos.stats[4].output.T
+)  # 500 x 500 correlations between the units of layer 5
+print(
+    f"all-positive init: activation std at layers 1, 5, 10 = {rec_pos.stats[0].std:.1e}, ",
+    end="",
+)
 print(f"{rec_pos.stats[4].std:.1e}, {rec_pos.stats[9].std:.1e}")
 print(f"mean correlation between two units of layer 5: {corr.mean():.4f}")
 assert corr.mean() > 0.99 and rec_pos.stats[9].std > 1e10
@@ -661,16 +806,23 @@ assert torch.count_nonzero(zero_net[4].bias.grad) > 0
 for i in (0, 2):  # the two hidden layers of the constant-init net
     g = const_net[i].weight.grad
     assert g.abs().sum() > 0
-    assert (g - g[:1]).abs().max() <= 1e-6 * g.abs().max(), "all rows of the gradient are identical"
+    assert (g - g[:1]).abs().max() <= 1e-6 * g.abs().max(), (
+        "all rows of the gradient are identical"
+    )
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("zero init:     non-zero entries in the weight gradients of the 3 layers:", end=" ")
+print(
+    "zero init:     non-zero entries in the weight gradients of the 3 layers:",
+    end=" ",
+)
 print([int(torch.count_nonzero(g)) for g in weight_grads_zero])
 for i in (0, 2):
     g = const_net[i].weight.grad
     distinct = len(torch.unique((g / g.abs().max()).round(decimals=5), dim=0))
-    print(f"constant 0.05: layer {i // 2 + 1} gradient {tuple(g.shape)}, distinct rows: {distinct}")
+    print(
+        f"constant 0.05: layer {i // 2 + 1} gradient {tuple(g.shape)}, distinct rows: {distinct}"
+    )
 
 # %% [markdown]
 # Random initialization breaks the symmetry. The remaining question is the *scale* of the random
@@ -695,7 +847,10 @@ gen = torch.Generator().manual_seed(2)
 x_in = torch.relu(torch.randn(4000, 500, generator=gen))  # non-centred inputs
 sigma_w = 0.03
 z = x_in @ (sigma_w * torch.randn(500, 200, generator=gen))
-pred_ex2, pred_var = 500 * sigma_w**2 * (x_in**2).mean(), 500 * sigma_w**2 * x_in.var()
+pred_ex2, pred_var = (
+    500 * sigma_w**2 * (x_in**2).mean(),
+    500 * sigma_w**2 * x_in.var(),
+)
 print(
     f"measured Var(z) = {z.var():.4f};  n Var(w) E[x^2] = {pred_ex2:.4f};  n Var(w) Var(x) = {pred_var:.4f}"
 )
@@ -747,19 +902,41 @@ def he_normal(gen):
 references = {
     "lecun_normal": (
         lecun_normal,
-        lambda w, g: nn.init.kaiming_normal_(w, nonlinearity="linear", generator=g),
+        lambda w, g: nn.init.kaiming_normal_(
+            w, nonlinearity="linear", generator=g
+        ),
     ),
-    "xavier_uniform": (glorot_uniform, lambda w, g: nn.init.xavier_uniform_(w, generator=g)),
-    "he_normal": (he_normal, lambda w, g: nn.init.kaiming_normal_(w, nonlinearity="relu", generator=g)),
+    "xavier_uniform": (
+        glorot_uniform,
+        lambda w, g: nn.init.xavier_uniform_(w, generator=g),
+    ),
+    "he_normal": (
+        he_normal,
+        lambda w, g: nn.init.kaiming_normal_(
+            w, nonlinearity="relu", generator=g
+        ),
+    ),
 }
-target_var = {"lecun_normal": 1 / n_in, "xavier_uniform": 2 / (n_in + n_out), "he_normal": 2 / n_in}
+target_var = {
+    "lecun_normal": 1 / n_in,
+    "xavier_uniform": 2 / (n_in + n_out),
+    "he_normal": 2 / n_in,
+}
 for scheme, (ours_init, torch_init) in references.items():
     w_ours = ours_init(torch.Generator().manual_seed(5))
-    w_torch = torch_init(torch.empty(n_out, n_in), torch.Generator().manual_seed(5))
-    layer = cnn.init_weights(nn.Linear(n_in, n_out), scheme, generator=torch.Generator().manual_seed(5))
+    w_torch = torch_init(
+        torch.empty(n_out, n_in), torch.Generator().manual_seed(5)
+    )
+    layer = cnn.init_weights(
+        nn.Linear(n_in, n_out),
+        scheme,
+        generator=torch.Generator().manual_seed(5),
+    )
     assert_close(w_ours, w_torch)
     assert_close(layer.weight.detach(), w_torch)
-    print(f"{scheme:15s} Var(w): target {target_var[scheme]:.5f}, sampled {w_ours.var():.5f}")
+    print(
+        f"{scheme:15s} Var(w): target {target_var[scheme]:.5f}, sampled {w_ours.var():.5f}"
+    )
 
 # %% [markdown]
 # On this $300 \to 100$ layer the three differ, and we can measure what each one preserves. Push
@@ -779,14 +956,19 @@ variance_rules = {
     "Glorot 2/(n_in+n_out)": 2 / (n_in + n_out),
     "fan-out 1/n_out": 1 / n_out,
 }
-print(f"{'rule':22s} {'Var(w) x 1000':>13s} {'forward Var(z)/Var(x)':>22s} {'backward Var(dx)/Var(g)':>24s}")
+print(
+    f"{'rule':22s} {'Var(w) x 1000':>13s} {'forward Var(z)/Var(x)':>22s} {'backward Var(dx)/Var(g)':>24s}"
+)
 ratios = {}
 for rule, var_w in variance_rules.items():
     W = torch.randn(n_out, n_in, generator=gen) * math.sqrt(var_w)
     fwd, bwd = (x_fw @ W.T).var() / x_fw.var(), (g_bw @ W).var() / g_bw.var()
     ratios[rule] = (fwd.item(), bwd.item())
     print(f"{rule:22s} {1000 * var_w:13.2f} {fwd:22.2f} {bwd:24.2f}")
-for rule, (fwd, bwd) in ratios.items():  # theory: n_in Var(w) forward, n_out Var(w) backward
+for rule, (
+    fwd,
+    bwd,
+) in ratios.items():  # theory: n_in Var(w) forward, n_out Var(w) backward
     assert abs(fwd / (n_in * variance_rules[rule]) - 1) < 0.05, (rule, fwd)
     assert abs(bwd / (n_out * variance_rules[rule]) - 1) < 0.05, (rule, bwd)
 
@@ -820,7 +1002,10 @@ print(
     f"Var(z) = {z_img.var():.3f} vs fan_in Var(w) E[x^2] = {fan_in * conv.weight.var() * (x_img**2).mean():.3f}"
 )
 assert abs(conv.weight.var().item() * fan_in / 2 - 1) < 0.1
-assert abs(z_img.var() / (fan_in * conv.weight.var() * (x_img**2).mean()) - 1) < 0.05
+assert (
+    abs(z_img.var() / (fan_in * conv.weight.var() * (x_img**2).mean()) - 1)
+    < 0.05
+)
 
 # %%
 # He's factor 2: the second moment of a ReLU output is half the variance of its symmetric input
@@ -847,7 +1032,10 @@ print(f"E[relu(z)^2] / Var(z) = {(torch.relu(zz) ** 2).mean() / zz.var():.3f}")
 torch.manual_seed(0)
 default_layer = nn.Linear(500, 500)
 w = default_layer.weight.detach()
-print(f"nn.Linear(500, 500): Var(w) * 3 * n_in = {w.var() * 3 * 500:.3f}, max |w| * sqrt(n_in) = ", end="")
+print(
+    f"nn.Linear(500, 500): Var(w) * 3 * n_in = {w.var() * 3 * 500:.3f}, max |w| * sqrt(n_in) = ",
+    end="",
+)
 print(f"{w.abs().max() * math.sqrt(500):.4f}")
 assert abs(w.var() * 3 * 500 - 1) < 0.03 and w.abs().max() <= 1 / math.sqrt(500)
 
@@ -861,7 +1049,9 @@ assert abs(w.var() * 3 * 500 - 1) < 0.03 and w.abs().max() <= 1 / math.sqrt(500)
 
 # %%
 WIDTH, DEPTH = 500, 10
-X_deep = torch.randn(1000, WIDTH, generator=torch.Generator().manual_seed(0)).to(device)
+X_deep = torch.randn(
+    1000, WIDTH, generator=torch.Generator().manual_seed(0)
+).to(device)
 INITS = {  # label -> (scheme, std) for cnn.init_weights
     "N(0, 0.01²)": ("normal", 0.01),
     "LeCun 1/n": ("lecun_normal", None),
@@ -870,7 +1060,12 @@ INITS = {  # label -> (scheme, std) for cnn.init_weights
     "N(0, 1)": ("normal", 1.0),
     "PyTorch default": ("torch_default", None),
 }
-HIST_RANGE = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0), "relu": (0.0, 4.0), "gelu": (-0.25, 4.0)}
+HIST_RANGE = {
+    "tanh": (-1.0, 1.0),
+    "sigmoid": (0.0, 1.0),
+    "relu": (0.0, 4.0),
+    "gelu": (-0.25, 4.0),
+}
 BINS = 60
 profiles: dict[tuple[str, str], dict] = {}
 
@@ -883,7 +1078,9 @@ def depth_profile(act: str, init: str) -> dict:
     scheme, std = INITS[init]
     torch.manual_seed(1)
     net = cnn.mlp([WIDTH] * (DEPTH + 1), act, final_activation=True)
-    gen = None if scheme == "torch_default" else torch.Generator().manual_seed(1)
+    gen = (
+        None if scheme == "torch_default" else torch.Generator().manual_seed(1)
+    )
     cnn.init_weights(net, scheme, std=std, generator=gen)
     net.to(device)
     lo, hi = HIST_RANGE[act]
@@ -892,7 +1089,9 @@ def depth_profile(act: str, init: str) -> dict:
     hists = []
     for s in rec.stats:
         h = s.output.flatten().cpu()
-        if act == "relu":  # the exact zeros (about half) would dwarf the rest; we report their fraction
+        if (
+            act == "relu"
+        ):  # the exact zeros (about half) would dwarf the rest; we report their fraction
             h = h[h != 0]
         hists.append(torch.histc(h.clamp(lo, hi), BINS, lo, hi).cpu() / s.numel)
         s.output = None  # free the memory, keep the statistics
@@ -908,9 +1107,13 @@ def depth_profile(act: str, init: str) -> dict:
 for act in ("tanh", "relu"):
     for init in INITS:
         depth_profile(act, init)
-print(f"{'activation':10s} {'init':22s} {'std L1':>8s} {'std L5':>8s} {'std L10':>8s}")
+print(
+    f"{'activation':10s} {'init':22s} {'std L1':>8s} {'std L5':>8s} {'std L10':>8s}"
+)
 for (act, init), p in profiles.items():
-    print(f"{act:10s} {init:22s} {p['std'][0]:8.2g} {p['std'][4]:8.2g} {p['std'][9]:8.2g}")
+    print(
+        f"{act:10s} {init:22s} {p['std'][0]:8.2g} {p['std'][4]:8.2g} {p['std'][9]:8.2g}"
+    )
 
 # %% tags=["hide-input"]
 viz.diagram(
@@ -942,7 +1145,9 @@ assert 0.3 <= std10[("relu", "He 2/n")] <= 3, (
 assert std10[("relu", "LeCun 1/n")] < 0.1, (
     f"LeCun/ReLU std10 = {std10[('relu', 'LeCun 1/n')]:.3f}, expected < 0.1"
 )
-assert profiles[("tanh", "N(0, 1)")]["saturated"][-1] > 0.5, "N(0, 1) weights should saturate tanh"
+assert profiles[("tanh", "N(0, 1)")]["saturated"][-1] > 0.5, (
+    "N(0, 1) weights should saturate tanh"
+)
 
 # %%
 layers = np.arange(1, DEPTH + 1)
@@ -951,11 +1156,28 @@ layers = np.arange(1, DEPTH + 1)
 fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
 for ax, act in zip(axes, ("tanh", "relu"), strict=True):
     for k, init in enumerate(INITS):
-        ls = "--" if init.startswith("Glorot") else "-"  # Glorot = LeCun for square layers
-        ax.plot(layers, profiles[(act, init)]["std"], marker="o", ms=3, ls=ls, color=viz.color(k), label=init)
-    ax.set(yscale="log", xlabel="layer", title=f"{act}: activation std through depth", xticks=layers)
+        ls = (
+            "--" if init.startswith("Glorot") else "-"
+        )  # Glorot = LeCun for square layers
+        ax.plot(
+            layers,
+            profiles[(act, init)]["std"],
+            marker="o",
+            ms=3,
+            ls=ls,
+            color=viz.color(k),
+            label=init,
+        )
+    ax.set(
+        yscale="log",
+        xlabel="layer",
+        title=f"{act}: activation std through depth",
+        xticks=layers,
+    )
 axes[0].set_ylabel("std of the activations")
-axes[1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), title="weight init")
+axes[1].legend(
+    loc="center left", bbox_to_anchor=(1.0, 0.5), title="weight init"
+)
 plt.show()
 
 # %% [markdown]
@@ -991,17 +1213,29 @@ def gradient_profile(act: str, init: str) -> list[float]:
     scheme, std = INITS[init]
     torch.manual_seed(1)
     net = cnn.mlp([WIDTH] * (DEPTH + 1), act, final_activation=True)
-    gen = None if scheme == "torch_default" else torch.Generator().manual_seed(1)
+    gen = (
+        None if scheme == "torch_default" else torch.Generator().manual_seed(1)
+    )
     cnn.init_weights(net, scheme, std=std, generator=gen)
     net.to(device)
     out = net(X_deep)
-    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(2)).to(device)
+    upstream = torch.randn(
+        out.shape, generator=torch.Generator().manual_seed(2)
+    ).to(device)
     ((out * upstream).sum() / len(out)).backward()
-    return [m.weight.grad.norm().item() for m in net if isinstance(m, nn.Linear)]
+    return [
+        m.weight.grad.norm().item() for m in net if isinstance(m, nn.Linear)
+    ]
 
 
-grad_profiles = {(act, init): gradient_profile(act, init) for act in ("tanh", "relu") for init in INITS}
-print(f"{'activation':10s} {'init':22s} {'layer 1':>9s} {'layer 10':>9s} {'ratio 1/10':>10s}")
+grad_profiles = {
+    (act, init): gradient_profile(act, init)
+    for act in ("tanh", "relu")
+    for init in INITS
+}
+print(
+    f"{'activation':10s} {'init':22s} {'layer 1':>9s} {'layer 10':>9s} {'ratio 1/10':>10s}"
+)
 for (act, init), g in grad_profiles.items():
     print(f"{act:10s} {init:22s} {g[0]:9.2g} {g[-1]:9.2g} {g[0] / g[-1]:10.2g}")
 
@@ -1010,17 +1244,42 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
 for ax, act in zip(axes, ("tanh", "relu"), strict=True):
     for k, init in enumerate(INITS):
         ls = "--" if init.startswith("Glorot") else "-"
-        ax.plot(layers, grad_profiles[(act, init)], marker="o", ms=3, ls=ls, color=viz.color(k), label=init)
-    ax.set(yscale="log", xlabel="layer", title=f"{act}: weight-gradient norm per layer", xticks=layers)
+        ax.plot(
+            layers,
+            grad_profiles[(act, init)],
+            marker="o",
+            ms=3,
+            ls=ls,
+            color=viz.color(k),
+            label=init,
+        )
+    ax.set(
+        yscale="log",
+        xlabel="layer",
+        title=f"{act}: weight-gradient norm per layer",
+        xticks=layers,
+    )
 axes[0].set_ylabel("‖∂L/∂W‖ at initialization")
-axes[1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), title="weight init")
+axes[1].legend(
+    loc="center left", bbox_to_anchor=(1.0, 0.5), title="weight init"
+)
 plt.show()
 
 # %%
-he_relu, default_relu = grad_profiles[("relu", "He 2/n")], grad_profiles[("relu", "PyTorch default")]
-small_relu, big_tanh = grad_profiles[("relu", "N(0, 0.01²)")], grad_profiles[("tanh", "N(0, 1)")]
-assert 0.5 < he_relu[0] / he_relu[-1] < 2, f"He/ReLU gradient norms {he_relu[0]:.2g} .. {he_relu[-1]:.2g}"
-assert max(small_relu) < 1e-5 * min(he_relu), f"small init gradients {max(small_relu):.2g}"
+he_relu, default_relu = (
+    grad_profiles[("relu", "He 2/n")],
+    grad_profiles[("relu", "PyTorch default")],
+)
+small_relu, big_tanh = (
+    grad_profiles[("relu", "N(0, 0.01²)")],
+    grad_profiles[("tanh", "N(0, 1)")],
+)
+assert 0.5 < he_relu[0] / he_relu[-1] < 2, (
+    f"He/ReLU gradient norms {he_relu[0]:.2g} .. {he_relu[-1]:.2g}"
+)
+assert max(small_relu) < 1e-5 * min(he_relu), (
+    f"small init gradients {max(small_relu):.2g}"
+)
 assert default_relu[0] < default_relu[-1] / 10, (
     f"default/ReLU: {default_relu[0]:.2g} .. {default_relu[-1]:.2g}"
 )
@@ -1067,7 +1326,9 @@ def draw_heatmap(ax, act: str, init: str):
         vmax=0,
         interpolation="nearest",
     )
-    ax.set(yticks=[1, 4, 7, 10], title=f"{act}, {init}: std10 = {p['std'][-1]:.1e}")
+    ax.set(
+        yticks=[1, 4, 7, 10], title=f"{act}, {init}: std10 = {p['std'][-1]:.1e}"
+    )
     ax.grid(False)
     return im
 
@@ -1080,7 +1341,9 @@ for ax in axes[1]:
     ax.set_xlabel("activation value")
 for ax in axes[:, 0]:
     ax.set_ylabel("layer")
-fig.colorbar(im, ax=axes, label="log10 (fraction of entries in the bin)", shrink=0.8)
+fig.colorbar(
+    im, ax=axes, label="log10 (fraction of entries in the bin)", shrink=0.8
+)
 fig.suptitle(
     "Per-layer histograms of a 10 x 500 MLP (ReLU: exact zeros left out; edge bins collect the overflow)"
 )
@@ -1106,16 +1369,32 @@ def show_layers(activation: str = "tanh", init: str = "LeCun 1/n") -> None:
     p = depth_profile(activation, init)
     # a fixed layout (no constrained layout, few ticks) keeps the callback fast
     fig, (ax_h, ax_s) = plt.subplots(
-        1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1.6, 1]}, layout="none"
+        1,
+        2,
+        figsize=(11, 3.6),
+        gridspec_kw={"width_ratios": [1.6, 1]},
+        layout="none",
     )
-    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.14, top=0.9, wspace=0.15)
+    fig.subplots_adjust(
+        left=0.06, right=0.98, bottom=0.14, top=0.9, wspace=0.15
+    )
     im = draw_heatmap(ax_h, activation, init)
     fig.colorbar(im, ax=ax_h, label="log10 fraction")
     ax_h.set(xlabel="activation value", ylabel="layer")
-    ax_s.plot(layers, p["std"], marker="o", color=viz.color(0), label="std of the activations")
+    ax_s.plot(
+        layers,
+        p["std"],
+        marker="o",
+        color=viz.color(0),
+        label="std of the activations",
+    )
     ax_s.axhline(1.0, color=viz.color("reference"), ls=":", lw=1)
     ax_s.set(
-        yscale="log", ylim=(1e-10, 1e13), xlabel="layer", xticks=layers, title="activation std per layer"
+        yscale="log",
+        ylim=(1e-10, 1e13),
+        xlabel="layer",
+        xticks=layers,
+        title="activation std per layer",
     )
     ax_s.set_yticks([1e-10, 1e-5, 1, 1e5, 1e10])
     ax_s.minorticks_off()
@@ -1128,7 +1407,9 @@ def show_layers(activation: str = "tanh", init: str = "LeCun 1/n") -> None:
 
 _ = widgets.interact(
     show_layers,
-    activation=widgets.Dropdown(options=["tanh", "relu", "sigmoid", "gelu"], value="tanh"),
+    activation=widgets.Dropdown(
+        options=["tanh", "relu", "sigmoid", "gelu"], value="tanh"
+    ),
     init=widgets.Dropdown(options=list(INITS), value="LeCun 1/n"),
 )
 
@@ -1151,18 +1432,28 @@ plt.show()
 # %%
 digit_sizes = [64] + [128] * 9 + [10]
 train_loader = DataLoader(
-    splits.train, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0)
+    splits.train,
+    batch_size=64,
+    shuffle=True,
+    generator=torch.Generator().manual_seed(0),
 )
 val_loader = DataLoader(splits.val, batch_size=512)
 xb, yb = xb.to(device), yb.to(device)
 deep_runs = {}
-for label, scheme, std in [("N(0, 0.01²)", "normal", 0.01), ("He 2/n", "he_normal", None)]:
+for label, scheme, std in [
+    ("N(0, 0.01²)", "normal", 0.01),
+    ("He 2/n", "he_normal", None),
+]:
     torch.manual_seed(0)
     model = cnn.mlp(digit_sizes, "relu")
-    cnn.init_weights(model, scheme, std=std, generator=torch.Generator().manual_seed(0))
+    cnn.init_weights(
+        model, scheme, std=std, generator=torch.Generator().manual_seed(0)
+    )
     model.to(device)
     F.cross_entropy(model(xb), yb).backward()
-    grad_norms = [m.weight.grad.norm().item() for m in model if isinstance(m, nn.Linear)]
+    grad_norms = [
+        m.weight.grad.norm().item() for m in model if isinstance(m, nn.Linear)
+    ]
     model.zero_grad()
     hist = train.fit(
         model,
@@ -1179,10 +1470,31 @@ for label, scheme, std in [("N(0, 0.01²)", "normal", 0.01), ("He 2/n", "he_norm
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 for k, (label, run) in enumerate(deep_runs.items()):
-    axes[0].plot(range(1, 11), run["grad_norms"], marker="o", color=viz.color(k), label=label)
-    axes[1].plot(range(1, 13), run["history"]["val_acc"], marker="o", color=viz.color(k), label=label)
-axes[0].set(yscale="log", xlabel="layer", ylabel="‖∂L/∂W‖ at initialization", title="Gradient norm per layer")
-axes[1].set(xlabel="epoch", ylabel="validation accuracy", title="Training a 10-layer ReLU MLP on digits")
+    axes[0].plot(
+        range(1, 11),
+        run["grad_norms"],
+        marker="o",
+        color=viz.color(k),
+        label=label,
+    )
+    axes[1].plot(
+        range(1, 13),
+        run["history"]["val_acc"],
+        marker="o",
+        color=viz.color(k),
+        label=label,
+    )
+axes[0].set(
+    yscale="log",
+    xlabel="layer",
+    ylabel="‖∂L/∂W‖ at initialization",
+    title="Gradient norm per layer",
+)
+axes[1].set(
+    xlabel="epoch",
+    ylabel="validation accuracy",
+    title="Training a 10-layer ReLU MLP on digits",
+)
 axes[1].axhline(0.1, color=viz.color("reference"), ls=":", lw=1, label="chance")
 axes[0].legend()
 axes[1].legend()
@@ -1191,10 +1503,18 @@ plt.show()
 # %%
 acc_small = deep_runs["N(0, 0.01²)"]["history"].last("val_acc")
 acc_he = deep_runs["He 2/n"]["history"].last("val_acc")
-print(f"validation accuracy after 12 epochs: N(0, 0.01²) {acc_small:.3f}, He {acc_he:.3f}")
-assert acc_he > 0.9, f"He-initialized deep MLP: val accuracy {acc_he:.3f}, expected > 0.9"
-assert acc_small < 0.3, f"small-init deep MLP should stall near chance, got {acc_small:.3f}"
-assert acc_he - acc_small > 0.5, f"gap between He and small init {acc_he - acc_small:.3f}, expected > 0.5"
+print(
+    f"validation accuracy after 12 epochs: N(0, 0.01²) {acc_small:.3f}, He {acc_he:.3f}"
+)
+assert acc_he > 0.9, (
+    f"He-initialized deep MLP: val accuracy {acc_he:.3f}, expected > 0.9"
+)
+assert acc_small < 0.3, (
+    f"small-init deep MLP should stall near chance, got {acc_small:.3f}"
+)
+assert acc_he - acc_small > 0.5, (
+    f"gap between He and small init {acc_he - acc_small:.3f}, expected > 0.5"
+)
 
 # %% [markdown]
 # With small weights, the gradient of every layer is about ten orders of magnitude smaller than with He
@@ -1233,7 +1553,9 @@ def race_run(act: str, lr: float, epochs: int = 12, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     model = cnn.mlp([64] + [64] * 6 + [10], act)
     scheme = "lecun_normal" if act in ("sigmoid", "tanh") else "he_normal"
-    cnn.init_weights(model, scheme, generator=torch.Generator().manual_seed(seed))
+    cnn.init_weights(
+        model, scheme, generator=torch.Generator().manual_seed(seed)
+    )
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     order = torch.Generator().manual_seed(seed)
@@ -1265,7 +1587,11 @@ for act, (val_acc, lr, test_acc) in race.items():
 
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(7, 3.2))
-bars = ax.bar(RACE, [race[a][2] for a in RACE], color=[viz.color(k) for k in range(len(RACE))])
+bars = ax.bar(
+    RACE,
+    [race[a][2] for a in RACE],
+    color=[viz.color(k) for k in range(len(RACE))],
+)
 ax.bar_label(bars, fmt="%.3f", fontsize=8)
 ax.set(
     ylabel="test accuracy",
@@ -1343,7 +1669,9 @@ def leaky_relu_gain(a: float) -> float:
 
 gain_cases = [(0.0,), (0.01,), (0.2,), (1.0,)]
 exercises.check_function(
-    leaky_relu_gain, gain_cases, reference=lambda a: nn.init.calculate_gain("leaky_relu", a)
+    leaky_relu_gain,
+    gain_cases,
+    reference=lambda a: nn.init.calculate_gain("leaky_relu", a),
 )
 
 
@@ -1357,7 +1685,9 @@ def leaky_relu_gain(a: float) -> float:
 
 
 exercises.check_function(
-    leaky_relu_gain, gain_cases, reference=lambda a: nn.init.calculate_gain("leaky_relu", a)
+    leaky_relu_gain,
+    gain_cases,
+    reference=lambda a: nn.init.calculate_gain("leaky_relu", a),
 ).assert_passed()
 a = 0.2
 zs = torch.randn(1_000_000, generator=torch.Generator().manual_seed(0))
@@ -1392,10 +1722,16 @@ def min_ce_after_softmax(K: int) -> float:
 
 def ce_of_one_hot_probabilities(K: int) -> float:
     """The best case, evaluated: probabilities (1, 0, ..., 0) passed to F.cross_entropy as logits."""
-    return F.cross_entropy(torch.eye(K, dtype=torch.float64)[:1], torch.tensor([0])).item()
+    return F.cross_entropy(
+        torch.eye(K, dtype=torch.float64)[:1], torch.tensor([0])
+    ).item()
 
 
-exercises.check_function(min_ce_after_softmax, [(2,), (10,), (1000,)], reference=ce_of_one_hot_probabilities)
+exercises.check_function(
+    min_ce_after_softmax,
+    [(2,), (10,), (1000,)],
+    reference=ce_of_one_hot_probabilities,
+)
 
 
 # %% tags=["hide-cell"]
@@ -1408,7 +1744,9 @@ def min_ce_after_softmax(K: int) -> float:
 
 
 exercises.check_function(
-    min_ce_after_softmax, [(2,), (10,), (1000,)], reference=ce_of_one_hot_probabilities
+    min_ce_after_softmax,
+    [(2,), (10,), (1000,)],
+    reference=ce_of_one_hot_probabilities,
 ).assert_passed()
 K = 10
 target = torch.tensor([3])
@@ -1419,7 +1757,13 @@ print(
     f"CE(softmax(logits)) = {F.cross_entropy(confident.softmax(1), target):.4f}, "
     f"log(1 + 9/e) = {min_ce_after_softmax(K):.4f}"
 )
-assert abs(F.cross_entropy(confident.softmax(1), target).item() - min_ce_after_softmax(K)) < 1e-4
+assert (
+    abs(
+        F.cross_entropy(confident.softmax(1), target).item()
+        - min_ce_after_softmax(K)
+    )
+    < 1e-4
+)
 wrong = confident.roll(1, dims=1).requires_grad_(True)  # confidently wrong
 F.cross_entropy(wrong, target).backward()
 g_right = wrong.grad.abs().max().item()
@@ -1438,7 +1782,10 @@ print(
 #    `cnn.init_weights(..., "lecun_normal")`, record the mean and std of every layer, and repeat with ELU.
 
 # %%
-selu_cases = [(torch.linspace(-6, 6, 101),), (torch.tensor([-200.0, -1.0, 0.0, 1.0, 200.0]),)]
+selu_cases = [
+    (torch.linspace(-6, 6, 101),),
+    (torch.tensor([-200.0, -1.0, 0.0, 1.0, 200.0]),),
+]
 
 
 def selu(x: torch.Tensor) -> torch.Tensor:
@@ -1458,12 +1805,18 @@ def selu(x: torch.Tensor) -> torch.Tensor:
 exercises.check_function(selu, selu_cases, reference=F.selu).assert_passed()
 for act in ("selu", "elu"):
     torch.manual_seed(0)
-    net = cnn.init_weights(cnn.mlp([500] * 11, act, final_activation=True), "lecun_normal")
+    net = cnn.init_weights(
+        cnn.mlp([500] * 11, act, final_activation=True), "lecun_normal"
+    )
     with torch.no_grad(), cnn.ActivationRecorder(net) as rec:
         net(X500)
-    print(f"{act}: std {[round(v, 2) for v in rec.column('std')]}, mean at layer 10 {rec.stats[-1].mean:.2f}")
+    print(
+        f"{act}: std {[round(v, 2) for v in rec.column('std')]}, mean at layer 10 {rec.stats[-1].mean:.2f}"
+    )
     if act == "selu":
-        assert 0.8 < rec.column("std")[-1] < 1.2 and abs(rec.stats[-1].mean) < 0.15
+        assert (
+            0.8 < rec.column("std")[-1] < 1.2 and abs(rec.stats[-1].mean) < 0.15
+        )
 # SELU holds mean ~0 and std ~1 at every layer; ELU with the same init decays slowly, like tanh with LeCun.
 
 # %% [markdown]
@@ -1482,7 +1835,11 @@ def prior_bias(pi: float) -> float:
 
 prior_cases = [(0.5,), (0.1,), (0.01,)]
 exercises.check_function(
-    prior_bias, prior_cases, reference=lambda pi: torch.logit(torch.tensor(pi, dtype=torch.float64)).item()
+    prior_bias,
+    prior_cases,
+    reference=lambda pi: torch.logit(
+        torch.tensor(pi, dtype=torch.float64)
+    ).item(),
 )
 
 
@@ -1504,13 +1861,19 @@ def prior_bias(pi: float) -> float:
 
 
 exercises.check_function(
-    prior_bias, prior_cases, reference=lambda pi: torch.logit(torch.tensor(pi, dtype=torch.float64)).item()
+    prior_bias,
+    prior_cases,
+    reference=lambda pi: torch.logit(
+        torch.tensor(pi, dtype=torch.float64)
+    ).item(),
 ).assert_passed()
 pi = 0.1
 labels = torch.zeros(10_000)
 labels[:1000] = 1.0  # exactly 10 % positives
 for b in (0.0, prior_bias(pi)):
-    loss_b = F.binary_cross_entropy_with_logits(torch.full_like(labels, b), labels).item()
+    loss_b = F.binary_cross_entropy_with_logits(
+        torch.full_like(labels, b), labels
+    ).item()
     print(f"(b) bias {b:+.3f}: initial BCE {loss_b:.3f}")
 # Bias 0 predicts 0.5 and starts at log 2 = 0.693; the log-prior bias starts at the entropy H(0.1) = 0.325,
 # so early training is not spent learning the class frequencies, and with extreme imbalance (detection,

@@ -97,11 +97,19 @@ print("reduction='none':", F.l1_loss(pred, target, reduction="none").tolist())
 print("reduction='sum' :", F.l1_loss(pred, target, reduction="sum").item())
 print("reduction='mean':", F.l1_loss(pred, target, reduction="mean").item())
 for n in (10, 100, 1000):
-    w = torch.tensor(0.0, requires_grad=True)  # one shared parameter predicting every target
+    w = torch.tensor(
+        0.0, requires_grad=True
+    )  # one shared parameter predicting every target
     y_n = torch.ones(n)
-    (g_sum,) = torch.autograd.grad(F.mse_loss(w.expand(n), y_n, reduction="sum"), w)
-    (g_mean,) = torch.autograd.grad(F.mse_loss(w.expand(n), y_n, reduction="mean"), w)
-    print(f"batch of {n:4d}: gradient with sum = {g_sum.item():7.1f}, with mean = {g_mean.item():.1f}")
+    (g_sum,) = torch.autograd.grad(
+        F.mse_loss(w.expand(n), y_n, reduction="sum"), w
+    )
+    (g_mean,) = torch.autograd.grad(
+        F.mse_loss(w.expand(n), y_n, reduction="mean"), w
+    )
+    print(
+        f"batch of {n:4d}: gradient with sum = {g_sum.item():7.1f}, with mean = {g_mean.item():.1f}"
+    )
 
 # %% [markdown]
 # That does not mean that one learning rate suits every batch size. What the batch size changes, with
@@ -115,18 +123,29 @@ for n in (10, 100, 1000):
 # %%
 g_noise = torch.Generator().manual_seed(11)
 x_reg = torch.randn(4096, 8, generator=g_noise)
-y_reg = x_reg @ torch.randn(8, generator=g_noise) + torch.randn(4096, generator=g_noise)
+y_reg = x_reg @ torch.randn(8, generator=g_noise) + torch.randn(
+    4096, generator=g_noise
+)
 w_at = torch.zeros(8)  # the parameter at which the gradients are compared
-per_example_grad = 2 * (x_reg @ w_at - y_reg)[:, None] * x_reg  # d/dw of (x.w - y)^2, [4096, 8]
+per_example_grad = (
+    2 * (x_reg @ w_at - y_reg)[:, None] * x_reg
+)  # d/dw of (x.w - y)^2, [4096, 8]
 full_grad = per_example_grad.mean(0)
 noise_std = {}
 for b in (10, 100, 1000):
-    idx = torch.stack([torch.randperm(4096, generator=g_noise)[:b] for _ in range(500)])  # 500 batches
+    idx = torch.stack(
+        [torch.randperm(4096, generator=g_noise)[:b] for _ in range(500)]
+    )  # 500 batches
     batch_grads = per_example_grad[idx].mean(1)  # [500, 8], reduction="mean"
-    noise_std[b] = (batch_grads - full_grad).norm(dim=1).pow(2).mean().sqrt().item()
+    noise_std[b] = (
+        (batch_grads - full_grad).norm(dim=1).pow(2).mean().sqrt().item()
+    )
     print(f"batch of {b:4d}: |full gradient| = {full_grad.norm():.2f}, rms distance of a batch gradient "
           f"from it = {noise_std[b]:.3f}")  # fmt: skip
-assert 2.5 < noise_std[10] / noise_std[100] < 4.0 and 2.5 < noise_std[100] / noise_std[1000] < 4.5, noise_std
+assert (
+    2.5 < noise_std[10] / noise_std[100] < 4.0
+    and 2.5 < noise_std[100] / noise_std[1000] < 4.5
+), noise_std
 
 # %% [markdown]
 # ## L1, L2 and Huber
@@ -163,12 +182,20 @@ def huber(pred, target, delta=1.0):
 
 
 gen = torch.Generator().manual_seed(0)
-pred, target = 2 * torch.randn(64, 3, generator=gen), torch.randn(64, 3, generator=gen)
+pred, target = (
+    2 * torch.randn(64, 3, generator=gen),
+    torch.randn(64, 3, generator=gen),
+)
 torch.testing.assert_close(mae(pred, target), F.l1_loss(pred, target))
 torch.testing.assert_close(mse(pred, target), F.mse_loss(pred, target))
 for delta in (0.5, 1.0, 2.0):
-    torch.testing.assert_close(huber(pred, target, delta), F.huber_loss(pred, target, delta=delta))
-    torch.testing.assert_close(huber(pred, target, delta) / delta, F.smooth_l1_loss(pred, target, beta=delta))
+    torch.testing.assert_close(
+        huber(pred, target, delta), F.huber_loss(pred, target, delta=delta)
+    )
+    torch.testing.assert_close(
+        huber(pred, target, delta) / delta,
+        F.smooth_l1_loss(pred, target, beta=delta),
+    )
 print("MAE, MSE, Huber and smooth L1 written from their formulas equal torch's")
 
 # %% [markdown]
@@ -197,7 +224,9 @@ def fit_constant(loss_fn, steps=400, lr=0.1, start=-0.8):
     c = torch.tensor(start, requires_grad=True)
     path = []
     for t in range(steps):
-        (grad,) = torch.autograd.grad(loss_fn(c.expand_as(y_bimodal), y_bimodal), c)
+        (grad,) = torch.autograd.grad(
+            loss_fn(c.expand_as(y_bimodal), y_bimodal), c
+        )
         with torch.no_grad():
             c -= lr * 0.01 ** (t / steps) * grad
         path.append(c.item())
@@ -214,22 +243,41 @@ risk_l1 = (cs[:, None] - y_bimodal).abs().mean(1)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
 axes[0].plot(cs, risk_l2, color=viz.color(0), label="L2 risk  mean((c − y)²)")
 axes[0].plot(cs, risk_l1, color=viz.color(1), label="L1 risk  mean(|c − y|)")
-axes[0].axvline(target_mean, color=viz.color(0), ls=":", label=f"mean = {target_mean:.2f}")
-axes[0].axvline(target_median, color=viz.color(1), ls=":", label=f"median = {target_median:.0f}")
-axes[0].set(xlabel="constant prediction c", ylabel="average loss", title="Risk of a constant prediction")
+axes[0].axvline(
+    target_mean, color=viz.color(0), ls=":", label=f"mean = {target_mean:.2f}"
+)
+axes[0].axvline(
+    target_median,
+    color=viz.color(1),
+    ls=":",
+    label=f"median = {target_median:.0f}",
+)
+axes[0].set(
+    xlabel="constant prediction c",
+    ylabel="average loss",
+    title="Risk of a constant prediction",
+)
 axes[0].legend(fontsize=8)
 axes[1].plot(path_l2, color=viz.color(0), label=f"L2 → {c_l2:.3f}")
 axes[1].plot(path_l1, color=viz.color(1), label=f"L1 → {c_l1:.3f}")
 axes[1].axhline(target_mean, color=viz.color("reference"), ls=":", lw=1)
 axes[1].axhline(target_median, color=viz.color("reference"), ls=":", lw=1)
-axes[1].set(xlabel="gradient-descent step", ylabel="c", title="Gradient descent on c")
+axes[1].set(
+    xlabel="gradient-descent step", ylabel="c", title="Gradient descent on c"
+)
 axes[1].legend()
 plt.show()
 
 # %%
-assert abs(c_l2 - target_mean) < 0.05, f"L2 fit {c_l2:.3f}, expected the mean {target_mean:.2f}"
-assert abs(c_l1 - target_median) < 0.05, f"L1 fit {c_l1:.3f}, expected the median {target_median:.0f}"
-print(f"L2 converged to {c_l2:.3f} (mean {target_mean:.2f}); L1 to {c_l1:.3f} (median {target_median:.0f})")
+assert abs(c_l2 - target_mean) < 0.05, (
+    f"L2 fit {c_l2:.3f}, expected the mean {target_mean:.2f}"
+)
+assert abs(c_l1 - target_median) < 0.05, (
+    f"L1 fit {c_l1:.3f}, expected the median {target_median:.0f}"
+)
+print(
+    f"L2 converged to {c_l2:.3f} (mean {target_mean:.2f}); L1 to {c_l1:.3f} (median {target_median:.0f})"
+)
 
 # %% [markdown]
 # ### Why an L2-trained model blurs
@@ -266,7 +314,9 @@ plt.show()
 
 # %%
 digits, _ = data.load_digits()
-digits16 = F.interpolate(digits, size=16, mode="bilinear", align_corners=False).clamp(0, 1)
+digits16 = F.interpolate(
+    digits, size=16, mode="bilinear", align_corners=False
+).clamp(0, 1)
 train_digits, test_digits = digits16[:1400], digits16[1400:]
 STRIPE = slice(6, 10)  # hidden rows
 
@@ -291,7 +341,9 @@ def make_inpainting(images, gen):
 
 def train_inpainter(loss_fn, name, steps=300, seed=0):
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(256, 64), nn.ReLU(), nn.Linear(64, 64)).to(device)
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(256, 64), nn.ReLU(), nn.Linear(64, 64)
+    ).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(seed + 1)
     for _ in trange(steps, desc=f"inpainting with {name}"):
@@ -304,8 +356,13 @@ def train_inpainter(loss_fn, name, steps=300, seed=0):
     return model.eval()
 
 
-inpainters = {"L2": train_inpainter(F.mse_loss, "L2"), "L1": train_inpainter(F.l1_loss, "L1")}
-x_test, y_test, tag_test = make_inpainting(test_digits, torch.Generator().manual_seed(2))
+inpainters = {
+    "L2": train_inpainter(F.mse_loss, "L2"),
+    "L1": train_inpainter(F.l1_loss, "L1"),
+}
+x_test, y_test, tag_test = make_inpainting(
+    test_digits, torch.Generator().manual_seed(2)
+)
 with torch.no_grad():
     stripe_pred = {k: m(x_test.to(device)).cpu() for k, m in inpainters.items()}
 
@@ -325,26 +382,48 @@ masked[:, :, STRIPE, :] = hidden_rgb[None]  # the hidden stripe drawn in orange
 rows = {
     "model input (stripe hidden)": masked,
     "truth": with_stripe(x_test[show], y_test[show]).repeat(1, 3, 1, 1),
-    "L2 prediction": with_stripe(x_test[show], stripe_pred["L2"][show]).clamp(0, 1).repeat(1, 3, 1, 1),
-    "L1 prediction": with_stripe(x_test[show], stripe_pred["L1"][show]).clamp(0, 1).repeat(1, 3, 1, 1),
+    "L2 prediction": with_stripe(x_test[show], stripe_pred["L2"][show])
+    .clamp(0, 1)
+    .repeat(1, 3, 1, 1),
+    "L1 prediction": with_stripe(x_test[show], stripe_pred["L1"][show])
+    .clamp(0, 1)
+    .repeat(1, 3, 1, 1),
 }
 # one montage image: a row of 16x16 images per row of `rows`, separated by 2 blue pixels
-montage = torch.tensor(to_rgb(viz.color(5)))[:, None, None].repeat(1, len(rows) * 18 - 2, len(show) * 18 - 2)
+montage = torch.tensor(to_rgb(viz.color(5)))[:, None, None].repeat(
+    1, len(rows) * 18 - 2, len(show) * 18 - 2
+)
 for r, imgs in enumerate(rows.values()):
     for c in range(len(show)):
         montage[:, r * 18 : r * 18 + 16, c * 18 : c * 18 + 16] = imgs[c]
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), width_ratios=[1.6, 1])
 axes[0].imshow(montage.permute(1, 2, 0).numpy(), interpolation="nearest")
-axes[0].set(xticks=[], yticks=[r * 18 + 7.5 for r in range(len(rows))], yticklabels=list(rows))
+axes[0].set(
+    xticks=[],
+    yticks=[r * 18 + 7.5 for r in range(len(rows))],
+    yticklabels=list(rows),
+)
 axes[0].grid(False)
-axes[0].set_title("Hidden stripe: black or white; the corner tag is right 3 times in 4")
+axes[0].set_title(
+    "Hidden stripe: black or white; the corner tag is right 3 times in 4"
+)
 ax = axes[1]
 bins = np.linspace(-0.15, 1.15, 53)
 for k, (name, p) in enumerate(stripe_pred.items()):
-    ax.hist(p.flatten().numpy(), bins=bins, color=viz.color(k), alpha=0.7, label=f"{name}-trained")
+    ax.hist(
+        p.flatten().numpy(),
+        bins=bins,
+        color=viz.color(k),
+        alpha=0.7,
+        label=f"{name}-trained",
+    )
 ax.axvline(0.75, color=viz.color("reference"), ls=":", lw=1)
 ax.axvline(0.25, color=viz.color("reference"), ls=":", lw=1)
-ax.set(xlabel="predicted stripe pixel value", ylabel="pixels", title="L2 predicts the mean, L1 a mode")
+ax.set(
+    xlabel="predicted stripe pixel value",
+    ylabel="pixels",
+    title="L2 predicts the mean, L1 a mode",
+)
 ax.legend()
 plt.show()
 
@@ -352,15 +431,28 @@ plt.show()
 tag_white = tag_test == 1
 mean_l2_white = stripe_pred["L2"][tag_white].mean().item()
 mean_l2_black = stripe_pred["L2"][~tag_white].mean().item()
-mode = tag_test[:, None].expand_as(y_test)  # the more likely stripe value given the tag
-near_mode = {k: ((p - mode).abs() < 0.15).float().mean().item() for k, p in stripe_pred.items()}
-print(f"L2: mean prediction {mean_l2_white:.3f} when the tag is white, {mean_l2_black:.3f} when black")
-print(f"pixels within 0.15 of the likelier colour: L2 {near_mode['L2']:.1%}, L1 {near_mode['L1']:.1%}")
+mode = tag_test[:, None].expand_as(
+    y_test
+)  # the more likely stripe value given the tag
+near_mode = {
+    k: ((p - mode).abs() < 0.15).float().mean().item()
+    for k, p in stripe_pred.items()
+}
+print(
+    f"L2: mean prediction {mean_l2_white:.3f} when the tag is white, {mean_l2_black:.3f} when black"
+)
+print(
+    f"pixels within 0.15 of the likelier colour: L2 {near_mode['L2']:.1%}, L1 {near_mode['L1']:.1%}"
+)
 assert abs(mean_l2_white - 0.75) < 0.08 and abs(mean_l2_black - 0.25) < 0.08, (
     f"L2 should predict the conditional means 0.75/0.25, got {mean_l2_white:.3f}/{mean_l2_black:.3f}"
 )
-assert near_mode["L1"] > 0.9, f"L1 should pick the likelier colour, only {near_mode['L1']:.1%} of pixels do"
-assert near_mode["L2"] < 0.1, f"L2 should predict grey, yet {near_mode['L2']:.1%} of pixels are black/white"
+assert near_mode["L1"] > 0.9, (
+    f"L1 should pick the likelier colour, only {near_mode['L1']:.1%} of pixels do"
+)
+assert near_mode["L2"] < 0.1, (
+    f"L2 should predict grey, yet {near_mode['L2']:.1%} of pixels are black/white"
+)
 
 # %% [markdown]
 # The L2 model paints the stripe a uniform grey of 0.75 or 0.25: exactly the conditional mean,
@@ -394,9 +486,15 @@ TRUE_SLOPE, TRUE_INTERCEPT = 2.0, 1.0
 def make_line_data(outlier_fraction, n=100, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(n, generator=g, dtype=torch.float64) * 2 - 1
-    y = TRUE_SLOPE * x + TRUE_INTERCEPT + 0.1 * torch.randn(n, generator=g, dtype=torch.float64)
+    y = (
+        TRUE_SLOPE * x
+        + TRUE_INTERCEPT
+        + 0.1 * torch.randn(n, generator=g, dtype=torch.float64)
+    )
     k = round(outlier_fraction * n)
-    right_first = torch.argsort(torch.rand(n, generator=g, dtype=torch.float64) + (x < 0).double())
+    right_first = torch.argsort(
+        torch.rand(n, generator=g, dtype=torch.float64) + (x < 0).double()
+    )
     outliers = right_first[:k]  # random points of the right half (x > 0) first
     y[outliers] = -3 + 0.3 * torch.randn(k, generator=g, dtype=torch.float64)
     return x, y, outliers
@@ -427,8 +525,12 @@ x_line, y_line, outliers = make_line_data(0.1)
 fits = {name: fit_line(x_line, y_line, name) for name in IRLS_WEIGHTS}
 
 # check each fit against an independent solver
-torch.testing.assert_close(fits["L2"], torch.from_numpy(np.polyfit(x_line.numpy(), y_line.numpy(), 1)))
-qr = QuantileRegressor(quantile=0.5, alpha=0.0, solver="highs").fit(x_line[:, None].numpy(), y_line.numpy())
+torch.testing.assert_close(
+    fits["L2"], torch.from_numpy(np.polyfit(x_line.numpy(), y_line.numpy(), 1))
+)
+qr = QuantileRegressor(quantile=0.5, alpha=0.0, solver="highs").fit(
+    x_line[:, None].numpy(), y_line.numpy()
+)
 theta_qr = torch.tensor([qr.coef_[0], qr.intercept_], dtype=torch.float64)
 
 
@@ -436,19 +538,31 @@ def mean_abs(theta):
     return (theta[0] * x_line + theta[1] - y_line).abs().mean().item()
 
 
-assert mean_abs(fits["L1"]) <= mean_abs(theta_qr) + 1e-6  # same L1 optimum as median regression
+assert (
+    mean_abs(fits["L1"]) <= mean_abs(theta_qr) + 1e-6
+)  # same L1 optimum as median regression
 torch.testing.assert_close(fits["L1"], theta_qr, atol=1e-2, rtol=0)
 theta_h = fits["Huber"].clone().requires_grad_()
-(grad_h,) = torch.autograd.grad(F.huber_loss(theta_h[0] * x_line + theta_h[1], y_line, delta=1.0), theta_h)
-assert grad_h.abs().max() < 1e-6, "the gradient of torch's Huber loss vanishes at the IRLS fit"
+(grad_h,) = torch.autograd.grad(
+    F.huber_loss(theta_h[0] * x_line + theta_h[1], y_line, delta=1.0), theta_h
+)
+assert grad_h.abs().max() < 1e-6, (
+    "the gradient of torch's Huber loss vanishes at the IRLS fit"
+)
 
-slope_err = {name: abs(theta[0].item() - TRUE_SLOPE) for name, theta in fits.items()}
+slope_err = {
+    name: abs(theta[0].item() - TRUE_SLOPE) for name, theta in fits.items()
+}
 for name, theta in fits.items():
-    print(f"{name:5s}: slope {theta[0]:.3f}, intercept {theta[1]:.3f}, slope error {slope_err[name]:.3f}")
+    print(
+        f"{name:5s}: slope {theta[0]:.3f}, intercept {theta[1]:.3f}, slope error {slope_err[name]:.3f}"
+    )
 assert slope_err["L1"] < slope_err["L2"], (
     f"L1 slope error {slope_err['L1']:.3f} >= L2's {slope_err['L2']:.3f}"
 )
-assert slope_err["L1"] < 0.1 and slope_err["L2"] > 0.5, f"with 10% outliers, slope errors {slope_err}"
+assert slope_err["L1"] < 0.1 and slope_err["L2"] > 0.5, (
+    f"with 10% outliers, slope errors {slope_err}"
+)
 
 # %% [markdown]
 # L2 was checked against NumPy's least squares, L1 against scikit-learn's median (quantile)
@@ -464,13 +578,34 @@ def draw_line_fits(ax, outlier_fraction, delta):
     x, y, out = make_line_data(outlier_fraction)
     inlier = torch.ones_like(y, dtype=torch.bool)
     inlier[out] = False
-    ax.scatter(x[inlier], y[inlier], s=8, color=viz.color("reference"), label="data")
-    ax.scatter(x[~inlier], y[~inlier], s=12, marker="x", color=viz.color(3), label="outliers")
+    ax.scatter(
+        x[inlier], y[inlier], s=8, color=viz.color("reference"), label="data"
+    )
+    ax.scatter(
+        x[~inlier],
+        y[~inlier],
+        s=12,
+        marker="x",
+        color=viz.color(3),
+        label="outliers",
+    )
     xs = torch.linspace(-1, 1, 2, dtype=torch.float64)
-    ax.plot(xs, TRUE_SLOPE * xs + TRUE_INTERCEPT, color=viz.color(7), ls=":", lw=1, label="truth")
+    ax.plot(
+        xs,
+        TRUE_SLOPE * xs + TRUE_INTERCEPT,
+        color=viz.color(7),
+        ls=":",
+        lw=1,
+        label="truth",
+    )
     for k, name in enumerate(IRLS_WEIGHTS):
         theta = fit_line(x, y, name, delta)
-        ax.plot(xs, theta[0] * xs + theta[1], color=viz.color(k), label=f"{name} (slope {theta[0]:.2f})")
+        ax.plot(
+            xs,
+            theta[0] * xs + theta[1],
+            color=viz.color(k),
+            label=f"{name} (slope {theta[0]:.2f})",
+        )
     ax.set(
         xlabel="x",
         ylabel="y",
@@ -500,8 +635,12 @@ def explore_outliers(outlier_fraction=0.1, delta=0.5):
 
 _ = widgets.interact(
     explore_outliers,
-    outlier_fraction=widgets.FloatSlider(value=0.1, min=0.0, max=0.45, step=0.05, description="outliers"),
-    delta=widgets.FloatLogSlider(value=0.5, base=10, min=-1.5, max=1.0, step=0.25, description="Huber δ"),
+    outlier_fraction=widgets.FloatSlider(
+        value=0.1, min=0.0, max=0.45, step=0.05, description="outliers"
+    ),
+    delta=widgets.FloatLogSlider(
+        value=0.5, base=10, min=-1.5, max=1.0, step=0.25, description="Huber δ"
+    ),
 )
 # %% [markdown]
 # ## Gradients of each loss
@@ -539,29 +678,65 @@ for name, loss_vals, formula in [
     (g_auto,) = torch.autograd.grad(loss_vals.sum(), r)
     curves[name] = (r, loss_vals, g_auto, formula)
 for y_val in (1.0, 0.0):
-    loss_vals = F.binary_cross_entropy_with_logits(z, torch.full_like(z, y_val), reduction="none")
+    loss_vals = F.binary_cross_entropy_with_logits(
+        z, torch.full_like(z, y_val), reduction="none"
+    )
     (g_auto,) = torch.autograd.grad(loss_vals.sum(), z)
-    curves[f"BCE, y = {y_val:g}"] = (z, loss_vals, g_auto, torch.sigmoid(z) - y_val)
+    curves[f"BCE, y = {y_val:g}"] = (
+        z,
+        loss_vals,
+        g_auto,
+        torch.sigmoid(z) - y_val,
+    )
 # cross-entropy over 3 classes, target class 0, logits (z, 1, 0): vary the logit of the target class
 logits3 = torch.stack([z, torch.ones_like(z), torch.zeros_like(z)], dim=1)
-ce_vals = F.cross_entropy(logits3, torch.zeros(len(z), dtype=torch.long), reduction="none")
+ce_vals = F.cross_entropy(
+    logits3, torch.zeros(len(z), dtype=torch.long), reduction="none"
+)
 (g_ce,) = torch.autograd.grad(ce_vals.sum(), z)
-curves["CE, target class"] = (z, ce_vals, g_ce, torch.softmax(logits3, 1)[:, 0] - 1)
+curves["CE, target class"] = (
+    z,
+    ce_vals,
+    g_ce,
+    torch.softmax(logits3, 1)[:, 0] - 1,
+)
 
 for name, (_, _, g_auto, formula) in curves.items():
-    torch.testing.assert_close(g_auto, formula.detach(), msg=f"autograd and formula disagree for {name}")
+    torch.testing.assert_close(
+        g_auto,
+        formula.detach(),
+        msg=f"autograd and formula disagree for {name}",
+    )
 
 # %% tags=["hide-input"]
-panels = [["L1"], ["L2"], [f"Huber (δ = {delta:g})"], ["BCE, y = 1", "BCE, y = 0"], ["CE, target class"]]
-xlabels = ["residual r", "residual r", "residual r", "logit z", "logit of the target class"]
+panels = [
+    ["L1"],
+    ["L2"],
+    [f"Huber (δ = {delta:g})"],
+    ["BCE, y = 1", "BCE, y = 0"],
+    ["CE, target class"],
+]
+xlabels = [
+    "residual r",
+    "residual r",
+    "residual r",
+    "logit z",
+    "logit of the target class",
+]
 fig, axes = plt.subplots(2, 5, figsize=(15, 5.4), sharex="col")
 for col, (names, xlabel) in enumerate(zip(panels, xlabels, strict=True)):
     for k, name in enumerate(names):
         xv, lv, ga, fm = (t.detach() for t in curves[name])
-        c = viz.color(col if len(names) == 1 else 3 + k) if col < 4 else viz.color(7)
+        c = (
+            viz.color(col if len(names) == 1 else 3 + k)
+            if col < 4
+            else viz.color(7)
+        )
         axes[0, col].plot(xv, lv, color=c, label=name)
         axes[1, col].plot(xv, fm, color=c, label="formula")
-        axes[1, col].plot(xv[::8], ga[::8], "o", ms=3, color=c, alpha=0.6, label="autograd")
+        axes[1, col].plot(
+            xv[::8], ga[::8], "o", ms=3, color=c, alpha=0.6, label="autograd"
+        )
     axes[0, col].set_title(" / ".join(names) if len(names) == 1 else "BCE")
     axes[0, col].legend(fontsize=7)
     axes[1, col].set_xlabel(xlabel)
@@ -611,19 +786,27 @@ def bce_on_logits(z, y):
 zs = torch.randn(200, generator=gen) * 3
 ys = (torch.rand(200, generator=gen) < 0.5).float()
 torch.testing.assert_close(
-    bce_on_probs(torch.sigmoid(zs), ys).mean(), F.binary_cross_entropy(torch.sigmoid(zs), ys)
+    bce_on_probs(torch.sigmoid(zs), ys).mean(),
+    F.binary_cross_entropy(torch.sigmoid(zs), ys),
 )
-torch.testing.assert_close(bce_on_logits(zs, ys).mean(), F.binary_cross_entropy_with_logits(zs, ys))
+torch.testing.assert_close(
+    bce_on_logits(zs, ys).mean(), F.binary_cross_entropy_with_logits(zs, ys)
+)
 z_big = torch.tensor([-500.0, -60.0, 60.0, 500.0])
 y_big = torch.tensor([1.0, 0.0, 0.0, 1.0])
 torch.testing.assert_close(
-    bce_on_logits(z_big, y_big), F.binary_cross_entropy_with_logits(z_big, y_big, reduction="none")
+    bce_on_logits(z_big, y_big),
+    F.binary_cross_entropy_with_logits(z_big, y_big, reduction="none"),
 )
-print("BCE on probabilities and on logits equal torch's (including logits of ±500)")
+print(
+    "BCE on probabilities and on logits equal torch's (including logits of ±500)"
+)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-z_table = torch.tensor([2.0, 10.0, 20.0, 100.0])  # logits of examples whose label is 0
+z_table = torch.tensor(
+    [2.0, 10.0, 20.0, 100.0]
+)  # logits of examples whose label is 0
 y0 = torch.zeros_like(z_table)
 naive = bce_on_probs(torch.sigmoid(z_table), y0)
 clamped = F.binary_cross_entropy(torch.sigmoid(z_table), y0, reduction="none")
@@ -632,13 +815,21 @@ one_minus = 1 - torch.sigmoid(z_table)  # float32: exactly 0 from z = 20 on
 print(
     f"{'logit z':>8} | {'1 - sigmoid(z)':>14} | {'sigmoid then log':>16} | {'F.binary_cross_entropy':>22} | {'with_logits':>11}"
 )
-for zi, q, a, b, c in zip(z_table, one_minus, naive, clamped, stable, strict=True):
-    print(f"{zi.item():8.0f} | {q.item():14.2e} | {a.item():16.2f} | {b.item():22.2f} | {c.item():11.2f}")
-z_far = torch.tensor([[0.0, 120.0]])  # two classes; the true class 0 is 120 logits behind
+for zi, q, a, b, c in zip(
+    z_table, one_minus, naive, clamped, stable, strict=True
+):
+    print(
+        f"{zi.item():8.0f} | {q.item():14.2e} | {a.item():16.2f} | {b.item():22.2f} | {c.item():11.2f}"
+    )
+z_far = torch.tensor(
+    [[0.0, 120.0]]
+)  # two classes; the true class 0 is 120 logits behind
 p_far = torch.softmax(z_far, dim=1)
 print(f"softmax([0, 120])[0] = {p_far[0, 0].item()} (true value e^-120 = {math.exp(-120):.1e}): "
       f"-log p = {-torch.log(p_far[0, 0]).item()}, F.cross_entropy = {F.cross_entropy(z_far, torch.tensor([0])).item()}")  # fmt: skip
-assert one_minus[2] == 0 and p_far[0, 0] == 0  # rounded or underflowed to exactly 0: log 0
+assert (
+    one_minus[2] == 0 and p_far[0, 0] == 0
+)  # rounded or underflowed to exactly 0: log 0
 
 # %% [markdown]
 # ## Cross-entropy for many classes
@@ -675,14 +866,21 @@ def cross_entropy(z, y):
 
 logits = torch.randn(32, 5, generator=gen) * 4
 labels = torch.randint(0, 5, (32,), generator=gen)
-torch.testing.assert_close(cross_entropy(logits, labels), F.cross_entropy(logits, labels))
-torch.testing.assert_close(cross_entropy(logits, labels), F.nll_loss(F.log_softmax(logits, dim=1), labels))
+torch.testing.assert_close(
+    cross_entropy(logits, labels), F.cross_entropy(logits, labels)
+)
+torch.testing.assert_close(
+    cross_entropy(logits, labels),
+    F.nll_loss(F.log_softmax(logits, dim=1), labels),
+)
 huge = torch.tensor([[1000.0, 0.0, -1000.0]])
 print(
     "naive log(softmax) of logits (1000, 0, -1000):",
     torch.log(torch.exp(huge) / torch.exp(huge).sum()).tolist(),
 )
-print("log_softmax via logsumexp                   :", log_softmax(huge).tolist())
+print(
+    "log_softmax via logsumexp                   :", log_softmax(huge).tolist()
+)
 
 # %% [markdown]
 # ### A worked example: bits or nats
@@ -703,22 +901,35 @@ ce_bits = -(T * torch.log2(S)).sum()
 ce_nats = -(T * torch.log(S)).sum()
 print(f"cross-entropy with log2 : {ce_bits.item():.4f} bits")
 print(f"cross-entropy with ln   : {ce_nats.item():.4f} nats")
-print(f"F.nll_loss(log S, 0)    : {F.nll_loss(torch.log(S)[None], torch.tensor([0])).item():.4f} nats")
+print(
+    f"F.nll_loss(log S, 0)    : {F.nll_loss(torch.log(S)[None], torch.tensor([0])).item():.4f} nats"
+)
 print(f"nats / ln 2             : {(ce_nats / math.log(2)).item():.4f} bits")
 renormalised = F.cross_entropy(torch.log(S)[None], torch.tensor([0]))
-print(f"sum of S = {S.sum().item():.3f}; F.cross_entropy(log S, 0) = {renormalised.item():.4f}")
+print(
+    f"sum of S = {S.sum().item():.3f}; F.cross_entropy(log S, 0) = {renormalised.item():.4f}"
+)
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
 cls = np.arange(4)
 axes[0].bar(cls - 0.2, S, width=0.4, color=viz.color(0), label="prediction S")
-axes[0].bar(cls + 0.2, T, width=0.4, color=viz.color(2), label="target T (class 0)")
-axes[0].set(xticks=cls, xlabel="class index", ylabel="probability", title="Prediction and one-hot target")
+axes[0].bar(
+    cls + 0.2, T, width=0.4, color=viz.color(2), label="target T (class 0)"
+)
+axes[0].set(
+    xticks=cls,
+    xlabel="class index",
+    ylabel="probability",
+    title="Prediction and one-hot target",
+)
 axes[0].legend()
 contrib = -(T * torch.log2(S))
 axes[1].bar(cls, contrib, color=viz.color(1))
 for c_i, v in zip(cls, contrib, strict=True):
-    axes[1].text(c_i, v.item() + 0.01, f"{v.item():.4f}", ha="center", fontsize=8)
+    axes[1].text(
+        c_i, v.item() + 0.01, f"{v.item():.4f}", ha="center", fontsize=8
+    )
 axes[1].set(
     xticks=cls,
     xlabel="class index",
@@ -742,13 +953,17 @@ plt.show()
 eps_ls, M = 0.1, 5
 q_smooth = (1 - eps_ls) * F.one_hot(labels, M).float() + eps_ls / M
 torch.testing.assert_close(
-    F.cross_entropy(logits, labels, label_smoothing=eps_ls), -(q_smooth * log_softmax(logits)).sum(1).mean()
+    F.cross_entropy(logits, labels, label_smoothing=eps_ls),
+    -(q_smooth * log_softmax(logits)).sum(1).mean(),
 )
 torch.testing.assert_close(
-    F.cross_entropy(logits, labels, label_smoothing=eps_ls), F.cross_entropy(logits, q_smooth)
+    F.cross_entropy(logits, labels, label_smoothing=eps_ls),
+    F.cross_entropy(logits, q_smooth),
 )
 gap = math.log((1 - eps_ls + eps_ls / M) / (eps_ls / M))
-print(f"with ε = {eps_ls}, M = {M}: optimal logit gap {gap:.3f} (without smoothing: infinite)")
+print(
+    f"with ε = {eps_ls}, M = {M}: optimal logit gap {gap:.3f} (without smoothing: infinite)"
+)
 
 # %% [markdown]
 # ## Mean squared logarithmic error
@@ -781,19 +996,31 @@ assert math.isclose(
     mean_squared_log_error(counts_true, counts_pred),
     rel_tol=1e-5,
 )
-torch.testing.assert_close(losses.msle(counts_pred, counts_true), msle_scratch(counts_pred, counts_true))
+torch.testing.assert_close(
+    losses.msle(counts_pred, counts_true),
+    msle_scratch(counts_pred, counts_true),
+)
 assert math.isclose(
     losses.msle(counts_pred, counts_true).sqrt().item(),
     root_mean_squared_log_error(counts_true, counts_pred),
     rel_tol=1e-5,
 )
-no_plus_one = ((torch.log(counts_pred) - torch.log(counts_true)) ** 2).mean().sqrt()
+no_plus_one = (
+    ((torch.log(counts_pred) - torch.log(counts_true)) ** 2).mean().sqrt()
+)
 print(f"root formula without +1 on data with a zero: {no_plus_one.item()}")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"{'target':>8} {'prediction':>11} {'squared error':>14} {'squared log error':>18}")
-for t, p in [(10.0, 11.0), (100.0, 110.0), (1000.0, 1100.0), (10000.0, 11000.0)]:
+print(
+    f"{'target':>8} {'prediction':>11} {'squared error':>14} {'squared log error':>18}"
+)
+for t, p in [
+    (10.0, 11.0),
+    (100.0, 110.0),
+    (1000.0, 1100.0),
+    (10000.0, 11000.0),
+]:
     se = (p - t) ** 2
     sle = losses.msle(torch.tensor([p]), torch.tensor([t])).item()
     print(f"{t:8.0f} {p:11.0f} {se:14.0f} {sle:18.5f}")
@@ -833,16 +1060,25 @@ q = torch.full((4,), 0.25, dtype=torch.float64)
 H_p = -(p * torch.log2(p)).sum()
 H_pq = -(p * torch.log2(q)).sum()
 KL_pq = (p * torch.log2(p / q)).sum()
-print(f"H(p) = {H_p.item():.4f} bits, H(p, q) = {H_pq.item():.4f} bits, KL(p || q) = {KL_pq.item():.4f} bits")
+print(
+    f"H(p) = {H_p.item():.4f} bits, H(p, q) = {H_pq.item():.4f} bits, KL(p || q) = {KL_pq.item():.4f} bits"
+)
 torch.testing.assert_close(H_pq, H_p + KL_pq)
 # the same quantities from course_lib, SciPy and PyTorch
 torch.testing.assert_close(losses.entropy(p, base=2), H_p)
 torch.testing.assert_close(losses.kl_divergence(p, q, base=2), KL_pq)
 assert math.isclose(scipy.stats.entropy(p.numpy(), base=2), H_p.item())
-assert math.isclose(scipy.stats.entropy(p.numpy(), q.numpy(), base=2), KL_pq.item())
+assert math.isclose(
+    scipy.stats.entropy(p.numpy(), q.numpy(), base=2), KL_pq.item()
+)
 # F.kl_div(input, target) expects input = log q (log-probabilities) and target = p, in nats
-torch.testing.assert_close(F.kl_div(q.log(), p, reduction="sum") / math.log(2), KL_pq)
-p2, q2 = torch.tensor([0.9, 0.1], dtype=torch.float64), torch.tensor([0.5, 0.5], dtype=torch.float64)
+torch.testing.assert_close(
+    F.kl_div(q.log(), p, reduction="sum") / math.log(2), KL_pq
+)
+p2, q2 = (
+    torch.tensor([0.9, 0.1], dtype=torch.float64),
+    torch.tensor([0.5, 0.5], dtype=torch.float64),
+)
 print(
     f"asymmetry: KL(p2 || q2) = {losses.kl_divergence(p2, q2).item():.4f} nats, "
     f"KL(q2 || p2) = {losses.kl_divergence(q2, p2).item():.4f} nats"
@@ -851,8 +1087,12 @@ print(f"KL(p || p) = {losses.kl_divergence(p, p).item():.4f}")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-P = torch.softmax(torch.randn(1000, 6, generator=gen, dtype=torch.float64) * 2, dim=1)
-Q = torch.softmax(torch.randn(1000, 6, generator=gen, dtype=torch.float64) * 2, dim=1)
+P = torch.softmax(
+    torch.randn(1000, 6, generator=gen, dtype=torch.float64) * 2, dim=1
+)
+Q = torch.softmax(
+    torch.randn(1000, 6, generator=gen, dtype=torch.float64) * 2, dim=1
+)
 kl = losses.kl_divergence(P, Q)
 assert (kl >= 0).all(), "Gibbs' inequality"
 torch.testing.assert_close(kl, F.kl_div(Q.log(), P, reduction="none").sum(1))
@@ -872,14 +1112,20 @@ print(
 # a gradient too.
 
 # %%
-p_teacher = torch.softmax(torch.randn(8, 5, generator=gen, dtype=torch.float64), dim=1)  # fixed
-z_student = torch.randn(8, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+p_teacher = torch.softmax(
+    torch.randn(8, 5, generator=gen, dtype=torch.float64), dim=1
+)  # fixed
+z_student = torch.randn(
+    8, 5, generator=gen, dtype=torch.float64, requires_grad=True
+)
 ce_val = -(p_teacher * F.log_softmax(z_student, dim=1)).sum(1).mean()
 kl_val = losses.kl_divergence(p_teacher, torch.softmax(z_student, dim=1)).mean()
 (g_ce,) = torch.autograd.grad(ce_val, z_student)
 (g_kl,) = torch.autograd.grad(kl_val, z_student)
 torch.testing.assert_close(g_ce, g_kl)
-torch.testing.assert_close(g_ce, (torch.softmax(z_student, 1) - p_teacher).detach() / 8)
+torch.testing.assert_close(
+    g_ce, (torch.softmax(z_student, 1) - p_teacher).detach() / 8
+)
 torch.testing.assert_close(ce_val - kl_val, losses.entropy(p_teacher).mean())
 print(
     f"CE = {ce_val.item():.4f}, KL = {kl_val.item():.4f}, difference = mean H(p) = "
@@ -902,28 +1148,54 @@ def gaussian_on_grid(mu, sigma):
     return d / d.sum(-1, keepdim=True)
 
 
-p_two = 0.5 * gaussian_on_grid(torch.tensor(-2.0), torch.tensor(0.6)) + 0.5 * gaussian_on_grid(
-    torch.tensor(2.0), torch.tensor(0.6)
+p_two = 0.5 * gaussian_on_grid(
+    torch.tensor(-2.0), torch.tensor(0.6)
+) + 0.5 * gaussian_on_grid(torch.tensor(2.0), torch.tensor(0.6))
+mus, sigmas = torch.meshgrid(
+    torch.linspace(-3, 3, 61), torch.linspace(0.3, 3.3, 31), indexing="ij"
 )
-mus, sigmas = torch.meshgrid(torch.linspace(-3, 3, 61), torch.linspace(0.3, 3.3, 31), indexing="ij")
-q_all = gaussian_on_grid(mus.flatten().double(), sigmas.flatten().double())  # [61*31, 481]
+q_all = gaussian_on_grid(
+    mus.flatten().double(), sigmas.flatten().double()
+)  # [61*31, 481]
 forward = losses.kl_divergence(p_two.expand_as(q_all), q_all)
 reverse = losses.kl_divergence(q_all, p_two.expand_as(q_all))
 best_f, best_r = forward.argmin(), reverse.argmin()
-mu_f, sd_f = round(mus.flatten()[best_f].item(), 2) + 0.0, sigmas.flatten()[best_f].item()  # + 0.0: no "-0.0"
-mu_r, sd_r = round(mus.flatten()[best_r].item(), 2) + 0.0, sigmas.flatten()[best_r].item()
-assert abs(mu_f) < 0.3 and sd_f > 1.5, f"forward KL should cover both peaks, got μ={mu_f:.2f}, σ={sd_f:.2f}"
+mu_f, sd_f = (
+    round(mus.flatten()[best_f].item(), 2) + 0.0,
+    sigmas.flatten()[best_f].item(),
+)  # + 0.0: no "-0.0"
+mu_r, sd_r = (
+    round(mus.flatten()[best_r].item(), 2) + 0.0,
+    sigmas.flatten()[best_r].item(),
+)
+assert abs(mu_f) < 0.3 and sd_f > 1.5, (
+    f"forward KL should cover both peaks, got μ={mu_f:.2f}, σ={sd_f:.2f}"
+)
 assert abs(abs(mu_r) - 2) < 0.3 and sd_r < 1.0, (
     f"reverse KL should pick a peak, got μ={mu_r:.2f}, σ={sd_r:.2f}"
 )
 
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(7, 3.2))
-ax.fill_between(grid, p_two, color=viz.color("reference"), alpha=0.3, label="p (two peaks)")
-ax.plot(grid, q_all[best_f], color=viz.color(0), label=f"argmin KL(p‖q): μ = {mu_f:.1f}, σ = {sd_f:.1f}")
-ax.plot(grid, q_all[best_r], color=viz.color(1), label=f"argmin KL(q‖p): μ = {mu_r:.1f}, σ = {sd_r:.1f}")
+ax.fill_between(
+    grid, p_two, color=viz.color("reference"), alpha=0.3, label="p (two peaks)"
+)
+ax.plot(
+    grid,
+    q_all[best_f],
+    color=viz.color(0),
+    label=f"argmin KL(p‖q): μ = {mu_f:.1f}, σ = {sd_f:.1f}",
+)
+ax.plot(
+    grid,
+    q_all[best_r],
+    color=viz.color(1),
+    label=f"argmin KL(q‖p): μ = {mu_r:.1f}, σ = {sd_r:.1f}",
+)
 ax.set(
-    xlabel="x", ylabel="probability (on the grid)", title="Forward KL covers the peaks, reverse KL picks one"
+    xlabel="x",
+    ylabel="probability (on the grid)",
+    title="Forward KL covers the peaks, reverse KL picks one",
 )
 ax.legend(fontsize=8)
 plt.show()
@@ -1016,11 +1288,14 @@ def feature_loss_scratch(fx, fy):
     return (((fx - fy) ** 2).sum(dim=(1, 2, 3)) / (c * h * w)).mean()
 
 
-noisy = (photo + 0.1 * torch.randn(photo.shape, generator=gen).to(device)).clamp(0, 1)
+noisy = (
+    photo + 0.1 * torch.randn(photo.shape, generator=gen).to(device)
+).clamp(0, 1)
 f_photo, f_noisy = phi(photo), phi(noisy)
 for j in range(3):
     torch.testing.assert_close(
-        feature_loss_scratch(f_noisy[j], f_photo[j]), losses.feature_loss(f_noisy[j], f_photo[j])
+        feature_loss_scratch(f_noisy[j], f_photo[j]),
+        losses.feature_loss(f_noisy[j], f_photo[j]),
     )
 torch.testing.assert_close(
     losses.feature_loss(f_noisy, f_photo),
@@ -1028,7 +1303,10 @@ torch.testing.assert_close(
 )
 print(
     "feature loss per layer:",
-    [f"{losses.feature_loss(a, b).item():.2e}" for a, b in zip(f_noisy, f_photo, strict=True)],
+    [
+        f"{losses.feature_loss(a, b).item():.2e}"
+        for a, b in zip(f_noisy, f_photo, strict=True)
+    ],
 )
 
 # %% [markdown]
@@ -1065,14 +1343,20 @@ def style_loss_scratch(feats_x, feats_y, weights):
     total = 0.0
     for w_l, fx, fy in zip(weights, feats_x, feats_y, strict=True):
         n_l, m_l = fx.shape[1], fx.shape[2] * fx.shape[3]
-        E_l = ((gram_scratch(fx) - gram_scratch(fy)) ** 2).sum(dim=(1, 2)) / (4 * n_l**2 * m_l**2)
+        E_l = ((gram_scratch(fx) - gram_scratch(fy)) ** 2).sum(dim=(1, 2)) / (
+            4 * n_l**2 * m_l**2
+        )
         total = total + w_l * E_l.mean()
     return total
 
 
 f = f_photo[1]
-torch.testing.assert_close(gram_scratch(f), losses.gram_matrix(f, normalize=False))
-torch.testing.assert_close(gram_scratch(f), torch.einsum("bchw,bdhw->bcd", f, f))
+torch.testing.assert_close(
+    gram_scratch(f), losses.gram_matrix(f, normalize=False)
+)
+torch.testing.assert_close(
+    gram_scratch(f), torch.einsum("bchw,bdhw->bcd", f, f)
+)
 torch.testing.assert_close(
     style_loss_scratch(f_noisy, f_photo, [1 / 3] * 3),
     losses.style_loss(f_noisy, f_photo),
@@ -1081,7 +1365,9 @@ torch.testing.assert_close(
 )
 perm = torch.randperm(f.shape[2] * f.shape[3], generator=gen).to(device)
 f_shuffled = f.flatten(2)[:, :, perm].reshape_as(f)
-torch.testing.assert_close(losses.gram_matrix(f_shuffled), losses.gram_matrix(f))
+torch.testing.assert_close(
+    losses.gram_matrix(f_shuffled), losses.gram_matrix(f)
+)
 print(
     f"Gram matrix of a {tuple(f.shape)} feature map: {tuple(losses.gram_matrix(f).shape)}, "
     "unchanged by a random permutation of the positions"
@@ -1104,18 +1390,28 @@ other = data.sample_image("coffee", 48).to(device)[None]
 candidates = {"rolled": rolled, "tiles shuffled": tiled, "another photo": other}
 f_rolled = phi(rolled)
 for a, b in zip(f_rolled, f_photo, strict=True):
-    torch.testing.assert_close(losses.gram_matrix(a), losses.gram_matrix(b), rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(
+        losses.gram_matrix(a), losses.gram_matrix(b), rtol=1e-4, atol=1e-7
+    )
 scores = {}
 for name, img in candidates.items():
     fi = phi(img)
-    scores[name] = (losses.feature_loss(fi, f_photo).item(), losses.style_loss(fi, f_photo).item())
-assert scores["rolled"][1] < 1e-9 < scores["rolled"][0], "same Gram matrices, different feature maps"
-assert scores["tiles shuffled"][1] < scores["another photo"][1], "shuffled tiles keep the style closer"
+    scores[name] = (
+        losses.feature_loss(fi, f_photo).item(),
+        losses.style_loss(fi, f_photo).item(),
+    )
+assert scores["rolled"][1] < 1e-9 < scores["rolled"][0], (
+    "same Gram matrices, different feature maps"
+)
+assert scores["tiles shuffled"][1] < scores["another photo"][1], (
+    "shuffled tiles keep the style closer"
+)
 
 # %% tags=["hide-input"]
 viz.show_images(
     [photo[0].cpu()] + [img[0].cpu() for img in candidates.values()],
-    ["original"] + [f"{n}\nfeature {s[0]:.4f}\nstyle {s[1]:.2e}" for n, s in scores.items()],
+    ["original"]
+    + [f"{n}\nfeature {s[0]:.4f}\nstyle {s[1]:.2e}" for n, s in scores.items()],
     ncols=4,
     size=2.3,
     suptitle="Feature loss sees layout; style loss sees statistics",
@@ -1131,7 +1427,9 @@ plt.show()
 texture_names = ["brick", "grass", "gravel"]
 crops_a, crops_b = [], []
 for name in texture_names:
-    t = data.sample_image(name, 128).expand(3, -1, -1)  # grey photos -> 3 channels
+    t = data.sample_image(name, 128).expand(
+        3, -1, -1
+    )  # grey photos -> 3 channels
     crops_a.append(t[:, :48, :48])
     crops_b.append(t[:, 64:112, 64:112])
 feats_a = phi(torch.stack(crops_a).to(device))
@@ -1142,13 +1440,22 @@ for i in range(3):
         style_matrix[i, j] = losses.style_loss(
             [f[i : i + 1] for f in feats_a], [f[j : j + 1] for f in feats_b]
         ).item()
-assert (style_matrix.argmin(dim=1) == torch.arange(3)).all(), f"diagonal not the row minimum:\n{style_matrix}"
+assert (style_matrix.argmin(dim=1) == torch.arange(3)).all(), (
+    f"diagonal not the row minimum:\n{style_matrix}"
+)
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.3), width_ratios=[1.2, 1])
-axes[0].imshow(torch.cat([torch.cat(crops_a, 2), torch.cat(crops_b, 2)], 1).permute(1, 2, 0))
+axes[0].imshow(
+    torch.cat([torch.cat(crops_a, 2), torch.cat(crops_b, 2)], 1).permute(
+        1, 2, 0
+    )
+)
 axes[0].set(
-    xticks=[24, 72, 120], xticklabels=texture_names, yticks=[24, 72], yticklabels=["crop A", "crop B"]
+    xticks=[24, 72, 120],
+    xticklabels=texture_names,
+    yticks=[24, 72],
+    yticklabels=["crop A", "crop B"],
 )
 axes[0].grid(False)
 im = axes[1].imshow(style_matrix / style_matrix.max(), cmap="viridis")
@@ -1205,20 +1512,41 @@ def identity_loss_scratch(a, b):
     return (1 - cos).mean()
 
 
-emb_a = torch.randn(8, 16, generator=gen, dtype=torch.float64).requires_grad_(True)
+emb_a = torch.randn(8, 16, generator=gen, dtype=torch.float64).requires_grad_(
+    True
+)
 emb_b = torch.randn(8, 16, generator=gen, dtype=torch.float64)
 loss_id = identity_loss_scratch(emb_a, emb_b)
 torch.testing.assert_close(loss_id, losses.identity_loss(emb_a, emb_b))
-torch.testing.assert_close(losses.identity_loss(emb_a, 3 * emb_a), torch.zeros((), dtype=torch.float64))
-torch.testing.assert_close(losses.identity_loss(emb_a, -emb_a), torch.full((), 2.0, dtype=torch.float64))
-half_sq = 0.5 * ((F.normalize(emb_a, dim=1) - F.normalize(emb_b, dim=1)) ** 2).sum(1).mean()
+torch.testing.assert_close(
+    losses.identity_loss(emb_a, 3 * emb_a), torch.zeros((), dtype=torch.float64)
+)
+torch.testing.assert_close(
+    losses.identity_loss(emb_a, -emb_a),
+    torch.full((), 2.0, dtype=torch.float64),
+)
+half_sq = (
+    0.5
+    * ((F.normalize(emb_a, dim=1) - F.normalize(emb_b, dim=1)) ** 2)
+    .sum(1)
+    .mean()
+)
 torch.testing.assert_close(loss_id, half_sq)  # an L2 loss between unit vectors
 (g_id,) = torch.autograd.grad(loss_id, emb_a)
-radial = (g_id * emb_a).sum(1) / (g_id.norm(dim=1) * emb_a.norm(dim=1))  # cos(gradient, embedding)
-print(f"identity loss {loss_id.item():.4f} = half squared distance of unit vectors {half_sq.item():.4f}")
-print(f"largest |cos(gradient, embedding)| over the 8 rows: {radial.abs().max().item():.1e} (orthogonal)")
+radial = (g_id * emb_a).sum(1) / (
+    g_id.norm(dim=1) * emb_a.norm(dim=1)
+)  # cos(gradient, embedding)
+print(
+    f"identity loss {loss_id.item():.4f} = half squared distance of unit vectors {half_sq.item():.4f}"
+)
+print(
+    f"largest |cos(gradient, embedding)| over the 8 rows: {radial.abs().max().item():.1e} (orthogonal)"
+)
 assert radial.abs().max() < 1e-12
-torch.testing.assert_close(losses.identity_loss(emb_a, emb_b), losses.identity_loss(5 * emb_a, 0.1 * emb_b))
+torch.testing.assert_close(
+    losses.identity_loss(emb_a, emb_b),
+    losses.identity_loss(5 * emb_a, 0.1 * emb_b),
+)
 
 # %% [markdown]
 # ## Adversarial loss
@@ -1241,13 +1569,24 @@ torch.testing.assert_close(losses.identity_loss(emb_a, emb_b), losses.identity_l
 # is $-(1 - \sigma(a)) \approx -1$. From scratch on logits, against `F.binary_cross_entropy_with_logits`:
 
 # %%
-a_real, a_fake = torch.randn(64, generator=gen) + 2, torch.randn(64, generator=gen) - 4  # D's logits
-d_loss = -(F.logsigmoid(a_real) + F.logsigmoid(-a_fake)).mean()  # -log D(x) - log(1 - D(G(z)))
+a_real, a_fake = (
+    torch.randn(64, generator=gen) + 2,
+    torch.randn(64, generator=gen) - 4,
+)  # D's logits
+d_loss = -(
+    F.logsigmoid(a_real) + F.logsigmoid(-a_fake)
+).mean()  # -log D(x) - log(1 - D(G(z)))
 bce = F.binary_cross_entropy_with_logits
-torch.testing.assert_close(d_loss, bce(a_real, torch.ones(64)) + bce(a_fake, torch.zeros(64)))
+torch.testing.assert_close(
+    d_loss, bce(a_real, torch.ones(64)) + bce(a_fake, torch.zeros(64))
+)
 a_fake.requires_grad_(True)
-(g_sat,) = torch.autograd.grad(F.logsigmoid(-a_fake).mean(), a_fake)  # generator: min log(1 - D)
-(g_ns,) = torch.autograd.grad(bce(a_fake, torch.ones(64)), a_fake)  # generator: min -log D
+(g_sat,) = torch.autograd.grad(
+    F.logsigmoid(-a_fake).mean(), a_fake
+)  # generator: min log(1 - D)
+(g_ns,) = torch.autograd.grad(
+    bce(a_fake, torch.ones(64)), a_fake
+)  # generator: min -log D
 torch.testing.assert_close(g_sat, -torch.sigmoid(a_fake.detach()) / 64)
 torch.testing.assert_close(g_ns, -(1 - torch.sigmoid(a_fake.detach())) / 64)
 print(f"mean D(G(z)) = {torch.sigmoid(a_fake).mean().item():.3f}: mean |gradient| per logit, "
@@ -1335,8 +1674,12 @@ for box_a, box_b in pairs:
 # %%
 def box_iou_scratch(b1, b2):
     """IoU matrix [N, M] of boxes b1 [N, 4] and b2 [M, 4] (continuous convention)."""
-    lt = torch.maximum(b1[:, None, :2], b2[None, :, :2])  # intersection top-left, [N, M, 2]
-    rb = torch.minimum(b1[:, None, 2:], b2[None, :, 2:])  # intersection bottom-right
+    lt = torch.maximum(
+        b1[:, None, :2], b2[None, :, :2]
+    )  # intersection top-left, [N, M, 2]
+    rb = torch.minimum(
+        b1[:, None, 2:], b2[None, :, 2:]
+    )  # intersection bottom-right
     wh = (rb - lt).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
     area1 = (b1[:, 2] - b1[:, 0]) * (b1[:, 3] - b1[:, 1])
@@ -1347,22 +1690,32 @@ def box_iou_scratch(b1, b2):
 
 def giou_scratch(b1, b2):
     iou, union = box_iou_scratch(b1, b2)
-    c_wh = torch.maximum(b1[:, None, 2:], b2[None, :, 2:]) - torch.minimum(b1[:, None, :2], b2[None, :, :2])
+    c_wh = torch.maximum(b1[:, None, 2:], b2[None, :, 2:]) - torch.minimum(
+        b1[:, None, :2], b2[None, :, :2]
+    )
     c_area = c_wh[..., 0] * c_wh[..., 1]
     return iou - (c_area - union) / c_area
 
 
 def random_boxes(n, gen):
     xy = torch.rand(n, 2, generator=gen) * 10
-    return torch.cat([xy, xy + torch.rand(n, 2, generator=gen) * 5 + 0.1], dim=1)
+    return torch.cat(
+        [xy, xy + torch.rand(n, 2, generator=gen) * 5 + 0.1], dim=1
+    )
 
 
 b1, b2 = random_boxes(30, gen), random_boxes(20, gen)
 torch.testing.assert_close(box_iou_scratch(b1, b2)[0], ops.box_iou(b1, b2))
 torch.testing.assert_close(ops.box_iou(b1, b2), tvops.box_iou(b1, b2))
-torch.testing.assert_close(giou_scratch(b1, b2), ops.generalized_box_iou(b1, b2))
-torch.testing.assert_close(ops.generalized_box_iou(b1, b2), tvops.generalized_box_iou(b1, b2))
-print("IoU and GIoU from scratch = course_lib.ops = torchvision.ops on 30 x 20 random boxes")
+torch.testing.assert_close(
+    giou_scratch(b1, b2), ops.generalized_box_iou(b1, b2)
+)
+torch.testing.assert_close(
+    ops.generalized_box_iou(b1, b2), tvops.generalized_box_iou(b1, b2)
+)
+print(
+    "IoU and GIoU from scratch = course_lib.ops = torchvision.ops on 30 x 20 random boxes"
+)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -1376,11 +1729,25 @@ others = torch.tensor(
         [12.0, 0.0, 14.0, 2.0],
     ]
 )
-names = ["identical", "half overlapping", "touching", "disjoint, gap 2", "disjoint, gap 10"]
-iou_vals, giou_vals = ops.box_iou(a_box, others)[0], ops.generalized_box_iou(a_box, others)[0]
+names = [
+    "identical",
+    "half overlapping",
+    "touching",
+    "disjoint, gap 2",
+    "disjoint, gap 10",
+]
+iou_vals, giou_vals = (
+    ops.box_iou(a_box, others)[0],
+    ops.generalized_box_iou(a_box, others)[0],
+)
 for name, i_v, g_v in zip(names, iou_vals, giou_vals, strict=True):
     print(f"{name:>18}: IoU {i_v.item():.4f}  GIoU {g_v.item():+.4f}")
-assert iou_vals[0] == 1 and abs(iou_vals[1] - 1 / 3) < 1e-6 and iou_vals[3] == 0 and giou_vals[3] < 0
+assert (
+    iou_vals[0] == 1
+    and abs(iou_vals[1] - 1 / 3) < 1e-6
+    and iou_vals[3] == 0
+    and giou_vals[3] < 0
+)
 
 # %% [markdown]
 # ### A loss from the IoU
@@ -1396,14 +1763,18 @@ assert iou_vals[0] == 1 and abs(iou_vals[1] - 1 / 3) < 1e-6 and iou_vals[3] == 0
 # %%
 fixed = torch.tensor([[0.0, 0.0, 4.0, 4.0]])
 shift = torch.linspace(-12, 12, 241, requires_grad=True)
-moving = torch.stack([shift, torch.zeros_like(shift), shift + 4, torch.full_like(shift, 4.0)], dim=1)
+moving = torch.stack(
+    [shift, torch.zeros_like(shift), shift + 4, torch.full_like(shift, 4.0)],
+    dim=1,
+)
 fixed_n = fixed.expand_as(moving)  # paired: moving[i] with fixed_n[i]
 box_losses = {
     "1 − IoU": losses.iou_loss(moving, fixed_n, reduction="none"),
     "1 − GIoU": losses.giou_loss(moving, fixed_n, reduction="none"),
 }
 torch.testing.assert_close(
-    box_losses["1 − GIoU"], tvops.generalized_box_iou_loss(moving, fixed_n, reduction="none")
+    box_losses["1 − GIoU"],
+    tvops.generalized_box_iou_loss(moving, fixed_n, reduction="none"),
 )
 
 # %% tags=["hide-input"]
@@ -1415,9 +1786,15 @@ for k, (name, vals) in enumerate(box_losses.items()):
 for ax in axes:
     ax.axvspan(-4, 4, color=viz.color("reference"), alpha=0.12, lw=0)
 axes[0].set(
-    xlabel="horizontal offset of the moving 4×4 box", ylabel="loss", title="Loss (shaded: boxes overlap)"
+    xlabel="horizontal offset of the moving 4×4 box",
+    ylabel="loss",
+    title="Loss (shaded: boxes overlap)",
 )
-axes[1].set(xlabel="horizontal offset of the moving 4×4 box", ylabel="d loss / d offset", title="Gradient")
+axes[1].set(
+    xlabel="horizontal offset of the moving 4×4 box",
+    ylabel="d loss / d offset",
+    title="Gradient",
+)
 axes[0].legend()
 plt.show()
 
@@ -1433,7 +1810,9 @@ target_box = torch.tensor([[10.0, 8.0, 18.0, 14.0]])
 def fit_box(loss_fn, steps=100):
     centre = torch.tensor([3.0, 22.0], requires_grad=True)
     log_size = torch.tensor([math.log(4.0), math.log(4.0)], requires_grad=True)
-    opt = torch.optim.Adam([{"params": [centre], "lr": 0.3}, {"params": [log_size], "lr": 0.03}])
+    opt = torch.optim.Adam(
+        [{"params": [centre], "lr": 0.3}, {"params": [log_size], "lr": 0.03}]
+    )
     path = []
     for _ in range(steps):
         half = log_size.exp() / 2
@@ -1446,11 +1825,20 @@ def fit_box(loss_fn, steps=100):
     return torch.stack(path)
 
 
-paths = {"1 − IoU": fit_box(losses.iou_loss), "1 − GIoU": fit_box(losses.giou_loss)}
-final_iou = {k: ops.paired_box_iou(p[-1:], target_box).item() for k, p in paths.items()}
+paths = {
+    "1 − IoU": fit_box(losses.iou_loss),
+    "1 − GIoU": fit_box(losses.giou_loss),
+}
+final_iou = {
+    k: ops.paired_box_iou(p[-1:], target_box).item() for k, p in paths.items()
+}
 moved = (paths["1 − IoU"] - paths["1 − IoU"][0]).abs().max().item()
-assert moved == 0.0, f"the IoU-loss box should not move (zero gradient), it moved by {moved}"
-assert final_iou["1 − GIoU"] > 0.9, f"GIoU fit reached IoU {final_iou['1 − GIoU']:.3f}, expected > 0.9"
+assert moved == 0.0, (
+    f"the IoU-loss box should not move (zero gradient), it moved by {moved}"
+)
+assert final_iou["1 − GIoU"] > 0.9, (
+    f"GIoU fit reached IoU {final_iou['1 − GIoU']:.3f}, expected > 0.9"
+)
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), width_ratios=[1, 1, 1.2])
@@ -1458,20 +1846,53 @@ for ax, (name, path) in zip(axes[:2], paths.items(), strict=False):
     for t in [*range(0, len(path), 10), len(path) - 1]:
         x1, y1, x2, y2 = path[t].tolist()
         last = t == len(path) - 1
-        style = {"lw": 2, "label": "prediction (every 10 steps)"} if last else {"lw": 1}
+        style = (
+            {"lw": 2, "label": "prediction (every 10 steps)"}
+            if last
+            else {"lw": 1}
+        )
         alpha = 0.2 + 0.8 * t / len(path)
         ax.add_patch(
-            Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=viz.color(0), alpha=alpha, **style)
+            Rectangle(
+                (x1, y1),
+                x2 - x1,
+                y2 - y1,
+                fill=False,
+                color=viz.color(0),
+                alpha=alpha,
+                **style,
+            )
         )
     x1, y1, x2, y2 = target_box[0].tolist()
     ax.add_patch(
-        Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=viz.color(2), lw=2.5, label="target")
+        Rectangle(
+            (x1, y1),
+            x2 - x1,
+            y2 - y1,
+            fill=False,
+            color=viz.color(2),
+            lw=2.5,
+            label="target",
+        )
     )
-    ax.set(xlim=(-1, 21), ylim=(26, 4), aspect="equal", title=f"{name}: final IoU {final_iou[name]:.2f}")
+    ax.set(
+        xlim=(-1, 21),
+        ylim=(26, 4),
+        aspect="equal",
+        title=f"{name}: final IoU {final_iou[name]:.2f}",
+    )
     ax.legend(loc="upper left", fontsize=8)
 for k, (name, path) in enumerate(paths.items()):
-    axes[2].plot(ops.paired_box_iou(path, target_box.expand_as(path)), color=viz.color(k), label=name)
-axes[2].set(xlabel="step", ylabel="IoU with the target", title="Box fitting by gradient descent")
+    axes[2].plot(
+        ops.paired_box_iou(path, target_box.expand_as(path)),
+        color=viz.color(k),
+        label=name,
+    )
+axes[2].set(
+    xlabel="step",
+    ylabel="IoU with the target",
+    title="Box fitting by gradient descent",
+)
 axes[2].legend()
 plt.show()
 
@@ -1507,9 +1928,15 @@ def nt_xent_scratch(z1, z2, tau):
     n = len(z1)
     z = F.normalize(torch.cat([z1, z2]), dim=1)  # 2N unit vectors
     sim = z @ z.T  # cosine similarities [2N, 2N]
-    e = torch.exp(sim / tau) * (1 - torch.eye(2 * n, device=z.device))  # drop k = i
-    positive = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    ell = -torch.log(e[torch.arange(2 * n, device=z.device), positive] / e.sum(dim=1))
+    e = torch.exp(sim / tau) * (
+        1 - torch.eye(2 * n, device=z.device)
+    )  # drop k = i
+    positive = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(
+        z.device
+    )
+    ell = -torch.log(
+        e[torch.arange(2 * n, device=z.device), positive] / e.sum(dim=1)
+    )
     return ell.mean()
 
 
@@ -1518,14 +1945,21 @@ def nt_xent_as_cross_entropy(z1, z2, tau):
     n = len(z1)
     z = F.normalize(torch.cat([z1, z2]), dim=1)
     logits = (z @ z.T / tau).fill_diagonal_(float("-inf"))
-    positive = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    positive = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(
+        z.device
+    )
     return F.cross_entropy(logits, positive)
 
 
 z1, z2 = torch.randn(16, 32, generator=gen), torch.randn(16, 32, generator=gen)
 for tau in (0.1, 0.5, 1.0):
-    torch.testing.assert_close(nt_xent_scratch(z1, z2, tau), losses.nt_xent(z1, z2, temperature=tau))
-    torch.testing.assert_close(nt_xent_as_cross_entropy(z1, z2, tau), losses.nt_xent(z1, z2, temperature=tau))
+    torch.testing.assert_close(
+        nt_xent_scratch(z1, z2, tau), losses.nt_xent(z1, z2, temperature=tau)
+    )
+    torch.testing.assert_close(
+        nt_xent_as_cross_entropy(z1, z2, tau),
+        losses.nt_xent(z1, z2, temperature=tau),
+    )
 print(
     f"at τ = 0.005, exp overflows in the formula version: {nt_xent_scratch(z1, z1, 0.005).item()}; "
     f"course_lib (logsumexp): {losses.nt_xent(z1, z1, temperature=0.005).item():.4f}"
@@ -1590,8 +2024,12 @@ print(
 
 # %%
 g_ex = torch.Generator().manual_seed(1)
-values = -torch.log(torch.rand(101, generator=g_ex, dtype=torch.float64))  # skewed (exponential) data
-slope_cases = [(torch.tensor(c, dtype=torch.float64), values) for c in (0.05, 0.7, 2.5)]
+values = -torch.log(
+    torch.rand(101, generator=g_ex, dtype=torch.float64)
+)  # skewed (exponential) data
+slope_cases = [
+    (torch.tensor(c, dtype=torch.float64), values) for c in (0.05, 0.7, 2.5)
+]
 slope_cases.append((torch.tensor(0.7, dtype=torch.float64), values[:100]))
 
 
@@ -1615,7 +2053,9 @@ def l1_slope(c: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ((y < c).sum() - (y > c).sum()) / len(y)
 
 
-exercises.check_function(l1_slope, slope_cases, reference=autograd_slope).assert_passed()
+exercises.check_function(
+    l1_slope, slope_cases, reference=autograd_slope
+).assert_passed()
 grid_c = torch.linspace(0, 6, 30001, dtype=torch.float64)
 
 
@@ -1655,7 +2095,9 @@ focal_cases = [(z_ex, y_ex), (z_ex, y_ex, 0.5, 1.0), (z_ex, y_ex, 0.25, 0.0)]
 
 
 def torchvision_focal(z, y, alpha=0.25, gamma=2.0):
-    return tvops.sigmoid_focal_loss(z, y, alpha=alpha, gamma=gamma, reduction="mean")
+    return tvops.sigmoid_focal_loss(
+        z, y, alpha=alpha, gamma=gamma, reduction="mean"
+    )
 
 
 def focal_loss(z, y, alpha=0.25, gamma=2.0):
@@ -1674,10 +2116,14 @@ def focal_loss(z, y, alpha=0.25, gamma=2.0):
     return (alpha_t * (1 - p_t) ** gamma * ce).mean()
 
 
-exercises.check_function(focal_loss, focal_cases, reference=torchvision_focal).assert_passed()
+exercises.check_function(
+    focal_loss, focal_cases, reference=torchvision_focal
+).assert_passed()
 for p_t in (0.9, 0.1):
     print(f"p_t = {p_t}: modulating factor (1 - p_t)^2 = {(1 - p_t) ** 2:.2f}")
-print("an easy example's loss is scaled by 0.01, a hard one's by 0.81: 81 times more relative weight")
+print(
+    "an easy example's loss is scaled by 0.01, a hard one's by 0.81: 81 times more relative weight"
+)
 
 # %% [markdown]
 # ### Exercise 3: Dice loss (a preview of chapter 07)
@@ -1699,13 +2145,20 @@ def box_mask(box, size=32):
     return mask
 
 
-boxes_p = torch.tensor([[4.0, 4.0, 20.0, 20.0], [4.0, 4.0, 20.0, 20.0], [0.0, 0.0, 8.0, 30.0]])
-boxes_g = torch.tensor([[8.0, 10.0, 24.0, 26.0], [4.0, 4.0, 20.0, 20.0], [5.0, 20.0, 31.0, 31.0]])
+boxes_p = torch.tensor(
+    [[4.0, 4.0, 20.0, 20.0], [4.0, 4.0, 20.0, 20.0], [0.0, 0.0, 8.0, 30.0]]
+)
+boxes_g = torch.tensor(
+    [[8.0, 10.0, 24.0, 26.0], [4.0, 4.0, 20.0, 20.0], [5.0, 20.0, 31.0, 31.0]]
+)
 masks_p = torch.stack([box_mask(b) for b in boxes_p])  # [3, 32, 32]
 masks_g = torch.stack([box_mask(b) for b in boxes_g])
 jaccard = ops.paired_box_iou(boxes_p, boxes_g)  # [3]
 dice_cases = [(masks_p[0], masks_g[0]), (masks_p, masks_g)]
-dice_expected = [1 - 2 * jaccard[0] / (1 + jaccard[0]), 1 - 2 * jaccard / (1 + jaccard)]
+dice_expected = [
+    1 - 2 * jaccard[0] / (1 + jaccard[0]),
+    1 - 2 * jaccard / (1 + jaccard),
+]
 
 
 def dice_loss(prob, mask, eps=1e-6):
@@ -1718,12 +2171,19 @@ exercises.check_function(dice_loss, dice_cases, expected=dice_expected)
 # %% tags=["hide-cell"]
 def dice_loss(prob, mask, eps=1e-6):
     inter = (prob * mask).sum(dim=(-2, -1))
-    return 1 - (2 * inter + eps) / (prob.sum(dim=(-2, -1)) + mask.sum(dim=(-2, -1)) + eps)
+    return 1 - (2 * inter + eps) / (
+        prob.sum(dim=(-2, -1)) + mask.sum(dim=(-2, -1)) + eps
+    )
 
 
-exercises.check_function(dice_loss, dice_cases, expected=dice_expected).assert_passed()
+exercises.check_function(
+    dice_loss, dice_cases, expected=dice_expected
+).assert_passed()
 dice = 1 - dice_loss(masks_p[0], masks_g[0])
-torch.testing.assert_close(dice, 2 * (masks_p[0] * masks_g[0]).sum() / (masks_p[0].sum() + masks_g[0].sum()))
+torch.testing.assert_close(
+    dice,
+    2 * (masks_p[0] * masks_g[0]).sum() / (masks_p[0].sum() + masks_g[0].sum()),
+)
 print(
     f"Dice {dice.item():.4f}, IoU {jaccard[0].item():.4f}, "
     f"2J/(1+J) = {(2 * jaccard[0] / (1 + jaccard[0])).item():.4f}"
@@ -1743,7 +2203,9 @@ print(
 
 # %%
 best_logits = torch.zeros(1, 10, dtype=torch.float64, requires_grad=True)
-lbfgs = torch.optim.LBFGS([best_logits], max_iter=200, line_search_fn="strong_wolfe")
+lbfgs = torch.optim.LBFGS(
+    [best_logits], max_iter=200, line_search_fn="strong_wolfe"
+)
 
 
 def smoothed_loss():
@@ -1757,11 +2219,17 @@ lbfgs.step(smoothed_loss)
 numerical_confidence = best_logits.detach().softmax(1).max().item()
 
 max_confidence = exercises.TODO  # your value
-exercises.check_value(max_confidence, numerical_confidence, atol=1e-4, name="max_confidence")
+exercises.check_value(
+    max_confidence, numerical_confidence, atol=1e-4, name="max_confidence"
+)
 
 # %% tags=["hide-cell"]
-max_confidence = 1 - 0.2 + 0.2 / 10  # the optimum of the smoothed CE is the smoothed target itself
-exercises.check_value(max_confidence, numerical_confidence, atol=1e-4, name="max_confidence").assert_passed()
+max_confidence = (
+    1 - 0.2 + 0.2 / 10
+)  # the optimum of the smoothed CE is the smoothed target itself
+exercises.check_value(
+    max_confidence, numerical_confidence, atol=1e-4, name="max_confidence"
+).assert_passed()
 splits = data.digits_splits(flatten=True)
 x_tr, y_tr = splits.tensors("train")
 x_te, y_te = splits.tensors("test")
@@ -1771,7 +2239,9 @@ for eps_s in (0.0, 0.2):
     clf = nn.Linear(64, 10).to(device)
     opt = torch.optim.Adam(clf.parameters(), lr=0.05)
     for _ in range(150):
-        loss = F.cross_entropy(clf(x_tr.to(device)), y_tr.to(device), label_smoothing=eps_s)
+        loss = F.cross_entropy(
+            clf(x_tr.to(device)), y_tr.to(device), label_smoothing=eps_s
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -1788,7 +2258,9 @@ for eps_s in (0.0, 0.2):
         f"mean logit gap {results[eps_s][2]:.2f}"
     )
 assert results[0.2][1] < results[0.0][1] and results[0.2][2] < results[0.0][2]
-assert results[0.2][1] < max_confidence, "a smoothed classifier above its ceiling?"
+assert results[0.2][1] < max_confidence, (
+    "a smoothed classifier above its ceiling?"
+)
 # The smoothed loss is minimised at confidence 0.82 and a logit gap of log(0.82 / 0.02) = 3.71; the
 # trained model stays below both on average, while the unsmoothed one keeps pushing towards 1 and an
 # ever larger gap. The accuracy barely moves: the model is less over-confident, not better at ranking

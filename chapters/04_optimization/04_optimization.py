@@ -103,13 +103,21 @@ device = runtime.setup(seed=0)
 x_in, y_in, z_in = 3.0, -1.0, -2.0
 q = x_in + y_in  # forward pass
 f_out = q * z_in
-df_dq, df_dz = z_in, q  # backward pass: a product node sends each input the other one
-df_dx, df_dy = df_dq * 1.0, df_dq * 1.0  # an add node passes the gradient through
+df_dq, df_dz = (
+    z_in,
+    q,
+)  # backward pass: a product node sends each input the other one
+df_dx, df_dy = (
+    df_dq * 1.0,
+    df_dq * 1.0,
+)  # an add node passes the gradient through
 
 xyz = torch.tensor([x_in, y_in, z_in], requires_grad=True)
 ((xyz[0] + xyz[1]) * xyz[2]).backward()
 torch.testing.assert_close(xyz.grad, torch.tensor([df_dx, df_dy, df_dz]))
-print(f"f = {f_out}; by hand (df/dx, df/dy, df/dz) = {(df_dx, df_dy, df_dz)}; autograd {xyz.grad.tolist()}")
+print(
+    f"f = {f_out}; by hand (df/dx, df/dy, df/dz) = {(df_dx, df_dy, df_dz)}; autograd {xyz.grad.tolist()}"
+)
 
 
 # %% tags=["hide-input"]
@@ -117,7 +125,12 @@ circuit = {
     "x": (0, 2.2, "x", "io"), "y": (0, 1.1, "y", "io"), "z": (0, 0.0, "z", "io"),
     "+": (2.6, 1.65, "+", "op"), "×": (5.0, 0.8, "×", "op"), "f": (7.4, 0.8, "f", "io"),
 }  # fmt: skip
-wires = [("x", "+", x_in, df_dx), ("y", "+", y_in, df_dy), ("+", "×", q, df_dq), ("z", "×", z_in, df_dz)]
+wires = [
+    ("x", "+", x_in, df_dx),
+    ("y", "+", y_in, df_dy),
+    ("+", "×", q, df_dq),
+    ("z", "×", z_in, df_dz),
+]
 wires.append(("×", "f", f_out, 1.0))
 viz.diagram(circuit, [(a, b, "-", f"{value:g}\n∂f: {g:g}") for a, b, value, g in wires],
             block_size=(0.9, 0.5), fontsize=10,
@@ -140,7 +153,11 @@ b_n = torch.tensor(-3.0, requires_grad=True)
 out_n = torch.sigmoid(w_n @ x_n + b_n)
 out_n.backward()
 local = out_n.item() * (1 - out_n.item())  # sigma'(s) from the forward value
-by_hand = {"w": local * x_n.detach(), "x": local * w_n.detach(), "b": torch.tensor(local)}
+by_hand = {
+    "w": local * x_n.detach(),
+    "x": local * w_n.detach(),
+    "b": torch.tensor(local),
+}
 for name, t in (("w", w_n), ("x", x_n), ("b", b_n)):
     torch.testing.assert_close(t.grad, by_hand[name])
 print(
@@ -214,9 +231,13 @@ splits = data.digits_splits(flatten=True)
 x_train, y_train = splits.tensors("train")
 x_small, y_small = x_train[:64].double(), y_train[:64]
 gen = torch.Generator().manual_seed(0)
-W1 = (torch.randn(32, 64, dtype=torch.float64, generator=gen) / 8).requires_grad_()  # std 1/sqrt(fan-in)
+W1 = (
+    torch.randn(32, 64, dtype=torch.float64, generator=gen) / 8
+).requires_grad_()  # std 1/sqrt(fan-in)
 b1 = torch.zeros(32, dtype=torch.float64, requires_grad=True)
-W2 = (torch.randn(10, 32, dtype=torch.float64, generator=gen) / 32**0.5).requires_grad_()
+W2 = (
+    torch.randn(10, 32, dtype=torch.float64, generator=gen) / 32**0.5
+).requires_grad_()
 b2 = torch.zeros(10, dtype=torch.float64, requires_grad=True)
 X = x_small.clone().requires_grad_()
 
@@ -233,8 +254,16 @@ with torch.no_grad():  # backward pass by hand
     dW1, db1, dX = dZ1.T @ X, dZ1.sum(0), dZ1 @ W1
 
 loss_mlp.backward()  # autograd
-for name, ours, tensor in (("W1", dW1, W1), ("b1", db1, b1), ("W2", dW2, W2), ("b2", db2, b2), ("X", dX, X)):
-    torch.testing.assert_close(ours, tensor.grad)  # float64 defaults: rtol 1e-7, atol 1e-7
+for name, ours, tensor in (
+    ("W1", dW1, W1),
+    ("b1", db1, b1),
+    ("W2", dW2, W2),
+    ("b2", db2, b2),
+    ("X", dX, X),
+):
+    torch.testing.assert_close(
+        ours, tensor.grad
+    )  # float64 defaults: rtol 1e-7, atol 1e-7
     print(f"dL/d{name:2s} {str(tuple(ours.shape)):9s} by hand == autograd")
 
 # %% [markdown]
@@ -256,7 +285,12 @@ for name, ours, tensor in (("W1", dW1, W1), ("b1", db1, b1), ("W2", dW2, W2), ("
 # parameter vector, first with our own loop, then with `torch.autograd.gradcheck`.
 
 # %%
-SIZES = {"W1": (8, 64), "b1": (8,), "W2": (10, 8), "b2": (10,)}  # a 64-8-10 tanh MLP, 610 parameters
+SIZES = {
+    "W1": (8, 64),
+    "b1": (8,),
+    "W2": (10, 8),
+    "b2": (10,),
+}  # a 64-8-10 tanh MLP, 610 parameters
 
 
 def mlp_loss(theta, x=x_small, y=y_small):
@@ -279,14 +313,20 @@ def numerical_grad(fn, theta, h=1e-6):
     return g
 
 
-theta0 = 0.3 * torch.randn(610, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+theta0 = 0.3 * torch.randn(
+    610, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+)
 theta0.requires_grad_(True)
 (g_auto,) = torch.autograd.grad(mlp_loss(theta0), theta0)
 g_num = numerical_grad(mlp_loss, theta0.detach())
 rel_err = ((g_auto - g_num).abs().max() / g_auto.abs().max()).item()
-assert rel_err < 1e-7, f"relative error {rel_err:.2e} between autograd and finite differences"
+assert rel_err < 1e-7, (
+    f"relative error {rel_err:.2e} between autograd and finite differences"
+)
 assert torch.autograd.gradcheck(mlp_loss, (theta0,), eps=1e-6, atol=1e-8)
-print(f"max relative error autograd vs centred differences (float64, h = 1e-6): {rel_err:.1e}")
+print(
+    f"max relative error autograd vs centred differences (float64, h = 1e-6): {rel_err:.1e}"
+)
 
 # %% tags=["hide-input"]
 k_probe = int(g_auto.abs().argmax())  # the parameter with the largest gradient
@@ -299,10 +339,21 @@ for i, dtype in enumerate((torch.float32, torch.float64)):
     for h in hs:
         e = torch.zeros_like(th)
         e[k_probe] = h
-        fd = (mlp_loss(th + e, xs).item() - mlp_loss(th - e, xs).item()) / (2 * h)
+        fd = (mlp_loss(th + e, xs).item() - mlp_loss(th - e, xs).item()) / (
+            2 * h
+        )
         errors.append(max(abs(fd - exact) / abs(exact), 1e-17))
-    ax.loglog(hs, errors, marker="o", ms=3, color=viz.color(i), label=str(dtype).replace("torch.", ""))
-    ax.axvline(torch.finfo(dtype).eps ** (1 / 3), color=viz.color(i), ls=":", lw=1)
+    ax.loglog(
+        hs,
+        errors,
+        marker="o",
+        ms=3,
+        color=viz.color(i),
+        label=str(dtype).replace("torch.", ""),
+    )
+    ax.axvline(
+        torch.finfo(dtype).eps ** (1 / 3), color=viz.color(i), ls=":", lw=1
+    )
 ax.set(
     xlabel="step h",
     ylabel="relative error of the centred difference",
@@ -373,8 +424,18 @@ for lr in (0.015, 0.0198):
 etas = np.linspace(0, 0.022, 500)
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 ax = axes[0]
-ax.plot(etas * KAPPA, np.abs(1 - etas), color=viz.color(0), label="flat direction, λ = λmin = 1")
-ax.plot(etas * KAPPA, np.abs(1 - etas * KAPPA), color=viz.color(1), label="steep direction, λ = L = 100")
+ax.plot(
+    etas * KAPPA,
+    np.abs(1 - etas),
+    color=viz.color(0),
+    label="flat direction, λ = λmin = 1",
+)
+ax.plot(
+    etas * KAPPA,
+    np.abs(1 - etas * KAPPA),
+    color=viz.color(1),
+    label="steep direction, λ = L = 100",
+)
 ax.plot(
     etas * KAPPA,
     np.maximum(np.abs(1 - etas), np.abs(1 - etas * KAPPA)),
@@ -383,7 +444,12 @@ ax.plot(
     lw=1,
     label="the slower of the two: the rate",
 )
-ax.axvline(2 / (KAPPA + 1) * KAPPA, color=viz.color(2), ls=":", label="η* = 2/(L + λmin)")
+ax.axvline(
+    2 / (KAPPA + 1) * KAPPA,
+    color=viz.color(2),
+    ls=":",
+    label="η* = 2/(L + λmin)",
+)
 ax.axvspan(2, 2.2, color=viz.color(3), alpha=0.15, label="η > 2/L: diverges")
 ax.set(
     xlabel="η · L",
@@ -394,8 +460,17 @@ ax.set(
 )
 ax.legend(fontsize=8, loc="lower left")
 for i, lr in enumerate((0.005, 0.01, 0.0198, 0.0205)):
-    axes[1].semilogy(gd_on_valley(lr), color=viz.color(i), label=f"η = {lr} (ηL = {lr * KAPPA:.2f})")
-axes[1].set(xlabel="GD step", ylabel="f", ylim=(1e-3, 1e4), title="GD on f = (x² + 100y²)/2 from (−5, 1)")
+    axes[1].semilogy(
+        gd_on_valley(lr),
+        color=viz.color(i),
+        label=f"η = {lr} (ηL = {lr * KAPPA:.2f})",
+    )
+axes[1].set(
+    xlabel="GD step",
+    ylabel="f",
+    ylim=(1e-3, 1e4),
+    title="GD on f = (x² + 100y²)/2 from (−5, 1)",
+)
 axes[1].legend(fontsize=8)
 plt.show()
 
@@ -443,7 +518,9 @@ plt.show()
 
 # %%
 torch.manual_seed(0)
-probe_model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)).to(device)
+probe_model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)).to(
+    device
+)
 xt, yt = x_train.to(device), y_train.to(device)
 params = {k: v.detach() for k, v in probe_model.named_parameters()}
 
@@ -453,31 +530,62 @@ def example_loss(p, x, y):
 
 
 per_example = vmap(grad(example_loss), in_dims=(None, 0, 0))(params, xt, yt)
-G = torch.cat([g.flatten(1) for g in per_example.values()], dim=1)  # [N, P] per-example gradients
-full = torch.autograd.grad(F.cross_entropy(probe_model(xt), yt), list(probe_model.parameters()))
-torch.testing.assert_close(G.mean(0), torch.cat([g.flatten() for g in full]), rtol=1e-4, atol=1e-6)
+G = torch.cat(
+    [g.flatten(1) for g in per_example.values()], dim=1
+)  # [N, P] per-example gradients
+full = torch.autograd.grad(
+    F.cross_entropy(probe_model(xt), yt), list(probe_model.parameters())
+)
+torch.testing.assert_close(
+    G.mean(0), torch.cat([g.flatten() for g in full]), rtol=1e-4, atol=1e-6
+)
 
 n_train, g_full = len(G), G.mean(0)
-trace_sigma = ((G - g_full) ** 2).sum(1).mean()  # tr Σ = mean squared distance to the mean gradient
+trace_sigma = (
+    ((G - g_full) ** 2).sum(1).mean()
+)  # tr Σ = mean squared distance to the mean gradient
 gen = torch.Generator().manual_seed(0)
 batch_sizes = 2 ** np.arange(11)  # 1 ... 1024
 measured = []
 for b in batch_sizes:
-    draws = torch.stack([torch.randperm(n_train, generator=gen)[:b] for _ in range(40)])
-    select = torch.zeros(40, n_train).scatter_(1, draws, 1.0 / b).to(device)  # row i averages batch i
+    draws = torch.stack(
+        [torch.randperm(n_train, generator=gen)[:b] for _ in range(40)]
+    )
+    select = (
+        torch.zeros(40, n_train).scatter_(1, draws, 1.0 / b).to(device)
+    )  # row i averages batch i
     g_b = select @ G  # 40 mini-batch gradients
-    measured.append((((g_b - g_full) ** 2).sum(1).mean() / (g_full**2).sum()).item())
-theory = (trace_sigma / (g_full**2).sum()).item() / batch_sizes * (n_train - batch_sizes) / (n_train - 1)
+    measured.append(
+        (((g_b - g_full) ** 2).sum(1).mean() / (g_full**2).sum()).item()
+    )
+theory = (
+    (trace_sigma / (g_full**2).sum()).item()
+    / batch_sizes
+    * (n_train - batch_sizes)
+    / (n_train - 1)
+)
 noise_scale = (trace_sigma / (g_full**2).sum()).item()
-print(f"{G.shape[1]} parameters; the noise equals the signal at B ≈ tr Σ / |∇L|² = {noise_scale:.0f}")
+print(
+    f"{G.shape[1]} parameters; the noise equals the signal at B ≈ tr Σ / |∇L|² = {noise_scale:.0f}"
+)
 
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6.4, 3.6))
-ax.loglog(batch_sizes, measured, "o", color=viz.color(0), label="measured (40 batches each)")
+ax.loglog(
+    batch_sizes,
+    measured,
+    "o",
+    color=viz.color(0),
+    label="measured (40 batches each)",
+)
 theory_label = "tr Σ / (B |∇L|²) · (N − B)/(N − 1)"
 ax.loglog(batch_sizes, theory, color=viz.color("reference"), label=theory_label)
 ax.axhline(1, color=viz.color(3), ls=":", lw=1, label="noise = signal")
-ax.set(xlabel="batch size B", ylabel="E|g_B − ∇L|² / |∇L|²", title="Mini-batch gradient noise, ∝ 1/B")
+ax.set(
+    xlabel="batch size B",
+    ylabel="E|g_B − ∇L|² / |∇L|²",
+    title="Mini-batch gradient noise, ∝ 1/B",
+)
 ax.legend(fontsize=8)
 plt.show()
 
@@ -571,13 +679,17 @@ class SGD(Optimizer):
 
 # %%
 class Momentum(Optimizer):
-    def __init__(self, params, lr, momentum=0.9, dampening=0.0, weight_decay=0.0):
+    def __init__(
+        self, params, lr, momentum=0.9, dampening=0.0, weight_decay=0.0
+    ):
         super().__init__(params, lr)
         self.mu, self.tau, self.wd = momentum, dampening, weight_decay
 
     def buffer(self, g, state):
         if "b" not in state:
-            state["b"] = g.clone()  # PyTorch starts the buffer at the first gradient, undamped
+            state["b"] = (
+                g.clone()
+            )  # PyTorch starts the buffer at the first gradient, undamped
         else:
             state["b"] = self.mu * state["b"] + (1 - self.tau) * g
         return state["b"]
@@ -643,7 +755,9 @@ class AdaGrad(Optimizer):
 
     def update(self, theta, g, state):
         g = g + self.wd * theta
-        state["G"] = state.get("G", 0) + g * g  # sum of squared gradients, never forgets
+        state["G"] = (
+            state.get("G", 0) + g * g
+        )  # sum of squared gradients, never forgets
         theta -= self.lr * g / (state["G"].sqrt() + self.eps)
 
 
@@ -674,7 +788,9 @@ class RMSProp(Optimizer):
 
     def update(self, theta, g, state):
         g = g + self.wd * theta
-        state["v"] = self.alpha * state.get("v", 0) + (1 - self.alpha) * g * g  # moving average of g²
+        state["v"] = (
+            self.alpha * state.get("v", 0) + (1 - self.alpha) * g * g
+        )  # moving average of g²
         theta -= self.lr * g / (state["v"].sqrt() + self.eps)
 
 
@@ -709,12 +825,16 @@ class RMSProp(Optimizer):
 
 # %%
 class Adam(Optimizer):
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(
+        self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0
+    ):
         super().__init__(params, lr)
         self.betas, self.eps, self.wd = betas, eps, weight_decay
 
     def update(self, theta, g, state):
-        g = g + self.wd * theta  # L2: the penalty's gradient goes through the moments
+        g = (
+            g + self.wd * theta
+        )  # L2: the penalty's gradient goes through the moments
         self.adam_step(theta, g, state)
 
     def adam_step(self, theta, g, state):
@@ -746,11 +866,15 @@ class Adam(Optimizer):
 
 # %%
 class AdamW(Adam):
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+    def __init__(
+        self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01
+    ):
         super().__init__(params, lr, betas, eps, weight_decay)
 
     def update(self, theta, g, state):
-        theta -= self.lr * self.wd * theta  # decoupled: decay the weights, not the gradient
+        theta -= (
+            self.lr * self.wd * theta
+        )  # decoupled: decay the weights, not the gradient
         self.adam_step(theta, g, state)
 
 
@@ -760,25 +884,38 @@ class AdamW(Adam):
 # get the same decay $\lambda = 0.1$.
 
 # %%
-noise = torch.randn(600, 2, generator=torch.Generator().manual_seed(1)) * torch.tensor([1.0, 0.01])
+noise = torch.randn(
+    600, 2, generator=torch.Generator().manual_seed(1)
+) * torch.tensor([1.0, 0.01])
 decay_paths = {}
-for name, make in (("Adam + L2", torch.optim.Adam), ("AdamW", torch.optim.AdamW)):
+for name, make in (
+    ("Adam + L2", torch.optim.Adam),
+    ("AdamW", torch.optim.AdamW),
+):
     w = torch.ones(2, requires_grad=True)
     opt = make([w], lr=0.01, weight_decay=0.1)
     path = [w.detach().clone()]
     for g_t in noise:
-        w.grad = g_t.clone()  # the data's gradient: noise, no pull in any direction
+        w.grad = (
+            g_t.clone()
+        )  # the data's gradient: noise, no pull in any direction
         opt.step()
         path.append(w.detach().clone())
     decay_paths[name] = torch.stack(path)
 for name, path in decay_paths.items():
-    print(f"{name:9s} after 600 steps: noisy weight {path[-1, 0]:+.2f}, quiet weight {path[-1, 1]:+.2f}")
+    print(
+        f"{name:9s} after 600 steps: noisy weight {path[-1, 0]:+.2f}, quiet weight {path[-1, 1]:+.2f}"
+    )
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), sharey=True)
 for ax, (name, path) in zip(axes, decay_paths.items(), strict=True):
-    ax.plot(path[:, 0], color=viz.color(0), label="weight with gradient noise 1")
-    ax.plot(path[:, 1], color=viz.color(1), label="weight with gradient noise 0.01")
+    ax.plot(
+        path[:, 0], color=viz.color(0), label="weight with gradient noise 1"
+    )
+    ax.plot(
+        path[:, 1], color=viz.color(1), label="weight with gradient noise 0.01"
+    )
     ax.set(xlabel="step", title=f"{name}, λ = 0.1, η = 0.01")
 axes[0].set_ylabel("weight")
 axes[0].legend()
@@ -807,9 +944,14 @@ x_check, y_check = x_train[:256].double(), y_train[:256]
 def same_as_torch(make_ours, make_torch, batch_size=32, steps=15):
     """Run our optimizer and torch's side by side; assert equal parameters after every step."""
     torch.manual_seed(1)
-    ours = nn.Sequential(nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 10)).double()
+    ours = nn.Sequential(
+        nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 10)
+    ).double()
     ref = copy.deepcopy(ours)
-    opt_ours, opt_ref = make_ours(ours.parameters()), make_torch(ref.parameters())
+    opt_ours, opt_ref = (
+        make_ours(ours.parameters()),
+        make_torch(ref.parameters()),
+    )
     gen = torch.Generator().manual_seed(0)
     for _ in range(steps):
         idx = torch.randperm(len(y_check), generator=gen)[:batch_size]
@@ -817,12 +959,18 @@ def same_as_torch(make_ours, make_torch, batch_size=32, steps=15):
             opt.zero_grad()
             F.cross_entropy(model(x_check[idx]), y_check[idx]).backward()
             opt.step()
-        for p_ours, p_ref in zip(ours.parameters(), ref.parameters(), strict=True):
+        for p_ours, p_ref in zip(
+            ours.parameters(), ref.parameters(), strict=True
+        ):
             torch.testing.assert_close(p_ours, p_ref, rtol=1e-10, atol=1e-12)
 
 
 checks = {
-    "GD": (lambda p: SGD(p, lr=0.1), lambda p: torch.optim.SGD(p, lr=0.1), len(y_check)),
+    "GD": (
+        lambda p: SGD(p, lr=0.1),
+        lambda p: torch.optim.SGD(p, lr=0.1),
+        len(y_check),
+    ),
     "SGD": (
         lambda p: SGD(p, lr=0.1, weight_decay=1e-2),
         lambda p: torch.optim.SGD(p, lr=0.1, weight_decay=1e-2),
@@ -838,8 +986,16 @@ checks = {
         lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True),
         32,
     ),
-    "AdaGrad": (lambda p: AdaGrad(p, lr=0.1), lambda p: torch.optim.Adagrad(p, lr=0.1), 32),
-    "RMSProp": (lambda p: RMSProp(p, lr=0.01), lambda p: torch.optim.RMSprop(p, lr=0.01), 32),
+    "AdaGrad": (
+        lambda p: AdaGrad(p, lr=0.1),
+        lambda p: torch.optim.Adagrad(p, lr=0.1),
+        32,
+    ),
+    "RMSProp": (
+        lambda p: RMSProp(p, lr=0.01),
+        lambda p: torch.optim.RMSprop(p, lr=0.01),
+        32,
+    ),
     "Adam": (
         lambda p: Adam(p, lr=0.01, weight_decay=1e-2),
         lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=1e-2),
@@ -853,7 +1009,9 @@ checks = {
 }
 for name, (make_ours, make_torch, batch_size) in checks.items():
     same_as_torch(make_ours, make_torch, batch_size)
-    print(f"{name:9s} (batch {batch_size:3d}): parameters equal to torch.optim's after each of 15 steps")
+    print(
+        f"{name:9s} (batch {batch_size:3d}): parameters equal to torch.optim's after each of 15 steps"
+    )
 
 # %% [markdown]
 # From here on the chapter uses `torch.optim`.
@@ -870,9 +1028,13 @@ for name, (make_ours, make_torch, batch_size) in checks.items():
 
 # %%
 race = {
-    "GD": lambda p: torch.optim.SGD(p, lr=2 / (KAPPA + 1)),  # GD's best constant step
+    "GD": lambda p: torch.optim.SGD(
+        p, lr=2 / (KAPPA + 1)
+    ),  # GD's best constant step
     "momentum": lambda p: torch.optim.SGD(p, lr=0.015, momentum=0.9),
-    "Nesterov": lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, nesterov=True),
+    "Nesterov": lambda p: torch.optim.SGD(
+        p, lr=0.01, momentum=0.9, nesterov=True
+    ),
     "AdaGrad": lambda p: torch.optim.Adagrad(p, lr=0.5),
     "RMSProp": lambda p: torch.optim.RMSprop(p, lr=0.03),
     "Adam": lambda p: torch.optim.Adam(p, lr=0.1),
@@ -927,20 +1089,33 @@ def draw_contours(ax, kappa=KAPPA):
         alpha=0.5,
     )
     ax.plot(0, 0, "*", color="black", ms=9)
-    ax.set(xlim=(-6, 2), ylim=(-1.6, 1.6), xticks=[-6, -4, -2, 0, 2], yticks=[-1, 0, 1])
+    ax.set(
+        xlim=(-6, 2),
+        ylim=(-1.6, 1.6),
+        xticks=[-6, -4, -2, 0, 2],
+        yticks=[-1, 0, 1],
+    )
     ax.grid(False)
 
 
 fig, axes = plt.subplots(2, 4, figsize=(13, 5.6))
-for ax, (name, (path, fs)) in zip(axes.flat, race_results.items(), strict=False):
+for ax, (name, (path, fs)) in zip(
+    axes.flat, race_results.items(), strict=False
+):
     c, ls = OPT_STYLE[name]
     draw_contours(ax)
     ax.plot(path[:, 0], path[:, 1], "-o", ms=1.5, lw=0.8, color=c)
-    ax.set_title(f"{name} ({RACE_SETTINGS[name]}): f = {fs[-1]:.0e}", fontsize=9)
+    ax.set_title(
+        f"{name} ({RACE_SETTINGS[name]}): f = {fs[-1]:.0e}", fontsize=9
+    )
     axes.flat[-1].semilogy(fs, color=c, ls=ls, label=name)
-axes.flat[-1].set(xlabel="step", ylabel="f", title="f over 200 steps", ylim=(1e-12, 1e3))
+axes.flat[-1].set(
+    xlabel="step", ylabel="f", title="f over 200 steps", ylim=(1e-12, 1e3)
+)
 axes.flat[-1].legend(fontsize=7, ncols=2)
-fig.suptitle("Optimizers on f = (x² + 100 y²)/2 from (−5, 1), 200 steps (axes not to scale)")
+fig.suptitle(
+    "Optimizers on f = (x² + 100 y²)/2 from (−5, 1), 200 steps (axes not to scale)"
+)
 plt.show()
 
 # %%
@@ -949,7 +1124,9 @@ for name in ("momentum", "Adam"):
     assert f_final[name] < 1e-3 * f_final["GD"], (
         f"{name} ended at f = {f_final[name]:.1e}, expected < 1e-3 x GD's {f_final['GD']:.1e}"
     )
-print(f"GD {f_final['GD']:.1e}, momentum {f_final['momentum']:.1e}, Adam {f_final['Adam']:.1e}")
+print(
+    f"GD {f_final['GD']:.1e}, momentum {f_final['momentum']:.1e}, Adam {f_final['Adam']:.1e}"
+)
 
 # %% [markdown]
 # GD, even at its best constant step, crawls along the valley floor. Momentum overshoots along $y$ at first (its $\eta L = 1.5$ is big),
@@ -976,8 +1153,12 @@ def gd_steps_to_converge(kappas, tol=1e-6, max_steps=50_000):
     lam = np.stack([np.ones_like(kappas), kappas], 1)[:, None, :]  # [K, 1, 2]
     eta = (2 / (kappas + 1))[:, None, None]
     t = np.arange(1, max_steps + 1)[None, :, None]
-    f = 0.5 * (lam * (1 - eta * lam) ** (2 * t)).sum(-1)  # [K, T]: f after each step
-    return 1 + (f >= tol * 0.5 * lam.sum(-1)).sum(1)  # f decreases monotonically
+    f = 0.5 * (lam * (1 - eta * lam) ** (2 * t)).sum(
+        -1
+    )  # [K, T]: f after each step
+    return 1 + (f >= tol * 0.5 * lam.sum(-1)).sum(
+        1
+    )  # f decreases monotonically
 
 
 def hb_steps_to_converge(lrs, moms, kappas, tol=1e-6, max_steps=2000):
@@ -989,7 +1170,9 @@ def hb_steps_to_converge(lrs, moms, kappas, tol=1e-6, max_steps=2000):
         b = moms[:, None] * b + lam * theta  # b starts at 0, so b_1 = g_1
         theta = theta - lrs[:, None] * b
         f = 0.5 * (lam * theta**2).sum(1)
-        done[(done == 0) & (f < tol * f0)] = t  # f oscillates: record the first time it is below
+        done[(done == 0) & (f < tol * f0)] = (
+            t  # f oscillates: record the first time it is below
+        )
         if done.all():
             break
     return done
@@ -998,15 +1181,35 @@ def hb_steps_to_converge(lrs, moms, kappas, tol=1e-6, max_steps=2000):
 kappas = np.geomspace(1, 1e4, 9)
 root = np.sqrt(kappas)
 gd_steps = gd_steps_to_converge(kappas)
-hb_steps = hb_steps_to_converge(4 / (root + 1) ** 2, ((root - 1) / (root + 1)) ** 2, kappas)
-print(f"kappa = 1e4: GD {gd_steps[-1]:.0f} steps, heavy ball {hb_steps[-1]:.0f} steps")
+hb_steps = hb_steps_to_converge(
+    4 / (root + 1) ** 2, ((root - 1) / (root + 1)) ** 2, kappas
+)
+print(
+    f"kappa = 1e4: GD {gd_steps[-1]:.0f} steps, heavy ball {hb_steps[-1]:.0f} steps"
+)
 
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6.4, 3.6))
-ax.loglog(kappas, gd_steps, "o-", color=viz.color(0), label="GD, η = 2/(L + λmin)")
-ax.loglog(kappas, hb_steps, "s-", color=viz.color(1), label="heavy ball, best η and μ")
-ax.loglog(kappas, np.log(1e6) / 2 * np.maximum(kappas / 2, 1), ":", color=viz.color(0), label="∝ κ")
-ax.loglog(kappas, np.log(1e6) / 2 * np.maximum(root / 2, 1), ":", color=viz.color(1), label="∝ √κ")
+ax.loglog(
+    kappas, gd_steps, "o-", color=viz.color(0), label="GD, η = 2/(L + λmin)"
+)
+ax.loglog(
+    kappas, hb_steps, "s-", color=viz.color(1), label="heavy ball, best η and μ"
+)
+ax.loglog(
+    kappas,
+    np.log(1e6) / 2 * np.maximum(kappas / 2, 1),
+    ":",
+    color=viz.color(0),
+    label="∝ κ",
+)
+ax.loglog(
+    kappas,
+    np.log(1e6) / 2 * np.maximum(root / 2, 1),
+    ":",
+    color=viz.color(1),
+    label="∝ √κ",
+)
 ax.set(
     xlabel="condition number κ = L/λmin",
     ylabel="steps until f < 1e-6 f0",
@@ -1038,19 +1241,28 @@ def heavy_ball(lr, momentum, kappa=KAPPA, nesterov=False, steps=200):
     for _ in range(steps):
         g = lam * theta
         b = momentum * b + g  # b starts at 0, so b_1 = g_1 as in PyTorch
-        theta = np.clip(theta - lr * (g + momentum * b if nesterov else b), -1e9, 1e9)
+        theta = np.clip(
+            theta - lr * (g + momentum * b if nesterov else b), -1e9, 1e9
+        )
         path.append(theta)
     path = np.array(path)
     return path, valley(path, kappa)
 
 
-for lr, mom, nest in ((0.015, 0.0, False), (0.015, 0.9, False), (0.01, 0.9, True)):
+for lr, mom, nest in (
+    (0.015, 0.0, False),
+    (0.015, 0.9, False),
+    (0.01, 0.9, True),
+):
 
     def make(p, lr=lr, mom=mom, nest=nest):
         return torch.optim.SGD(p, lr=lr, momentum=mom, nesterov=nest)
 
     np.testing.assert_allclose(
-        heavy_ball(lr, mom, nesterov=nest)[0], run_on_valley(make)[0], rtol=1e-9, atol=1e-12
+        heavy_ball(lr, mom, nesterov=nest)[0],
+        run_on_valley(make)[0],
+        rtol=1e-9,
+        atol=1e-12,
     )
 
 
@@ -1058,26 +1270,46 @@ for lr, mom, nest in ((0.015, 0.0, False), (0.015, 0.9, False), (0.01, 0.9, True
 def draw_run(ax_path, ax_f, lr, momentum, kappa=KAPPA, nesterov=False, color=0):
     path, fs = heavy_ball(lr, momentum, kappa, nesterov)
     draw_contours(ax_path, kappa)
-    outside = np.flatnonzero((np.abs(path[:, 1]) > 1.6) | (path[:, 0] < -6) | (path[:, 0] > 2))
-    shown = path if len(outside) == 0 else path[: outside[0] + 1]  # stop once the path leaves the plot
-    ax_path.plot(shown[:, 0], shown[:, 1], "-o", ms=1.5, lw=0.8, color=viz.color(color))
+    outside = np.flatnonzero(
+        (np.abs(path[:, 1]) > 1.6) | (path[:, 0] < -6) | (path[:, 0] > 2)
+    )
+    shown = (
+        path if len(outside) == 0 else path[: outside[0] + 1]
+    )  # stop once the path leaves the plot
+    ax_path.plot(
+        shown[:, 0], shown[:, 1], "-o", ms=1.5, lw=0.8, color=viz.color(color)
+    )
     if len(outside):
         ax_path.text(-5.8, -1.45, f"diverges: leaves the plot at step {outside[0]}", fontsize=8,
                      color=viz.color(3))  # fmt: skip
     name = "GD" if momentum == 0 else ("Nesterov" if nesterov else "heavy ball")
     line1 = f"{name}: η = {lr:.4g}, μ = {momentum:.2g}"
-    ax_path.set_title(f"{line1}\nηL = {lr * kappa:.3g}; f after 200 steps = {fs[-1]:.1e}", fontsize=9)
+    ax_path.set_title(
+        f"{line1}\nηL = {lr * kappa:.3g}; f after 200 steps = {fs[-1]:.1e}",
+        fontsize=9,
+    )
     ax_f.semilogy(np.minimum(fs, 1e15), color=viz.color(color))
-    ax_f.set(xlabel="step", ylim=(1e-12, 1e15), yticks=[1e-10, 1e-5, 1, 1e5, 1e10, 1e15])
+    ax_f.set(
+        xlabel="step",
+        ylim=(1e-12, 1e15),
+        yticks=[1e-10, 1e-5, 1, 1e5, 1e10, 1e15],
+    )
     ax_f.minorticks_off()
 
 
-SETTINGS = [(0.015, 0.0, False), (0.0205, 0.0, False), (0.015, 0.9, False), (0.015, 0.9, True)]
+SETTINGS = [
+    (0.015, 0.0, False),
+    (0.0205, 0.0, False),
+    (0.015, 0.9, False),
+    (0.015, 0.9, True),
+]
 fig, axes = plt.subplots(2, 4, figsize=(13, 5.4), height_ratios=[1.2, 1])
 for i, (lr, mom, nest) in enumerate(SETTINGS):
     draw_run(axes[0, i], axes[1, i], lr, mom, nesterov=nest, color=i)
 axes[1, 0].set_ylabel("f")
-fig.suptitle("GD (μ = 0) and momentum on the valley, κ = 100: without momentum, η must stay < 2/L = 0.02")
+fig.suptitle(
+    "GD (μ = 0) and momentum on the valley, κ = 100: without momentum, η must stay < 2/L = 0.02"
+)
 plt.show()
 
 
@@ -1090,11 +1322,22 @@ plt.show()
 
 # %%
 def show_valley(lr=0.015, momentum=0.9, kappa=100, nesterov=False):
-    fig, (ax_path, ax_f) = plt.subplots(1, 2, figsize=(11, 3.6), width_ratios=[1.4, 1], layout="none")
-    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.15, top=0.85, wspace=0.2)
+    fig, (ax_path, ax_f) = plt.subplots(
+        1, 2, figsize=(11, 3.6), width_ratios=[1.4, 1], layout="none"
+    )
+    fig.subplots_adjust(
+        left=0.06, right=0.98, bottom=0.15, top=0.85, wspace=0.2
+    )
     draw_run(ax_path, ax_f, lr, momentum, float(kappa), nesterov)
-    limit = 2 * (1 + momentum) / (1 + 2 * momentum) if nesterov else 2 * (1 + momentum)
-    ax_f.set_title(f"stable while ηL < {limit:.3g} (here ηL = {lr * kappa:.3g})", fontsize=9)
+    limit = (
+        2 * (1 + momentum) / (1 + 2 * momentum)
+        if nesterov
+        else 2 * (1 + momentum)
+    )
+    ax_f.set_title(
+        f"stable while ηL < {limit:.3g} (here ηL = {lr * kappa:.3g})",
+        fontsize=9,
+    )
     plt.show()
 
 
@@ -1111,9 +1354,16 @@ _ = widgets.interact(
         continuous_update=False,
     ),
     momentum=widgets.FloatSlider(
-        value=0.9, min=0.0, max=0.99, step=0.01, description="μ", continuous_update=False
+        value=0.9,
+        min=0.0,
+        max=0.99,
+        step=0.01,
+        description="μ",
+        continuous_update=False,
     ),
-    kappa=widgets.Dropdown(options=[1, 10, 100, 1000], value=100, description="κ"),
+    kappa=widgets.Dropdown(
+        options=[1, 10, 100, 1000], value=100, description="κ"
+    ),
     nesterov=widgets.Checkbox(value=False, description="Nesterov"),
 )
 
@@ -1160,11 +1410,16 @@ for point in ((0.0, 0.0), (0.0, 1.0)):
     p = torch.tensor(point, dtype=torch.float64, requires_grad=True)
     hess = torch.autograd.functional.hessian(saddle, p)
     torch.testing.assert_close(
-        hess, torch.diag(torch.tensor([2.0, -2.0 + 6 * point[1] ** 2], dtype=torch.float64))
+        hess,
+        torch.diag(
+            torch.tensor([2.0, -2.0 + 6 * point[1] ** 2], dtype=torch.float64)
+        ),
     )
     (g_p,) = torch.autograd.grad(saddle(p), p)
     torch.testing.assert_close(g_p.numpy(), saddle_grad(np.array(point)))
-    print(f"at {point}: gradient {g_p.tolist()}, Hessian eigenvalues {torch.linalg.eigvalsh(hess).tolist()}")
+    print(
+        f"at {point}: gradient {g_p.tolist()}, Hessian eigenvalues {torch.linalg.eigvalsh(hess).tolist()}"
+    )
 
 
 def descend_saddle(starts, lr=0.05, noise=0.0, steps=300, seed=0):
@@ -1200,7 +1455,9 @@ print(
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-XS_S, YS_S = np.meshgrid(np.linspace(-1.6, 1.6, 120), np.linspace(-1.5, 1.5, 120))
+XS_S, YS_S = np.meshgrid(
+    np.linspace(-1.6, 1.6, 120), np.linspace(-1.5, 1.5, 120)
+)
 axes[0].contour(XS_S, YS_S, saddle(np.stack([XS_S, YS_S], -1)), levels=np.linspace(-0.5, 3, 15),
                 colors=viz.color("reference"), linewidths=0.6, alpha=0.6)  # fmt: skip
 runs_s = {
@@ -1209,22 +1466,48 @@ runs_s = {
     "noisy GD (seed 0)": noisy[:, 0],
 }
 for i, (name, path) in enumerate(runs_s.items()):
-    axes[0].plot(path[:, 0], path[:, 1], "-o", ms=1.5, lw=0.8, color=viz.color(i), label=name)
+    axes[0].plot(
+        path[:, 0],
+        path[:, 1],
+        "-o",
+        ms=1.5,
+        lw=0.8,
+        color=viz.color(i),
+        label=name,
+    )
     axes[1].plot(saddle(path), color=viz.color(i), label=name)
 axes[0].plot([0, 0, 0], [0, 1, -1], "*", color="black", ms=9)
-axes[0].set(xlabel="x", ylabel="y", title="f = x² − y² + y⁴/2: saddle at 0, minima at (0, ±1)")
+axes[0].set(
+    xlabel="x",
+    ylabel="y",
+    title="f = x² − y² + y⁴/2: saddle at 0, minima at (0, ±1)",
+)
 axes[0].legend(fontsize=8, loc="lower left")
-axes[1].axhline(-0.5, color=viz.color("reference"), ls=":", lw=1, label="minimum, f = −1/2")
-axes[1].set(xlabel="step", ylabel="f", title="A plateau at the saddle's level, f = 0")
+axes[1].axhline(
+    -0.5, color=viz.color("reference"), ls=":", lw=1, label="minimum, f = −1/2"
+)
+axes[1].set(
+    xlabel="step", ylabel="f", title="A plateau at the saddle's level, f = 0"
+)
 axes[1].legend(fontsize=8)
 plt.show()
 
 # %%
-assert np.abs(gd_exact[..., 1]).max() == 0.0, "GD started on y = 0 should never leave it"
-assert abs(saddle(gd_exact[-1, 0])) < 1e-6, "GD from y = 0 should converge to the saddle (f = 0)"
-assert 150 < esc_tiny < 220, f"GD from y = 1e-8 escaped at step {esc_tiny}, expected ~186"
-assert (esc_noisy <= 300).all(), f"{(esc_noisy > 300).sum()} noisy runs never escaped"
-assert np.median(esc_noisy) < esc_tiny / 2, f"noisy median {np.median(esc_noisy)} vs GD's {esc_tiny}"
+assert np.abs(gd_exact[..., 1]).max() == 0.0, (
+    "GD started on y = 0 should never leave it"
+)
+assert abs(saddle(gd_exact[-1, 0])) < 1e-6, (
+    "GD from y = 0 should converge to the saddle (f = 0)"
+)
+assert 150 < esc_tiny < 220, (
+    f"GD from y = 1e-8 escaped at step {esc_tiny}, expected ~186"
+)
+assert (esc_noisy <= 300).all(), (
+    f"{(esc_noisy > 300).sum()} noisy runs never escaped"
+)
+assert np.median(esc_noisy) < esc_tiny / 2, (
+    f"noisy median {np.median(esc_noisy)} vs GD's {esc_tiny}"
+)
 
 # %% [markdown]
 # GD started exactly on the ridge $y = 0$ converges to the saddle and stays there: its loss stops at
@@ -1271,27 +1554,39 @@ class MLPGrid(nn.Module):
     def __init__(self, inits, n_rates):
         super().__init__()
         self.n_inits = len(inits)
-        self.members = nn.ModuleList(copy.deepcopy(init) for _ in range(n_rates) for init in inits)
+        self.members = nn.ModuleList(
+            copy.deepcopy(init) for _ in range(n_rates) for init in inits
+        )
 
     def stacked(self, layer, name):
         return torch.stack([getattr(m[layer], name) for m in self.members])
 
     def forward(self, x):
         h = torch.relu(
-            torch.einsum("bi,khi->kbh", x, self.stacked(0, "weight")) + self.stacked(0, "bias")[:, None]
+            torch.einsum("bi,khi->kbh", x, self.stacked(0, "weight"))
+            + self.stacked(0, "bias")[:, None]
         )
-        return torch.einsum("kbh,koh->kbo", h, self.stacked(2, "weight")) + self.stacked(2, "bias")[:, None]
+        return (
+            torch.einsum("kbh,koh->kbo", h, self.stacked(2, "weight"))
+            + self.stacked(2, "bias")[:, None]
+        )
 
 
 def member_losses(out, y):
     """The cross-entropy of each copy: Tensor[K]."""
     k = out.shape[0]
-    return F.cross_entropy(out.flatten(0, 1), y.repeat(k), reduction="none").view(k, -1).mean(1)
+    return (
+        F.cross_entropy(out.flatten(0, 1), y.repeat(k), reduction="none")
+        .view(k, -1)
+        .mean(1)
+    )
 
 
 def grid_loss(out, y):
     losses = member_losses(out, y)
-    return torch.where(torch.isfinite(losses), losses, 0.0).sum()  # a diverged copy drops out
+    return torch.where(
+        torch.isfinite(losses), losses, 0.0
+    ).sum()  # a diverged copy drops out
 
 
 def grid_optimizer(make_opt, model, lrs):
@@ -1304,7 +1599,9 @@ def grid_optimizer(make_opt, model, lrs):
 
 def mlp(seed, dtype=torch.float32):
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)).to(dtype)
+    return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)).to(
+        dtype
+    )
 
 
 # the check: Adam at 0.01 and 0.001, two initializations each, against four separate runs (float64)
@@ -1314,7 +1611,12 @@ small_grid = MLPGrid(check_inits, 2)
 
 
 def loader64():
-    return DataLoader(train64, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
+    return DataLoader(
+        train64,
+        batch_size=32,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
 
 
 train.fit(small_grid, loader64(), epochs=1, optimizer=grid_optimizer(torch.optim.Adam, small_grid, [0.01, 0.001]),
@@ -1324,9 +1626,13 @@ for index, member in enumerate(small_grid.members):
     lr = (0.01, 0.001)[index // 2]
     train.fit(alone, loader64(), epochs=1, optimizer=torch.optim.Adam(alone.parameters(), lr=lr),
               loss_fn=F.cross_entropy, progress=False)  # fmt: skip
-    for p_grid, p_alone in zip(member.parameters(), alone.parameters(), strict=True):
+    for p_grid, p_alone in zip(
+        member.parameters(), alone.parameters(), strict=True
+    ):
         torch.testing.assert_close(p_grid, p_alone)  # float64 defaults
-print("each copy of the grid == a separate run (Adam, 2 rates x 2 initializations, 34 steps, float64)")
+print(
+    "each copy of the grid == a separate run (Adam, 2 rates x 2 initializations, 34 steps, float64)"
+)
 
 # %% tags=["hide-input"]
 n_params = sum(p.numel() for p in mlp(0).parameters())
@@ -1351,7 +1657,9 @@ contenders = {
     "Adam": (torch.optim.Adam, 32),
     "AdamW": (lambda p: torch.optim.AdamW(p, weight_decay=0.01), 32),
 }
-INITS = [mlp(seed) for seed in range(3)]  # three initializations, shared by every optimizer
+INITS = [
+    mlp(seed) for seed in range(3)
+]  # three initializations, shared by every optimizer
 initial_mlp = INITS[0]
 x_val, y_val = (t.to(device) for t in splits.tensors("val"))
 x_test, y_test = (t.to(device) for t in splits.tensors("test"))
@@ -1360,16 +1668,28 @@ x_test, y_test = (t.to(device) for t in splits.tensors("test"))
 def accuracy_per_copy(model, x, y):
     """Accuracy of every copy, as an array [rates, initializations]."""
     with torch.no_grad():
-        return (model(x).argmax(-1) == y).float().mean(1).cpu().numpy().reshape(-1, model.n_inits)
+        return (
+            (model(x).argmax(-1) == y)
+            .float()
+            .mean(1)
+            .cpu()
+            .numpy()
+            .reshape(-1, model.n_inits)
+        )
 
 
 grid = {}
 for name, (make_opt, batch_size) in contenders.items():
     model = MLPGrid(INITS, len(LRS)).to(device)
     loader = DataLoader(
-        splits.train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)
+        splits.train,
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
     )
-    every = 1 if len(loader) == 1 else len(loader) // 2  # full training loss twice per epoch (GD: every step)
+    every = (
+        1 if len(loader) == 1 else len(loader) // 2
+    )  # full training loss twice per epoch (GD: every step)
     log, counter = [], itertools.count(1)
 
     def log_train_loss(model=model, log=log, every=every, counter=counter):
@@ -1399,11 +1719,15 @@ def epochs_to(r, k, target=TARGET_LOSS):
     times = []
     for s in range(r["train_loss"].shape[2]):
         below = np.flatnonzero(r["train_loss"][:, k, s] < target)
-        times.append(r["epoch"][below[0]] if len(below) else np.inf)  # inf: never
+        times.append(
+            r["epoch"][below[0]] if len(below) else np.inf
+        )  # inf: never
     return float(np.mean(times))
 
 
-tuned = {name: int(np.argmax(r["val"].mean(1))) for name, r in grid.items()}  # ties: the smaller rate
+tuned = {
+    name: int(np.argmax(r["val"].mean(1))) for name, r in grid.items()
+}  # ties: the smaller rate
 test_acc, fastest = {}, {}
 print(f"means over {len(INITS)} initializations")
 print(f"{'':9s} {'tuned lr':>8s} {'val':>6s} {'test (± std)':>14s} {'good range (val >= best - 0.02)':>32s}   "
@@ -1427,8 +1751,12 @@ fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
 for name, r in grid.items():
     c, ls = OPT_STYLE[name]
     ax = axes[0] if name in ("GD", "SGD", "momentum", "Nesterov") else axes[1]
-    ax.semilogx(LRS, r["val"].mean(1), ls=ls, color=c, marker="o", ms=3, label=name)
-    ax.fill_between(LRS, r["val"].min(1), r["val"].max(1), color=c, alpha=0.15, lw=0)
+    ax.semilogx(
+        LRS, r["val"].mean(1), ls=ls, color=c, marker="o", ms=3, label=name
+    )
+    ax.fill_between(
+        LRS, r["val"].min(1), r["val"].max(1), color=c, alpha=0.15, lw=0
+    )
     ax.plot(LRS[tuned[name]], r["val"][tuned[name]].mean(), "*", color=c, ms=12)
     axes[2].semilogy(r["epoch"], r["train_loss"][:, tuned[name]].mean(1), ls=ls, color=c,
                      label=f"{name} ({LRS[tuned[name]]:.2g})")  # fmt: skip
@@ -1437,7 +1765,11 @@ for ax, title in zip(axes[:2], ("SGD family", "adaptive methods"), strict=True):
            title=f"Learning-rate sensitivity: {title}")  # fmt: skip
     ax.legend(fontsize=8, loc="lower center")
 axes[2].axhline(TARGET_LOSS, color=viz.color("reference"), ls=":", lw=1)
-axes[2].set(xlabel="epoch", ylabel="full training loss (mean of 3)", title="Training loss at each tuned rate")
+axes[2].set(
+    xlabel="epoch",
+    ylabel="full training loss (mean of 3)",
+    title="Training loss at each tuned rate",
+)
 axes[2].legend(fontsize=7, ncols=2)
 fig.suptitle(
     "64-64-10 MLP on digits, 10 epochs, each optimizer at 9 learning rates x 3 initializations (★: chosen on validation)"
@@ -1450,8 +1782,12 @@ for name in minibatch:
     assert test_acc[name] > 0.95, (
         f"{name} at its tuned lr: mean test accuracy {test_acc[name]:.3f}, expected > 0.95"
     )
-spread = max(test_acc[n] for n in minibatch) - min(test_acc[n] for n in minibatch)
-assert spread < 0.03, f"tuned mini-batch optimizers differ by {spread:.3f} in test accuracy, expected < 0.03"
+spread = max(test_acc[n] for n in minibatch) - min(
+    test_acc[n] for n in minibatch
+)
+assert spread < 0.03, (
+    f"tuned mini-batch optimizers differ by {spread:.3f} in test accuracy, expected < 0.03"
+)
 assert test_acc["GD"] < test_acc["SGD"] - 0.04, (
     f"GD {test_acc['GD']:.3f} vs SGD {test_acc['SGD']:.3f} (10 vs 340 steps)"
 )
@@ -1513,11 +1849,18 @@ print(f"tuned mini-batch optimizers: test accuracy {min(test_acc[n] for n in min
 range_tests = {}
 for name in ("SGD", "momentum", "Adam"):
     model = copy.deepcopy(initial_mlp).to(device)
-    loader = DataLoader(splits.train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        splits.train,
+        batch_size=32,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     make_opt, _ = contenders[name]
     range_tests[name] = optim.lr_range_test(model, loader, make_opt(model.parameters()), F.cross_entropy,
                                             start_lr=1e-5, end_lr=10.0, num_steps=200)  # fmt: skip
-print(f"{'':9s} {'tuned on val':>12s} {'steepest':>9s} {'min/10':>8s} {'steps':>6s}")
+print(
+    f"{'':9s} {'tuned on val':>12s} {'steepest':>9s} {'min/10':>8s} {'steps':>6s}"
+)
 for name, rt in range_tests.items():
     print(f"{name:9s} {LRS[tuned[name]]:12.3g} {rt.suggestion('steepest'):9.3g} {rt.suggestion('min/10'):8.3g} "
           f"{len(rt.lrs):6d}")  # fmt: skip
@@ -1531,7 +1874,12 @@ for name, rt in range_tests.items():
     for rule, marker in (("steepest", "v"), ("min/10", "o")):
         lr_s = rt.suggestion(rule)
         ax.plot(
-            lr_s, np.interp(np.log(lr_s), np.log(rt.lrs), rt.smoothed), marker, color=c, ms=7, mfc="white"
+            lr_s,
+            np.interp(np.log(lr_s), np.log(rt.lrs), rt.smoothed),
+            marker,
+            color=c,
+            ms=7,
+            mfc="white",
         )
 ax.set(xlabel="learning rate (grows every step)", ylabel="smoothed mini-batch loss", ylim=(0, 4),
        title="Range test, 200 steps: ▽ steepest descent, ○ min/10, dotted: tuned on validation")  # fmt: skip
@@ -1542,7 +1890,9 @@ plt.show()
 for name, rt in range_tests.items():
     for rule in ("steepest", "min/10"):
         decades = abs(np.log10(rt.suggestion(rule) / LRS[tuned[name]]))
-        assert decades < 1.0, f"{name}: range test ({rule}) is {decades:.2f} decades from the tuned rate"
+        assert decades < 1.0, (
+            f"{name}: range test ({rule}) is {decades:.2f} decades from the tuned rate"
+        )
 
 # %% [markdown]
 # For all three optimizers both readings land within a decade of the rate chosen on validation, most
@@ -1583,7 +1933,9 @@ def filter_normalized_direction(model, gen):
         if p.dim() == 1:
             d.zero_()  # biases: no perturbation, as in Li et al.
         else:
-            d *= p.detach().cpu().norm(dim=1, keepdim=True) / d.norm(dim=1, keepdim=True)
+            d *= p.detach().cpu().norm(dim=1, keepdim=True) / d.norm(
+                dim=1, keepdim=True
+            )
         direction[name] = d.to(p.device)
     return direction
 
@@ -1595,7 +1947,10 @@ def loss_along(model, point, x, y):
 
 
 # the copies that started from INITS[0] = initial_mlp, at each optimizer's tuned rate
-solutions = {name: grid[name]["model"].members[tuned[name] * len(INITS)] for name in ("SGD", "Adam")}
+solutions = {
+    name: grid[name]["model"].members[tuned[name] * len(INITS)]
+    for name in ("SGD", "Adam")
+}
 theta_init = {k: v.to(device) for k, v in initial_mlp.named_parameters()}
 alphas = np.linspace(-1, 1, 41)
 ts = np.linspace(-0.25, 1.25, 31)
@@ -1604,7 +1959,10 @@ for name, net in solutions.items():
     theta = dict(net.named_parameters())
     d1 = filter_normalized_direction(net, torch.Generator().manual_seed(0))
     slices[name] = {
-        split: [loss_along(net, {k: theta[k] + a * d1[k] for k in theta}, x, y) for a in alphas]
+        split: [
+            loss_along(net, {k: theta[k] + a * d1[k] for k in theta}, x, y)
+            for a in alphas
+        ]
         for split, (x, y) in (("train", (xt, yt)), ("val", (x_val, y_val)))
     }
     slices[name]["line"] = [loss_along(net, {k: (1 - t) * theta_init[k] + t * theta[k] for k in theta}, xt, yt)
@@ -1622,19 +1980,35 @@ surface = np.array([[loss_along(net, {k: theta[k] + a * d1[k] + b * d2[k] for k 
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
 for name in solutions:
     c, _ = OPT_STYLE[name]
-    axes[0].semilogy(alphas, slices[name]["train"], color=c, label=f"{name}, train")
-    axes[0].semilogy(alphas, slices[name]["val"], color=c, ls="--", label=f"{name}, validation")
+    axes[0].semilogy(
+        alphas, slices[name]["train"], color=c, label=f"{name}, train"
+    )
+    axes[0].semilogy(
+        alphas,
+        slices[name]["val"],
+        color=c,
+        ls="--",
+        label=f"{name}, validation",
+    )
     axes[1].semilogy(ts, slices[name]["line"], color=c, label=name)
-axes[0].set(xlabel="α (filter-normalized random direction)", ylabel="loss", title="1-D slice through θ*")
+axes[0].set(
+    xlabel="α (filter-normalized random direction)",
+    ylabel="loss",
+    title="1-D slice through θ*",
+)
 axes[0].legend(fontsize=8)
 axes[1].axvline(0, color=viz.color("reference"), ls=":", lw=1)
 axes[1].axvline(1, color=viz.color("reference"), ls=":", lw=1)
 axes[1].set(
-    xlabel="t: θ = (1 − t) θ_init + t θ*", ylabel="training loss", title="From the initial weights to θ*"
+    xlabel="t: θ = (1 − t) θ_init + t θ*",
+    ylabel="training loss",
+    title="From the initial weights to θ*",
 )
 axes[1].legend(fontsize=8)
 levels = np.geomspace(surface.min(), surface.max(), 15)
-cs = axes[2].contour(grid_2d, grid_2d, surface, levels=levels, cmap="viridis", linewidths=0.9)
+cs = axes[2].contour(
+    grid_2d, grid_2d, surface, levels=levels, cmap="viridis", linewidths=0.9
+)
 axes[2].clabel(cs, cs.levels[::3], fmt="%.2g", fontsize=7)
 axes[2].plot(0, 0, "*", color="black", ms=10)
 axes[2].set(xlabel="α (direction 1)", ylabel="β (direction 2)", aspect="equal",
@@ -1648,7 +2022,9 @@ print(f"2-D slice: lowest loss {surface.min():.4f} at (α, β) = ({grid_2d[i_min
 rise, monotone = {}, {}
 for name in solutions:
     train_slice = np.array(slices[name]["train"])
-    rise[name] = min(train_slice[0], train_slice[-1]) / train_slice[20]  # alpha = -1 and +1 vs alpha = 0
+    rise[name] = (
+        min(train_slice[0], train_slice[-1]) / train_slice[20]
+    )  # alpha = -1 and +1 vs alpha = 0
     line = np.array(slices[name]["line"])
     inside = line[(ts >= 0) & (ts <= 1)]
     monotone[name] = bool(np.all(np.diff(inside) < 0))
@@ -1657,8 +2033,12 @@ for name in solutions:
 
 # %%
 for name in solutions:
-    assert rise[name] > 3, f"{name}: the 1-D slice should rise away from θ*, rose {rise[name]:.1f}x"
-    assert monotone[name], f"{name}: the loss along the line from θ_init to θ* is not monotone"
+    assert rise[name] > 3, (
+        f"{name}: the 1-D slice should rise away from θ*, rose {rise[name]:.1f}x"
+    )
+    assert monotone[name], (
+        f"{name}: the loss along the line from θ_init to θ* is not monotone"
+    )
 
 # %% [markdown]
 # - Along a filter-normalized random direction both solutions sit in a smooth bowl. The validation
@@ -1715,12 +2095,16 @@ def warmup_cosine_lr(t, base_lr, warmup_steps, total_steps, min_factor=0.0):
     if t < warmup_steps:
         return base_lr * (t + 1) / warmup_steps
     progress = min(1.0, (t - warmup_steps) / (total_steps - warmup_steps))
-    return base_lr * (min_factor + (1 - min_factor) * 0.5 * (1 + np.cos(np.pi * progress)))
+    return base_lr * (
+        min_factor + (1 - min_factor) * 0.5 * (1 + np.cos(np.pi * progress))
+    )
 
 
 def lr_curve(make_scheduler, steps=300, base_lr=0.1):
     """The learning rate used by each of `steps` optimizer steps under a torch scheduler."""
-    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=base_lr, momentum=0.9)
+    opt = torch.optim.SGD(
+        [nn.Parameter(torch.zeros(1))], lr=base_lr, momentum=0.9
+    )
     sched = make_scheduler(opt)
     lrs = []
     for _ in range(steps):
@@ -1731,21 +2115,36 @@ def lr_curve(make_scheduler, steps=300, base_lr=0.1):
 
 
 T_TOTAL, WARMUP, MIN_F = 300, 30, 0.05
-ours = np.array([warmup_cosine_lr(t, 0.1, WARMUP, T_TOTAL, MIN_F) for t in range(T_TOTAL)])
-lib = lr_curve(lambda o: optim.warmup_cosine(o, warmup_steps=WARMUP, total_steps=T_TOTAL, min_factor=MIN_F))
+ours = np.array(
+    [warmup_cosine_lr(t, 0.1, WARMUP, T_TOTAL, MIN_F) for t in range(T_TOTAL)]
+)
+lib = lr_curve(
+    lambda o: optim.warmup_cosine(
+        o, warmup_steps=WARMUP, total_steps=T_TOTAL, min_factor=MIN_F
+    )
+)
 sched = torch.optim.lr_scheduler
 torch_seq = lr_curve(
     lambda o: sched.SequentialLR(
         o,
         [
-            sched.LinearLR(o, start_factor=1 / WARMUP, end_factor=1.0, total_iters=WARMUP - 1),
-            sched.CosineAnnealingLR(o, T_max=T_TOTAL - WARMUP, eta_min=0.1 * MIN_F),
+            sched.LinearLR(
+                o,
+                start_factor=1 / WARMUP,
+                end_factor=1.0,
+                total_iters=WARMUP - 1,
+            ),
+            sched.CosineAnnealingLR(
+                o, T_max=T_TOTAL - WARMUP, eta_min=0.1 * MIN_F
+            ),
         ],
         milestones=[WARMUP],
     )
 )
 factors = [
-    optim.warmup_cosine_factor(t, warmup_steps=WARMUP, total_steps=T_TOTAL, min_factor=MIN_F)
+    optim.warmup_cosine_factor(
+        t, warmup_steps=WARMUP, total_steps=T_TOTAL, min_factor=MIN_F
+    )
     for t in range(T_TOTAL)
 ]
 np.testing.assert_allclose(0.1 * np.array(factors), ours, rtol=1e-12)
@@ -1754,22 +2153,35 @@ np.testing.assert_allclose(torch_seq, ours, rtol=1e-9)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("warm-up + cosine: our formula == optim.warmup_cosine == SequentialLR(LinearLR, CosineAnnealingLR)")
-print("lr at steps 0, 29, 30, 165, 299:", [f"{ours[t]:.5f}" for t in (0, 29, 30, 165, 299)])
+print(
+    "warm-up + cosine: our formula == optim.warmup_cosine == SequentialLR(LinearLR, CosineAnnealingLR)"
+)
+print(
+    "lr at steps 0, 29, 30, 165, 299:",
+    [f"{ours[t]:.5f}" for t in (0, 29, 30, 165, 299)],
+)
 
 # %%
 schedules = {
     "constant": lr_curve(lambda o: sched.LambdaLR(o, lambda t: 1.0)),
-    "step (×0.1 every 100)": lr_curve(lambda o: sched.StepLR(o, step_size=100, gamma=0.1)),
-    "exponential (γ = 0.99)": lr_curve(lambda o: sched.ExponentialLR(o, gamma=0.99)),
+    "step (×0.1 every 100)": lr_curve(
+        lambda o: sched.StepLR(o, step_size=100, gamma=0.1)
+    ),
+    "exponential (γ = 0.99)": lr_curve(
+        lambda o: sched.ExponentialLR(o, gamma=0.99)
+    ),
     "cosine": lr_curve(lambda o: sched.CosineAnnealingLR(o, T_max=T_TOTAL)),
-    "one-cycle": lr_curve(lambda o: sched.OneCycleLR(o, max_lr=0.1, total_steps=T_TOTAL)),
+    "one-cycle": lr_curve(
+        lambda o: sched.OneCycleLR(o, max_lr=0.1, total_steps=T_TOTAL)
+    ),
     "warm-up (30) + cosine": lib,
 }
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(2, 3, figsize=(11, 4.6), sharex=True, sharey=True)
-for i, (ax, (name, lrs)) in enumerate(zip(axes.flat, schedules.items(), strict=True)):
+for i, (ax, (name, lrs)) in enumerate(
+    zip(axes.flat, schedules.items(), strict=True)
+):
     ax.plot(lrs, color=viz.color(i if i != 6 else 7), lw=2)
     ax.set_title(name, fontsize=10)
 for ax in axes[1]:
@@ -1801,7 +2213,9 @@ plt.show()
 # by $\eta$.
 
 # %%
-noise_grads = torch.randn(300, 10_000, generator=torch.Generator().manual_seed(0))
+noise_grads = torch.randn(
+    300, 10_000, generator=torch.Generator().manual_seed(0)
+)
 update_size = {}
 for name, make in (
     ("RMSProp (α = 0.99)", torch.optim.RMSprop),
@@ -1816,13 +2230,22 @@ for name, make in (
         opt.step()
         sizes.append((w.detach() - before).abs().mean().item())
     update_size[name] = np.array(sizes)
-print({k: f"step 1: {v[0]:.2f}, step 300: {v[-1]:.2f}" for k, v in update_size.items()})
+print(
+    {
+        k: f"step 1: {v[0]:.2f}, step 300: {v[-1]:.2f}"
+        for k, v in update_size.items()
+    }
+)
 
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6.4, 3.6))
 for i, (name, sizes) in enumerate(update_size.items()):
     ax.semilogy(np.arange(1, 301), sizes, color=viz.color(i), label=name)
-ax.set(xlabel="step t", ylabel="mean |update| / η", title="Update size on pure-noise gradients")
+ax.set(
+    xlabel="step t",
+    ylabel="mean |update| / η",
+    title="Update size on pure-noise gradients",
+)
 ax.legend()
 plt.show()
 
@@ -1856,18 +2279,31 @@ val_loader = DataLoader(splits.val, batch_size=512)
 
 def warmup_run(peak_lr, warmup_steps, epochs=10, batch_size=128):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
+    model = nn.Sequential(
+        nn.Linear(64, 128),
+        nn.ReLU(),
+        nn.Linear(128, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
+    )
     model = model.to(device)
     loader = DataLoader(
-        splits.train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)
+        splits.train,
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
     )
     opt = torch.optim.Adam(model.parameters(), lr=peak_lr)
-    scheduler = optim.warmup_cosine(opt, warmup_steps=warmup_steps, total_steps=epochs * len(loader))
+    scheduler = optim.warmup_cosine(
+        opt, warmup_steps=warmup_steps, total_steps=epochs * len(loader)
+    )
     step_loss, step_lr = [], []
 
     def logged_ce(out, y):
         loss = F.cross_entropy(out, y)
-        if torch.is_grad_enabled():  # a training step (evaluation runs without gradients)
+        if (
+            torch.is_grad_enabled()
+        ):  # a training step (evaluation runs without gradients)
             step_loss.append(loss.item())
         return loss
 
@@ -1900,14 +2336,28 @@ PEAKS = (0.01, 0.03, 0.1)
 runs = {(peak, w): warmup_run(peak, w) for peak in PEAKS for w in (0, 9)}
 runs[0.1, 45] = warmup_run(0.1, 45)  # a five-epoch warm-up at the largest peak
 torch.manual_seed(0)
-untrained = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
-dead_init = dead_fraction(untrained.to(device))  # the same initial weights as every run above
+untrained = nn.Sequential(
+    nn.Linear(64, 128),
+    nn.ReLU(),
+    nn.Linear(128, 128),
+    nn.ReLU(),
+    nn.Linear(128, 10),
+)
+dead_init = dead_fraction(
+    untrained.to(device)
+)  # the same initial weights as every run above
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
 labels = {0: "cosine, no warm-up", 9: "warm-up (1 epoch) + cosine"}
 for i, w in enumerate((0, 9)):
-    axes[0].semilogx(PEAKS, [runs[p, w]["acc"] for p in PEAKS], "o-", color=viz.color(i), label=labels[w])
+    axes[0].semilogx(
+        PEAKS,
+        [runs[p, w]["acc"] for p in PEAKS],
+        "o-",
+        color=viz.color(i),
+        label=labels[w],
+    )
     axes[1].semilogy(runs[0.1, w]["loss"], color=viz.color(i), label=labels[w])
     axes[2].plot(runs[0.1, w]["lr"], color=viz.color(i), label=labels[w])
 axes[0].set(
@@ -1916,13 +2366,23 @@ axes[0].set(
     title="Warm-up widens the usable range",
     ylim=(0, 1),
 )
-axes[1].set(xlabel="optimizer step", ylabel="mini-batch loss", title="Loss per step at peak rate 0.1")
-axes[2].set(xlabel="optimizer step", ylabel="learning rate", title="The two schedules at peak 0.1")
+axes[1].set(
+    xlabel="optimizer step",
+    ylabel="mini-batch loss",
+    title="Loss per step at peak rate 0.1",
+)
+axes[2].set(
+    xlabel="optimizer step",
+    ylabel="learning rate",
+    title="The two schedules at peak 0.1",
+)
 axes[0].legend(fontsize=8)
 plt.show()
 
 # %%
-print(f"at initialization: dead ReLUs {dead_init[0]:4.0%} (layer 1), {dead_init[1]:4.0%} (layer 2)")
+print(
+    f"at initialization: dead ReLUs {dead_init[0]:4.0%} (layer 1), {dead_init[1]:4.0%} (layer 2)"
+)
 for (peak, w), r in runs.items():
     print(
         f"peak lr {peak:<4}, warm-up {w:2d} steps: val acc {r['acc']:.3f}, "
@@ -1932,11 +2392,21 @@ for (peak, w), r in runs.items():
 
 # %%
 warm, cold = runs[0.1, 9]["acc"], runs[0.1, 0]["acc"]
-assert warm > 0.9, f"Adam at peak lr 0.1 with warm-up: validation accuracy {warm:.3f}, expected > 0.9"
-assert warm > cold + 0.05, f"warm-up {warm:.3f} should beat no warm-up {cold:.3f} by > 0.05 at peak lr 0.1"
-assert runs[0.1, 9]["dead"][0] > 0.3, f"dead first-layer units with warm-up: {runs[0.1, 9]['dead'][0]:.0%}"
-assert runs[0.01, 9]["dead"][0] < 0.1, f"dead first-layer units at peak 0.01: {runs[0.01, 9]['dead'][0]:.0%}"
-assert runs[0.1, 45]["dead"][0] < runs[0.1, 9]["dead"][0] - 0.1, "a longer warm-up should kill fewer units"
+assert warm > 0.9, (
+    f"Adam at peak lr 0.1 with warm-up: validation accuracy {warm:.3f}, expected > 0.9"
+)
+assert warm > cold + 0.05, (
+    f"warm-up {warm:.3f} should beat no warm-up {cold:.3f} by > 0.05 at peak lr 0.1"
+)
+assert runs[0.1, 9]["dead"][0] > 0.3, (
+    f"dead first-layer units with warm-up: {runs[0.1, 9]['dead'][0]:.0%}"
+)
+assert runs[0.01, 9]["dead"][0] < 0.1, (
+    f"dead first-layer units at peak 0.01: {runs[0.01, 9]['dead'][0]:.0%}"
+)
+assert runs[0.1, 45]["dead"][0] < runs[0.1, 9]["dead"][0] - 0.1, (
+    "a longer warm-up should kill fewer units"
+)
 
 # %% [markdown]
 # At peak 0.01 both schedules reach about the same accuracy and only a few percent of the units die.
@@ -1982,7 +2452,9 @@ assert runs[0.1, 45]["dead"][0] < runs[0.1, 9]["dead"][0] - 0.1, "a longer warm-
 def clip_by_norm(grads, max_norm, eps=1e-6):
     """Scale a list of gradients so that their global L2 norm is at most max_norm; returns the norm."""
     total = torch.sqrt(sum((g**2).sum() for g in grads))
-    scale = min(1.0, max_norm / (total.item() + eps))  # PyTorch's formula, eps included
+    scale = min(
+        1.0, max_norm / (total.item() + eps)
+    )  # PyTorch's formula, eps included
     for g in grads:
         g.mul_(scale)
     return total
@@ -1995,7 +2467,9 @@ def clip_by_value(grads, clip_value):
 
 torch.manual_seed(0)
 probe = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-F.cross_entropy(probe(x_train[:32] * 30), y_train[:32]).backward()  # inputs scaled up: a large gradient
+F.cross_entropy(
+    probe(x_train[:32] * 30), y_train[:32]
+).backward()  # inputs scaled up: a large gradient
 raw = [p.grad.clone() for p in probe.parameters()]
 ours = [g.clone() for g in raw]
 norm_ours = clip_by_norm(ours, 1.0)
@@ -2010,7 +2484,10 @@ for p, g in zip(probe.parameters(), raw, strict=True):
 nn.utils.clip_grad_value_(probe.parameters(), 0.01)
 for a, p in zip(ours_v, probe.parameters(), strict=True):
     torch.testing.assert_close(a, p.grad)
-flat_raw, flat_value = torch.cat([g.flatten() for g in raw]), torch.cat([g.flatten() for g in ours_v])
+flat_raw, flat_value = (
+    torch.cat([g.flatten() for g in raw]),
+    torch.cat([g.flatten() for g in ours_v]),
+)
 cosine = F.cosine_similarity(flat_raw, flat_value, dim=0).item()
 print(
     f"gradient norm {norm_torch.item():.1f}; clip_by_norm == clip_grad_norm_, clip_by_value == clip_grad_value_"
@@ -2032,30 +2509,47 @@ print(
 
 # %%
 corrupted_x = x_train.clone()
-broken = torch.randperm(len(corrupted_x), generator=torch.Generator().manual_seed(0))[:11]
+broken = torch.randperm(
+    len(corrupted_x), generator=torch.Generator().manual_seed(0)
+)[:11]
 corrupted_x[broken] *= 30
-train_sets = {"clean": splits.train, "corrupted": torch.utils.data.TensorDataset(corrupted_x, y_train)}
+train_sets = {
+    "clean": splits.train,
+    "corrupted": torch.utils.data.TensorDataset(corrupted_x, y_train),
+}
 test_loader = DataLoader(splits.test, batch_size=512)
 
 
 def clip_run(data_name, grad_clip):
     model = copy.deepcopy(initial_mlp).to(device)
     loader = DataLoader(
-        train_sets[data_name], batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0)
+        train_sets[data_name],
+        batch_size=32,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
     )
     norms = []
 
     def log_norm():  # after the step the gradients are still there (clipped, if clipping is on)
-        norms.append(torch.sqrt(sum((p.grad**2).sum() for p in model.parameters())).item())
+        norms.append(
+            torch.sqrt(
+                sum((p.grad**2).sum() for p in model.parameters())
+            ).item()
+        )
 
     hist = train.fit(model, loader, epochs=10, optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
                      loss_fn=F.cross_entropy, val_loader=val_loader, metrics={"acc": metrics.accuracy},
                      grad_clip=grad_clip, after_step=log_norm, desc=f"{data_name}, clip {grad_clip}")  # fmt: skip
-    test = train.evaluate(model, test_loader, metrics={"acc": metrics.accuracy})["acc"]
+    test = train.evaluate(
+        model, test_loader, metrics={"acc": metrics.accuracy}
+    )["acc"]
     return {"hist": hist, "norms": np.array(norms), "test": test}
 
 
-clip_runs = {(d, c): clip_run(d, c) for d, c in (("clean", None), ("corrupted", None), ("corrupted", 1.0))}
+clip_runs = {
+    (d, c): clip_run(d, c)
+    for d, c in (("clean", None), ("corrupted", None), ("corrupted", 1.0))
+}
 for (d, c), r in clip_runs.items():
     q50, q90, q_max = np.quantile(r["norms"], [0.5, 0.9, 1.0])
     print(
@@ -2071,19 +2565,43 @@ labels_c = {
     ("corrupted", 1.0): "1 % corrupted, clip 1",
 }
 for i, (key, r) in enumerate(clip_runs.items()):
-    axes[0].semilogy(r["norms"], color=viz.color(i), lw=0.8, label=labels_c[key])
-    axes[1].plot(np.arange(1, 11), r["hist"]["val_acc"], "o-", ms=3, color=viz.color(i), label=labels_c[key])
-axes[0].set(xlabel="step", ylabel="gradient norm (after clipping)", title="Gradient norm of every step")
-axes[1].set(xlabel="epoch", ylabel="validation accuracy", ylim=(0, 1), title="Momentum, η = 0.1")
+    axes[0].semilogy(
+        r["norms"], color=viz.color(i), lw=0.8, label=labels_c[key]
+    )
+    axes[1].plot(
+        np.arange(1, 11),
+        r["hist"]["val_acc"],
+        "o-",
+        ms=3,
+        color=viz.color(i),
+        label=labels_c[key],
+    )
+axes[0].set(
+    xlabel="step",
+    ylabel="gradient norm (after clipping)",
+    title="Gradient norm of every step",
+)
+axes[1].set(
+    xlabel="epoch",
+    ylabel="validation accuracy",
+    ylim=(0, 1),
+    title="Momentum, η = 0.1",
+)
 for ax in axes:
     ax.legend(fontsize=8)
 plt.show()
 
 # %%
 clean, broken_run, clipped = (clip_runs[k]["test"] for k in clip_runs)
-assert broken_run < clean - 0.05, f"corrupted without clipping {broken_run:.3f} vs clean {clean:.3f}"
-assert clipped > clean - 0.02, f"corrupted with clipping {clipped:.3f} vs clean {clean:.3f}"
-assert clip_runs["corrupted", 1.0]["norms"].max() <= 1.0 + 1e-4, "clipped norms must not exceed 1"
+assert broken_run < clean - 0.05, (
+    f"corrupted without clipping {broken_run:.3f} vs clean {clean:.3f}"
+)
+assert clipped > clean - 0.02, (
+    f"corrupted with clipping {clipped:.3f} vs clean {clean:.3f}"
+)
+assert clip_runs["corrupted", 1.0]["norms"].max() <= 1.0 + 1e-4, (
+    "clipped norms must not exceed 1"
+)
 
 # %% [markdown]
 # On the clean data the gradient norm stays small (its 90th percentile is about 1). The corrupted
@@ -2153,8 +2671,16 @@ assert clip_runs["corrupted", 1.0]["norms"].max() <= 1.0 + 1e-4, "clipped norms 
 # compares them with the formulas, to within $10^{-4}$).
 
 # %%
-best_step = exercises.TODO  # your values: (the eta of the grid with the smallest factor r, that r)
-exercises.check_value(best_step, (2 / 101, 99 / 101), atol=1e-4, rtol=0, name="best_step = (eta, r)")
+best_step = (
+    exercises.TODO
+)  # your values: (the eta of the grid with the smallest factor r, that r)
+exercises.check_value(
+    best_step,
+    (2 / 101, 99 / 101),
+    atol=1e-4,
+    rtol=0,
+    name="best_step = (eta, r)",
+)
 
 # %% tags=["hide-cell"]
 # |1 - eta| falls and |1 - eta kappa| rises with eta (for eta > 1/kappa), so the maximum is smallest
@@ -2163,12 +2689,21 @@ kappa_ex = 100.0
 eta_grid = np.linspace(1e-4, 0.0199, 20000)
 r_gd = np.maximum(np.abs(1 - eta_grid), np.abs(1 - eta_grid * kappa_ex))
 eta_best, rate_best = eta_grid[r_gd.argmin()], r_gd.min()
-assert abs(eta_best - 2 / (1 + kappa_ex)) < 1e-5 and abs(rate_best - (kappa_ex - 1) / (kappa_ex + 1)) < 1e-5
+assert (
+    abs(eta_best - 2 / (1 + kappa_ex)) < 1e-5
+    and abs(rate_best - (kappa_ex - 1) / (kappa_ex + 1)) < 1e-5
+)
 best_step = (eta_best, rate_best)
 exercises.check_value(
-    best_step, (2 / 101, 99 / 101), atol=1e-4, rtol=0, name="best_step = (eta, r)"
+    best_step,
+    (2 / 101, 99 / 101),
+    atol=1e-4,
+    rtol=0,
+    name="best_step = (eta, r)",
 ).assert_passed()
-print(f"GD: best eta {eta_best:.5f} (theory {2 / (1 + kappa_ex):.5f}), rate {rate_best:.4f}")
+print(
+    f"GD: best eta {eta_best:.5f} (theory {2 / (1 + kappa_ex):.5f}), rate {rate_best:.4f}"
+)
 
 # %% [markdown]
 # Now heavy ball. On one eigen-direction with eigenvalue $\lambda$, PyTorch's momentum update maps
@@ -2183,7 +2718,9 @@ print(f"GD: best eta {eta_best:.5f} (theory {2 / (1 + kappa_ex):.5f}), rate {rat
 
 # %%
 def radius_by_eigvals(eta, mu, lam):
-    return np.abs(np.linalg.eigvals(np.array([[1 - eta * lam, -eta * mu], [lam, mu]]))).max()
+    return np.abs(
+        np.linalg.eigvals(np.array([[1 - eta * lam, -eta * mu], [lam, mu]]))
+    ).max()
 
 
 radius_cases = [
@@ -2205,20 +2742,33 @@ exercises.check_function(hb_radius, radius_cases, reference=radius_by_eigvals)
 # %% tags=["hide-cell"]
 def hb_radius(eta, mu, lam):
     """Spectral radius of heavy ball's iteration matrix on one eigen-direction (vectorized)."""
-    tr, det = 1 - eta * lam + mu, mu  # characteristic polynomial z^2 - tr z + det
-    disc = np.lib.scimath.sqrt(tr**2 - 4 * det)  # complex where the roots are complex
+    tr, det = (
+        1 - eta * lam + mu,
+        mu,
+    )  # characteristic polynomial z^2 - tr z + det
+    disc = np.lib.scimath.sqrt(
+        tr**2 - 4 * det
+    )  # complex where the roots are complex
     return np.maximum(np.abs((tr + disc) / 2), np.abs((tr - disc) / 2))
 
 
-exercises.check_function(hb_radius, radius_cases, reference=radius_by_eigvals).assert_passed()
+exercises.check_function(
+    hb_radius, radius_cases, reference=radius_by_eigvals
+).assert_passed()
 E, M = np.meshgrid(np.linspace(1e-4, 0.05, 400), np.linspace(0, 0.95, 400))
 rate = np.maximum(hb_radius(E, M, 1.0), hb_radius(E, M, kappa_ex))
 best = np.unravel_index(rate.argmin(), rate.shape)
 root_k = np.sqrt(kappa_ex)
 rate_hb, mu_hb = (root_k - 1) / (root_k + 1), ((root_k - 1) / (root_k + 1)) ** 2
-print(f"heavy ball: grid rate {rate.min():.4f} at eta {E[best]:.4f}, mu {M[best]:.3f}")
-print(f"            theory {rate_hb:.4f} at eta {4 / (root_k + 1) ** 2:.4f}, mu {mu_hb:.3f}")
-assert abs(rate.min() - rate_hb) < 0.01, f"grid rate {rate.min():.4f}, theory {rate_hb:.4f}"
+print(
+    f"heavy ball: grid rate {rate.min():.4f} at eta {E[best]:.4f}, mu {M[best]:.3f}"
+)
+print(
+    f"            theory {rate_hb:.4f} at eta {4 / (root_k + 1) ** 2:.4f}, mu {mu_hb:.3f}"
+)
+assert abs(rate.min() - rate_hb) < 0.01, (
+    f"grid rate {rate.min():.4f}, theory {rate_hb:.4f}"
+)
 
 # %% [markdown]
 # ### Exercise 2: two forms of momentum
@@ -2247,20 +2797,31 @@ def sgd_on_scaled_loss(lrs, momentum=0.9):
     return torch.stack(path)
 
 
-momentum_cases = [([0.01] * 30,), ([0.01] * 50 + [0.001] * 50,), (np.linspace(0.001, 0.02, 40).tolist(), 0.5)]
+momentum_cases = [
+    ([0.01] * 30,),
+    ([0.01] * 50 + [0.001] * 50,),
+    (np.linspace(0.001, 0.02, 40).tolist(), 0.5),
+]
 
 
 def velocity_momentum(lrs, momentum=0.9):
     raise NotImplementedError  # your code: the path [len(lrs) + 1, 2] of the velocity form
 
 
-exercises.check_function(velocity_momentum, momentum_cases, reference=sgd_on_scaled_loss, atol=1e-12)
+exercises.check_function(
+    velocity_momentum, momentum_cases, reference=sgd_on_scaled_loss, atol=1e-12
+)
 
 
 # %% tags=["hide-cell"]
 def velocity_momentum(lrs, momentum=0.9):
-    lam = torch.tensor([1.0, KAPPA], dtype=torch.float64)  # the valley's gradient is lam * theta
-    theta, v = torch.tensor(START, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    lam = torch.tensor(
+        [1.0, KAPPA], dtype=torch.float64
+    )  # the valley's gradient is lam * theta
+    theta, v = (
+        torch.tensor(START, dtype=torch.float64),
+        torch.zeros(2, dtype=torch.float64),
+    )
     path = [theta]
     for eta_t in lrs:
         v = momentum * v - float(eta_t) * lam * theta
@@ -2290,8 +2851,12 @@ before_drop, after_drop = gap[:50].max().item(), gap[50:].max().item()
 assert before_drop < 1e-12 and after_drop > 1e-3, (
     f"gaps {before_drop:.1e} before, {after_drop:.1e} after the drop"
 )
-print(f"max difference: steps 1-50 {before_drop:.1e}, steps 51-100 {after_drop:.1e}")
-print(f"step length just after the drop (step 51): velocity form {step_v[50]:.4f}, PyTorch {step_t[50]:.4f}")
+print(
+    f"max difference: steps 1-50 {before_drop:.1e}, steps 51-100 {after_drop:.1e}"
+)
+print(
+    f"step length just after the drop (step 51): velocity form {step_v[50]:.4f}, PyTorch {step_t[50]:.4f}"
+)
 # PyTorch's buffer b is in gradient units, so the step eta_t * b shrinks by 10x at once. The velocity
 # v already contains the old learning rate and decays only by mu per step, so the velocity form keeps
 # moving at the old speed for ~1/(1 - mu) = 10 steps.
@@ -2312,22 +2877,38 @@ print(f"step length just after the drop (step 51): velocity form {step_v[50]:.4f
 c45 = np.cos(np.pi / 4)
 R = torch.tensor([[c45, -c45], [c45, c45]], dtype=torch.float64)
 theta0_rot = R.T.numpy() @ np.array(START)
-g0_rot = R.T.numpy() @ (np.array([1.0, KAPPA]) * np.array(START))  # the gradient R^T H R theta0 = R^T H start
-adam_one_step = valley(R.numpy() @ (theta0_rot - 0.1 * np.sign(g0_rot)))  # Adam, lr 0.1, first step
-rotation_cases = [(race["GD"], 60), (race["momentum"], 60), (race["Adam"], 1)]  # (make_opt, steps)
-rotation_expected = [race_results["GD"][1][60], race_results["momentum"][1][60], adam_one_step]
+g0_rot = R.T.numpy() @ (
+    np.array([1.0, KAPPA]) * np.array(START)
+)  # the gradient R^T H R theta0 = R^T H start
+adam_one_step = valley(
+    R.numpy() @ (theta0_rot - 0.1 * np.sign(g0_rot))
+)  # Adam, lr 0.1, first step
+rotation_cases = [
+    (race["GD"], 60),
+    (race["momentum"], 60),
+    (race["Adam"], 1),
+]  # (make_opt, steps)
+rotation_expected = [
+    race_results["GD"][1][60],
+    race_results["momentum"][1][60],
+    adam_one_step,
+]
 
 
 def rotated_run(make_opt, steps=200):
     raise NotImplementedError  # your code: the final f on the rotated valley, a float
 
 
-exercises.check_function(rotated_run, rotation_cases, expected=rotation_expected, atol=1e-12)
+exercises.check_function(
+    rotated_run, rotation_cases, expected=rotation_expected, atol=1e-12
+)
 
 
 # %% tags=["hide-cell"]
 def rotated_run(make_opt, steps=200):
-    theta = (R.T @ torch.tensor(START, dtype=torch.float64)).requires_grad_(True)
+    theta = (R.T @ torch.tensor(START, dtype=torch.float64)).requires_grad_(
+        True
+    )
     opt = make_opt([theta])
     for _ in range(steps):
         opt.zero_grad()
@@ -2336,10 +2917,14 @@ def rotated_run(make_opt, steps=200):
     return valley(R @ theta.detach()).item()
 
 
-exercises.check_function(rotated_run, rotation_cases, expected=rotation_expected, atol=1e-12).assert_passed()
+exercises.check_function(
+    rotated_run, rotation_cases, expected=rotation_expected, atol=1e-12
+).assert_passed()
 f_rot = {name: rotated_run(race[name]) for name in ("momentum", "Adam")}
 for name, value in f_rot.items():
-    print(f"{name:9s} axis-aligned f = {f_final[name]:.1e}, rotated f = {value:.1e}")
+    print(
+        f"{name:9s} axis-aligned f = {f_final[name]:.1e}, rotated f = {value:.1e}"
+    )
 assert abs(f_rot["momentum"] - f_final["momentum"]) < 1e-6 * f_final["GD"]
 assert f_rot["Adam"] > 10 * f_final["Adam"]
 # Momentum's update is a linear function of the gradients, so it commutes with rotations. Adam divides
@@ -2371,7 +2956,9 @@ def scaled_run(make_opt, scale, steps=200):
     raise NotImplementedError  # your code: f (unscaled) after `steps` steps on scale * f
 
 
-exercises.check_function(scaled_run, scale_cases, expected=scale_expected, atol=1e-12)
+exercises.check_function(
+    scaled_run, scale_cases, expected=scale_expected, atol=1e-12
+)
 
 
 # %% tags=["hide-cell"]
@@ -2385,11 +2972,15 @@ def scaled_run(make_opt, scale, steps=200):
     return valley(theta.detach()).item()
 
 
-exercises.check_function(scaled_run, scale_cases, expected=scale_expected, atol=1e-12).assert_passed()
+exercises.check_function(
+    scaled_run, scale_cases, expected=scale_expected, atol=1e-12
+).assert_passed()
 for name in ("Adam", "GD"):
     final = scaled_run(race[name], 1000.0)
     result = f"{final:.2e}" if np.isfinite(final) else "diverged (overflow)"
-    print(f"{name}: f after 200 steps, loss x1: {f_final[name]:.2e}, loss x1000: {result}")
+    print(
+        f"{name}: f after 200 steps, loss x1: {f_final[name]:.2e}, loss x1000: {result}"
+    )
 # Adam's step is m_hat / sqrt(v_hat): scaling every gradient by c scales m by c and sqrt(v) by c, and
 # the ratio is unchanged (epsilon = 1e-8 is negligible next to these gradients). GD's step is scaled by
 # 1000: eta L = 1.98 becomes 1980, far beyond 2, and it diverges until the numbers overflow.
@@ -2418,8 +3009,17 @@ def autograd_grads(X, T, W1, b1, W2, b2):
 def tanh_net_case(seed, batch, n_in, n_hidden, n_out):
     """Random X, T, W1, b1, W2, b2 in float64."""
     g = torch.Generator().manual_seed(seed)
-    shapes = [(batch, n_in), (batch, n_out), (n_hidden, n_in), (n_hidden,), (n_out, n_hidden), (n_out,)]
-    return tuple(torch.randn(shape, dtype=torch.float64, generator=g) for shape in shapes)
+    shapes = [
+        (batch, n_in),
+        (batch, n_out),
+        (n_hidden, n_in),
+        (n_hidden,),
+        (n_out, n_hidden),
+        (n_out,),
+    ]
+    return tuple(
+        torch.randn(shape, dtype=torch.float64, generator=g) for shape in shapes
+    )
 
 
 tanh_cases = [tanh_net_case(5, 16, 5, 7, 3), tanh_net_case(6, 4, 3, 2, 1)]
@@ -2429,14 +3029,18 @@ def tanh_net_grads(X, T, W1, b1, W2, b2):
     raise NotImplementedError  # your code: (dW1, db1, dW2, db2, dX)
 
 
-exercises.check_function(tanh_net_grads, tanh_cases, reference=autograd_grads, rtol=1e-7, atol=1e-10)
+exercises.check_function(
+    tanh_net_grads, tanh_cases, reference=autograd_grads, rtol=1e-7, atol=1e-10
+)
 
 
 # %% tags=["hide-cell"]
 def tanh_net_grads(X, T, W1, b1, W2, b2):
     H = torch.tanh(X @ W1.T + b1)  # forward pass
     P = H @ W2.T + b2
-    dP = 2 * (P - T) / P.numel()  # backward pass; the mean runs over B * d entries
+    dP = (
+        2 * (P - T) / P.numel()
+    )  # backward pass; the mean runs over B * d entries
     dW2, db2, dH = dP.T @ H, dP.sum(0), dP @ W2
     dZ = dH * (1 - H**2)  # tanh' from the forward value
     return dZ.T @ X, dZ.sum(0), dW2, db2, dZ @ W1
@@ -2445,7 +3049,9 @@ def tanh_net_grads(X, T, W1, b1, W2, b2):
 exercises.check_function(
     tanh_net_grads, tanh_cases, reference=autograd_grads, rtol=1e-7, atol=1e-10
 ).assert_passed()
-for ours, theirs in zip(tanh_net_grads(*tanh_cases[0]), autograd_grads(*tanh_cases[0]), strict=True):
+for ours, theirs in zip(
+    tanh_net_grads(*tanh_cases[0]), autograd_grads(*tanh_cases[0]), strict=True
+):
     torch.testing.assert_close(ours, theirs)
 print("tanh regression network: all five gradients by hand == autograd")
 

@@ -62,7 +62,16 @@ from torch.utils.data import DataLoader, TensorDataset, default_collate
 from torchvision.transforms import v2
 from torchvision.utils import make_grid
 
-from course_lib import augment, data, exercises, metrics, optim, runtime, train, viz
+from course_lib import (
+    augment,
+    data,
+    exercises,
+    metrics,
+    optim,
+    runtime,
+    train,
+    viz,
+)
 from course_lib import nn as cnn
 
 device = runtime.setup(seed=0)
@@ -86,7 +95,9 @@ device = runtime.setup(seed=0)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-splits = data.digits_splits(normalize=None)  # stratified 60/20/20 split of the 1,797 digits
+splits = data.digits_splits(
+    normalize=None
+)  # stratified 60/20/20 split of the 1,797 digits
 x_pool, y_pool = splits.tensors("train")
 x_val, y_val = splits.tensors("val")
 x_test, y_test = splits.tensors("test")
@@ -94,7 +105,9 @@ pick = torch.Generator().manual_seed(0)
 small = []
 for c in range(10):
     of_class = torch.nonzero(y_pool == c)[:, 0]
-    small.append(of_class[torch.randperm(len(of_class), generator=pick)[:20]])  # 20 at random per class
+    small.append(
+        of_class[torch.randperm(len(of_class), generator=pick)[:20]]
+    )  # 20 at random per class
 small = torch.cat(small)
 x_small, y_small = x_pool[small], y_pool[small]
 
@@ -109,9 +122,13 @@ def small_cnn(dropout: float = 0.0) -> nn.Sequential:
     )  # fmt: skip
 
 
-print(f"training images: {len(y_small)} ({torch.bincount(y_small).tolist()} per class)")
+print(
+    f"training images: {len(y_small)} ({torch.bincount(y_small).tolist()} per class)"
+)
 print(f"validation images: {len(y_val)}, test images: {len(y_test)}")
-print(f"weights in the network: {sum(p.numel() for p in small_cnn().parameters()):,}")
+print(
+    f"weights in the network: {sum(p.numel() for p in small_cnn().parameters()):,}"
+)
 
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(13, 1.5))
@@ -138,12 +155,19 @@ plt.show()
 # %%
 EPOCHS, SEEDS = 20, (0, 1, 2)
 ACC = {"acc": metrics.accuracy}
-EVAL_SETS = {"train": [(x_small, y_small)], "val": [(x_val, y_val)], "test": [(x_test, y_test)]}
+EVAL_SETS = {
+    "train": [(x_small, y_small)],
+    "val": [(x_val, y_val)],
+    "test": [(x_test, y_test)],
+}
 
 
 def accuracies(model):
     """Accuracy on the clean training images, the validation and the test split (eval mode)."""
-    return {split: train.evaluate(model, batches, metrics=ACC)["acc"] for split, batches in EVAL_SETS.items()}
+    return {
+        split: train.evaluate(model, batches, metrics=ACC)["acc"]
+        for split, batches in EVAL_SETS.items()
+    }
 
 
 def train_run(seed, *, dropout=0.0, weight_decay=0.0, max_shift=0, mix=None, alpha=1.0, views=None,
@@ -159,8 +183,12 @@ def train_run(seed, *, dropout=0.0, weight_decay=0.0, max_shift=0, mix=None, alp
     """
     torch.manual_seed(seed)  # initialization and dropout masks
     model = small_cnn(dropout).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(1000 + seed)  # batch order and augmentations
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=5e-3, weight_decay=weight_decay
+    )
+    gen = torch.Generator().manual_seed(
+        1000 + seed
+    )  # batch order and augmentations
 
     def collate(batch):  # batch functions run on the whole batch, on the device
         x, y = default_collate(batch)
@@ -175,21 +203,30 @@ def train_run(seed, *, dropout=0.0, weight_decay=0.0, max_shift=0, mix=None, alp
         dataset = TensorDataset(x_small, y_small)
     else:  # a per-sample transform that picks one of the precomputed views
         dataset = augment.TransformDataset(
-            TensorDataset(views, y_small), lambda v: v[torch.randint(len(v), (), generator=gen)]
+            TensorDataset(views, y_small),
+            lambda v: v[torch.randint(len(v), (), generator=gen)],
         )
-    sampler = augment.RepeatedAugmentationSampler(dataset, repeats, num_samples=len(dataset), generator=gen)
-    loader = DataLoader(dataset, batch_size=50, sampler=sampler, collate_fn=collate)
+    sampler = augment.RepeatedAugmentationSampler(
+        dataset, repeats, num_samples=len(dataset), generator=gen
+    )
+    loader = DataLoader(
+        dataset, batch_size=50, sampler=sampler, collate_fn=collate
+    )
     emas = [optim.WeightEMA(model, decay=d) for d in ema_decays]
     fit = dict(optimizer=optimizer, loss_fn=F.cross_entropy, device=device, progress=False,
                after_step=(lambda: [e.update(model) for e in emas]) if emas else None)  # fmt: skip
     out = {}
     if curves:
-        out["curves"] = {k: [] for k in ("train_loss", "train_acc", "val_loss", "val_acc")}
+        out["curves"] = {
+            k: [] for k in ("train_loss", "train_acc", "val_loss", "val_acc")
+        }
         out["states"] = []
         for _ in range(epochs):
             train.fit(model, loader, epochs=1, **fit)
             for split in ("train", "val"):
-                r = train.evaluate(model, EVAL_SETS[split], F.cross_entropy, ACC)
+                r = train.evaluate(
+                    model, EVAL_SETS[split], F.cross_entropy, ACC
+                )
                 out["curves"][f"{split}_loss"].append(r["loss"])
                 out["curves"][f"{split}_acc"].append(r["acc"])
             out["states"].append(copy.deepcopy(model.state_dict()))
@@ -205,7 +242,9 @@ def over_seeds(**kwargs):
     return [train_run(seed, **kwargs) for seed in SEEDS]
 
 
-baseline_runs = over_seeds(curves=True, ema_decays=(0.9, 0.98))  # no regularization, three seeds
+baseline_runs = over_seeds(
+    curves=True, ema_decays=(0.9, 0.98)
+)  # no regularization, three seeds
 for seed, run in zip(SEEDS, baseline_runs, strict=True):
     acc = run["final"]
     print(
@@ -252,9 +291,15 @@ base_rec = long_run["curves"]
 best_epoch, stop_epoch = early_stopping(base_rec["val_loss"], patience=5)
 early_acc = early_stopped(long_run)
 best_loss = min(base_rec["val_loss"])
-print(f"early stopping: best epoch {best_epoch}, training stops at epoch {stop_epoch} of {2 * EPOCHS}")
-print(f"validation loss: {best_loss:.3f} at the best epoch, {base_rec['val_loss'][-1]:.3f} at the end")
-print(f"test accuracy: {early_acc['test']:.3f} restored, {long_run['final']['test']:.3f} at the end")
+print(
+    f"early stopping: best epoch {best_epoch}, training stops at epoch {stop_epoch} of {2 * EPOCHS}"
+)
+print(
+    f"validation loss: {best_loss:.3f} at the best epoch, {base_rec['val_loss'][-1]:.3f} at the end"
+)
+print(
+    f"test accuracy: {early_acc['test']:.3f} restored, {long_run['final']['test']:.3f} at the end"
+)
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
@@ -268,9 +313,19 @@ viz.plot_curves(
 )  # fmt: skip
 for ax in axes:
     ax.axvline(
-        best_epoch, color=viz.color("reference"), ls="--", lw=1, label=f"best val loss: epoch {best_epoch}"
+        best_epoch,
+        color=viz.color("reference"),
+        ls="--",
+        lw=1,
+        label=f"best val loss: epoch {best_epoch}",
     )
-    ax.axvline(stop_epoch, color=viz.color(3), ls=":", lw=1.5, label=f"stop (patience 5): epoch {stop_epoch}")
+    ax.axvline(
+        stop_epoch,
+        color=viz.color(3),
+        ls=":",
+        lw=1.5,
+        label=f"stop (patience 5): epoch {stop_epoch}",
+    )
     ax.legend(fontsize=8)
 fig.suptitle("A 37k-weight CNN on 200 digits, no regularization (seed 0)")
 plt.show()
@@ -283,7 +338,9 @@ assert stop_epoch < 2 * EPOCHS, (
 assert best_loss < 0.9 * base_rec["val_loss"][-1], (
     f"the validation loss should rise after its minimum: {best_loss:.3f}, then {base_rec['val_loss'][-1]:.3f}"
 )
-assert min(base_gaps) > 0.04, f"the unregularized model should overfit: train-test gaps {base_gaps}"
+assert min(base_gaps) > 0.04, (
+    f"the unregularized model should overfit: train-test gaps {base_gaps}"
+)
 
 # %% [markdown]
 # In every seed the training accuracy reaches 1 while the test accuracy stays about seven points
@@ -313,7 +370,10 @@ assert min(base_gaps) > 0.04, f"the unregularized model should overfit: train-te
 # %%
 # NBVAL_CHECK_OUTPUT
 x_ex = torch.ones(4)
-for name, w in (("w1", torch.tensor([1.0, 0.0, 0.0, 0.0])), ("w2", torch.full((4,), 0.25))):
+for name, w in (
+    ("w1", torch.tensor([1.0, 0.0, 0.0, 0.0])),
+    ("w2", torch.full((4,), 0.25)),
+):
     print(
         f"{name}: score {w @ x_ex:.2f}, squared norm (the penalty) {w.pow(2).sum():.4f}, norm {w.norm():.4f}"
     )
@@ -351,8 +411,12 @@ for name, w in (("w1", torch.tensor([1.0, 0.0, 0.0, 0.0])), ("w2", torch.full((4
 
 # %%
 def l2_loss(model, x, y, lam):
-    weights = [p for name, p in model.named_parameters() if name.endswith("weight")]  # not the biases
-    return F.cross_entropy(model(x), y) + lam / 2 * sum(w.pow(2).sum() for w in weights)
+    weights = [
+        p for name, p in model.named_parameters() if name.endswith("weight")
+    ]  # not the biases
+    return F.cross_entropy(model(x), y) + lam / 2 * sum(
+        w.pow(2).sum() for w in weights
+    )
 
 
 def make_pair(seed=0):
@@ -368,16 +432,30 @@ lam, lr = 0.1, 0.05
 def decay_groups(model):
     """Optimizer parameter groups: weight decay on the weights only, as in l2_loss."""
     return [
-        {"params": [p for n, p in model.named_parameters() if n.endswith("weight")], "weight_decay": lam},
-        {"params": [p for n, p in model.named_parameters() if n.endswith("bias")], "weight_decay": 0.0},
+        {
+            "params": [
+                p for n, p in model.named_parameters() if n.endswith("weight")
+            ],
+            "weight_decay": lam,
+        },
+        {
+            "params": [
+                p for n, p in model.named_parameters() if n.endswith("bias")
+            ],
+            "weight_decay": 0.0,
+        },
     ]
 
 
 for opt_name, make_opt in (("SGD", lambda ps: torch.optim.SGD(ps, lr=lr, momentum=0.9)),
                            ("Adam", lambda ps: torch.optim.Adam(ps, lr=lr))):  # fmt: skip
     with_penalty, with_decay = make_pair()
-    opt_penalty = make_opt(with_penalty.parameters())  # L2 term in the loss, no weight_decay
-    opt_decay = make_opt(decay_groups(with_decay))  # weight_decay in the optimizer, plain loss
+    opt_penalty = make_opt(
+        with_penalty.parameters()
+    )  # L2 term in the loss, no weight_decay
+    opt_decay = make_opt(
+        decay_groups(with_decay)
+    )  # weight_decay in the optimizer, plain loss
     for _ in range(5):
         opt_penalty.zero_grad()
         l2_loss(with_penalty, xb, yb, lam).backward()
@@ -385,27 +463,41 @@ for opt_name, make_opt in (("SGD", lambda ps: torch.optim.SGD(ps, lr=lr, momentu
         opt_decay.zero_grad()
         F.cross_entropy(with_decay(xb), yb).backward()
         opt_decay.step()
-    for p, q in zip(with_penalty.parameters(), with_decay.parameters(), strict=True):
+    for p, q in zip(
+        with_penalty.parameters(), with_decay.parameters(), strict=True
+    ):
         torch.testing.assert_close(p, q)
-    print(f"{opt_name}: weight_decay=λ in the optimizer = λ/2 ||w||² in the loss (5 steps)")
+    print(
+        f"{opt_name}: weight_decay=λ in the optimizer = λ/2 ||w||² in the loss (5 steps)"
+    )
 
 adamw_model, manual_model = make_pair()
 adamw = torch.optim.AdamW(decay_groups(adamw_model), lr=lr)
-adam = torch.optim.Adam(manual_model.parameters(), lr=lr)  # no decay inside Adam
+adam = torch.optim.Adam(
+    manual_model.parameters(), lr=lr
+)  # no decay inside Adam
 for _ in range(5):
     adamw.zero_grad()
     F.cross_entropy(adamw_model(xb), yb).backward()
     adamw.step()
     adam.zero_grad()
-    F.cross_entropy(manual_model(xb), yb).backward()  # the gradient at the current weights
-    with torch.no_grad():  # decoupled: shrink the weights, then an ordinary Adam step
+    F.cross_entropy(
+        manual_model(xb), yb
+    ).backward()  # the gradient at the current weights
+    with (
+        torch.no_grad()
+    ):  # decoupled: shrink the weights, then an ordinary Adam step
         for name, p in manual_model.named_parameters():
             if name.endswith("weight"):
                 p.mul_(1 - lr * lam)
     adam.step()
-for p, q in zip(adamw_model.parameters(), manual_model.parameters(), strict=True):
+for p, q in zip(
+    adamw_model.parameters(), manual_model.parameters(), strict=True
+):
     torch.testing.assert_close(p, q)
-print("AdamW = shrink by (1 - ηλ), then an Adam step on the loss alone (5 steps)")
+print(
+    "AdamW = shrink by (1 - ηλ), then an Adam step on the loss alone (5 steps)"
+)
 
 # %% [markdown]
 # Where the two versions part ways is easiest to see on two weights whose loss gradients carry no
@@ -413,9 +505,14 @@ print("AdamW = shrink by (1 - ηλ), then an Adam step on the loss alone (5 step
 # a pixel that is blank in every image, say). The regularizer alone decides where they go.
 
 # %%
-noise = torch.randn(400, 2, generator=torch.Generator().manual_seed(0)) * torch.tensor([1.0, 0.0])
+noise = torch.randn(
+    400, 2, generator=torch.Generator().manual_seed(0)
+) * torch.tensor([1.0, 0.0])
 paths = {}
-for name, make_opt in (("Adam + L2 (weight_decay)", torch.optim.Adam), ("AdamW", torch.optim.AdamW)):
+for name, make_opt in (
+    ("Adam + L2 (weight_decay)", torch.optim.Adam),
+    ("AdamW", torch.optim.AdamW),
+):
     w = torch.ones(2, requires_grad=True)
     opt = make_opt([w], lr=0.01, weight_decay=0.1)
     traj = [w.detach().clone()]
@@ -429,11 +526,24 @@ for name, make_opt in (("Adam + L2 (weight_decay)", torch.optim.Adam), ("AdamW",
 steps = np.arange(len(noise) + 1)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.3), sharey=True)
 for k, (ax, title) in enumerate(
-    zip(axes, ("weight A: random loss gradients of size 1", "weight B: no loss gradient"), strict=True)
+    zip(
+        axes,
+        (
+            "weight A: random loss gradients of size 1",
+            "weight B: no loss gradient",
+        ),
+        strict=True,
+    )
 ):
     for i, (name, traj) in enumerate(paths.items()):
         ax.plot(steps, traj[:, k], color=viz.color(i), label=name)
-    ax.plot(steps, (1 - 0.01 * 0.1) ** steps, color=viz.color("reference"), ls=":", label="(1 − ηλ)^t")
+    ax.plot(
+        steps,
+        (1 - 0.01 * 0.1) ** steps,
+        color=viz.color("reference"),
+        ls=":",
+        label="(1 − ηλ)^t",
+    )
     ax.set(title=title, xlabel="step", ylim=(-0.1, 1.3))
 axes[0].set_ylabel("weight")
 axes[1].legend(fontsize=8)
@@ -493,7 +603,9 @@ def fit_softmax_regression(penalty, lam, steps=250, lr=0.5, split="test"):
             b -= lr * grad_b
             if penalty == "l1":  # the proximal step: soft-threshold
                 W.copy_(W.sign() * (W.abs() - lr * lam).clamp(min=0))
-    x_eval, y_eval = (x_lin_val, y_lin_val) if split == "val" else (x_lin_test, y_lin_test)
+    x_eval, y_eval = (
+        (x_lin_val, y_lin_val) if split == "val" else (x_lin_test, y_lin_test)
+    )
     with torch.no_grad():
         acc = metrics.accuracy(x_eval @ W + b, y_eval).item()
     return W.detach(), acc
@@ -511,14 +623,33 @@ for name, penalty, lam_p in (("L2, λ = 0.01", "l2", 0.01), ("L1 proximal, λ = 
 
 
 # %% tags=["hide-input"]
-def show_grid(ax, images, ncols, row_labels=(), col_labels=(), pad=2, pad_value=1.0, **imshow_kw):
+def show_grid(
+    ax,
+    images,
+    ncols,
+    row_labels=(),
+    col_labels=(),
+    pad=2,
+    pad_value=1.0,
+    **imshow_kw,
+):
     """Tile images [N, C, H, W] into one picture with torchvision's make_grid and label its rows."""
-    tiles = make_grid(images.float(), nrow=ncols, padding=pad, pad_value=pad_value)
+    tiles = make_grid(
+        images.float(), nrow=ncols, padding=pad, pad_value=pad_value
+    )
     h, w = images.shape[-2:]
-    picture = tiles[0] if images.shape[1] == 1 else tiles.permute(1, 2, 0).clamp(0, 1)
+    picture = (
+        tiles[0] if images.shape[1] == 1 else tiles.permute(1, 2, 0).clamp(0, 1)
+    )
     im = ax.imshow(picture.numpy(), interpolation="nearest", **imshow_kw)
-    ax.set_yticks([pad + r * (h + pad) + (h - 1) / 2 for r in range(len(row_labels))], list(row_labels))
-    ax.set_xticks([pad + c * (w + pad) + (w - 1) / 2 for c in range(len(col_labels))], list(col_labels))
+    ax.set_yticks(
+        [pad + r * (h + pad) + (h - 1) / 2 for r in range(len(row_labels))],
+        list(row_labels),
+    )
+    ax.set_xticks(
+        [pad + c * (w + pad) + (w - 1) / 2 for c in range(len(col_labels))],
+        list(col_labels),
+    )
     ax.tick_params(length=0)
     ax.grid(False)
     for spine in ax.spines.values():
@@ -530,10 +661,23 @@ W_l2, W_l1 = sparsity["L2, λ = 0.01"][0], sparsity["L1 proximal, λ = 0.01"][0]
 fig, (ax_h, ax_w) = plt.subplots(1, 2, figsize=(13, 3.2), width_ratios=[1, 2.7])
 bins = np.linspace(-1.2, 1.2, 61)
 for i, (name, (W, _)) in enumerate(list(sparsity.items())[:2]):
-    ax_h.hist(W.flatten().numpy(), bins=bins, color=viz.color(i), alpha=0.6, label=name)
-ax_h.set(yscale="log", xlabel="weight value", ylabel="number of weights (log)", title="The 640 weights")
+    ax_h.hist(
+        W.flatten().numpy(),
+        bins=bins,
+        color=viz.color(i),
+        alpha=0.6,
+        label=name,
+    )
+ax_h.set(
+    yscale="log",
+    xlabel="weight value",
+    ylabel="number of weights (log)",
+    title="The 640 weights",
+)
 ax_h.legend(fontsize=8, loc="upper left")
-maps = torch.cat([W_l2.T, W_l1.T]).reshape(20, 1, 8, 8)  # one 8x8 weight map per class and penalty
+maps = torch.cat([W_l2.T, W_l1.T]).reshape(
+    20, 1, 8, 8
+)  # one 8x8 weight map per class and penalty
 vmax = maps.abs().max().item()
 im = show_grid(ax_w, maps, 10, ["L2", "L1"], [f"class {c}" for c in range(10)], pad=1,
                pad_value=float("nan"), cmap="RdBu_r", vmin=-vmax, vmax=vmax)  # fmt: skip
@@ -546,9 +690,13 @@ plt.show()
 frac_l1 = (W_l1.abs() < 1e-3).float().mean().item()
 frac_l2 = (W_l2.abs() < 1e-3).float().mean().item()
 acc_l1 = sparsity["L1 proximal, λ = 0.01"][1]
-assert frac_l1 > 0.5, f"L1 should zero most weights: {frac_l1:.1%} near zero, expected > 50%"
+assert frac_l1 > 0.5, (
+    f"L1 should zero most weights: {frac_l1:.1%} near zero, expected > 50%"
+)
 assert frac_l2 < 0.2, f"L2 should not: {frac_l2:.1%} near zero, expected < 20%"
-assert acc_l1 > 0.9, f"the sparse model should still classify: test accuracy {acc_l1:.3f}, expected > 0.9"
+assert acc_l1 > 0.9, (
+    f"the sparse model should still classify: test accuracy {acc_l1:.3f}, expected > 0.9"
+)
 
 # %% [markdown]
 # The proximal L1 model keeps about a quarter of its weights and loses only a couple of points of
@@ -582,7 +730,9 @@ assert acc_l1 > 0.9, f"the sparse model should still classify: test accuracy {ac
 def dropout(x, p, training=True):
     if not training or p == 0:
         return x
-    mask = torch.empty_like(x).bernoulli_(1 - p)  # 1 = keep, with probability 1 - p
+    mask = torch.empty_like(x).bernoulli_(
+        1 - p
+    )  # 1 = keep, with probability 1 - p
     return x * (mask / (1 - p))
 
 
@@ -591,9 +741,15 @@ for p in (0.1, 0.5, 0.8):
     state = torch.get_rng_state()  # the same random numbers for both
     ours = dropout(x_drop, p)
     torch.set_rng_state(state)
-    torch.testing.assert_close(ours, F.dropout(x_drop, p, training=True), rtol=0, atol=0)
-    torch.testing.assert_close(dropout(x_drop, p, training=False), x_drop, rtol=0, atol=0)
-print("inverted dropout = F.dropout from the same generator state (bit for bit); evaluation = identity")
+    torch.testing.assert_close(
+        ours, F.dropout(x_drop, p, training=True), rtol=0, atol=0
+    )
+    torch.testing.assert_close(
+        dropout(x_drop, p, training=False), x_drop, rtol=0, atol=0
+    )
+print(
+    "inverted dropout = F.dropout from the same generator state (bit for bit); evaluation = identity"
+)
 
 # %% [markdown]
 # Bit-for-bit equality is fair here: both functions draw the same mask and do the same two float
@@ -608,7 +764,10 @@ torch.manual_seed(0)
 for p in (0.2, 0.5):
     y_train = dropout(ones, p)
     kept = (y_train > 0).float().mean().item()
-    sd_kept, sd_mean = math.sqrt(p * (1 - p) / len(ones)), math.sqrt(p / (1 - p) / len(ones))
+    sd_kept, sd_mean = (
+        math.sqrt(p * (1 - p) / len(ones)),
+        math.sqrt(p / (1 - p) / len(ones)),
+    )
     print(
         f"p = {p}: kept {kept:.4f} of the units (expected {1 - p} ± {sd_kept:.4f}), mean output "
         f"{y_train.mean():.4f} (expected 1 ± {sd_mean:.4f})"
@@ -616,8 +775,12 @@ for p in (0.2, 0.5):
     assert abs(kept - (1 - p)) < 5 * sd_kept, (
         f"kept fraction {kept:.4f}, expected {1 - p} ± 5 x {sd_kept:.4f}"
     )
-    assert abs(y_train.mean().item() - 1) < 5 * sd_mean, f"mean {y_train.mean():.4f}: the rescaling is off"
-    torch.testing.assert_close(y_train[y_train > 0], torch.full_like(y_train[y_train > 0], 1 / (1 - p)))
+    assert abs(y_train.mean().item() - 1) < 5 * sd_mean, (
+        f"mean {y_train.mean():.4f}: the rescaling is off"
+    )
+    torch.testing.assert_close(
+        y_train[y_train > 0], torch.full_like(y_train[y_train > 0], 1 / (1 - p))
+    )
 
 
 # %% [markdown]
@@ -661,15 +824,21 @@ for p in (0.2, 0.5):
 
 
 # %%
-def batch_norm(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+def batch_norm(
+    x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5
+):
     """BatchNorm2d from its formulas; updates running_mean/var in place when training."""
     if training:
         mean = x.mean(dim=(0, 2, 3))
-        var = x.var(dim=(0, 2, 3), unbiased=False)  # normalize with the biased variance
+        var = x.var(
+            dim=(0, 2, 3), unbiased=False
+        )  # normalize with the biased variance
         n = x.numel() // x.shape[1]
         with torch.no_grad():
             running_mean.mul_(1 - momentum).add_(momentum * mean)
-            running_var.mul_(1 - momentum).add_(momentum * var * n / (n - 1))  # unbiased estimate
+            running_var.mul_(1 - momentum).add_(
+                momentum * var * n / (n - 1)
+            )  # unbiased estimate
     else:
         mean, var = running_mean, running_var
     x_hat = (x - mean[:, None, None]) / torch.sqrt(var[:, None, None] + eps)
@@ -684,23 +853,34 @@ with torch.no_grad():  # non-trivial gamma and beta
 gamma = bn.weight.detach().clone().requires_grad_()
 beta = bn.bias.detach().clone().requires_grad_()
 run_mean, run_var = torch.zeros(6), torch.ones(6)
-for _ in range(5):  # five training steps on batches with shifted, scaled channels
+for _ in range(
+    5
+):  # five training steps on batches with shifted, scaled channels
     x_bn = (torch.randn(8, 6, 5, 5, generator=gen_bn) * 3 + 2).requires_grad_()
     ours = batch_norm(x_bn, gamma, beta, run_mean, run_var, training=True)
     theirs = bn.train()(x_bn)
     torch.testing.assert_close(ours, theirs)
-    weights_out = torch.randn(ours.shape, generator=gen_bn)  # compare gradients too
-    grads_ours = torch.autograd.grad((ours * weights_out).sum(), (x_bn, gamma, beta))
-    grads_theirs = torch.autograd.grad((theirs * weights_out).sum(), (x_bn, bn.weight, bn.bias))
+    weights_out = torch.randn(
+        ours.shape, generator=gen_bn
+    )  # compare gradients too
+    grads_ours = torch.autograd.grad(
+        (ours * weights_out).sum(), (x_bn, gamma, beta)
+    )
+    grads_theirs = torch.autograd.grad(
+        (theirs * weights_out).sum(), (x_bn, bn.weight, bn.bias)
+    )
     for a, b in zip(grads_ours, grads_theirs, strict=True):
         torch.testing.assert_close(a, b)
 torch.testing.assert_close(run_mean, bn.running_mean)
 torch.testing.assert_close(run_var, bn.running_var)
 x_eval = torch.randn(4, 6, 5, 5, generator=gen_bn)
 torch.testing.assert_close(
-    batch_norm(x_eval, gamma, beta, run_mean, run_var, training=False), bn.eval()(x_eval)
+    batch_norm(x_eval, gamma, beta, run_mean, run_var, training=False),
+    bn.eval()(x_eval),
 )
-print("batch_norm = nn.BatchNorm2d: outputs and gradients in training, running statistics, eval outputs")
+print(
+    "batch_norm = nn.BatchNorm2d: outputs and gradients in training, running statistics, eval outputs"
+)
 
 # %% [markdown]
 # The running statistics are an exponential moving average of the batch statistics (the EMA section
@@ -716,26 +896,44 @@ for _ in range(200):
     xb_bn = 3 + 2 * torch.randn(64, 1)
     bn1.train()(xb_bn)
     batch_means.append(xb_bn.mean().item())
-    batch_vars.append(xb_bn.var().item())  # unbiased, as the running variance uses
+    batch_vars.append(
+        xb_bn.var().item()
+    )  # unbiased, as the running variance uses
     running.append(bn1.running_mean.item())
 ema_mean, ema_var = 0.0, 1.0  # the layer's initial running statistics
 for m_b, v_b in zip(batch_means, batch_vars, strict=True):
     ema_mean, ema_var = 0.9 * ema_mean + 0.1 * m_b, 0.9 * ema_var + 0.1 * v_b
-torch.testing.assert_close(bn1.running_mean, torch.tensor([ema_mean]), rtol=1e-5, atol=1e-5)
-torch.testing.assert_close(bn1.running_var, torch.tensor([ema_var]), rtol=1e-5, atol=1e-5)
+torch.testing.assert_close(
+    bn1.running_mean, torch.tensor([ema_mean]), rtol=1e-5, atol=1e-5
+)
+torch.testing.assert_close(
+    bn1.running_var, torch.tensor([ema_var]), rtol=1e-5, atol=1e-5
+)
 x_new = 3 + 2 * torch.randn(10_000, 1)
 with torch.no_grad():
     y_new = bn1.eval()(x_new)
-print("running mean and variance = the EMA (momentum 0.1) of the batch means and unbiased variances")
-print(f"running mean {bn1.running_mean.item():.2f}, running var {bn1.running_var.item():.2f} (true 3 and 4)")
-print(f"eval-mode output on new data: mean {y_new.mean():.3f}, std {y_new.std():.3f}")
+print(
+    "running mean and variance = the EMA (momentum 0.1) of the batch means and unbiased variances"
+)
+print(
+    f"running mean {bn1.running_mean.item():.2f}, running var {bn1.running_var.item():.2f} (true 3 and 4)"
+)
+print(
+    f"eval-mode output on new data: mean {y_new.mean():.3f}, std {y_new.std():.3f}"
+)
 
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(7, 3.2))
-ax.plot(batch_means, ".", color=viz.color(1), ms=3, label="batch mean (64 values)")
+ax.plot(
+    batch_means, ".", color=viz.color(1), ms=3, label="batch mean (64 values)"
+)
 ax.plot(running, color=viz.color(0), label="running mean (momentum 0.1)")
 ax.axhline(3, color=viz.color("reference"), ls=":", label="true mean 3")
-ax.set(xlabel="training step", ylabel="mean", title="BatchNorm's running mean is an EMA of the batch means")
+ax.set(
+    xlabel="training step",
+    ylabel="mean",
+    title="BatchNorm's running mean is an EMA of the batch means",
+)
 ax.legend(fontsize=8)
 plt.show()
 
@@ -748,7 +946,11 @@ plt.show()
 # NBVAL_CHECK_OUTPUT
 torch.manual_seed(0)
 net_bn = nn.Sequential(
-    nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(512, 10)
+    nn.Conv2d(1, 8, 3, padding=1),
+    nn.BatchNorm2d(8),
+    nn.ReLU(),
+    nn.Flatten(),
+    nn.Linear(512, 10),
 )
 for _ in range(20):  # give it some running statistics
     net_bn(x_small[torch.randperm(200)[:32]])
@@ -759,7 +961,9 @@ with torch.no_grad():
     for mode in ("train", "eval"):
         net_bn.train(mode == "train")
         diff = (net_bn(batch_a)[0] - net_bn(batch_b)[0]).abs().max().item()
-        print(f"{mode:5s} mode: the first image's logits differ between the two batches: {diff > 1e-5}")
+        print(
+            f"{mode:5s} mode: the first image's logits differ between the two batches: {diff > 1e-5}"
+        )
 
 # %% [markdown]
 # A batch of a single image is a case of its own. `BatchNorm2d` still has $H \times W$ values per
@@ -770,11 +974,18 @@ with torch.no_grad():
 
 # %%
 # NBVAL_CHECK_OUTPUT
-one_image = torch.randn(1, 8, 5, 5, generator=torch.Generator().manual_seed(0)) * 3 + 1
+one_image = (
+    torch.randn(1, 8, 5, 5, generator=torch.Generator().manual_seed(0)) * 3 + 1
+)
 out_one = nn.BatchNorm2d(8).train()(one_image)
-torch.testing.assert_close(out_one, F.instance_norm(one_image))  # statistics over H x W of one image
+torch.testing.assert_close(
+    out_one, F.instance_norm(one_image)
+)  # statistics over H x W of one image
 stds = [round(v, 2) for v in out_one.detach().std(dim=(0, 2, 3)).tolist()]
-print("BatchNorm2d, training, batch of one = instance norm; per-channel std of the output:", stds)
+print(
+    "BatchNorm2d, training, batch of one = instance norm; per-channel std of the output:",
+    stds,
+)
 try:
     nn.BatchNorm1d(8).train()(torch.randn(1, 8))
 except ValueError as err:
@@ -824,13 +1035,23 @@ def normalize(x, dims, eps=1e-5):
 
 def group_norm(x, groups, eps=1e-5):
     n, c, h, w = x.shape
-    return normalize(x.reshape(n, groups, c // groups, h, w), dims=(2, 3, 4), eps=eps).reshape(n, c, h, w)
+    return normalize(
+        x.reshape(n, groups, c // groups, h, w), dims=(2, 3, 4), eps=eps
+    ).reshape(n, c, h, w)
 
 
-x_norm = torch.randn(4, 6, 5, 5, generator=torch.Generator().manual_seed(1)) * 2 + 1
+x_norm = (
+    torch.randn(4, 6, 5, 5, generator=torch.Generator().manual_seed(1)) * 2 + 1
+)
 checks = {
-    "BatchNorm (training)": (normalize(x_norm, (0, 2, 3)), F.batch_norm(x_norm, None, None, training=True)),
-    "LayerNorm": (normalize(x_norm, (1, 2, 3)), F.layer_norm(x_norm, x_norm.shape[1:])),
+    "BatchNorm (training)": (
+        normalize(x_norm, (0, 2, 3)),
+        F.batch_norm(x_norm, None, None, training=True),
+    ),
+    "LayerNorm": (
+        normalize(x_norm, (1, 2, 3)),
+        F.layer_norm(x_norm, x_norm.shape[1:]),
+    ),
     "InstanceNorm": (normalize(x_norm, (2, 3)), F.instance_norm(x_norm)),
     "GroupNorm, 3 groups": (group_norm(x_norm, 3), F.group_norm(x_norm, 3)),
 }
@@ -838,7 +1059,8 @@ for name, (ours, theirs) in checks.items():
     torch.testing.assert_close(ours, theirs, msg=name)
 # the per-sample methods give an image the same output alone or in a batch
 torch.testing.assert_close(
-    F.layer_norm(x_norm[:1], x_norm.shape[1:]), F.layer_norm(x_norm, x_norm.shape[1:])[:1]
+    F.layer_norm(x_norm[:1], x_norm.shape[1:]),
+    F.layer_norm(x_norm, x_norm.shape[1:])[:1],
 )
 print("from-scratch BN, LN, IN and GN equal torch's:", ", ".join(checks))
 
@@ -852,25 +1074,60 @@ def draw_norm_cube(ax, shaded, title, n=4, c=6, hw=4, depth=(0.55, 0.4)):
     dx, dy = depth
     polygons, on = [], []
 
-    def cell(corners, is_on):  # corners as (channel, height, sample), projected obliquely
-        polygons.append([(cc + i_n * dx, hh + i_n * dy) for cc, hh, i_n in corners])
+    def cell(
+        corners, is_on
+    ):  # corners as (channel, height, sample), projected obliquely
+        polygons.append(
+            [(cc + i_n * dx, hh + i_n * dy) for cc, hh, i_n in corners]
+        )
         on.append(is_on)
 
     for j in range(c):  # front face: sample 0
         for k in range(hw):
-            cell([(j, k, 0), (j + 1, k, 0), (j + 1, k + 1, 0), (j, k + 1, 0)], shaded(0, j))
+            cell(
+                [(j, k, 0), (j + 1, k, 0), (j + 1, k + 1, 0), (j, k + 1, 0)],
+                shaded(0, j),
+            )
     for j in range(c):  # top face: every sample, every channel
         for i in range(n):
-            cell([(j, hw, i), (j + 1, hw, i), (j + 1, hw, i + 1), (j, hw, i + 1)], shaded(i, j))
+            cell(
+                [
+                    (j, hw, i),
+                    (j + 1, hw, i),
+                    (j + 1, hw, i + 1),
+                    (j, hw, i + 1),
+                ],
+                shaded(i, j),
+            )
     for i in range(n):  # right face: every sample, last channel
         for k in range(hw):
-            cell([(c, k, i), (c, k + 1, i), (c, k + 1, i + 1), (c, k, i + 1)], shaded(i, c - 1))
+            cell(
+                [(c, k, i), (c, k + 1, i), (c, k + 1, i + 1), (c, k, i + 1)],
+                shaded(i, c - 1),
+            )
     colors = [viz.color(0) if v else "white" for v in on]
-    ax.add_collection(PolyCollection(polygons, facecolors=colors, edgecolors="#333333", linewidths=0.6))
+    ax.add_collection(
+        PolyCollection(
+            polygons, facecolors=colors, edgecolors="#333333", linewidths=0.6
+        )
+    )
     ax.text(c / 2, -0.7, "C (channels)", ha="center", fontsize=9)
-    ax.text(-0.5, hw / 2, "H, W", ha="right", va="center", fontsize=9, rotation=90)
-    ax.text(c + n * dx / 2 + 0.3, n * dy / 2 - 0.4, "N (batch)", fontsize=9, rotation=36)
-    ax.set(xlim=(-1.2, c + n * dx + 1.4), ylim=(-1.2, hw + n * dy + 0.4), aspect="equal", title=title)
+    ax.text(
+        -0.5, hw / 2, "H, W", ha="right", va="center", fontsize=9, rotation=90
+    )
+    ax.text(
+        c + n * dx / 2 + 0.3,
+        n * dy / 2 - 0.4,
+        "N (batch)",
+        fontsize=9,
+        rotation=36,
+    )
+    ax.set(
+        xlim=(-1.2, c + n * dx + 1.4),
+        ylim=(-1.2, hw + n * dy + 0.4),
+        aspect="equal",
+        title=title,
+    )
     ax.axis("off")
 
 
@@ -947,7 +1204,10 @@ for norm in ("batch", "group"):
         norm_acc[norm, bs] = accuracies(model)["test"]
 print("batch size      " + "".join(f"{bs:>8d}" for bs in batch_sizes))
 for norm in ("batch", "group"):
-    print(f"{norm} norm test acc" + "".join(f"{norm_acc[norm, bs]:8.3f}" for bs in batch_sizes))
+    print(
+        f"{norm} norm test acc"
+        + "".join(f"{norm_acc[norm, bs]:8.3f}" for bs in batch_sizes)
+    )
 
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6, 3.4))
@@ -968,7 +1228,9 @@ plt.show()
 # %%
 bn_drop = norm_acc["batch", 32] - norm_acc["batch", 2]
 gn_drop = norm_acc["group", 32] - norm_acc["group", 2]
-assert bn_drop > 0.1, f"batch norm should lose > 0.1 test accuracy from batch 32 to 2, lost {bn_drop:.3f}"
+assert bn_drop > 0.1, (
+    f"batch norm should lose > 0.1 test accuracy from batch 32 to 2, lost {bn_drop:.3f}"
+)
 assert norm_acc["group", 2] > norm_acc["batch", 2] + 0.08, (
     f"at batch 2 group norm should beat batch norm by > 0.08: {norm_acc['group', 2]:.3f} vs {norm_acc['batch', 2]:.3f}"
 )
@@ -996,7 +1258,9 @@ assert gn_drop < 0.03, (
 # %%
 # NBVAL_CHECK_OUTPUT
 conv = nn.Conv2d(3, 16, kernel_size=3, padding=1)
-fc_weights = (3 * 32 * 32) * (16 * 32 * 32) + 16 * 32 * 32  # a dense layer with the same input and output
+fc_weights = (3 * 32 * 32) * (
+    16 * 32 * 32
+) + 16 * 32 * 32  # a dense layer with the same input and output
 conv_weights = sum(p.numel() for p in conv.parameters())
 print(f"3x3 convolution, 3 -> 16 channels: {conv_weights:,} parameters")
 print(
@@ -1015,11 +1279,14 @@ conv_small = nn.Conv2d(1, 2, kernel_size=3, padding=1)
 with torch.no_grad():
     basis = torch.eye(36).reshape(36, 1, 6, 6)
     dense = (
-        (conv_small(basis) - conv_small.bias[None, :, None, None]).reshape(36, 72).T
+        (conv_small(basis) - conv_small.bias[None, :, None, None])
+        .reshape(36, 72)
+        .T
     )  # [72 outputs, 36 inputs]
     x_pixels = torch.rand(5, 1, 6, 6)
     torch.testing.assert_close(
-        conv_small(x_pixels).flatten(1), x_pixels.flatten(1) @ dense.T + conv_small.bias.repeat_interleave(36)
+        conv_small(x_pixels).flatten(1),
+        x_pixels.flatten(1) @ dense.T + conv_small.bias.repeat_interleave(36),
     )
 distinct = torch.unique(dense[dense != 0].round(decimals=6))
 print(
@@ -1029,7 +1296,9 @@ print(
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(4.2, 6))
 vmax = dense.abs().max().item()
-ax.imshow(dense.numpy(), cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+ax.imshow(
+    dense.numpy(), cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest"
+)
 ax.set(
     xlabel="input pixel (6x6, row by row)",
     ylabel="output (2 maps of 6x6)",
@@ -1074,7 +1343,9 @@ def drop_path(branch, p, training=True):
     """Stochastic depth with drop probability p (= 1 - survival), inverted scaling, one draw per sample."""
     if not training or p == 0:
         return branch
-    keep = torch.empty(branch.shape[0], *[1] * (branch.ndim - 1)).bernoulli_(1 - p)  # [N, 1, 1, 1]
+    keep = torch.empty(branch.shape[0], *[1] * (branch.ndim - 1)).bernoulli_(
+        1 - p
+    )  # [N, 1, 1, 1]
     return branch * keep / (1 - p)
 
 
@@ -1085,11 +1356,17 @@ for p in (0.1, 0.5):
     torch.manual_seed(3)
     torch.testing.assert_close(ours, cnn.DropPath(p).train()(branch_out))
     torch.manual_seed(3)
-    torch.testing.assert_close(ours, torchvision.ops.StochasticDepth(p, "row").train()(branch_out))
+    torch.testing.assert_close(
+        ours, torchvision.ops.StochasticDepth(p, "row").train()(branch_out)
+    )
     kept = (ours.flatten(1) != 0).any(1)
-    torch.testing.assert_close(ours[kept] * (1 - p), branch_out[kept])  # survivors scaled by 1/(1-p)
+    torch.testing.assert_close(
+        ours[kept] * (1 - p), branch_out[kept]
+    )  # survivors scaled by 1/(1-p)
 torch.testing.assert_close(cnn.DropPath(0.5).eval()(branch_out), branch_out)
-print("drop_path = cnn.DropPath = torchvision StochasticDepth(p, 'row'), random draws included")
+print(
+    "drop_path = cnn.DropPath = torchvision StochasticDepth(p, 'row'), random draws included"
+)
 
 # %% [markdown]
 # The original form, written out as well: in training a branch is kept (0 or 1 times its output), at
@@ -1104,7 +1381,9 @@ def drop_path_original(branch, survival, training=True):
     """Stochastic depth as in Huang et al. (2016): keep or skip in training, scale by survival at test."""
     if not training:
         return branch * survival
-    keep = torch.empty(branch.shape[0], *[1] * (branch.ndim - 1)).bernoulli_(survival)
+    keep = torch.empty(branch.shape[0], *[1] * (branch.ndim - 1)).bernoulli_(
+        survival
+    )
     return branch * keep
 
 
@@ -1112,7 +1391,9 @@ torch.manual_seed(0)
 survival = np.round(np.arange(0.1, 1.0, 0.1), 1)
 n_draws = 100_000
 branch_ones = torch.ones(n_draws, 1)
-gated_original = [drop_path_original(branch_ones, s).mean().item() for s in survival]
+gated_original = [
+    drop_path_original(branch_ones, s).mean().item() for s in survival
+]
 gated_inverted = [drop_path(branch_ones, 1 - s).mean().item() for s in survival]
 for s, g_o, g_i in zip(survival, gated_original, gated_inverted, strict=True):
     test_o = drop_path_original(branch_ones[:1], s, training=False).item()
@@ -1123,17 +1404,35 @@ for s, g_o, g_i in zip(survival, gated_original, gated_inverted, strict=True):
     assert abs(g_i - test_i) < 5 * math.sqrt((1 - s) / (s * n_draws)), (
         f"inverted form, p = {s}: {g_i:.4f} vs {test_i}"
     )
-print(f"survival 0.8: original form averages {gated_original[7]:.3f} in training (test time uses 0.8)")
-print(f"survival 0.8: inverted form averages {gated_inverted[7]:.3f} in training (test time uses 1)")
+print(
+    f"survival 0.8: original form averages {gated_original[7]:.3f} in training (test time uses 0.8)"
+)
+print(
+    f"survival 0.8: inverted form averages {gated_inverted[7]:.3f} in training (test time uses 1)"
+)
 
 # %% tags=["hide-input"]
 L_blocks, p_last = 12, 0.5
 blocks = np.arange(1, L_blocks + 1)
 survival_rule = 1 - blocks / L_blocks * (1 - p_last)
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
-axes[0].plot(survival, gated_original, "o", color=viz.color(0), label="original, training: mean of b·f")
-axes[0].plot(survival, survival, color=viz.color(0), lw=1, label="original, test: p·f")
-axes[0].plot(survival, gated_inverted, "s", color=viz.color(1), label="inverted, training: mean of b·f / p")
+axes[0].plot(
+    survival,
+    gated_original,
+    "o",
+    color=viz.color(0),
+    label="original, training: mean of b·f",
+)
+axes[0].plot(
+    survival, survival, color=viz.color(0), lw=1, label="original, test: p·f"
+)
+axes[0].plot(
+    survival,
+    gated_inverted,
+    "s",
+    color=viz.color(1),
+    label="inverted, training: mean of b·f / p",
+)
 axes[0].axhline(1, color=viz.color(1), lw=1, label="inverted, test: f")
 axes[0].set(
     xlabel="survival probability p",
@@ -1193,16 +1492,24 @@ def mixup_scratch(x, y, alpha, num_classes, generator):
     gamma_draws = torch._standard_gamma(
         torch.full((2, len(x)), alpha, dtype=torch.float64), generator=generator
     )
-    lam = (gamma_draws[0] / gamma_draws.sum(0)).float()  # Beta(alpha, alpha) as G1 / (G1 + G2)
+    lam = (
+        gamma_draws[0] / gamma_draws.sum(0)
+    ).float()  # Beta(alpha, alpha) as G1 / (G1 + G2)
     y1 = F.one_hot(y, num_classes).float()
-    return lam[:, None, None, None] * x + (1 - lam[:, None, None, None]) * x[perm], lam[:, None] * y1 + (
-        1 - lam[:, None]
-    ) * y1[perm]
+    return lam[:, None, None, None] * x + (1 - lam[:, None, None, None]) * x[
+        perm
+    ], lam[:, None] * y1 + (1 - lam[:, None]) * y1[perm]
 
 
-ours = mixup_scratch(x_shapes, y_shapes, 0.4, 3, torch.Generator().manual_seed(0))
+ours = mixup_scratch(
+    x_shapes, y_shapes, 0.4, 3, torch.Generator().manual_seed(0)
+)
 theirs = augment.mixup(
-    x_shapes, y_shapes, alpha=0.4, num_classes=3, generator=torch.Generator().manual_seed(0)
+    x_shapes,
+    y_shapes,
+    alpha=0.4,
+    num_classes=3,
+    generator=torch.Generator().manual_seed(0),
 )
 torch.testing.assert_close(ours, theirs)
 torch.testing.assert_close(theirs[1].sum(1), torch.ones(8))
@@ -1210,15 +1517,27 @@ print("MixUp from its formula = augment.mixup; mixed labels sum to 1")
 
 # CutMix: the same random draws on an image of image numbers reveal exactly which pixels were pasted
 x_cut, y_cut = augment.cutmix(
-    x_shapes, y_shapes, alpha=1.0, num_classes=3, generator=torch.Generator().manual_seed(1)
+    x_shapes,
+    y_shapes,
+    alpha=1.0,
+    num_classes=3,
+    generator=torch.Generator().manual_seed(1),
 )
 ids = torch.arange(8.0)[:, None, None, None].expand(8, 1, 32, 32)
 ids_cut, _ = augment.cutmix(
-    ids, y_shapes, alpha=1.0, num_classes=3, generator=torch.Generator().manual_seed(1)
+    ids,
+    y_shapes,
+    alpha=1.0,
+    num_classes=3,
+    generator=torch.Generator().manual_seed(1),
 )
 own_fraction = (ids_cut == ids).float().mean(dim=(1, 2, 3))
-mixed_classes = (y_cut > 0).sum(1) == 2  # partner of another class: the two labels are visible
-torch.testing.assert_close(y_cut[torch.arange(8), y_shapes][mixed_classes], own_fraction[mixed_classes])
+mixed_classes = (y_cut > 0).sum(
+    1
+) == 2  # partner of another class: the two labels are visible
+torch.testing.assert_close(
+    y_cut[torch.arange(8), y_shapes][mixed_classes], own_fraction[mixed_classes]
+)
 print(
     "CutMix: own-label weight = fraction of own pixels",
     [f"{f:.3f}" for f in own_fraction[mixed_classes].tolist()],
@@ -1245,7 +1564,10 @@ for per_batch in (False, True):
         generator=torch.Generator().manual_seed(3),
     )
     lams = y_mixed[own_class, own_class]
-    print(f"per_batch={per_batch!s:5}: own-label weights", [f"{v:.2f}" for v in lams.tolist()])
+    print(
+        f"per_batch={per_batch!s:5}: own-label weights",
+        [f"{v:.2f}" for v in lams.tolist()],
+    )
     assert (len(torch.unique(lams[lams < 1])) == 1) == per_batch, (
         "one lambda per batch exactly when per_batch"
     )
@@ -1260,8 +1582,12 @@ g_aug = torch.Generator().manual_seed(2)
 gallery = {
     "original": x_shapes,
     "random_flip": augment.random_flip(x_shapes, 0.5, generator=g_aug),
-    "random_translate(6)": augment.random_translate(x_shapes, 6, generator=g_aug),
-    "random_resized_crop": augment.random_resized_crop(x_shapes, 32, scale=(0.25, 1.0), generator=g_aug),
+    "random_translate(6)": augment.random_translate(
+        x_shapes, 6, generator=g_aug
+    ),
+    "random_resized_crop": augment.random_resized_crop(
+        x_shapes, 32, scale=(0.25, 1.0), generator=g_aug
+    ),
     "cutout(12)": augment.cutout(x_shapes, 12, value=0.5, generator=g_aug),
     "shapes_pipeline(32)": torch.stack(
         [augment.shapes_pipeline(32)(img) for img in x_shapes]
@@ -1270,13 +1596,20 @@ gallery = {
     "cutmix (α = 1)": x_cut,
 }
 fig, ax = plt.subplots(figsize=(8, 10.8))
-show_grid(ax, torch.cat([imgs[:6] for imgs in gallery.values()]), 6, list(gallery))
-for r, soft_labels in ((6, theirs[1]), (7, y_cut)):  # the mixed labels, written on the mixed images
+show_grid(
+    ax, torch.cat([imgs[:6] for imgs in gallery.values()]), 6, list(gallery)
+)
+for r, soft_labels in (
+    (6, theirs[1]),
+    (7, y_cut),
+):  # the mixed labels, written on the mixed images
     for c in range(6):
         text = " / ".join(f"{v:.2f}" for v in soft_labels[c].tolist())
         ax.text(2 + c * 34 + 1, 2 + r * 34 + 31, text, fontsize=7, color="white", va="bottom",
                 bbox={"facecolor": "black", "alpha": 0.6, "pad": 1, "linewidth": 0})  # fmt: skip
-ax.set_title("course_lib.augment on shapes; mixed labels as circle / square / triangle")
+ax.set_title(
+    "course_lib.augment on shapes; mixed labels as circle / square / triangle"
+)
 plt.show()
 
 # %% [markdown]
@@ -1297,10 +1630,18 @@ plt.show()
 one_digit = x_small[3:4].expand(8, 1, 8, 8)
 rotate = v2.RandomRotation(30)
 batch_rotated = rotate(one_digit)
-per_sample = augment.TransformDataset(TensorDataset(one_digit, torch.zeros(8)), rotate)
+per_sample = augment.TransformDataset(
+    TensorDataset(one_digit, torch.zeros(8)), rotate
+)
 sample_rotated = torch.stack([per_sample[i][0] for i in range(8)])
-print("v2 on a batch: all 8 outputs identical?", bool((batch_rotated == batch_rotated[:1]).all()))
-print("TransformDataset: all 8 outputs identical?", bool((sample_rotated == sample_rotated[:1]).all()))
+print(
+    "v2 on a batch: all 8 outputs identical?",
+    bool((batch_rotated == batch_rotated[:1]).all()),
+)
+print(
+    "TransformDataset: all 8 outputs identical?",
+    bool((sample_rotated == sample_rotated[:1]).all()),
+)
 
 # %% [markdown]
 # `augment.digits_pipeline()` is a small random affine map (rotation up to 10°, shift up to one pixel,
@@ -1337,7 +1678,9 @@ magnitudes = (0, 9, 18, 27)
 fig, ax = plt.subplots(figsize=(15, 4.4))
 rows = [torch.cat(randaugment_grid(2, m, seed=1)) for m in magnitudes]
 show_grid(ax, torch.cat(rows), 16, [f"m = {m}" for m in magnitudes])
-ax.set_title("RandAugment, n = 2 operations per image, at four magnitudes (the same operations in every row)")
+ax.set_title(
+    "RandAugment, n = 2 operations per image, at four magnitudes (the same operations in every row)"
+)
 plt.show()
 
 # %% [markdown]
@@ -1352,15 +1695,24 @@ plt.show()
 def show_randaugment(num_ops=2, magnitude=9, seed=0):
     fig, ax = plt.subplots(figsize=(10, 3.0), layout="none")
     fig.subplots_adjust(left=0.07, right=0.99, top=0.9, bottom=0.02)
-    show_grid(ax, torch.cat(randaugment_grid(num_ops, magnitude, seed)), 8, ["shapes", "digits"])
-    ax.set_title(f"RandAugment(num_ops={num_ops}, magnitude={magnitude}), seed {seed}")
+    show_grid(
+        ax,
+        torch.cat(randaugment_grid(num_ops, magnitude, seed)),
+        8,
+        ["shapes", "digits"],
+    )
+    ax.set_title(
+        f"RandAugment(num_ops={num_ops}, magnitude={magnitude}), seed {seed}"
+    )
     plt.show()
 
 
 _ = widgets.interact(
     show_randaugment,
     num_ops=widgets.IntSlider(value=2, min=1, max=4, description="n (ops)"),
-    magnitude=widgets.IntSlider(value=9, min=0, max=30, description="m (magnitude)"),
+    magnitude=widgets.IntSlider(
+        value=9, min=0, max=30, description="m (magnitude)"
+    ),
     seed=widgets.IntSlider(value=0, min=0, max=20, description="seed"),
 )
 
@@ -1376,7 +1728,9 @@ _ = widgets.interact(
 
 # %%
 # NBVAL_CHECK_OUTPUT
-ra_dataset = augment.TransformDataset(TensorDataset(x_small, y_small), augment.digits_pipeline())
+ra_dataset = augment.TransformDataset(
+    TensorDataset(x_small, y_small), augment.digits_pipeline()
+)
 ra_sampler = augment.RepeatedAugmentationSampler(
     ra_dataset, num_repeats=4, generator=torch.Generator().manual_seed(0)
 )
@@ -1417,7 +1771,9 @@ plt.show()
 # %%
 t_series = torch.arange(400, dtype=torch.float64)
 signal = torch.sin(2 * math.pi * t_series / 200) + 0.002 * t_series
-series = signal + 0.4 * torch.randn(400, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+series = signal + 0.4 * torch.randn(
+    400, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+)
 
 
 def ema_series(x, beta):
@@ -1430,8 +1786,12 @@ def ema_series(x, beta):
 
 # check the loop against the closed form (a weighted sum with weights (1 - beta) beta^k, plus beta^t e0)
 beta_check, t_check = 0.9, 50
-weights_k = (1 - beta_check) * beta_check ** torch.arange(t_check, dtype=torch.float64)
-closed = (weights_k * series[:t_check].flip(0)).sum() + beta_check**t_check * series[0]
+weights_k = (1 - beta_check) * beta_check ** torch.arange(
+    t_check, dtype=torch.float64
+)
+closed = (
+    weights_k * series[:t_check].flip(0)
+).sum() + beta_check**t_check * series[0]
 torch.testing.assert_close(ema_series(series[:t_check], beta_check)[-1], closed)
 
 # %% tags=["hide-input"]
@@ -1439,19 +1799,38 @@ fig, axes = plt.subplots(1, 2, figsize=(12, 3.5), width_ratios=[1, 1.8])
 for i, beta_w in enumerate((0.1, 0.9)):
     k = np.arange(12)
     axes[0].bar(
-        k + 0.4 * i - 0.2, (1 - beta_w) * beta_w**k, width=0.4, color=viz.color(i), label=f"β = {beta_w}"
+        k + 0.4 * i - 0.2,
+        (1 - beta_w) * beta_w**k,
+        width=0.4,
+        color=viz.color(i),
+        label=f"β = {beta_w}",
     )
 axes[0].set(
-    xlabel="age of the value (steps ago)", ylabel="weight in the average", title="EMA weights (1 − β) β^k"
+    xlabel="age of the value (steps ago)",
+    ylabel="weight in the average",
+    title="EMA weights (1 − β) β^k",
 )
 axes[0].legend()
-axes[1].plot(t_series, series, color=viz.color("reference"), lw=0.6, alpha=0.6, label="noisy series")
+axes[1].plot(
+    t_series,
+    series,
+    color=viz.color("reference"),
+    lw=0.6,
+    alpha=0.6,
+    label="noisy series",
+)
 axes[1].plot(t_series, signal, color=viz.color(7), lw=1, ls=":", label="signal")
 for i, beta_s in enumerate((0.9, 0.99)):
     axes[1].plot(
-        t_series, ema_series(series, beta_s), color=viz.color(i + 2), lw=1.8, label=f"EMA, β = {beta_s}"
+        t_series,
+        ema_series(series, beta_s),
+        color=viz.color(i + 2),
+        lw=1.8,
+        label=f"EMA, β = {beta_s}",
     )
-axes[1].set(xlabel="step", ylabel="value", title="Larger β: smoother, but lagging")
+axes[1].set(
+    xlabel="step", ylabel="value", title="Larger β: smoother, but lagging"
+)
 axes[1].legend(fontsize=8, ncols=2)
 plt.show()
 
@@ -1461,9 +1840,18 @@ def show_ema(beta=0.9):
     fig, ax = plt.subplots(figsize=(9, 3.2), layout="none")
     fig.subplots_adjust(left=0.07, right=0.98, top=0.88, bottom=0.16)
     smooth = ema_series(series, beta)
-    ax.plot(t_series, series, color=viz.color("reference"), lw=0.6, alpha=0.6, label="noisy series")
+    ax.plot(
+        t_series,
+        series,
+        color=viz.color("reference"),
+        lw=0.6,
+        alpha=0.6,
+        label="noisy series",
+    )
     ax.plot(t_series, signal, color=viz.color(7), lw=1, ls=":", label="signal")
-    ax.plot(t_series, smooth, color=viz.color(2), lw=1.8, label=f"EMA, β = {beta}")
+    ax.plot(
+        t_series, smooth, color=viz.color(2), lw=1.8, label=f"EMA, β = {beta}"
+    )
     err = (smooth - signal).pow(2).mean().sqrt().item()
     ax.set(xlabel="step", ylabel="value", ylim=(-2, 2.6),
            title=f"window ≈ 1/(1 − β) = {1 / (1 - beta):.0f} steps, RMS error to the signal {err:.3f}")  # fmt: skip
@@ -1472,7 +1860,10 @@ def show_ema(beta=0.9):
 
 
 _ = widgets.interact(
-    show_ema, beta=widgets.FloatSlider(value=0.9, min=0.0, max=0.995, step=0.005, description="β")
+    show_ema,
+    beta=widgets.FloatSlider(
+        value=0.9, min=0.0, max=0.995, step=0.005, description="β"
+    ),
 )
 
 # %% [markdown]
@@ -1493,9 +1884,13 @@ torch.manual_seed(0)
 student = cnn.mlp([64, 16, 10])
 ema_check = optim.WeightEMA(student, decay=0.8)
 swa_ema = torch.optim.swa_utils.AveragedModel(
-    student, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.8), use_buffers=True
+    student,
+    multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.8),
+    use_buffers=True,
 )
-swa_ema.update_parameters(student)  # AveragedModel's first update copies the weights: start from them
+swa_ema.update_parameters(
+    student
+)  # AveragedModel's first update copies the weights: start from them
 manual = [p.detach().clone() for p in student.parameters()]
 opt_ema = torch.optim.SGD(student.parameters(), lr=0.5)
 for _ in range(10):
@@ -1504,11 +1899,21 @@ for _ in range(10):
     opt_ema.step()
     ema_check.update(student)
     swa_ema.update_parameters(student)
-    manual = [0.8 * m + 0.2 * p.detach() for m, p in zip(manual, student.parameters(), strict=True)]
-for m, e, s in zip(manual, ema_check.module.parameters(), swa_ema.module.parameters(), strict=True):
+    manual = [
+        0.8 * m + 0.2 * p.detach()
+        for m, p in zip(manual, student.parameters(), strict=True)
+    ]
+for m, e, s in zip(
+    manual,
+    ema_check.module.parameters(),
+    swa_ema.module.parameters(),
+    strict=True,
+):
     torch.testing.assert_close(e, m)
     torch.testing.assert_close(e, s)
-print(f"WeightEMA = the formula = AveragedModel(EMA) after {ema_check.num_updates} updates")
+print(
+    f"WeightEMA = the formula = AveragedModel(EMA) after {ema_check.num_updates} updates"
+)
 
 # %% [markdown]
 # ## Closing the gap: an ablation
@@ -1553,11 +1958,20 @@ def select(name, values, settings):
 
 
 rows = {"none": ("", summary(baseline_runs))}
-rows["early stopping"] = ("patience 5", summary([{"final": early_stopped(r)} for r in baseline_runs]))
+rows["early stopping"] = (
+    "patience 5",
+    summary([{"final": early_stopped(r)} for r in baseline_runs]),
+)
 ema_val = {d: summary(baseline_runs, f"ema {d}")["val"] for d in (0.9, 0.98)}
 ema_decay = max(ema_val, key=ema_val.get)
-print("EMA          validation accuracy " + ", ".join(f"β {d}: {a:.3f}" for d, a in ema_val.items()))
-rows["EMA of the weights"] = (f"β = {ema_decay}", summary(baseline_runs, f"ema {ema_decay}"))
+print(
+    "EMA          validation accuracy "
+    + ", ".join(f"β {d}: {a:.3f}" for d, a in ema_val.items())
+)
+rows["EMA of the weights"] = (
+    f"β = {ema_decay}",
+    summary(baseline_runs, f"ema {ema_decay}"),
+)
 chosen = {}
 for name, key, values, extra in (
     ("shifts", "max_shift", (1, 2), {}),
@@ -1566,7 +1980,9 @@ for name, key, values, extra in (
     ("MixUp", "alpha", (0.2, 1.0), {"mix": augment.mixup}),
     ("CutMix", "alpha", (0.2, 1.0), {"mix": augment.cutmix}),
 ):
-    best, runs = select(name, values, lambda v, key=key, extra=extra: {key: v, **extra})
+    best, runs = select(
+        name, values, lambda v, key=key, extra=extra: {key: v, **extra}
+    )
     chosen[name] = {key: best, **extra}
     rows[name] = (f"{key} = {best}", summary(runs))
 
@@ -1587,8 +2003,15 @@ for name, key, values, extra in (
 def augmented_views(pipeline, n_views=6):
     """n_views augmented copies of each training digit through TransformDataset: Tensor[200, n_views, 1, 8, 8]."""
     torch.manual_seed(0)  # v2 transforms draw from torch's global generator
-    dataset = augment.TransformDataset(TensorDataset(x_small, y_small), pipeline)
-    return torch.stack([torch.stack([dataset[i][0] for _ in range(n_views)]) for i in range(len(dataset))])
+    dataset = augment.TransformDataset(
+        TensorDataset(x_small, y_small), pipeline
+    )
+    return torch.stack(
+        [
+            torch.stack([dataset[i][0] for _ in range(n_views)])
+            for i in range(len(dataset))
+        ]
+    )
 
 
 start = time.perf_counter()
@@ -1596,9 +2019,18 @@ affine_views = augmented_views(augment.digits_pipeline())
 print(
     f"digits_pipeline: {(time.perf_counter() - start) / affine_views[:, :, 0, 0, 0].numel() * 1e3:.2f} ms per image"
 )
-rows["v2 affine pipeline"] = ("defaults", summary(over_seeds(views=affine_views)))
-rows["  + repeated augmentation"] = ("2 copies", summary(over_seeds(views=affine_views, repeats=2)))
-ra_views = {m: augmented_views(augment.digits_pipeline(randaugment=(2, m))) for m in (3, 9)}
+rows["v2 affine pipeline"] = (
+    "defaults",
+    summary(over_seeds(views=affine_views)),
+)
+rows["  + repeated augmentation"] = (
+    "2 copies",
+    summary(over_seeds(views=affine_views, repeats=2)),
+)
+ra_views = {
+    m: augmented_views(augment.digits_pipeline(randaugment=(2, m)))
+    for m in (3, 9)
+}
 ra_m, ra_runs = select("RandAugment", (3, 9), lambda m: {"views": ra_views[m]})
 rows["RandAugment"] = (f"n = 2, m = {ra_m}", summary(ra_runs))
 
@@ -1607,8 +2039,14 @@ rows["RandAugment"] = (f"n = 2, m = {ra_m}", summary(ra_runs))
 # (the better of MixUp and CutMix only): regularizers interact, and their gains need not add up.
 
 # %%
-helped = [n for n in ("shifts", "dropout", "AdamW") if rows[n][1]["val"] > rows["none"][1]["val"]]
-mixers = [n for n in ("MixUp", "CutMix") if rows[n][1]["val"] > rows["none"][1]["val"]]
+helped = [
+    n
+    for n in ("shifts", "dropout", "AdamW")
+    if rows[n][1]["val"] > rows["none"][1]["val"]
+]
+mixers = [
+    n for n in ("MixUp", "CutMix") if rows[n][1]["val"] > rows["none"][1]["val"]
+]
 helped += [max(mixers, key=lambda n: rows[n][1]["val"])] if mixers else []
 combo = {k: v for n in helped for k, v in chosen[n].items()}
 rows["combination"] = (" + ".join(helped), summary(over_seeds(**combo)))
@@ -1624,12 +2062,16 @@ for name, (setting, s) in rows.items():
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
 names = list(rows)[::-1]
-for ax, key, title in ((axes[0], "test", "Test accuracy"), (axes[1], "gap", "Train − test accuracy")):
+for ax, key, title in (
+    (axes[0], "test", "Test accuracy"),
+    (axes[1], "gap", "Train − test accuracy"),
+):
     ax.barh(names, [rows[n][1][key] for n in names], xerr=[rows[n][1][f"{key}_sd"] for n in names],
             color=[viz.color(0 if n == "none" else 1) for n in names], capsize=3)  # fmt: skip
     ax.axvline(rows["none"][1][key], color=viz.color("reference"), ls=":", lw=1)
     ax.set(
-        title=f"{title} (mean ± std, 3 seeds)", xlabel="accuracy" if key == "test" else "accuracy difference"
+        title=f"{title} (mean ± std, 3 seeds)",
+        xlabel="accuracy" if key == "test" else "accuracy difference",
     )
 axes[0].set_xlim(0.8, 1.0)
 plt.show()
@@ -1744,7 +2186,15 @@ def dropout_variance_sampled(x, p, n=400_000):
     """The variance of F.dropout's output over n copies of x (float64, a fixed seed): the check's reference."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return F.dropout(torch.full((n,), float(x), dtype=torch.float64), p, training=True).var().item()
+        return (
+            F.dropout(
+                torch.full((n,), float(x), dtype=torch.float64),
+                p,
+                training=True,
+            )
+            .var()
+            .item()
+        )
 
 
 variance_cases = [(1.0, 0.5), (2.0, 0.2), (-1.5, 0.8), (0.5, 0.1)]
@@ -1755,7 +2205,11 @@ def dropout_variance(x, p):
 
 
 exercises.check_function(
-    dropout_variance, variance_cases, reference=dropout_variance_sampled, rtol=0.03, atol=1e-9
+    dropout_variance,
+    variance_cases,
+    reference=dropout_variance_sampled,
+    rtol=0.03,
+    atol=1e-9,
 )
 
 
@@ -1767,7 +2221,11 @@ def dropout_variance(x, p):
 
 
 exercises.check_function(
-    dropout_variance, variance_cases, reference=dropout_variance_sampled, rtol=0.03, atol=1e-9
+    dropout_variance,
+    variance_cases,
+    reference=dropout_variance_sampled,
+    rtol=0.03,
+    atol=1e-9,
 ).assert_passed()
 
 # %% [markdown]
@@ -1778,8 +2236,12 @@ exercises.check_function(
 # 0.05): why is it not 1? (This "variance shift" is the disharmony of Li et al., 2019.)
 
 # %%
-eval_std = exercises.TODO  # your value: the std of the batch-norm output in evaluation mode, measured
-exercises.check_value(eval_std, 1 / math.sqrt(2), atol=0.05, rtol=0, name="eval_std")
+eval_std = (
+    exercises.TODO
+)  # your value: the std of the batch-norm output in evaluation mode, measured
+exercises.check_value(
+    eval_std, 1 / math.sqrt(2), atol=0.05, rtol=0, name="eval_std"
+)
 
 # %% tags=["hide-cell"]
 # For x ~ N(0, 1) and p = 0.5 the training-time variance is E[x^2] / (1 - p) = 2, which BN's running
@@ -1792,9 +2254,13 @@ for _ in range(300):
 with torch.no_grad():
     out_eval = drop_bn.eval()(torch.randn(4096, 16))
 eval_std = out_eval.std().item()
-print(f"running variance {drop_bn[1].running_var.mean():.2f} (training-time variance 2)")
+print(
+    f"running variance {drop_bn[1].running_var.mean():.2f} (training-time variance 2)"
+)
 print(f"evaluation output std {eval_std:.3f}, predicted {1 / math.sqrt(2):.3f}")
-exercises.check_value(eval_std, 1 / math.sqrt(2), atol=0.05, rtol=0, name="eval_std").assert_passed()
+exercises.check_value(
+    eval_std, 1 / math.sqrt(2), atol=0.05, rtol=0, name="eval_std"
+).assert_passed()
 
 # %% [markdown]
 # ### Exercise 2: fold batch norm into the convolution
@@ -1812,7 +2278,9 @@ exercises.check_value(eval_std, 1 / math.sqrt(2), atol=0.05, rtol=0, name="eval_
 # %%
 def folded_conv(fold):
     """(conv, bn, x) -> the output of one convolution with the (W', b') that fold(conv, bn) returns."""
-    return lambda conv, bn, x: F.conv2d(x, *fold(conv, bn), padding=conv.padding)
+    return lambda conv, bn, x: F.conv2d(
+        x, *fold(conv, bn), padding=conv.padding
+    )
 
 
 def conv_then_bn(conv, bn, x):
@@ -1821,12 +2289,17 @@ def conv_then_bn(conv, bn, x):
 
 torch.manual_seed(0)
 conv_r, bn_r = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8)
-with torch.no_grad():  # a batch norm with non-trivial parameters and running statistics
+with (
+    torch.no_grad()
+):  # a batch norm with non-trivial parameters and running statistics
     bn_r.weight.uniform_(0.5, 1.5)
     bn_r.bias.normal_()
     bn_r.running_mean.normal_()
     bn_r.running_var.uniform_(0.5, 2.0)
-fold_cases = [(net_bn[0], net_bn[1], x_small[:16]), (conv_r, bn_r, x_small[16:32])]
+fold_cases = [
+    (net_bn[0], net_bn[1], x_small[:16]),
+    (conv_r, bn_r, x_small[16:32]),
+]
 
 
 def fold_bn(conv, bn):
@@ -1845,7 +2318,9 @@ exercises.check_function(
 
 # %% tags=["hide-cell"]
 def fold_bn(conv, bn):
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # gamma / sqrt(var + eps), per channel
+    scale = bn.weight / torch.sqrt(
+        bn.running_var + bn.eps
+    )  # gamma / sqrt(var + eps), per channel
     weight = conv.weight * scale[:, None, None, None]
     bias = bn.bias + (conv.bias - bn.running_mean) * scale
     return weight.detach(), bias.detach()
@@ -1866,7 +2341,9 @@ with torch.no_grad():
     folded.weight.copy_(fold_bn(conv_l, bn_l)[0])
     folded.bias.copy_(fold_bn(conv_l, bn_l)[1])
     net_bn.eval()
-    torch.testing.assert_close(folded(x_small[:16]), bn_l(conv_l(x_small[:16])), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        folded(x_small[:16]), bn_l(conv_l(x_small[:16])), atol=1e-5, rtol=1e-5
+    )
 print("conv + BN (eval) = one convolution with folded weights")
 
 # %% [markdown]
@@ -1892,7 +2369,9 @@ def soft_threshold(u, t):
     raise NotImplementedError  # your code: sign(u) max(|u| - t, 0), element by element
 
 
-exercises.check_function(soft_threshold, threshold_cases, reference=F.softshrink)
+exercises.check_function(
+    soft_threshold, threshold_cases, reference=F.softshrink
+)
 
 
 # %% tags=["hide-cell"]
@@ -1900,24 +2379,46 @@ def soft_threshold(u, t):
     return u.sign() * (u.abs() - t).clamp(min=0)
 
 
-print(exercises.check_function(soft_threshold, threshold_cases, reference=F.softshrink).assert_passed())
+print(
+    exercises.check_function(
+        soft_threshold, threshold_cases, reference=F.softshrink
+    ).assert_passed()
+)
 
 lams = [0.003, 0.01, 0.03, 0.1]
-path = [fit_softmax_regression("l1", lam_i, steps=150, split="val") for lam_i in lams]
+path = [
+    fit_softmax_regression("l1", lam_i, steps=150, split="val")
+    for lam_i in lams
+]
 nonzero = [(W != 0).float().mean().item() for W, _ in path]
 accs = [acc for _, acc in path]
 fig, ax = plt.subplots(figsize=(6, 3.4))
-ax.plot(lams, nonzero, "o-", color=viz.color(0), label="fraction of non-zero weights")
+ax.plot(
+    lams,
+    nonzero,
+    "o-",
+    color=viz.color(0),
+    label="fraction of non-zero weights",
+)
 ax.plot(lams, accs, "s-", color=viz.color(1), label="validation accuracy")
-ax.set(xscale="log", xlabel="λ", ylim=(0, 1.02), title="Proximal L1 softmax regression on digits")
+ax.set(
+    xscale="log",
+    xlabel="λ",
+    ylim=(0, 1.02),
+    title="Proximal L1 softmax regression on digits",
+)
 ax.legend(fontsize=8)
 plt.show()
 for lam_i, nz, acc in zip(lams, nonzero, accs, strict=True):
     print(
         f"λ = {lam_i:<6}: {nz:6.1%} of 640 weights non-zero ({round(nz * 640):3d}), validation accuracy {acc:.3f}"
     )
-lam_sparse = max(lam_i for lam_i, acc in zip(lams, accs, strict=True) if acc >= 0.9)
-W_sparse, test_sparse = fit_softmax_regression("l1", lam_sparse, steps=150, split="test")
+lam_sparse = max(
+    lam_i for lam_i, acc in zip(lams, accs, strict=True) if acc >= 0.9
+)
+W_sparse, test_sparse = fit_softmax_regression(
+    "l1", lam_sparse, steps=150, split="test"
+)
 print(
     f"chosen on validation: λ = {lam_sparse}, {int((W_sparse != 0).sum())} non-zero weights, test accuracy {test_sparse:.3f}"
 )

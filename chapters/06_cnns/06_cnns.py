@@ -62,7 +62,17 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.googlenet import Inception
 from tqdm.auto import trange
 
-from course_lib import classic, data, exercises, explain, metrics, optim, runtime, train, viz
+from course_lib import (
+    classic,
+    data,
+    exercises,
+    explain,
+    metrics,
+    optim,
+    runtime,
+    train,
+    viz,
+)
 from course_lib import nn as cnn
 
 device = runtime.setup(seed=0)
@@ -88,8 +98,12 @@ device = runtime.setup(seed=0)
 with torch.device("meta"):  # shapes only: nothing is allocated or initialized
     dense = nn.Linear(32 * 32 * 3, 32 * 32 * 10)
 conv = nn.Conv2d(3, 10, kernel_size=5, padding=2)
-print(f"fully connected 32x32x3 -> 32x32x10: {classic.count_parameters(dense):>11,} parameters")
-print(f"convolution, ten 5x5x3 filters:     {classic.count_parameters(conv):>11,} parameters")
+print(
+    f"fully connected 32x32x3 -> 32x32x10: {classic.count_parameters(dense):>11,} parameters"
+)
+print(
+    f"convolution, ten 5x5x3 filters:     {classic.count_parameters(conv):>11,} parameters"
+)
 
 # %% [markdown]
 # The convolution has 40,000 times fewer parameters, and it has a property the dense layer would
@@ -100,15 +114,23 @@ print(f"convolution, ten 5x5x3 filters:     {classic.count_parameters(conv):>11,
 # %%
 gen = torch.Generator().manual_seed(0)
 x_demo = torch.randn(1, 3, 32, 32, generator=gen)
-conv_circular = nn.Conv2d(3, 10, kernel_size=5, padding=2, padding_mode="circular")
+conv_circular = nn.Conv2d(
+    3, 10, kernel_size=5, padding=2, padding_mode="circular"
+)
 
 
 def shift(t):
-    return torch.roll(t, shifts=(3, 5), dims=(2, 3))  # 3 pixels down, 5 to the right
+    return torch.roll(
+        t, shifts=(3, 5), dims=(2, 3)
+    )  # 3 pixels down, 5 to the right
 
 
-torch.testing.assert_close(conv_circular(shift(x_demo)), shift(conv_circular(x_demo)))
-print("conv(shift(x)) == shift(conv(x)): a convolution is translation-equivariant")
+torch.testing.assert_close(
+    conv_circular(shift(x_demo)), shift(conv_circular(x_demo))
+)
+print(
+    "conv(shift(x)) == shift(conv(x)): a convolution is translation-equivariant"
+)
 
 # %% [markdown]
 # ## Convolution as sliding dot products
@@ -142,15 +164,21 @@ def conv2d_loops(x, weight, bias=None, stride=1, padding=0, dilation=1):
     n, _, h, w = x.shape
     o, _, k, _ = weight.shape
     span = dilation * (k - 1) + 1  # the kernel's footprint on the input
-    h_out = (h + 2 * padding - span) // stride + 1  # derived in the next section
+    h_out = (
+        h + 2 * padding - span
+    ) // stride + 1  # derived in the next section
     w_out = (w + 2 * padding - span) // stride + 1
     x = F.pad(x, (padding, padding, padding, padding))  # zeros all around
     out = x.new_zeros(n, o, h_out, w_out)
     for i in range(h_out):
         for j in range(w_out):
             r, c = i * stride, j * stride
-            window = x[:, :, r : r + span : dilation, c : c + span : dilation]  # [N, C, K, K]
-            out[:, :, i, j] = torch.einsum("nckl,ockl->no", window, weight)  # O dot products
+            window = x[
+                :, :, r : r + span : dilation, c : c + span : dilation
+            ]  # [N, C, K, K]
+            out[:, :, i, j] = torch.einsum(
+                "nckl,ockl->no", window, weight
+            )  # O dot products
     if bias is not None:
         out += bias[None, :, None, None]
     return out
@@ -159,17 +187,34 @@ def conv2d_loops(x, weight, bias=None, stride=1, padding=0, dilation=1):
 x_small = torch.randn(2, 3, 9, 9, generator=gen)
 w_small = torch.randn(4, 3, 3, 3, generator=gen)
 b_small = torch.randn(4, generator=gen)
-for stride, padding, dilation in [(1, 0, 1), (2, 1, 1), (1, 2, 2), (3, 1, 1), (2, 0, 3)]:
+for stride, padding, dilation in [
+    (1, 0, 1),
+    (2, 1, 1),
+    (1, 2, 2),
+    (3, 1, 1),
+    (2, 0, 3),
+]:
     ours = conv2d_loops(x_small, w_small, b_small, stride, padding, dilation)
-    ref = F.conv2d(x_small, w_small, b_small, stride=stride, padding=padding, dilation=dilation)
+    ref = F.conv2d(
+        x_small,
+        w_small,
+        b_small,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+    )
     torch.testing.assert_close(ours, ref)
-    print(f"stride {stride}, padding {padding}, dilation {dilation}: output {tuple(ours.shape)} == F.conv2d")
+    print(
+        f"stride {stride}, padding {padding}, dilation {dilation}: output {tuple(ours.shape)} == F.conv2d"
+    )
 
 # cross-correlation, not convolution: SciPy's correlate2d is F.conv2d, convolve2d needs the flipped kernel
 img, ker = x_small[0, 0].double(), w_small[0, 0].double()
 torch_out = F.conv2d(img[None, None], ker[None, None])[0, 0].numpy()
 assert np.allclose(scipy.signal.correlate2d(img, ker, mode="valid"), torch_out)
-assert np.allclose(scipy.signal.convolve2d(img, ker.flip(0, 1), mode="valid"), torch_out)
+assert np.allclose(
+    scipy.signal.convolve2d(img, ker.flip(0, 1), mode="valid"), torch_out
+)
 print("F.conv2d is a cross-correlation (scipy.signal.correlate2d)")
 
 # %% [markdown]
@@ -183,20 +228,39 @@ print("F.conv2d is a cross-correlation (scipy.signal.correlate2d)")
 photo = data.sample_image("camera", size=96)  # [1, 96, 96] grey, in [0, 1]
 kernels = torch.tensor(
     [
-        [[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]],  # Sobel x: vertical edges
-        [[-1.0, -2.0, -1.0], [0.0, 0.0, 0.0], [1.0, 2.0, 1.0]],  # Sobel y: horizontal edges
-        [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]],  # box blur (divided by 9 below)
+        [
+            [-1.0, 0.0, 1.0],
+            [-2.0, 0.0, 2.0],
+            [-1.0, 0.0, 1.0],
+        ],  # Sobel x: vertical edges
+        [
+            [-1.0, -2.0, -1.0],
+            [0.0, 0.0, 0.0],
+            [1.0, 2.0, 1.0],
+        ],  # Sobel y: horizontal edges
+        [
+            [1.0, 1.0, 1.0],
+            [1.0, 1.0, 1.0],
+            [1.0, 1.0, 1.0],
+        ],  # box blur (divided by 9 below)
         [[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]],  # Laplacian
     ]
 )
 kernels[2] /= 9
-responses = F.conv2d(photo[None], kernels[:, None], padding=1)[0]  # [4, 96, 96]: one map per kernel
+responses = F.conv2d(photo[None], kernels[:, None], padding=1)[
+    0
+]  # [4, 96, 96]: one map per kernel
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 5, figsize=(13, 2.9))
 axes[0].imshow(photo[0], cmap="gray")
 axes[0].set_title("input (1 channel)")
-names = ["Sobel x (vertical edges)", "Sobel y (horizontal edges)", "3×3 box blur", "Laplacian"]
+names = [
+    "Sobel x (vertical edges)",
+    "Sobel y (horizontal edges)",
+    "3×3 box blur",
+    "Laplacian",
+]
 for ax, r, name in zip(axes[1:], responses, names, strict=True):
     lim = r.abs().max().item()
     if name.startswith("3×3"):
@@ -207,7 +271,9 @@ for ax, r, name in zip(axes[1:], responses, names, strict=True):
 for ax in axes:
     ax.set(xticks=[], yticks=[])
     ax.grid(False)
-fig.suptitle("One convolution with four 3×3 kernels gives four output channels (red > 0, blue < 0)")
+fig.suptitle(
+    "One convolution with four 3×3 kernels gives four output channels (red > 0, blue < 0)"
+)
 plt.show()
 
 # %% [markdown]
@@ -237,7 +303,12 @@ def conv_out_size(size, kernel, stride=1, padding=0, dilation=1):
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-print("W=8, K=3, S=2, P=0:  without the floor", (8 - 3 + 0) / 2 + 1, "  with it", conv_out_size(8, 3, 2))
+print(
+    "W=8, K=3, S=2, P=0:  without the floor",
+    (8 - 3 + 0) / 2 + 1,
+    "  with it",
+    conv_out_size(8, 3, 2),
+)
 checked = refused = 0
 probe_input = {w: torch.zeros(1, 1, w, w) for w in range(1, 13)}
 for w in range(1, 13):
@@ -253,10 +324,20 @@ for w in range(1, 13):
                         except RuntimeError:
                             refused += 1
                             continue
-                        raise AssertionError(f"PyTorch accepted an empty output for {(w, k, s, p, d)}")
-                    assert layer(probe_input[w]).shape[-1] == expected, (w, k, s, p, d)
+                        raise AssertionError(
+                            f"PyTorch accepted an empty output for {(w, k, s, p, d)}"
+                        )
+                    assert layer(probe_input[w]).shape[-1] == expected, (
+                        w,
+                        k,
+                        s,
+                        p,
+                        d,
+                    )
                     checked += 1
-print(f"formula == nn.Conv2d for {checked} settings; PyTorch refused all {refused} with an empty output")
+print(
+    f"formula == nn.Conv2d for {checked} settings; PyTorch refused all {refused} with an empty output"
+)
 
 # %% [markdown]
 # ### Convolution as one matrix product: im2col
@@ -284,12 +365,18 @@ def conv2d_im2col(x, weight, bias=None, stride=1, padding=0, dilation=1):
     """Convolution as unfold + one matrix product. x [N, C, H, W], weight [O, C, K, K]."""
     n, _, h, w = x.shape
     o, _, k, _ = weight.shape
-    cols = F.unfold(x, k, dilation=dilation, padding=padding, stride=stride)  # [N, C*K*K, L]: X^T
-    out = weight.reshape(o, -1) @ cols  # [O, C*K*K] @ [N, C*K*K, L] -> [N, O, L]
+    cols = F.unfold(
+        x, k, dilation=dilation, padding=padding, stride=stride
+    )  # [N, C*K*K, L]: X^T
+    out = (
+        weight.reshape(o, -1) @ cols
+    )  # [O, C*K*K] @ [N, C*K*K, L] -> [N, O, L]
     if bias is not None:
         out = out + bias[:, None]
     h_out = conv_out_size(h, k, stride, padding, dilation)
-    return out.reshape(n, o, h_out, conv_out_size(w, k, stride, padding, dilation))
+    return out.reshape(
+        n, o, h_out, conv_out_size(w, k, stride, padding, dilation)
+    )
 
 
 for stride, padding, dilation in [(1, 0, 1), (2, 1, 1), (1, 2, 2), (2, 0, 3)]:
@@ -308,8 +395,12 @@ print("windows, one per column (X^T):", tuple(cols.shape))
 print("kernels, one per row (W):     ", tuple(w_alex.reshape(96, -1).shape))
 y_alex = conv2d_im2col(x_alex, w_alex, stride=4)
 print("W X^T reshaped:               ", tuple(y_alex.shape))
-torch.testing.assert_close(y_alex, F.conv2d(x_alex, w_alex, stride=4), rtol=1e-4, atol=1e-4)
-print(f"equal to F.conv2d; the window matrix holds {cols.numel() / x_alex.numel():.1f}x the input's numbers")
+torch.testing.assert_close(
+    y_alex, F.conv2d(x_alex, w_alex, stride=4), rtol=1e-4, atol=1e-4
+)
+print(
+    f"equal to F.conv2d; the window matrix holds {cols.numel() / x_alex.numel():.1f}x the input's numbers"
+)
 
 
 # %% tags=["hide-input"]
@@ -320,7 +411,12 @@ def bracket(shape):
 viz.diagram(
     {
         "x": (0, 0, f"input x\n{bracket(x_alex.shape[1:])}", "io"),
-        "cols": (3.0, 0, f"windows as columns\nXᵀ {bracket(cols.shape[1:])}", "other"),
+        "cols": (
+            3.0,
+            0,
+            f"windows as columns\nXᵀ {bracket(cols.shape[1:])}",
+            "other",
+        ),
         "w": (
             3.0,
             1.4,
@@ -328,7 +424,12 @@ viz.diagram(
             "conv",
         ),
         "mm": (5.0, 0, "@", "op"),
-        "out": (6.9, 0, f"W Xᵀ\n{bracket([len(w_alex), cols.shape[-1]])}", "other"),
+        "out": (
+            6.9,
+            0,
+            f"W Xᵀ\n{bracket([len(w_alex), cols.shape[-1]])}",
+            "other",
+        ),
         "y": (9.6, 0, f"output\n{bracket(y_alex.shape[1:])}", "io"),
     },
     [
@@ -365,10 +466,14 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-assert classic.count_parameters(nn.Conv2d(3, 10, 5)) == 10 * (5 * 5 * 3 + 1) == 760
+assert (
+    classic.count_parameters(nn.Conv2d(3, 10, 5)) == 10 * (5 * 5 * 3 + 1) == 760
+)
 reduce = nn.Conv2d(256, 64, kernel_size=1)  # 256 channels -> 64, pixel by pixel
 x_feat = torch.randn(2, 256, 7, 7, generator=gen)
-per_pixel = x_feat.permute(0, 2, 3, 1) @ reduce.weight[:, :, 0, 0].T + reduce.bias  # Linear on channels
+per_pixel = (
+    x_feat.permute(0, 2, 3, 1) @ reduce.weight[:, :, 0, 0].T + reduce.bias
+)  # Linear on channels
 torch.testing.assert_close(reduce(x_feat), per_pixel.permute(0, 3, 1, 2))
 print(
     "1x1 convolution == the same Linear(256, 64) at every pixel;",
@@ -432,7 +537,9 @@ for name, layers in STACKS.items():
     r, jump = receptive_field(layers)
     measured, _ = measured_receptive_field(layers)
     assert measured == r, (name, measured, r)
-    print(f"{name:28s} receptive field {r:3d} px (measured {measured:3d}), jump {jump:2d} px")
+    print(
+        f"{name:28s} receptive field {r:3d} px (measured {measured:3d}), jump {jump:2d} px"
+    )
 
 # %% [markdown]
 # Three stacked 3×3 convolutions see as far as one 7×7 convolution, with $3\cdot 9C^2 = 27C^2$ weights
@@ -447,8 +554,13 @@ for name, layers in STACKS.items():
 c = 64
 three_3x3 = nn.Sequential(*[nn.Conv2d(c, c, 3, bias=False) for _ in range(3)])
 one_7x7 = nn.Conv2d(c, c, 7, bias=False)
-print(f"three 3x3 layers: {classic.count_parameters(three_3x3):,} = 27 C^2;", end=" ")
-print(f"one 7x7 layer: {classic.count_parameters(one_7x7):,} = 49 C^2 (C = {c})")
+print(
+    f"three 3x3 layers: {classic.count_parameters(three_3x3):,} = 27 C^2;",
+    end=" ",
+)
+print(
+    f"one 7x7 layer: {classic.count_parameters(one_7x7):,} = 49 C^2 (C = {c})"
+)
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 4, figsize=(13, 3.3))
@@ -463,11 +575,21 @@ for ax, depth in zip(axes, [1, 2, 5, 10], strict=True):
     g = x.grad[0, 0] / x.grad.max()
     ax.imshow(g, cmap="magma", vmin=0, vmax=1)
     lo = (x.shape[-1] - r) / 2 - 0.5
-    ax.add_patch(Rectangle((lo, lo), r, r, fill=False, edgecolor=viz.color(5), lw=1.5, ls="--"))
+    ax.add_patch(
+        Rectangle(
+            (lo, lo), r, r, fill=False, edgecolor=viz.color(5), lw=1.5, ls="--"
+        )
+    )
     inner = (g > 0.5 * g.max()).any(dim=0).sum().item()
-    ax.set(title=f"{depth} × 3×3: field {r} px, half-max width {inner} px", xticks=[], yticks=[])
+    ax.set(
+        title=f"{depth} × 3×3: field {r} px, half-max width {inner} px",
+        xticks=[],
+        yticks=[],
+    )
     ax.grid(False)
-fig.suptitle("Effective receptive field: |∂ output / ∂ input| (dashed: the theoretical receptive field)")
+fig.suptitle(
+    "Effective receptive field: |∂ output / ∂ input| (dashed: the theoretical receptive field)"
+)
 plt.show()
 
 # %% [markdown]
@@ -481,11 +603,15 @@ plt.show()
 
 
 # %% tags=["hide-input"]
-def stack_diagram(ax, kernel=3, stride=1, padding=0, dilation=1, depth=2, width=16):
+def stack_diagram(
+    ax, kernel=3, stride=1, padding=0, dilation=1, depth=2, width=16
+):
     """Draw a 1-D stack of identical convolutions; highlight what one top unit depends on."""
     sizes = [width]
     for _ in range(depth):
-        sizes.append(conv_out_size(sizes[-1], kernel, stride, padding, dilation))
+        sizes.append(
+            conv_out_size(sizes[-1], kernel, stride, padding, dilation)
+        )
     ax.set(xticks=[], yticks=[])
     ax.grid(False)
     for side in ("left", "bottom"):
@@ -501,7 +627,9 @@ def stack_diagram(ax, kernel=3, stride=1, padding=0, dilation=1, depth=2, width=
         p = F.pad(h, (padding, padding))
         p.retain_grad()
         padded.append(p)
-        h = F.conv1d(p, torch.ones(1, 1, kernel), stride=stride, dilation=dilation)
+        h = F.conv1d(
+            p, torch.ones(1, 1, kernel), stride=stride, dilation=dilation
+        )
     h.retain_grad()
     h[0, 0, sizes[-1] // 2].backward()
     # position of unit i of layer l (without its padding) in input pixels: start + i * jump
@@ -511,11 +639,19 @@ def stack_diagram(ax, kernel=3, stride=1, padding=0, dilation=1, depth=2, width=
         start += ((kernel - 1) * dilation / 2 - padding) * jump
         jump *= stride
         centres.append(
-            start + jump * np.arange(conv_out_size(len(centres[-1]), kernel, stride, padding, dilation))
+            start
+            + jump
+            * np.arange(
+                conv_out_size(
+                    len(centres[-1]), kernel, stride, padding, dilation
+                )
+            )
         )
     for level in range(depth + 1):
         y = level * 1.6
-        if level < depth:  # this row is the input of layer level+1: draw it with its padding
+        if (
+            level < depth
+        ):  # this row is the input of layer level+1: draw it with its padding
             grads = padded[level].grad[0, 0] != 0
             step = 1.0 if level == 0 else stride**level
             xs = np.concatenate(
@@ -526,7 +662,9 @@ def stack_diagram(ax, kernel=3, stride=1, padding=0, dilation=1, depth=2, width=
                 ]
             )
             is_pad = np.r_[
-                np.ones(padding, bool), np.zeros(len(centres[level]), bool), np.ones(padding, bool)
+                np.ones(padding, bool),
+                np.zeros(len(centres[level]), bool),
+                np.ones(padding, bool),
             ]
         else:
             grads = torch.zeros(sizes[-1], dtype=torch.bool)
@@ -535,18 +673,39 @@ def stack_diagram(ax, kernel=3, stride=1, padding=0, dilation=1, depth=2, width=
         for xc, hit, pad in zip(xs, grads.tolist(), is_pad, strict=True):
             face = viz.color(1) if hit else ("#dddddd" if pad else "white")
             ax.add_patch(
-                Rectangle((xc - 0.42, y - 0.42), 0.84, 0.84, facecolor=face, edgecolor="#777777", lw=0.6)
+                Rectangle(
+                    (xc - 0.42, y - 0.42),
+                    0.84,
+                    0.84,
+                    facecolor=face,
+                    edgecolor="#777777",
+                    lw=0.6,
+                )
             )
-        ax.text(-2.2, y, "input" if level == 0 else f"layer {level}", ha="right", va="center", fontsize=8)
+        ax.text(
+            -2.2,
+            y,
+            "input" if level == 0 else f"layer {level}",
+            ha="right",
+            va="center",
+            fontsize=8,
+        )
     hits = (padded[0].grad[0, 0] != 0).nonzero().flatten()
-    lo, hi = hits.min().item() - padding - 0.5, hits.max().item() - padding + 0.5
+    lo, hi = (
+        hits.min().item() - padding - 0.5,
+        hits.max().item() - padding + 0.5,
+    )
     ax.annotate(
-        "", xy=(lo, -0.75), xytext=(hi, -0.75), arrowprops={"arrowstyle": "|-|", "color": viz.color(3)}
+        "",
+        xy=(lo, -0.75),
+        xytext=(hi, -0.75),
+        arrowprops={"arrowstyle": "|-|", "color": viz.color(3)},
     )
     r, _ = receptive_field([(kernel, stride, dilation)] * depth)
     ax.set(xlim=(-6, width + 5), ylim=(-1.3, depth * 1.6 + 0.7))
     ax.set_title(
-        f"K={kernel}, S={stride}, P={padding}, D={dilation}: sizes {formula}, receptive field {r}", fontsize=9
+        f"K={kernel}, S={stride}, P={padding}, D={dilation}: sizes {formula}, receptive field {r}",
+        fontsize=9,
     )
 
 
@@ -559,7 +718,9 @@ settings = [
 fig, axes = plt.subplots(2, 2, figsize=(13, 5.6))
 for ax, kw in zip(axes.flat, settings, strict=True):
     stack_diagram(ax, **kw)
-fig.suptitle("Valid and 'same' padding, stride 2, dilation 2 (orange: what the top unit depends on)")
+fig.suptitle(
+    "Valid and 'same' padding, stride 2, dilation 2 (orange: what the top unit depends on)"
+)
 plt.show()
 
 # %% [markdown]
@@ -605,15 +766,25 @@ _ = widgets.interact(
 def pool2d(x, kernel, stride, mode="max"):
     """Max or average pooling via unfold. x [N, C, H, W]; each channel is pooled on its own."""
     n, c, h, w = x.shape
-    cols = F.unfold(x.reshape(n * c, 1, h, w), kernel, stride=stride)  # [N*C, K*K, L]
+    cols = F.unfold(
+        x.reshape(n * c, 1, h, w), kernel, stride=stride
+    )  # [N*C, K*K, L]
     pooled = cols.amax(dim=1) if mode == "max" else cols.mean(dim=1)
-    return pooled.reshape(n, c, conv_out_size(h, kernel, stride), conv_out_size(w, kernel, stride))
+    return pooled.reshape(
+        n, c, conv_out_size(h, kernel, stride), conv_out_size(w, kernel, stride)
+    )
 
 
 x_pool = torch.randn(2, 3, 13, 13, generator=gen)
 for kernel, stride in [(2, 2), (3, 2), (3, 3)]:
-    torch.testing.assert_close(pool2d(x_pool, kernel, stride, "max"), F.max_pool2d(x_pool, kernel, stride))
-    torch.testing.assert_close(pool2d(x_pool, kernel, stride, "avg"), F.avg_pool2d(x_pool, kernel, stride))
+    torch.testing.assert_close(
+        pool2d(x_pool, kernel, stride, "max"),
+        F.max_pool2d(x_pool, kernel, stride),
+    )
+    torch.testing.assert_close(
+        pool2d(x_pool, kernel, stride, "avg"),
+        F.avg_pool2d(x_pool, kernel, stride),
+    )
     print(
         f"{kernel}x{kernel} pooling, stride {stride}: 13x13 -> {pool2d(x_pool, kernel, stride).shape[-1]}x"
         f"{pool2d(x_pool, kernel, stride).shape[-1]}, equal to F.max_pool2d and F.avg_pool2d"
@@ -676,11 +847,20 @@ def layer_chain(build, input_shape, merge_pools=False):
     """(label, kind) blocks for viz.chain_diagram: the convolutions, pools and linear layers of build(), in
     the order they run, each with its output shape (traced with forward hooks on the meta device)."""
     calls = []
-    kinds = nn.Conv2d | nn.Linear | nn.MaxPool2d | nn.AvgPool2d | nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d
+    kinds = (
+        nn.Conv2d
+        | nn.Linear
+        | nn.MaxPool2d
+        | nn.AvgPool2d
+        | nn.AdaptiveAvgPool2d
+        | nn.AdaptiveMaxPool2d
+    )
     with torch.device("meta"):
         model = build()
         hooks = [
-            m.register_forward_hook(lambda m, i, o: calls.append((m, list(o.shape[1:]))))
+            m.register_forward_hook(
+                lambda m, i, o: calls.append((m, list(o.shape[1:])))
+            )
             for m in model.modules()
             if isinstance(m, kinds)
         ]
@@ -691,25 +871,53 @@ def layer_chain(build, input_shape, merge_pools=False):
     for m, shape in calls:
         if isinstance(m, nn.Conv2d):
             k, s = m.kernel_size[0], m.stride[0]
-            text, kind = f"conv {k}×{k}{f'/{s}' if s > 1 else ''}, {m.out_channels}", "conv"
+            text, kind = (
+                f"conv {k}×{k}{f'/{s}' if s > 1 else ''}, {m.out_channels}",
+                "conv",
+            )
         elif isinstance(m, nn.Linear):
-            text, kind = f"linear {m.in_features:,} → {m.out_features:,}", "linear"
+            text, kind = (
+                f"linear {m.in_features:,} → {m.out_features:,}",
+                "linear",
+            )
         elif isinstance(m, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d):
             if shape[1:] != [1, 1]:
                 continue  # AlexNet's and VGG's adaptive pools do nothing on 224 x 224 inputs
-            text, kind = f"global {'avg' if isinstance(m, nn.AdaptiveAvgPool2d) else 'max'}-pool", "pool"
+            text, kind = (
+                f"global {'avg' if isinstance(m, nn.AdaptiveAvgPool2d) else 'max'}-pool",
+                "pool",
+            )
         else:
-            k, s = (v if isinstance(v, int) else v[0] for v in (m.kernel_size, m.stride))
-            text, kind = f"{'max' if isinstance(m, nn.MaxPool2d) else 'avg'}-pool {k}×{k}/{s}", "pool"
+            k, s = (
+                v if isinstance(v, int) else v[0]
+                for v in (m.kernel_size, m.stride)
+            )
+            text, kind = (
+                f"{'max' if isinstance(m, nn.MaxPool2d) else 'avg'}-pool {k}×{k}/{s}",
+                "pool",
+            )
         if merge_pools and kind == "pool":
             rows[-1][3:] = [f"+ {text}", shape]
-        elif rows and kind == "conv" and rows[-1][:2] == [text, "conv"] and not rows[-1][3]:
-            rows[-1][2:] = [rows[-1][2] + 1, "", shape]  # n identical convolutions in a row
+        elif (
+            rows
+            and kind == "conv"
+            and rows[-1][:2] == [text, "conv"]
+            and not rows[-1][3]
+        ):
+            rows[-1][2:] = [
+                rows[-1][2] + 1,
+                "",
+                shape,
+            ]  # n identical convolutions in a row
         else:
             rows.append([text, kind, 1, "", shape])
     blocks = [(f"input\n{list(input_shape)}", "io")]
     for text, kind, n, pool, shape in rows:
-        lines = [f"{n}× {text}" if n > 1 else text, pool, "" if kind == "linear" else str(shape)]
+        lines = [
+            f"{n}× {text}" if n > 1 else text,
+            pool,
+            "" if kind == "linear" else str(shape),
+        ]
         blocks.append(("\n".join(line for line in lines if line), kind))
     return blocks
 
@@ -741,8 +949,13 @@ with torch.device("meta"):
         h = layer(h)
         if not isinstance(layer, nn.ReLU):
             print(f"{type(layer).__name__:9s} -> {tuple(h.shape[1:])}")
-alex_tv.load_state_dict(alex.state_dict(), strict=True, assign=True)  # same names and shapes
-n_alex, n_fc = classic.count_parameters(alex), classic.count_parameters(alex.classifier)
+alex_tv.load_state_dict(
+    alex.state_dict(), strict=True, assign=True
+)  # same names and shapes
+n_alex, n_fc = (
+    classic.count_parameters(alex),
+    classic.count_parameters(alex.classifier),
+)
 assert n_alex == classic.count_parameters(alex_tv) == 61_100_840
 print(
     f"AlexNet: {n_alex:,} parameters (= torchvision's), {n_fc / n_alex:.1%} in the 3 fully connected layers"
@@ -790,7 +1003,11 @@ for v in classic.VGG_CONFIGS[16]:
     channels = v
 flat = size * size * channels
 vgg_rows.append(("flatten", (flat,), 0, 0))
-for name, n_in, n_out in [("fc1", flat, 4096), ("fc2", 4096, 4096), ("predictions", 4096, 1000)]:
+for name, n_in, n_out in [
+    ("fc1", flat, 4096),
+    ("fc2", 4096, 4096),
+    ("predictions", 4096, 1000),
+]:
     vgg_rows.append((name, (n_out,), linear_params(n_in, n_out), n_in * n_out))
 for name, shape, n, _ in vgg_rows:
     print(f"{name:13s} {str(shape):17s} {n:>12,}")
@@ -800,9 +1017,18 @@ print(f"{'total':31s} {vgg_total:>12,}")
 with torch.device("meta"):
     vgg16 = classic.vgg(16)
     vgg16_tv = torchvision.models.vgg16(weights=None)
-ours = [classic.count_parameters(m) for m in vgg16.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+ours = [
+    classic.count_parameters(m)
+    for m in vgg16.modules()
+    if isinstance(m, nn.Conv2d | nn.Linear)
+]
 assert ours == [r[2] for r in vgg_rows if r[2] > 0]
-assert vgg_total == classic.count_parameters(vgg16) == classic.count_parameters(vgg16_tv) == 138_357_544
+assert (
+    vgg_total
+    == classic.count_parameters(vgg16)
+    == classic.count_parameters(vgg16_tv)
+    == 138_357_544
+)
 vgg16_tv.load_state_dict(vgg16.state_dict(), strict=True, assign=True)
 print("per-layer counts == classic.vgg(16); total == torchvision's vgg16")
 
@@ -818,7 +1044,13 @@ plt.show()
 
 # %% tags=["hide-input"]
 weighted = [r for r in vgg_rows if r[2] > 0]
-labels = [r[0].replace("block", "b").replace("_conv", "c").replace("predictions", "pred") for r in weighted]
+labels = [
+    r[0]
+    .replace("block", "b")
+    .replace("_conv", "c")
+    .replace("predictions", "pred")
+    for r in weighted
+]
 params = np.array([r[2] for r in weighted])
 macs = np.array([r[3] for r in weighted])
 is_fc = np.array([not r[0].startswith("block") for r in weighted])
@@ -826,7 +1058,9 @@ colors = [viz.color(1) if f else viz.color(0) for f in is_fc]
 fig, axes = plt.subplots(1, 2, figsize=(13, 3.8), sharex=True)
 axes[0].bar(labels, params, color=colors)
 axes[0].set(
-    yscale="log", ylabel="parameters", title=f"Parameters: fc1 alone holds {params[-3] / params.sum():.0%}"
+    yscale="log",
+    ylabel="parameters",
+    title=f"Parameters: fc1 alone holds {params[-3] / params.sum():.0%}",
 )
 axes[1].bar(labels, macs, color=colors)
 axes[1].set(
@@ -863,18 +1097,28 @@ plt.show()
 # %%
 # NBVAL_CHECK_OUTPUT
 c_in, args_3a = 192, (64, 96, 128, 16, 32, 32)
-naive = conv_params(c_in, 64, 1, False) + conv_params(c_in, 128, 3, False) + conv_params(c_in, 32, 5, False)
+naive = (
+    conv_params(c_in, 64, 1, False)
+    + conv_params(c_in, 128, 3, False)
+    + conv_params(c_in, 32, 5, False)
+)
 reduced = (
     conv_params(c_in, 64, 1, False)
     + conv_params(c_in, 96, 1, False) + conv_params(96, 128, 3, False)
     + conv_params(c_in, 16, 1, False) + conv_params(16, 32, 5, False)
     + conv_params(c_in, 32, 1, False)
 )  # fmt: skip
-print(f"inception (3a) convolution weights: {naive:,} without 1x1 reductions, {reduced:,} with them")
+print(
+    f"inception (3a) convolution weights: {naive:,} without 1x1 reductions, {reduced:,} with them"
+)
 block = classic.InceptionBlock(c_in, *args_3a)
-bn_params = 2 * (64 + 96 + 128 + 16 + 32 + 32)  # each BatchNorm has a scale and a shift per channel
+bn_params = 2 * (
+    64 + 96 + 128 + 16 + 32 + 32
+)  # each BatchNorm has a scale and a shift per channel
 assert classic.count_parameters(block) == reduced + bn_params
-torch_block = Inception(c_in, *args_3a)  # torchvision's module, 3x3 kernel in the "5x5" branch
+torch_block = Inception(
+    c_in, *args_3a
+)  # torchvision's module, 3x3 kernel in the "5x5" branch
 ours_3x3 = classic.InceptionBlock(c_in, *args_3a, kernel_5x5=3)
 torch_block.load_state_dict(ours_3x3.state_dict(), strict=True)
 x_incept = torch.randn(2, c_in, 14, 14, generator=gen)
@@ -901,7 +1145,12 @@ def inception_diagram(c_in, b1, r3, b3, r5, b5, bp, side=28):
             "pool": (2.6, ys["p"], "max-pool 3×3\nstride 1, padding 1", "pool"),
             "bp": (4.6, ys["p"], f"conv 1×1, {bp}\n(project)", "conv"),
             "cat": (6.6, 0, "c", "op"),
-            "y": (8.4, 0, f"output\n[{b1 + b3 + b5 + bp}, {side}, {side}]", "io"),
+            "y": (
+                8.4,
+                0,
+                f"output\n[{b1 + b3 + b5 + bp}, {side}, {side}]",
+                "io",
+            ),
         },
         [
             ("x", "b1"),
@@ -954,16 +1203,27 @@ inception_diagram(c_in, *args_3a)
 w = 64
 basic = cnn.BasicBlock(4 * w, 4 * w)
 bottleneck = cnn.Bottleneck(4 * w, w)
-assert classic.count_parameters(basic) == 2 * conv_params(4 * w, 4 * w, 3, False) + 2 * 2 * 4 * w
+assert (
+    classic.count_parameters(basic)
+    == 2 * conv_params(4 * w, 4 * w, 3, False) + 2 * 2 * 4 * w
+)
 assert classic.count_parameters(bottleneck) == 17 * w * w + 2 * (w + w + 4 * w)
-print(f"basic block at 256 channels: {classic.count_parameters(basic):,} parameters;", end=" ")
+print(
+    f"basic block at 256 channels: {classic.count_parameters(basic):,} parameters;",
+    end=" ",
+)
 print(f"bottleneck 256 -> 64 -> 256: {classic.count_parameters(bottleneck):,}")
 for name in ("resnet18", "resnet34", "resnet50"):
     with torch.device("meta"):
-        ours, theirs = getattr(classic, name)(), getattr(torchvision.models, name)(weights=None)
+        ours, theirs = (
+            getattr(classic, name)(),
+            getattr(torchvision.models, name)(weights=None),
+        )
     theirs.load_state_dict(ours.state_dict(), strict=True, assign=True)
     assert classic.count_parameters(ours) == classic.count_parameters(theirs)
-    print(f"{name}: {classic.count_parameters(ours):>10,} parameters, same layout as torchvision's")
+    print(
+        f"{name}: {classic.count_parameters(ours):>10,} parameters, same layout as torchvision's"
+    )
 
 
 # %% tags=["hide-input"]
@@ -988,7 +1248,11 @@ def residual_block_diagrams(c, width, n_basic, n_bottleneck):
     }
     fig, axes = plt.subplots(2, 1, figsize=(12, 3.8))
     for ax, blocks, title in [
-        (axes[0], basic_blocks, f"basic block (ResNet-18/34) at {c} channels: {n_basic:,} parameters"),
+        (
+            axes[0],
+            basic_blocks,
+            f"basic block (ResNet-18/34) at {c} channels: {n_basic:,} parameters",
+        ),
         (
             axes[1],
             bottleneck_blocks,
@@ -996,13 +1260,21 @@ def residual_block_diagrams(c, width, n_basic, n_bottleneck):
         ),
     ]:
         names = list(blocks)
-        edges = [*zip(names, names[1:], strict=False), ("x", "add", "skip", "identity shortcut")]
+        edges = [
+            *zip(names, names[1:], strict=False),
+            ("x", "add", "skip", "identity shortcut"),
+        ]
         viz.diagram(blocks, edges, ax=ax, block_size=(2.0, 0.75), title=title)
     axes[0].set_xlim(axes[1].get_xlim())
     plt.show()
 
 
-residual_block_diagrams(4 * w, w, classic.count_parameters(basic), classic.count_parameters(bottleneck))
+residual_block_diagrams(
+    4 * w,
+    w,
+    classic.count_parameters(basic),
+    classic.count_parameters(bottleneck),
+)
 
 # %% [markdown]
 # The table below collects the networks of this section (weight layers are the convolutions and
@@ -1014,7 +1286,9 @@ residual_block_diagrams(4 * w, w, classic.count_parameters(basic), classic.count
 # %%
 # NBVAL_CHECK_OUTPUT
 with torch.device("meta"):
-    googlenet = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False)
+    googlenet = torchvision.models.googlenet(
+        weights=None, aux_logits=False, init_weights=False
+    )
     family = {
         "LeNet-5 (1998)": (classic.lenet5(), 5),
         "AlexNet (2012)": (classic.alexnet(), 8),
@@ -1029,16 +1303,30 @@ print(f"{'network':18s} {'weight layers':>13s} {'parameters':>13s}")
 for name, (model, depth) in family.items():
     print(f"{name:18s} {depth:13d} {classic.count_parameters(model):13,}")
 n_googlenet = classic.count_parameters(googlenet)
-n_bn = sum(classic.count_parameters(m) for m in googlenet.modules() if isinstance(m, nn.BatchNorm2d))
+n_bn = sum(
+    classic.count_parameters(m)
+    for m in googlenet.modules()
+    if isinstance(m, nn.BatchNorm2d)
+)
 # the "5x5" branch's 3x3 weights [O, C, 3, 3] would be [O, C, 5, 5]: 25/9 of them
 three_by_three = sum(
-    m.branch3[1].conv.weight.numel() for m in googlenet.modules() if isinstance(m, Inception)
+    m.branch3[1].conv.weight.numel()
+    for m in googlenet.modules()
+    if isinstance(m, Inception)
 )
 # a convolution bias (one per channel) instead of BatchNorm's scale and shift (two per channel)
-n_paper_layout = n_googlenet - n_bn // 2 + three_by_three * 25 // 9 - three_by_three
-print("* torchvision's GoogLeNet: BatchNorm after every convolution, 3x3 kernels in the '5x5' branch,")
-print("  no auxiliary classifiers. With 5x5 kernels and a bias in place of each BatchNorm (the paper's")
-print(f"  layout, still without the auxiliary classifiers): {n_paper_layout:,} parameters")
+n_paper_layout = (
+    n_googlenet - n_bn // 2 + three_by_three * 25 // 9 - three_by_three
+)
+print(
+    "* torchvision's GoogLeNet: BatchNorm after every convolution, 3x3 kernels in the '5x5' branch,"
+)
+print(
+    "  no auxiliary classifiers. With 5x5 kernels and a bias in place of each BatchNorm (the paper's"
+)
+print(
+    f"  layout, still without the auxiliary classifiers): {n_paper_layout:,} parameters"
+)
 print(
     f"AlexNet / GoogLeNet parameters: {n_alex / n_googlenet:.1f}x (torchvision's variant), "
     f"{n_alex / n_paper_layout:.1f}x (the paper's layout)"
@@ -1090,11 +1378,17 @@ print(
 # %%
 # NBVAL_CHECK_OUTPUT
 fc_head = sum(r[2] for r in vgg_rows if r[0] in ("fc1", "fc2", "predictions"))
-print(f"VGG16 head: {fc_head:,} parameters; a GAP head on its 512 maps: {linear_params(512, 1000):,}")
-print(f"ResNet-50 head (GAP + linear on 2048 maps): {linear_params(2048, 1000):,}")
+print(
+    f"VGG16 head: {fc_head:,} parameters; a GAP head on its 512 maps: {linear_params(512, 1000):,}"
+)
+print(
+    f"ResNet-50 head (GAP + linear on 2048 maps): {linear_params(2048, 1000):,}"
+)
 with torch.device("meta"):
     resnet50 = family["ResNet-50 (2015)"][0]  # built on the meta device above
-    flatten_head = nn.Sequential(vgg16.features, nn.Flatten(), nn.Linear(7 * 7 * 512, 1000))
+    flatten_head = nn.Sequential(
+        vgg16.features, nn.Flatten(), nn.Linear(7 * 7 * 512, 1000)
+    )
     for side in (224, 320):
         x = torch.empty(1, 3, side, side)
         print(
@@ -1134,11 +1428,18 @@ with torch.device("meta"):
 # validation loss), and use the test images only for the numbers reported after that.
 
 # %%
-shape_settings = {"min_objects": 1, "max_objects": 1, "radius": (0.15, 0.25), "noise": 0.1}
+shape_settings = {
+    "min_objects": 1,
+    "max_objects": 1,
+    "radius": (0.15, 0.25),
+    "noise": 0.1,
+}
 shapes_train = data.make_shapes(1000, 32, **shape_settings, seed=0)
 shapes_val = data.make_shapes(300, 32, **shape_settings, seed=2)
 shapes_test = data.make_shapes(300, 32, **shape_settings, seed=1)
-shape_val_loader = DataLoader(data.ShapesDataset(shapes_val, "label"), batch_size=300)
+shape_val_loader = DataLoader(
+    data.ShapesDataset(shapes_val, "label"), batch_size=300
+)
 CAM_EPOCHS, CAM_LRS = 8, (5e-3, 1.5e-2, 4.5e-2)
 
 
@@ -1151,7 +1452,9 @@ def make_cam_net():
         nn.MaxPool2d(2),
         cnn.ConvNormAct(16, 32),
     )
-    return nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 3))
+    return nn.Sequential(
+        features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 3)
+    )
 
 
 def train_cam_net(lr):
@@ -1161,10 +1464,14 @@ def train_cam_net(lr):
         shuffle=True,
         generator=torch.Generator().manual_seed(0),
     )
-    torch.manual_seed(0)  # the same initialization and data order for every learning rate
+    torch.manual_seed(
+        0
+    )  # the same initialization and data order for every learning rate
     model = make_cam_net().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = optim.warmup_cosine(opt, warmup_steps=16, total_steps=CAM_EPOCHS * len(loader))
+    sched = optim.warmup_cosine(
+        opt, warmup_steps=16, total_steps=CAM_EPOCHS * len(loader)
+    )
     history = train.fit(
         model,
         loader,
@@ -1182,10 +1489,18 @@ def train_cam_net(lr):
 
 # %% tags=["hide-input"]
 cam_chain = layer_chain(make_cam_net, (3, 32, 32))
-cam_blocks = {f"b{i}": (2.2 * i, 0, label, kind) for i, (label, kind) in enumerate(cam_chain)}
+cam_blocks = {
+    f"b{i}": (2.2 * i, 0, label, kind)
+    for i, (label, kind) in enumerate(cam_chain)
+}
 cam_edges = [(f"b{i}", f"b{i + 1}") for i in range(len(cam_chain) - 1)]
 last_conv = max(i for i, (_, kind) in enumerate(cam_chain) if kind == "conv")
-cam_blocks["cam"] = (2.2 * (last_conv + 1), -1.5, "class activation map\nΣ_k w_ck f_k: [8, 8]", "head")
+cam_blocks["cam"] = (
+    2.2 * (last_conv + 1),
+    -1.5,
+    "class activation map\nΣ_k w_ck f_k: [8, 8]",
+    "head",
+)
 cam_edges += [
     (f"b{last_conv}", "cam", "--", "maps f_k"),
     (f"b{len(cam_chain) - 1}", "cam", "--", "weights w_c"),
@@ -1202,15 +1517,27 @@ plt.show()
 
 # %%
 torch.manual_seed(0)
-cam_init_filters = make_cam_net()[0][0][0].weight.detach().clone()  # the first layer before training
+cam_init_filters = (
+    make_cam_net()[0][0][0].weight.detach().clone()
+)  # the first layer before training
 cam_runs = {lr: train_cam_net(lr) for lr in CAM_LRS}
 for lr, (_, hist) in cam_runs.items():
-    print(f"peak lr {lr:g}: validation accuracy {hist.last('val_acc'):.3f}, loss {hist.last('val_loss'):.3f}")
-cam_lr = max(CAM_LRS, key=lambda lr: (cam_runs[lr][1].last("val_acc"), -cam_runs[lr][1].last("val_loss")))
+    print(
+        f"peak lr {lr:g}: validation accuracy {hist.last('val_acc'):.3f}, loss {hist.last('val_loss'):.3f}"
+    )
+cam_lr = max(
+    CAM_LRS,
+    key=lambda lr: (
+        cam_runs[lr][1].last("val_acc"),
+        -cam_runs[lr][1].last("val_loss"),
+    ),
+)
 cam_net, cam_history = cam_runs[cam_lr]
 cam_features, cam_head = cam_net[0], cam_net[3]
 print(f"selected on validation: peak lr {cam_lr:g}")
-cam_history.plot(title=f"GAP CNN on one-shape images, peak lr {cam_lr:g} (train: running averages)")
+cam_history.plot(
+    title=f"GAP CNN on one-shape images, peak lr {cam_lr:g} (train: running averages)"
+)
 plt.show()
 
 # %% [markdown]
@@ -1233,8 +1560,12 @@ plt.show()
 # %%
 cam_net.eval()
 trained_filters = cam_features[0][0].weight.detach().cpu()  # [8, 3, 3, 3]
-change = ((trained_filters - cam_init_filters).norm() / cam_init_filters.norm()).item()
-print(f"the first-layer filters moved by {change:.2f} of their initial norm during training")
+change = (
+    (trained_filters - cam_init_filters).norm() / cam_init_filters.norm()
+).item()
+print(
+    f"the first-layer filters moved by {change:.2f} of their initial norm during training"
+)
 
 
 # %% tags=["hide-input"]
@@ -1246,21 +1577,27 @@ def filter_images(w):
 
 
 fig, axes = plt.subplots(2, 8, figsize=(11, 3.2))
-for row, (name, w) in enumerate([("at initialization", cam_init_filters), ("trained", trained_filters)]):
+for row, (name, w) in enumerate(
+    [("at initialization", cam_init_filters), ("trained", trained_filters)]
+):
     for k, ax in enumerate(axes[row]):
         ax.imshow(filter_images(w)[k])
         ax.set(xticks=[], yticks=[])
         ax.grid(False)
         if k == 0:
             ax.set_ylabel(name)
-fig.suptitle("First-layer filters (3×3×3, each shown as a colour image rescaled to [0, 1])")
+fig.suptitle(
+    "First-layer filters (3×3×3, each shown as a colour image rescaled to [0, 1])"
+)
 plt.show()
 
 # %%
 probe_image = shapes_test.images[:1].to(device)
 block_outputs = {}
 hooks = [
-    cam_features[i].register_forward_hook(lambda m, inp, out, i=i: block_outputs.update({i: out.detach()}))
+    cam_features[i].register_forward_hook(
+        lambda m, inp, out, i=i: block_outputs.update({i: out.detach()})
+    )
     for i in (0, 4)
 ]
 with torch.no_grad():
@@ -1278,7 +1615,9 @@ fig = plt.figure(figsize=(13, 4.4))
 grid = fig.add_gridspec(4, 13)
 ax = fig.add_subplot(grid[:, :4])
 ax.imshow(shapes_test.images[0].permute(1, 2, 0))
-ax.set_title(f"test image 0 ({shapes_test.classes[int(shapes_test.labels[0][0])]})")
+ax.set_title(
+    f"test image 0 ({shapes_test.classes[int(shapes_test.labels[0][0])]})"
+)
 ax.axis("off")
 for k in range(8):  # block 1: 8 maps at 32x32
     ax = fig.add_subplot(grid[(k // 4) * 2 : (k // 4) * 2 + 2, 4 + (k % 4)])
@@ -1292,7 +1631,9 @@ for k in range(16):  # block 3: the first 16 of 32 maps at 8x8
     ax.axis("off")
     if k == 0:
         ax.set_title("block 3: 16 of 32 maps, 8×8", fontsize=9, loc="left")
-fig.suptitle("Feature maps (after BatchNorm and ReLU) of one test image at two depths; bright = active")
+fig.suptitle(
+    "Feature maps (after BatchNorm and ReLU) of one test image at two depths; bright = active"
+)
 plt.show()
 
 # %% [markdown]
@@ -1311,20 +1652,42 @@ with torch.no_grad():
     logits = cam_net(x_shapes)
 pred = logits.argmax(1).cpu()
 cam_acc = metrics.accuracy(logits.cpu(), y_shapes).item()
-cam_weight, cam_bias = cam_head.weight.detach(), cam_head.bias.detach()  # [3, 32] and [3]
+cam_weight, cam_bias = (
+    cam_head.weight.detach(),
+    cam_head.bias.detach(),
+)  # [3, 32] and [3]
 # the identity: spatial mean of M_c plus the bias is the logit of class c, for every class
 for c in range(3):
-    m_c = explain.class_activation_maps(feats, cam_weight, torch.full((300,), c, device=device))
-    torch.testing.assert_close(m_c.mean(dim=(1, 2)) + cam_bias[c], logits[:, c], rtol=1e-4, atol=1e-4)
-cams = explain.class_activation_maps(feats, cam_weight, pred.to(device), size=32).cpu()  # [300, 32, 32]
-object_masks = torch.stack([m[0] for m in shapes_test.instance_masks])  # [300, 32, 32] bool
+    m_c = explain.class_activation_maps(
+        feats, cam_weight, torch.full((300,), c, device=device)
+    )
+    torch.testing.assert_close(
+        m_c.mean(dim=(1, 2)) + cam_bias[c], logits[:, c], rtol=1e-4, atol=1e-4
+    )
+cams = explain.class_activation_maps(
+    feats, cam_weight, pred.to(device), size=32
+).cpu()  # [300, 32, 32]
+object_masks = torch.stack(
+    [m[0] for m in shapes_test.instance_masks]
+)  # [300, 32, 32] bool
 hits = explain.pointing_game(cams, object_masks)
 hit_rate = hits.float().mean().item()
-hit_near = explain.pointing_game(cams, object_masks, tolerance=2).float().mean().item()
-area = object_masks.float().mean().item()  # hit rate of a point drawn uniformly at random
+hit_near = (
+    explain.pointing_game(cams, object_masks, tolerance=2).float().mean().item()
+)
+area = (
+    object_masks.float().mean().item()
+)  # hit rate of a point drawn uniformly at random
 yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
-centre_map = -((yy - 15.5) ** 2 + (xx - 15.5) ** 2)  # a "map" that always points at the image centre
-centre = explain.pointing_game(centre_map.expand(300, 32, 32), object_masks).float().mean().item()
+centre_map = -(
+    (yy - 15.5) ** 2 + (xx - 15.5) ** 2
+)  # a "map" that always points at the image centre
+centre = (
+    explain.pointing_game(centre_map.expand(300, 32, 32), object_masks)
+    .float()
+    .mean()
+    .item()
+)
 print(f"test accuracy {cam_acc:.3f}")
 print(
     f"pointing game: the CAM's maximum is on the object for {hit_rate:.1%} of the images ({hit_near:.1%} within 2 px)"
@@ -1333,7 +1696,9 @@ print(f"baselines: a random point {area:.1%}, the image centre {centre:.1%}")
 
 # %%
 assert cam_acc > 0.9, f"GAP CNN test accuracy {cam_acc:.3f}, expected > 0.9"
-assert hit_rate > 0.6, f"CAM pointing-game hit rate {hit_rate:.3f}, expected > 0.6"
+assert hit_rate > 0.6, (
+    f"CAM pointing-game hit rate {hit_rate:.3f}, expected > 0.6"
+)
 assert hit_rate > centre + 0.2, (
     f"CAM hit rate {hit_rate:.3f} is not clearly above the centre baseline {centre:.3f}"
 )
@@ -1351,11 +1716,20 @@ for i, ax in enumerate(axes.flat):
     ax.imshow(shapes_test.images[i].permute(1, 2, 0))
     ax.imshow(cams[i], cmap="magma", alpha=0.55)
     r, c = explain.map_argmax(cams[i : i + 1])[0].tolist()
-    ax.plot(c, r, marker="x", color=viz.color(2 if hits[i] else 3), markersize=10, mew=3)
+    ax.plot(
+        c,
+        r,
+        marker="x",
+        color=viz.color(2 if hits[i] else 3),
+        markersize=10,
+        mew=3,
+    )
     ok = "✓" if pred[i] == y_shapes[i] else "✗ (wrong class)"
     ax.set_title(f"{shapes_test.classes[pred[i]]} {ok}", fontsize=9)
     ax.axis("off")
-fig.suptitle("CAM of the predicted class on test images (× = its maximum: green on the object, red off it)")
+fig.suptitle(
+    "CAM of the predicted class on test images (× = its maximum: green on the object, red off it)"
+)
 plt.show()
 
 # %% [markdown]
@@ -1368,7 +1742,12 @@ plt.show()
 with torch.no_grad():
     every_class = torch.stack(
         [
-            explain.class_activation_maps(feats[:4], cam_weight, torch.full((4,), c, device=device), size=32)
+            explain.class_activation_maps(
+                feats[:4],
+                cam_weight,
+                torch.full((4,), c, device=device),
+                size=32,
+            )
             for c in range(3)
         ],
         dim=1,
@@ -1385,10 +1764,15 @@ for i in range(4):
     for c in range(3):
         ax = axes[row, 4 * col + 1 + c]
         ax.imshow(every_class[i, c], cmap="RdBu_r", vmin=-lim, vmax=lim)
-        ax.set_title(f"{shapes_test.classes[c]}: z = {logits[i, c].item():.1f}", fontsize=9)
+        ax.set_title(
+            f"{shapes_test.classes[c]}: z = {logits[i, c].item():.1f}",
+            fontsize=9,
+        )
 for ax in axes.flat:
     ax.axis("off")
-fig.suptitle("The class activation map of every class (red > 0, blue < 0, one colour scale)")
+fig.suptitle(
+    "The class activation map of every class (red > 0, blue < 0, one colour scale)"
+)
 plt.show()
 
 # %% [markdown]
@@ -1416,10 +1800,17 @@ plt.show()
 
 # %%
 hw = feats.shape[2] * feats.shape[3]  # 8 x 8 positions in the last feature maps
-signed_grad_cam = explain.grad_cam(cam_net, cam_features, x_shapes, pred.to(device), relu=False)
-cam_small = explain.class_activation_maps(feats, cam_weight, pred.to(device))  # [300, 8, 8]
+signed_grad_cam = explain.grad_cam(
+    cam_net, cam_features, x_shapes, pred.to(device), relu=False
+)
+cam_small = explain.class_activation_maps(
+    feats, cam_weight, pred.to(device)
+)  # [300, 8, 8]
 torch.testing.assert_close(
-    signed_grad_cam * hw, cam_small, rtol=1e-5, atol=1e-5 * cam_small.abs().max().item()
+    signed_grad_cam * hw,
+    cam_small,
+    rtol=1e-5,
+    atol=1e-5 * cam_small.abs().max().item(),
 )
 torch.testing.assert_close(
     explain.grad_cam(cam_net, cam_features, x_shapes, pred.to(device)) * hw,
@@ -1427,7 +1818,9 @@ torch.testing.assert_close(
     rtol=1e-5,
     atol=1e-5 * cam_small.abs().max().item(),
 )
-print(f"Grad-CAM at the last block x (h w = {hw}) == CAM (signed, and after the ReLU), on 300 test images")
+print(
+    f"Grad-CAM at the last block x (h w = {hw}) == CAM (signed, and after the ReLU), on 300 test images"
+)
 grad_cam_layers = {
     "block 1 (32×32)": cam_features[0],
     "block 2 (16×16)": cam_features[2],
@@ -1435,19 +1828,35 @@ grad_cam_layers = {
 }
 grad_cams, grad_cam_hits = {}, {}
 for name, layer in grad_cam_layers.items():
-    grad_cams[name] = explain.grad_cam(cam_net, layer, x_shapes, pred.to(device), size=32).cpu()
-    grad_cam_hits[name] = explain.pointing_game(grad_cams[name], object_masks).float().mean().item()
-    print(f"Grad-CAM at {name}: pointing-game hit rate {grad_cam_hits[name]:.1%}")
+    grad_cams[name] = explain.grad_cam(
+        cam_net, layer, x_shapes, pred.to(device), size=32
+    ).cpu()
+    grad_cam_hits[name] = (
+        explain.pointing_game(grad_cams[name], object_masks)
+        .float()
+        .mean()
+        .item()
+    )
+    print(
+        f"Grad-CAM at {name}: pointing-game hit rate {grad_cam_hits[name]:.1%}"
+    )
 print(f"(CAM: {hit_rate:.1%}; the image centre: {centre:.1%})")
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(4, 7, figsize=(13, 7.6))
 for col in range(7):
     axes[0, col].imshow(shapes_test.images[col].permute(1, 2, 0))
-    axes[0, col].set_title(f"predicted: {shapes_test.classes[pred[col]]}", fontsize=9)
+    axes[0, col].set_title(
+        f"predicted: {shapes_test.classes[pred[col]]}", fontsize=9
+    )
     for row, name in enumerate(grad_cam_layers, start=1):
         axes[row, col].imshow(grad_cams[name][col], cmap="magma")
-        axes[row, col].contour(object_masks[col].float(), levels=[0.5], colors=[viz.color(2)], linewidths=1)
+        axes[row, col].contour(
+            object_masks[col].float(),
+            levels=[0.5],
+            colors=[viz.color(2)],
+            linewidths=1,
+        )
     for ax in axes[:, col]:
         ax.set(xticks=[], yticks=[])
         ax.grid(False)
@@ -1460,7 +1869,9 @@ plt.show()
 
 # %%
 last, first = grad_cam_hits["block 3 (8×8)"], grad_cam_hits["block 1 (32×32)"]
-assert last > centre + 0.2, f"Grad-CAM (last block) hit rate {last:.3f}, expected > centre {centre:.3f} + 0.2"
+assert last > centre + 0.2, (
+    f"Grad-CAM (last block) hit rate {last:.3f}, expected > centre {centre:.3f} + 0.2"
+)
 assert last > first + 0.05, (
     f"Grad-CAM hit rate at the last block {last:.3f}, expected above the first block's {first:.3f} + 0.05"
 )
@@ -1511,10 +1922,17 @@ def depth_row(ax, blocks_per_stage, residual, title):
     """One network: the stem, the first blocks, the others summarized, the head; shortcuts if residual."""
     blocks = {"stem": (0, 0, "conv 3×3, 1 → 8\n[8, 8, 8]", "conv")}
     edges, prev, last_sum = [], "stem", "stem"
-    shown = [(8, 8)] * 4 if blocks_per_stage == 4 else [(8, 8), (16, 4), (32, 2)]
+    shown = (
+        [(8, 8)] * 4 if blocks_per_stage == 4 else [(8, 8), (16, 4), (32, 2)]
+    )
     for i, (ch, side) in enumerate(shown):
         x = 2.4 + 3.6 * i
-        blocks[f"b{i}"] = (x, 0, f"2× conv 3×3, {ch}\n[{ch}, {side}, {side}]", "conv")
+        blocks[f"b{i}"] = (
+            x,
+            0,
+            f"2× conv 3×3, {ch}\n[{ch}, {side}, {side}]",
+            "conv",
+        )
         edges.append((prev, f"b{i}"))
         prev = f"b{i}"
         if residual:
@@ -1528,14 +1946,21 @@ def depth_row(ax, blocks_per_stage, residual, title):
         prev, x = "more", x + 2.6
     blocks["head"] = (x, 0, "GAP + linear\n32 → 10", "linear")
     edges.append((prev, "head"))
-    viz.diagram(blocks, edges, ax=ax, block_size=(2.2, 0.75), title=title, fontsize=8)
+    viz.diagram(
+        blocks, edges, ax=ax, block_size=(2.2, 0.75), title=title, fontsize=8
+    )
 
 
 fig, axes = plt.subplots(3, 1, figsize=(13, 5.4))
 depth_row(
-    axes[0], 1, False, "plain-8: one block per stage (8 weight layers; stride 2 where the channels double)"
+    axes[0],
+    1,
+    False,
+    "plain-8: one block per stage (8 weight layers; stride 2 where the channels double)",
 )
-depth_row(axes[1], 4, False, "plain-26: four blocks per stage (26 weight layers)")
+depth_row(
+    axes[1], 4, False, "plain-26: four blocks per stage (26 weight layers)"
+)
 depth_row(
     axes[2],
     4,
@@ -1548,18 +1973,28 @@ plt.show()
 
 # %%
 digit_splits = data.digits_splits(seed=0)
-x_digits, y_digits = digit_splits.tensors("train")  # 1,078 normalized 8x8 digits
+x_digits, y_digits = digit_splits.tensors(
+    "train"
+)  # 1,078 normalized 8x8 digits
 x_digits, y_digits = x_digits.to(device), y_digits.to(device)
 DEPTH_STEPS = 300
-WINDOWS = {"steps 61-80": slice(60, 80), "steps 141-160": slice(140, 160), "steps 281-300": slice(280, 300)}
+WINDOWS = {
+    "steps 61-80": slice(60, 80),
+    "steps 141-160": slice(140, 160),
+    "steps 281-300": slice(280, 300),
+}
 
 
 def train_depth(blocks, residual, steps=DEPTH_STEPS, seed=0):
     """Train a ResNet-style net with or without shortcuts on the digits; returns it and the per-step losses."""
     torch.manual_seed(seed)
-    model = cnn.ResNet((blocks,) * 3, (8, 16, 32), in_channels=1, num_classes=10, residual=residual).to(
-        device
-    )
+    model = cnn.ResNet(
+        (blocks,) * 3,
+        (8, 16, 32),
+        in_channels=1,
+        num_classes=10,
+        residual=residual,
+    ).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     sched = optim.warmup_cosine(opt, warmup_steps=10, total_steps=steps)
     order = torch.Generator().manual_seed(seed)
@@ -1587,14 +2022,19 @@ window_loss = {
 }
 final_loss = {name: window_loss[name]["steps 281-300"] for name in depth_runs}
 train_errors = {}  # misclassified training images of each trained network
-print(f"{'training loss':13s}" + "".join(f"{w:>15s}" for w in WINDOWS) + "   whole training set: loss, error")
+print(
+    f"{'training loss':13s}"
+    + "".join(f"{w:>15s}" for w in WINDOWS)
+    + "   whole training set: loss, error"
+)
 for name, (model, _) in depth_runs.items():
     with torch.no_grad():
         logits = model(x_digits)
     full_loss = F.cross_entropy(logits, y_digits).item()
     errors = train_errors[name] = int((logits.argmax(1) != y_digits).sum())
     print(
-        f"{name:13s}" + "".join(f"{window_loss[name][w]:15.3f}" for w in WINDOWS),
+        f"{name:13s}"
+        + "".join(f"{window_loss[name][w]:15.3f}" for w in WINDOWS),
         f"  {full_loss:.3f}, {errors} of {len(y_digits)} misclassified",
     )
 
@@ -1608,11 +2048,24 @@ for name, (model, _) in depth_runs.items():
 # %%
 def relative_gradients(residual, norm="batch"):
     torch.manual_seed(0)
-    model = cnn.ResNet((4, 4, 4), (8, 16, 32), in_channels=1, num_classes=10, residual=residual, norm=norm)
+    model = cnn.ResNet(
+        (4, 4, 4),
+        (8, 16, 32),
+        in_channels=1,
+        num_classes=10,
+        residual=residual,
+        norm=norm,
+    )
     model = model.to(device)
     F.cross_entropy(model(x_digits[:256]), y_digits[:256]).backward()
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
-    return np.array([(m.weight.grad.norm() / m.weight.norm()).item() for m in convs])
+    convs = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)
+    ]
+    return np.array(
+        [(m.weight.grad.norm() / m.weight.norm()).item() for m in convs]
+    )
 
 
 grad_profiles = {
@@ -1643,7 +2096,14 @@ axes[0].set(
 )
 axes[0].legend(title="training loss, steps 281-300")
 for (name, prof), k in zip(grad_profiles.items(), [0, 2, 3], strict=True):
-    axes[1].plot(np.arange(1, len(prof) + 1), prof, marker="o", ms=3, color=viz.color(k), label=name)
+    axes[1].plot(
+        np.arange(1, len(prof) + 1),
+        prof,
+        marker="o",
+        ms=3,
+        color=viz.color(k),
+        label=name,
+    )
 axes[1].set(
     xlabel="3×3 convolution (input side → output side)",
     ylabel="‖∇W‖ / ‖W‖ at initialization",
@@ -1658,11 +2118,22 @@ plain_bn = grad_profiles["plain-26, BatchNorm"]
 print(
     f"plain-26 with BatchNorm: relative gradient {plain_bn[0]:.2g} at the first 3x3 conv, {plain_bn[-1]:.2g} at the last"
 )
-for w in ("steps 61-80", "steps 281-300"):  # early and at the end: the gap does not close
-    plain8, plain26, res26 = (window_loss[n][w] for n in ("plain-8", "plain-26", "ResNet-26"))
-    assert plain26 > 3 * plain8, f"{w}: plain-26 loss {plain26:.3f}, expected > 3 x plain-8's {plain8:.3f}"
-    assert res26 < plain26 / 3, f"{w}: ResNet-26 loss {res26:.3f}, expected < plain-26's {plain26:.3f} / 3"
-assert train_errors["plain-26"] > train_errors["plain-8"], f"training errors {train_errors}"
+for w in (
+    "steps 61-80",
+    "steps 281-300",
+):  # early and at the end: the gap does not close
+    plain8, plain26, res26 = (
+        window_loss[n][w] for n in ("plain-8", "plain-26", "ResNet-26")
+    )
+    assert plain26 > 3 * plain8, (
+        f"{w}: plain-26 loss {plain26:.3f}, expected > 3 x plain-8's {plain8:.3f}"
+    )
+    assert res26 < plain26 / 3, (
+        f"{w}: ResNet-26 loss {res26:.3f}, expected < plain-26's {plain26:.3f} / 3"
+    )
+assert train_errors["plain-26"] > train_errors["plain-8"], (
+    f"training errors {train_errors}"
+)
 assert final_loss["ResNet-26"] < final_loss["plain-8"] + 0.05, (
     f"ResNet-26 loss {final_loss['ResNet-26']:.3f}, expected within 0.05 of plain-8's {final_loss['plain-8']:.3f}"
 )
@@ -1767,7 +2238,9 @@ class PlacedDigitBatches:
         self.gen = torch.Generator().manual_seed(seed)
 
     def __len__(self):
-        return -(-len(self.labels) // self.batch_size)  # batches per epoch (ceil)
+        return -(
+            -len(self.labels) // self.batch_size
+        )  # batches per epoch (ceil)
 
     def __iter__(self):
         order = torch.randperm(len(self.labels), generator=self.gen)
@@ -1776,17 +2249,30 @@ class PlacedDigitBatches:
             yield place_digits(self.images[idx], self.gen), self.labels[idx]
 
 
-source_train, source_test = data.split_indices(len(y_all), (0.8, 0.2), seed=0, stratify=y_all)
-source_train, source_test = source_train[y_all[source_train] < 5], source_test[y_all[source_test] < 5]
-src_loader = PlacedDigitBatches(x_all[source_train], y_all[source_train], batch_size=64, seed=0)
-x_src_test = place_digits(x_all[source_test], torch.Generator().manual_seed(5))  # one fixed placement
-src_val = DataLoader(TensorDataset(x_src_test, y_all[source_test]), batch_size=256)
+source_train, source_test = data.split_indices(
+    len(y_all), (0.8, 0.2), seed=0, stratify=y_all
+)
+source_train, source_test = (
+    source_train[y_all[source_train] < 5],
+    source_test[y_all[source_test] < 5],
+)
+src_loader = PlacedDigitBatches(
+    x_all[source_train], y_all[source_train], batch_size=64, seed=0
+)
+x_src_test = place_digits(
+    x_all[source_test], torch.Generator().manual_seed(5)
+)  # one fixed placement
+src_val = DataLoader(
+    TensorDataset(x_src_test, y_all[source_test]), batch_size=256
+)
 
 torch.manual_seed(0)
 pretrained = nn.Sequential(make_backbone(), nn.Linear(32, 5)).to(device)
 pre_epochs, pre_lr = 20, 5e-3
 pre_opt = torch.optim.Adam(pretrained.parameters(), lr=pre_lr)
-pre_sched = optim.warmup_cosine(pre_opt, warmup_steps=20, total_steps=pre_epochs * len(src_loader))
+pre_sched = optim.warmup_cosine(
+    pre_opt, warmup_steps=20, total_steps=pre_epochs * len(src_loader)
+)
 pre_history = train.fit(
     pretrained,
     src_loader,
@@ -1808,11 +2294,26 @@ print(
 # %% tags=["hide-input"]
 viz.diagram(
     {
-        "src": (0, 0, f"source: digits 0–4\n[1, 24, 24], {len(source_train)} digits", "io"),
-        "bb": (3.2, 0, "backbone: 3 Conv-BN-ReLU,\n2 max-pools, global max-pool", "conv"),
+        "src": (
+            0,
+            0,
+            f"source: digits 0–4\n[1, 24, 24], {len(source_train)} digits",
+            "io",
+        ),
+        "bb": (
+            3.2,
+            0,
+            "backbone: 3 Conv-BN-ReLU,\n2 max-pools, global max-pool",
+            "conv",
+        ),
         "hs": (6.4, 0, "linear 32 → 5\n(source classes)", "linear"),
         "tgt": (0, -1.7, "target: digits 5–9\n25 images (5 per class)", "io"),
-        "bt": (3.2, -1.7, "the same backbone: frozen (probe)\nor trained (fine-tune)", "conv"),
+        "bt": (
+            3.2,
+            -1.7,
+            "the same backbone: frozen (probe)\nor trained (fine-tune)",
+            "conv",
+        ),
         "ht": (6.4, -1.7, "new linear 32 → 5\n(target classes)", "head"),
     },
     [
@@ -1855,12 +2356,23 @@ plt.show()
 
 # %%
 target = torch.nonzero(y_all >= 5).flatten()
-target = target[torch.randperm(len(target), generator=torch.Generator().manual_seed(1))]
-target_pool, target_val, target_test = target[:250], target[250:500], target[500:]
+target = target[
+    torch.randperm(len(target), generator=torch.Generator().manual_seed(1))
+]
+target_pool, target_val, target_test = (
+    target[:250],
+    target[250:500],
+    target[500:],
+)
 x_tgt_val = place_digits(x_all[target_val], torch.Generator().manual_seed(3))
 x_tgt_test = place_digits(x_all[target_test], torch.Generator().manual_seed(2))
-x_tgt_eval = torch.cat([x_tgt_val, x_tgt_test]).to(device)  # evaluated together: validation first
-y_tgt_val, y_tgt_test = (y_all[target_val] - 5).to(device), (y_all[target_test] - 5).to(device)
+x_tgt_eval = torch.cat([x_tgt_val, x_tgt_test]).to(
+    device
+)  # evaluated together: validation first
+y_tgt_val, y_tgt_test = (
+    (y_all[target_val] - 5).to(device),
+    (y_all[target_test] - 5).to(device),
+)
 n_val = len(target_val)
 backbone = pretrained[0].eval()
 with torch.no_grad():
@@ -1907,7 +2419,11 @@ def train_all_layers(body, head, x, y, lr, freeze_bn=False, steps=50):
 
 
 SHOTS, SEEDS = 5, (0, 1, 2)
-PROBE_LRS, SCRATCH_LRS, FINE_TUNE_LRS = (3e-3, 1e-2, 3e-2), (2e-3, 5e-3, 2e-2), (2e-3, 5e-3)
+PROBE_LRS, SCRATCH_LRS, FINE_TUNE_LRS = (
+    (3e-3, 1e-2, 3e-2),
+    (2e-3, 5e-3, 2e-2),
+    (2e-3, 5e-3),
+)
 few_shot = {}  # seed -> (images, labels, pretrained features, random backbone)
 results = {}  # (method, lr) -> [(validation, test) accuracy per seed]
 probes = {}  # (lr, seed) -> the pretrained probe, the start of method 5
@@ -1920,16 +2436,31 @@ def record(method, lr, accuracy):
 for seed in SEEDS:
     pick_gen = torch.Generator().manual_seed(100 + seed)
     picks = [target_pool[y_all[target_pool] == d] for d in range(5, 10)]
-    shots = torch.cat([p[torch.randperm(len(p), generator=pick_gen)[:SHOTS]] for p in picks])
-    x_few, y_few = place_digits(x_all[shots], pick_gen).to(device), (y_all[shots] - 5).to(device)
+    shots = torch.cat(
+        [p[torch.randperm(len(p), generator=pick_gen)[:SHOTS]] for p in picks]
+    )
+    x_few, y_few = (
+        place_digits(x_all[shots], pick_gen).to(device),
+        (y_all[shots] - 5).to(device),
+    )
     torch.manual_seed(seed)
     random_body = make_backbone().to(device).eval()
     with torch.no_grad():  # frozen features for the probes
-        few_features, random_train, random_eval = backbone(x_few), random_body(x_few), random_body(x_tgt_eval)
+        few_features, random_train, random_eval = (
+            backbone(x_few),
+            random_body(x_few),
+            random_body(x_tgt_eval),
+        )
     few_shot[seed] = (x_few, y_few)
     for lr in PROBE_LRS:
-        record("probe, random features", lr, linear_probe(random_train, y_few, random_eval, lr)[1])
-        probes[lr, seed], accuracy = linear_probe(few_features, y_few, pretrained_eval_features, lr)
+        record(
+            "probe, random features",
+            lr,
+            linear_probe(random_train, y_few, random_eval, lr)[1],
+        )
+        probes[lr, seed], accuracy = linear_probe(
+            few_features, y_few, pretrained_eval_features, lr
+        )
         record("probe, pretrained", lr, accuracy)
 
 
@@ -1945,16 +2476,35 @@ for seed in trange(len(SEEDS), desc="few-shot seeds"):
     x_few, y_few = few_shot[seed]
     for lr in SCRATCH_LRS:
         torch.manual_seed(seed)
-        record("from scratch", lr, train_all_layers(make_backbone(), nn.Linear(32, 5), x_few, y_few, lr))
+        record(
+            "from scratch",
+            lr,
+            train_all_layers(
+                make_backbone(), nn.Linear(32, 5), x_few, y_few, lr
+            ),
+        )
     for lr in FINE_TUNE_LRS:
         torch.manual_seed(seed)
         new_head = nn.Linear(32, 5)
         record(
-            "fine-tune, new head", lr, train_all_layers(copy.deepcopy(backbone), new_head, x_few, y_few, lr)
+            "fine-tune, new head",
+            lr,
+            train_all_layers(
+                copy.deepcopy(backbone), new_head, x_few, y_few, lr
+            ),
         )
-        for method, freeze in [("fine-tune after probe", False), ("fine-tune after probe, BN frozen", True)]:
+        for method, freeze in [
+            ("fine-tune after probe", False),
+            ("fine-tune after probe, BN frozen", True),
+        ]:
             start = copy.deepcopy(probes[probe_lr, seed])
-            record(method, lr, train_all_layers(copy.deepcopy(backbone), start, x_few, y_few, lr, freeze))
+            record(
+                method,
+                lr,
+                train_all_layers(
+                    copy.deepcopy(backbone), start, x_few, y_few, lr, freeze
+                ),
+            )
 
 METHODS = (
     "probe, random features",
@@ -1967,7 +2517,9 @@ METHODS = (
 print(f"{'validation accuracy (mean of 3 seeds)':34s} at each learning rate")
 for method in METHODS:
     cells = "  ".join(
-        f"{lr:g}: {np.mean([v for v, _ in results[m, lr]]):.3f}" for m, lr in results if m == method
+        f"{lr:g}: {np.mean([v for v, _ in results[m, lr]]):.3f}"
+        for m, lr in results
+        if m == method
     )
     print(f"  {method:32s} {cells}")
 chosen = {method: select(method) for method in METHODS}
@@ -1976,16 +2528,37 @@ mean_acc = {method: float(np.mean(accs)) for method, accs in transfer.items()}
 print("test accuracy at the learning rate selected on validation")
 for method, (lr, accs) in chosen.items():
     per_seed = " ".join(f"{a:.3f}" for a in accs)
-    print(f"  {method:32s} lr {lr:<7g} per seed {per_seed}   mean {mean_acc[method]:.3f}")
+    print(
+        f"  {method:32s} lr {lr:<7g} per seed {per_seed}   mean {mean_acc[method]:.3f}"
+    )
 
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(12, 3.8))
 for k, (name, accs) in enumerate(transfer.items()):
     ax.bar(k, mean_acc[name], color=viz.color(k), alpha=0.8)
-    ax.scatter([k] * len(accs), accs, color="black", zorder=3, s=14, label="one seed" if k == 0 else None)
-    ax.text(k, max(accs) + 0.015, f"mean {mean_acc[name]:.2f}", ha="center", fontsize=9)
-ax.axhline(0.2, color=viz.color("reference"), ls=":", label="chance (5 classes)")
-ax.set_xticks(range(len(transfer)), [name.replace(", BN", ",\nBN") for name in transfer], fontsize=8)
+    ax.scatter(
+        [k] * len(accs),
+        accs,
+        color="black",
+        zorder=3,
+        s=14,
+        label="one seed" if k == 0 else None,
+    )
+    ax.text(
+        k,
+        max(accs) + 0.015,
+        f"mean {mean_acc[name]:.2f}",
+        ha="center",
+        fontsize=9,
+    )
+ax.axhline(
+    0.2, color=viz.color("reference"), ls=":", label="chance (5 classes)"
+)
+ax.set_xticks(
+    range(len(transfer)),
+    [name.replace(", BN", ",\nBN") for name in transfer],
+    fontsize=8,
+)
 ax.set(
     ylabel="target test accuracy",
     ylim=(0, max(mean_acc.values()) + 0.12),
@@ -1998,8 +2571,12 @@ plt.show()
 # %%
 gain_ft = mean_acc["fine-tune after probe"] - mean_acc["from scratch"]
 gain_probe = mean_acc["probe, pretrained"] - mean_acc["probe, random features"]
-print(f"fine-tune - from scratch: {gain_ft:+.3f};  pretrained probe - random probe: {gain_probe:+.3f}")
-assert gain_ft > 0.08, f"fine-tuning beats training from scratch by {gain_ft:.3f} on average, expected > 0.08"
+print(
+    f"fine-tune - from scratch: {gain_ft:+.3f};  pretrained probe - random probe: {gain_probe:+.3f}"
+)
+assert gain_ft > 0.08, (
+    f"fine-tuning beats training from scratch by {gain_ft:.3f} on average, expected > 0.08"
+)
 assert gain_probe > 0.05, (
     f"pretrained features beat random ones by {gain_probe:.3f} in a probe, expected > 0.05"
 )
@@ -2099,14 +2676,25 @@ def measured_costs(c_in, c_out, side):
         with FlopCounterMode(display=False) as counter:
             layer(x)
         macs.append(counter.get_total_flops() // 2)
-    return classic.count_parameters(standard), classic.count_parameters(separable), macs[0], macs[1]
+    return (
+        classic.count_parameters(standard),
+        classic.count_parameters(separable),
+        macs[0],
+        macs[1],
+    )
 
 
 cost_cases = [(64, 128, 16), (3, 8, 5), (32, 32, 7)]
 gen_ex = torch.Generator().manual_seed(0)
 depthwise_cases = [
-    (torch.randn(2, 4, 6, 6, generator=gen_ex), torch.randn(4, 1, 3, 3, generator=gen_ex)),
-    (torch.randn(1, 64, 16, 16, generator=gen_ex), torch.randn(64, 1, 3, 3, generator=gen_ex)),
+    (
+        torch.randn(2, 4, 6, 6, generator=gen_ex),
+        torch.randn(4, 1, 3, 3, generator=gen_ex),
+    ),
+    (
+        torch.randn(1, 64, 16, 16, generator=gen_ex),
+        torch.randn(64, 1, 3, 3, generator=gen_ex),
+    ),
 ]
 
 
@@ -2122,27 +2710,49 @@ def depthwise_by_channel(x, weight):
     raise NotImplementedError  # your code: x [N, C, H, W], weight [C, 1, 3, 3] -> [N, C, H, W]
 
 
-print(exercises.check_function(separable_costs, cost_cases, reference=measured_costs))
-print(exercises.check_function(depthwise_by_channel, depthwise_cases, reference=depthwise_reference))
+print(
+    exercises.check_function(
+        separable_costs, cost_cases, reference=measured_costs
+    )
+)
+print(
+    exercises.check_function(
+        depthwise_by_channel, depthwise_cases, reference=depthwise_reference
+    )
+)
 
 
 # %% tags=["hide-cell"]
 def separable_costs(c_in, c_out, side):
     params_std, params_sep = 9 * c_in * c_out, 9 * c_in + c_in * c_out
     # stride 1 and "same" padding: every weight is used once per output pixel
-    return params_std, params_sep, side * side * params_std, side * side * params_sep
+    return (
+        params_std,
+        params_sep,
+        side * side * params_std,
+        side * side * params_sep,
+    )
 
 
 def depthwise_by_channel(x, weight):
-    channels = [F.conv2d(x[:, i : i + 1], weight[i : i + 1], padding=1) for i in range(x.shape[1])]
+    channels = [
+        F.conv2d(x[:, i : i + 1], weight[i : i + 1], padding=1)
+        for i in range(x.shape[1])
+    ]
     return torch.cat(channels, dim=1)
 
 
-exercises.check_function(separable_costs, cost_cases, reference=measured_costs).assert_passed()
-exercises.check_function(depthwise_by_channel, depthwise_cases, reference=depthwise_reference).assert_passed()
+exercises.check_function(
+    separable_costs, cost_cases, reference=measured_costs
+).assert_passed()
+exercises.check_function(
+    depthwise_by_channel, depthwise_cases, reference=depthwise_reference
+).assert_passed()
 p_std, p_sep, macs_std, macs_sep = separable_costs(64, 128, 16)
 print(f"standard 3x3: {p_std:,} parameters, {macs_std:,} MACs")
-print(f"depthwise + pointwise: {p_sep:,} parameters, {macs_sep:,} MACs ({p_std / p_sep:.1f}x fewer)")
+print(
+    f"depthwise + pointwise: {p_sep:,} parameters, {macs_sep:,} MACs ({p_std / p_sep:.1f}x fewer)"
+)
 # The ratio is 9 C O / (9 C + C O) = 9 O / (9 + O), close to 9 (a 3x3 kernel's taps) when O >> 9.
 
 # %% [markdown]
@@ -2173,7 +2783,10 @@ def dense_block_facts(c0, growth, layers):
 def dense_block_expected(c0, growth, layers):
     return {
         "output shape": [2, c0 + layers * growth, 8, 8],
-        "parameters": sum(2 * (c0 + i * growth) + 9 * growth * (c0 + i * growth) for i in range(layers)),
+        "parameters": sum(
+            2 * (c0 + i * growth) + 9 * growth * (c0 + i * growth)
+            for i in range(layers)
+        ),
         "input passed on": True,
     }
 
@@ -2190,7 +2803,12 @@ class DenseBlock(nn.Module):
         raise NotImplementedError  # your code: each layer sees x and every earlier layer's output
 
 
-exercises.check_function(dense_block_facts, dense_cases, reference=dense_block_expected, name="DenseBlock")
+exercises.check_function(
+    dense_block_facts,
+    dense_cases,
+    reference=dense_block_expected,
+    name="DenseBlock",
+)
 
 
 # %% tags=["hide-cell"]
@@ -2209,12 +2827,17 @@ class DenseBlock(nn.Module):  # noqa: F811 (the solution replaces the stub)
     def forward(self, x):
         features = [x]
         for layer in self.layers:
-            features.append(layer(torch.cat(features, dim=1)))  # every layer sees all earlier maps
+            features.append(
+                layer(torch.cat(features, dim=1))
+            )  # every layer sees all earlier maps
         return torch.cat(features, dim=1)
 
 
 exercises.check_function(
-    dense_block_facts, dense_cases, reference=dense_block_expected, name="DenseBlock"
+    dense_block_facts,
+    dense_cases,
+    reference=dense_block_expected,
+    name="DenseBlock",
 ).assert_passed()
 c0, k, n_layers = 16, 12, 4
 print(
@@ -2245,16 +2868,30 @@ def flop_counter_macs(model, side):
     """Multiply-adds of the convolutions alone, from PyTorch's FLOP counter (2 FLOPs per multiply-add)."""
     with FlopCounterMode(display=False) as counter:
         model(torch.empty(1, 3, side, side, device="meta"))
-    return counter.get_flop_counts()["Global"].get(torch.ops.aten.convolution, 0) // 2
+    return (
+        counter.get_flop_counts()["Global"].get(torch.ops.aten.convolution, 0)
+        // 2
+    )
 
 
 with torch.device("meta"):
     macs_cases = [
         (
-            nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1)),
+            nn.Sequential(
+                nn.Conv2d(3, 8, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            ),
             12,
         ),
-        (nn.Sequential(cnn.ConvNormAct(3, 12), nn.Conv2d(12, 12, 3, groups=12), nn.Conv2d(12, 5, 1)), 9),
+        (
+            nn.Sequential(
+                cnn.ConvNormAct(3, 12),
+                nn.Conv2d(12, 12, 3, groups=12),
+                nn.Conv2d(12, 5, 1),
+            ),
+            9,
+        ),
         (classic.alexnet(), 224),
     ]
 
@@ -2274,16 +2911,24 @@ def conv_macs(model, side):
     def hook(module, inputs, output):
         nonlocal total
         k_h, k_w = module.kernel_size
-        total += output.numel() * module.in_channels // module.groups * k_h * k_w
+        total += (
+            output.numel() * module.in_channels // module.groups * k_h * k_w
+        )
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d)
+    ]
     model(torch.empty(1, 3, side, side, device="meta"))
     for h in handles:
         h.remove()
     return total
 
 
-exercises.check_function(conv_macs, macs_cases, reference=flop_counter_macs).assert_passed()
+exercises.check_function(
+    conv_macs, macs_cases, reference=flop_counter_macs
+).assert_passed()
 
 
 def scaled_cnn(phi, alpha=1.2, beta=1.1, blocks=5, widths=(32, 64, 128)):
@@ -2292,7 +2937,11 @@ def scaled_cnn(phi, alpha=1.2, beta=1.1, blocks=5, widths=(32, 64, 128)):
     layers, c = [cnn.ConvNormAct(3, widths[0])], widths[0]
     for stage, width in enumerate(widths):
         for b in range(n_blocks):
-            layers.append(cnn.ConvNormAct(c, width, stride=2 if stage > 0 and b == 0 else 1))
+            layers.append(
+                cnn.ConvNormAct(
+                    c, width, stride=2 if stage > 0 and b == 0 else 1
+                )
+            )
             c = width
     return nn.Sequential(*layers)
 
@@ -2303,7 +2952,9 @@ with torch.device("meta"):
         side = round(64 * 1.15**phi)
         ratio = conv_macs(scaled_cnn(phi), side) / base
         rule = (1.2 * 1.1**2 * 1.15**2) ** phi
-        print(f"phi = {phi}: input {side}x{side}, MACs x{ratio:.2f}, (alpha beta^2 gamma^2)^phi = {rule:.2f}")
+        print(
+            f"phi = {phi}: input {side}x{side}, MACs x{ratio:.2f}, (alpha beta^2 gamma^2)^phi = {rule:.2f}"
+        )
         assert abs(ratio / rule - 1) < 0.15
 print(
     "The rounding of depth, widths and input size to integers, and the stem that is not scaled, make it approximate."
@@ -2327,34 +2978,53 @@ print(
 
 # %%
 x_ex, y_ex = x_shapes[:64], y_shapes[:64].to(device)
-grad_cam_cases = [(cam_net, cam_features[2], x_ex, y_ex), (cam_net, cam_features[4], x_ex[:16], y_ex[:16])]
-gc_scale = explain.grad_cam(cam_net, cam_features[2], x_ex, y_ex).max().item()  # sets the tolerance
+grad_cam_cases = [
+    (cam_net, cam_features[2], x_ex, y_ex),
+    (cam_net, cam_features[4], x_ex[:16], y_ex[:16]),
+]
+gc_scale = (
+    explain.grad_cam(cam_net, cam_features[2], x_ex, y_ex).max().item()
+)  # sets the tolerance
 
 
 def grad_cam_scratch(model, layer, x, classes):
     raise NotImplementedError  # your code: [N, h, w] maps, detached
 
 
-positions_with_gradient = exercises.TODO  # (b): how many of a 6x6 map's 36 positions get a gradient?
+positions_with_gradient = (
+    exercises.TODO
+)  # (b): how many of a 6x6 map's 36 positions get a gradient?
 
 print(
     exercises.check_function(
-        grad_cam_scratch, grad_cam_cases, reference=explain.grad_cam, rtol=1e-5, atol=1e-5 * gc_scale
+        grad_cam_scratch,
+        grad_cam_cases,
+        reference=explain.grad_cam,
+        rtol=1e-5,
+        atol=1e-5 * gc_scale,
     )
 )
-print(exercises.check_value(positions_with_gradient, 1, name="positions_with_gradient"))
+print(
+    exercises.check_value(
+        positions_with_gradient, 1, name="positions_with_gradient"
+    )
+)
 
 
 # %% tags=["hide-cell"]
 def grad_cam_scratch(model, layer, x, classes):
     kept = []
-    handle = layer.register_forward_hook(lambda module, inputs, output: kept.append(output))
+    handle = layer.register_forward_hook(
+        lambda module, inputs, output: kept.append(output)
+    )
     try:
         logits = model(x)
     finally:
         handle.remove()
     (activations,) = kept  # [N, K, h, w]
-    score = logits[torch.arange(len(x)), classes].sum()  # the images do not interact in eval mode
+    score = logits[
+        torch.arange(len(x)), classes
+    ].sum()  # the images do not interact in eval mode
     (grads,) = torch.autograd.grad(score, activations)
     alpha = grads.mean(dim=(2, 3), keepdim=True)  # [N, K, 1, 1]
     return (alpha * activations).sum(dim=1).clamp_min(0).detach()
@@ -2366,26 +3036,46 @@ def grad_cam_scratch(model, layer, x, classes):
 positions_with_gradient = 1
 
 exercises.check_function(
-    grad_cam_scratch, grad_cam_cases, reference=explain.grad_cam, rtol=1e-5, atol=1e-5 * gc_scale
+    grad_cam_scratch,
+    grad_cam_cases,
+    reference=explain.grad_cam,
+    rtol=1e-5,
+    atol=1e-5 * gc_scale,
 ).assert_passed()
-exercises.check_value(positions_with_gradient, 1, name="positions_with_gradient").assert_passed()
+exercises.check_value(
+    positions_with_gradient, 1, name="positions_with_gradient"
+).assert_passed()
 
 digits_net, digits_block = pretrained.eval(), pretrained[0][4]
 x_digit_maps = x_tgt_eval[:64]
-a_digits = pretrained[0][:5](x_digit_maps).detach().requires_grad_()  # [64, 32, 6, 6], the last block
+a_digits = (
+    pretrained[0][:5](x_digit_maps).detach().requires_grad_()
+)  # [64, 32, 6, 6], the last block
 digit_logits = pretrained[1](pretrained[0][5:](a_digits))
 digit_pred = digit_logits.argmax(1)
-(d_a,) = torch.autograd.grad(digit_logits[torch.arange(64), digit_pred].sum(), a_digits)
+(d_a,) = torch.autograd.grad(
+    digit_logits[torch.arange(64), digit_pred].sum(), a_digits
+)
 nonzero_per_map = (d_a != 0).sum(dim=(2, 3))  # [64, 32]
-assert (nonzero_per_map == positions_with_gradient).all(), nonzero_per_map.unique()
+assert (nonzero_per_map == positions_with_gradient).all(), (
+    nonzero_per_map.unique()
+)
 expected_gc = (
-    explain.class_activation_maps(a_digits.detach(), pretrained[1].weight.detach(), digit_pred).clamp_min(0)
+    explain.class_activation_maps(
+        a_digits.detach(), pretrained[1].weight.detach(), digit_pred
+    ).clamp_min(0)
     / 36
 )
 got_gc = explain.grad_cam(digits_net, digits_block, x_digit_maps, digit_pred)
-torch.testing.assert_close(got_gc, expected_gc, rtol=1e-5, atol=1e-5 * expected_gc.max().item())
-print(f"the gradient reaches {positions_with_gradient} position of every map, for all 64 images and 32 maps;")
-print("through global max pooling, Grad-CAM == ReLU(sum_k w_ck A_k) / (h w) as well")
+torch.testing.assert_close(
+    got_gc, expected_gc, rtol=1e-5, atol=1e-5 * expected_gc.max().item()
+)
+print(
+    f"the gradient reaches {positions_with_gradient} position of every map, for all 64 images and 32 maps;"
+)
+print(
+    "through global max pooling, Grad-CAM == ReLU(sum_k w_ck A_k) / (h w) as well"
+)
 
 # %% [markdown]
 # ## References

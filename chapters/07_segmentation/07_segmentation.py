@@ -114,7 +114,9 @@ def instance_id_map(instance_masks, offset=3):
 
 def overlay(image, mask, alpha=0.6):
     """The colours of a label mask blended over a grey version of an image [3, H, W]."""
-    grey = image.mean(0, keepdim=True).permute(1, 2, 0).expand(-1, -1, 3).numpy()
+    grey = (
+        image.mean(0, keepdim=True).permute(1, 2, 0).expand(-1, -1, 3).numpy()
+    )
     colours = viz.mask_to_rgb(mask, max(int(mask.max()) + 1, NUM_CLASSES))
     fg = (mask > 0).numpy()[..., None]
     return np.where(fg, (1 - alpha) * grey + alpha * colours, grey)
@@ -123,7 +125,9 @@ def overlay(image, mask, alpha=0.6):
 def same_class_touching(i):
     """True when scene i holds two objects of the same class whose masks touch or overlap."""
     labels, inst = scenes.labels[i], scenes.instance_masks[i]
-    grown = torch.from_numpy(np.stack([ndimage.binary_dilation(m.numpy()) for m in inst]))
+    grown = torch.from_numpy(
+        np.stack([ndimage.binary_dilation(m.numpy()) for m in inst])
+    )
     return any(
         labels[a] == labels[b] and (grown[a] & inst[b]).any()
         for a in range(len(labels))
@@ -137,10 +141,19 @@ fig, axes = plt.subplots(3, len(picked), figsize=(2.1 * len(picked), 6.4))
 for col, i in enumerate(picked):
     axes[0, col].imshow(scenes.images[i].permute(1, 2, 0).numpy())
     names = [data.SHAPE_CLASSES[c] for c in scenes.labels[i]]
-    viz.draw_boxes(axes[0, col], scenes.boxes[i], names, color_index=scenes.labels[i].tolist())
+    viz.draw_boxes(
+        axes[0, col],
+        scenes.boxes[i],
+        names,
+        color_index=scenes.labels[i].tolist(),
+    )
     axes[1, col].imshow(overlay(scenes.images[i], scenes.masks[i]))
-    axes[2, col].imshow(overlay(scenes.images[i], instance_id_map(scenes.instance_masks[i])))
-for row, name in enumerate(["image and boxes", "semantic mask", "instance masks"]):
+    axes[2, col].imshow(
+        overlay(scenes.images[i], instance_id_map(scenes.instance_masks[i]))
+    )
+for row, name in enumerate(
+    ["image and boxes", "semantic mask", "instance masks"]
+):
     axes[row, 0].set_ylabel(name)
 for ax in axes.flat:
     ax.set(xticks=[], yticks=[])
@@ -167,14 +180,23 @@ plt.show()
 train_set = data.make_shapes(512, 32, **SCENES, seed=1)
 val_set = data.make_shapes(128, 32, **SCENES, seed=2)
 test_set = data.make_shapes(128, 32, **SCENES, seed=3)
-pixel_freq = torch.bincount(train_set.masks.flatten(), minlength=NUM_CLASSES) / train_set.masks.numel()
+pixel_freq = (
+    torch.bincount(train_set.masks.flatten(), minlength=NUM_CLASSES)
+    / train_set.masks.numel()
+)
 print("images:", tuple(train_set.images.shape), train_set.images.dtype)
 print("semantic masks:", tuple(train_set.masks.shape), train_set.masks.dtype)
 print(
-    "instance masks of image 0:", tuple(train_set.instance_masks[0].shape), train_set.instance_masks[0].dtype
+    "instance masks of image 0:",
+    tuple(train_set.instance_masks[0].shape),
+    train_set.instance_masks[0].dtype,
 )
 print(
-    "pixel frequency:", ", ".join(f"{c} {f:.3f}" for c, f in zip(CLASSES, pixel_freq.tolist(), strict=True))
+    "pixel frequency:",
+    ", ".join(
+        f"{c} {f:.3f}"
+        for c, f in zip(CLASSES, pixel_freq.tolist(), strict=True)
+    ),
 )
 
 # %% [markdown]
@@ -224,20 +246,34 @@ target = test_set.masks
 toy_pred = torch.roll(target, shifts=1, dims=-1)
 toy_pred[toy_pred == 3] = 2
 cm = confusion_from_scratch(toy_pred, target, NUM_CLASSES)
-torch.testing.assert_close(cm, metrics.confusion_matrix(toy_pred, target, NUM_CLASSES))
 torch.testing.assert_close(
-    cm, torch.from_numpy(sk_confusion_matrix(target.flatten(), toy_pred.flatten(), labels=range(4)))
+    cm, metrics.confusion_matrix(toy_pred, target, NUM_CLASSES)
+)
+torch.testing.assert_close(
+    cm,
+    torch.from_numpy(
+        sk_confusion_matrix(
+            target.flatten(), toy_pred.flatten(), labels=range(4)
+        )
+    ),
 )
 toy_miou = iou_per_class(cm).nanmean()
-torch.testing.assert_close(toy_miou, metrics.mean_iou(toy_pred, target, NUM_CLASSES))
+torch.testing.assert_close(
+    toy_miou, metrics.mean_iou(toy_pred, target, NUM_CLASSES)
+)
 sk_miou = jaccard_score(target.flatten(), toy_pred.flatten(), average="macro")
 torch.testing.assert_close(toy_miou.item(), sk_miou)
 print("confusion matrix, mIoU: from scratch == course_lib == scikit-learn")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("toy predictor, IoU per class:", [round(v, 3) for v in iou_per_class(cm).tolist()])
-print(f"toy predictor: pixel accuracy {cm.diagonal().sum() / cm.sum():.3f}, mIoU {toy_miou:.3f}")
+print(
+    "toy predictor, IoU per class:",
+    [round(v, 3) for v in iou_per_class(cm).tolist()],
+)
+print(
+    f"toy predictor: pixel accuracy {cm.diagonal().sum() / cm.sum():.3f}, mIoU {toy_miou:.3f}"
+)
 all_background = torch.zeros_like(target)
 acc_bg = (all_background == target).double().mean()
 print(
@@ -283,9 +319,13 @@ def count_macs(model, x):
         elif isinstance(module, nn.Conv2d):
             k = module.kernel_size[0] * module.kernel_size[1]
             total += output.numel() * (module.in_channels // module.groups) * k
-        elif isinstance(module, nn.ConvTranspose2d):  # each input value meets every kernel tap
+        elif isinstance(
+            module, nn.ConvTranspose2d
+        ):  # each input value meets every kernel tap
             k = module.kernel_size[0] * module.kernel_size[1]
-            total += inputs[0].numel() * (module.out_channels // module.groups) * k
+            total += (
+                inputs[0].numel() * (module.out_channels // module.groups) * k
+            )
 
     handles = [
         m.register_forward_hook(hook)
@@ -302,18 +342,31 @@ def count_macs(model, x):
 torch.manual_seed(0)
 CROP = 9  # a 9x9 crop: two valid 3x3 convolutions leave a 5x5 map
 patch_classifier = nn.Sequential(
-    nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 5 * 5, 4)
+    nn.Conv2d(3, 8, 3),
+    nn.ReLU(),
+    nn.Conv2d(8, 8, 3),
+    nn.ReLU(),
+    nn.Flatten(),
+    nn.Linear(8 * 5 * 5, 4),
 )
 fully_conv = nn.Sequential(*patch_classifier[:4], nn.Conv2d(8, 4, 5))
-with torch.no_grad():  # the Linear layer becomes a 5x5 convolution with the same weights
+with (
+    torch.no_grad()
+):  # the Linear layer becomes a 5x5 convolution with the same weights
     fully_conv[-1].weight.copy_(patch_classifier[-1].weight.view(4, 8, 5, 5))
     fully_conv[-1].bias.copy_(patch_classifier[-1].bias)
 
 image = train_set.images[:1]
-padded = F.pad(image, [CROP // 2] * 4)  # zero padding: a crop exists around every pixel
-crops = F.unfold(padded, CROP).transpose(1, 2).reshape(-1, 3, CROP, CROP)  # [1024, 3, 9, 9]
+padded = F.pad(
+    image, [CROP // 2] * 4
+)  # zero padding: a crop exists around every pixel
+crops = (
+    F.unfold(padded, CROP).transpose(1, 2).reshape(-1, 3, CROP, CROP)
+)  # [1024, 3, 9, 9]
 with torch.no_grad():
-    scores_sliding = patch_classifier(crops).T.reshape(1, 4, 32, 32)  # one crop per pixel
+    scores_sliding = patch_classifier(crops).T.reshape(
+        1, 4, 32, 32
+    )  # one crop per pixel
     scores_fcn = fully_conv(padded)  # one pass over the image
 torch.testing.assert_close(scores_sliding, scores_fcn, rtol=1e-4, atol=1e-5)
 print("sliding-window scores == fully convolutional scores, at every pixel")
@@ -323,8 +376,12 @@ print("sliding-window scores == fully convolutional scores, at every pixel")
 macs_sliding = count_macs(patch_classifier, crops)
 macs_fcn = count_macs(fully_conv, padded)
 print(f"crops: {len(crops)}, score map: {tuple(scores_fcn.shape)}")
-print(f"multiply-accumulates: sliding window {macs_sliding:,}, fully convolutional {macs_fcn:,}")
-print(f"the fully convolutional pass does {macs_sliding / macs_fcn:.1f}x less work")
+print(
+    f"multiply-accumulates: sliding window {macs_sliding:,}, fully convolutional {macs_fcn:,}"
+)
+print(
+    f"the fully convolutional pass does {macs_sliding / macs_fcn:.1f}x less work"
+)
 
 # %% [markdown]
 # Even for this tiny network the sliding window spends 14 times more multiply-adds; the factor grows
@@ -363,23 +420,35 @@ print(f"the fully convolutional pass does {macs_sliding / macs_fcn:.1f}x less wo
 def conv_transpose2d_scatter(x, w, stride=1, padding=0):
     """Single-channel transposed convolution: every input value stamps a scaled kernel; overlaps add up."""
     (h, wd), k = x.shape, w.shape[0]
-    out = torch.zeros((h - 1) * stride + k, (wd - 1) * stride + k, dtype=x.dtype)
+    out = torch.zeros(
+        (h - 1) * stride + k, (wd - 1) * stride + k, dtype=x.dtype
+    )
     for i in range(h):
         for j in range(wd):
-            out[i * stride : i * stride + k, j * stride : j * stride + k] += x[i, j] * w
-    return out[padding : out.shape[0] - padding, padding : out.shape[1] - padding]
+            out[i * stride : i * stride + k, j * stride : j * stride + k] += (
+                x[i, j] * w
+            )
+    return out[
+        padding : out.shape[0] - padding, padding : out.shape[1] - padding
+    ]
 
 
 x_ex = torch.tensor([[2.0, 4.0], [0.0, 1.0]])
 w_ex = torch.tensor([[3.0, 1.0], [1.0, 5.0]])
 y_ex = conv_transpose2d_scatter(x_ex, w_ex)
-torch.testing.assert_close(y_ex, F.conv_transpose2d(x_ex[None, None], w_ex[None, None])[0, 0])
-torch.testing.assert_close(y_ex, torch.tensor([[6.0, 14.0, 4.0], [2.0, 17.0, 21.0], [0.0, 1.0, 5.0]]))
+torch.testing.assert_close(
+    y_ex, F.conv_transpose2d(x_ex[None, None], w_ex[None, None])[0, 0]
+)
+torch.testing.assert_close(
+    y_ex, torch.tensor([[6.0, 14.0, 4.0], [2.0, 17.0, 21.0], [0.0, 1.0, 5.0]])
+)
 g = torch.Generator().manual_seed(0)
 x_r, w_r = torch.randn(5, 6, generator=g), torch.randn(3, 3, generator=g)
 torch.testing.assert_close(
     conv_transpose2d_scatter(x_r, w_r, stride=2, padding=1),
-    F.conv_transpose2d(x_r[None, None], w_r[None, None], stride=2, padding=1)[0, 0],
+    F.conv_transpose2d(x_r[None, None], w_r[None, None], stride=2, padding=1)[
+        0, 0
+    ],
 )
 
 # the size formula, against nn.ConvTranspose2d over many settings
@@ -387,18 +456,28 @@ for h_in in (1, 4, 7):
     for k in (1, 2, 3, 4, 5):
         for s in (1, 2, 3):
             for p in range(k // 2 + 1):
-                for op in range(s):  # output_padding must be smaller than the stride
-                    layer = nn.ConvTranspose2d(1, 1, k, stride=s, padding=p, output_padding=op)
+                for op in range(
+                    s
+                ):  # output_padding must be smaller than the stride
+                    layer = nn.ConvTranspose2d(
+                        1, 1, k, stride=s, padding=p, output_padding=op
+                    )
                     expected = (h_in - 1) * s - 2 * p + k + op
                     if expected > 0:
-                        assert layer(torch.zeros(1, 1, h_in, h_in)).shape[-1] == expected
+                        assert (
+                            layer(torch.zeros(1, 1, h_in, h_in)).shape[-1]
+                            == expected
+                        )
 print("scatter-add == F.conv_transpose2d; size formula == nn.ConvTranspose2d")
 
 # %%
 # NBVAL_CHECK_OUTPUT
 print("worked example:", y_ex.int().tolist())
 up = nn.ConvTranspose2d(16, 8, 3, stride=2, padding=1, output_padding=1)
-print("ConvTranspose2d(3, stride 2, padding 1, output_padding 1):", tuple(up(torch.zeros(1, 16, 8, 8)).shape))
+print(
+    "ConvTranspose2d(3, stride 2, padding 1, output_padding 1):",
+    tuple(up(torch.zeros(1, 16, 8, 8)).shape),
+)
 
 # %% [markdown]
 # ### Why "transposed": the gradient of a convolution
@@ -422,20 +501,33 @@ y_big = F.conv2d(x_big, w_big, stride=2, padding=1)  # [2, 5, 4, 4]
 upstream = torch.randn(y_big.shape, generator=g)
 (grad_x,) = torch.autograd.grad(y_big, x_big, upstream)
 # the same weight tensor, read as 5 -> 3 channels; output_padding=1 picks the size 8 (not 7)
-torch.testing.assert_close(grad_x, F.conv_transpose2d(upstream, w_big, stride=2, padding=1, output_padding=1))
+torch.testing.assert_close(
+    grad_x,
+    F.conv_transpose2d(upstream, w_big, stride=2, padding=1, output_padding=1),
+)
 
 # the matrix view on a 4x4 input and a 3x3 kernel: C has one row per output value (2x2 = 4 rows)
 w_small = torch.arange(1.0, 10.0).reshape(1, 1, 3, 3)
 basis = torch.eye(16).reshape(16, 1, 4, 4)  # one unit image per input pixel
-C = F.conv2d(basis, w_small).reshape(16, 4).T  # column p = response to pixel p: C is [4, 16]
+C = (
+    F.conv2d(basis, w_small).reshape(16, 4).T
+)  # column p = response to pixel p: C is [4, 16]
 x_small = torch.randn(1, 1, 4, 4, generator=g)
 y_small = torch.randn(1, 1, 2, 2, generator=g)
-torch.testing.assert_close(F.conv2d(x_small, w_small).flatten(), C @ x_small.flatten())
-torch.testing.assert_close(F.conv_transpose2d(y_small, w_small).flatten(), C.T @ y_small.flatten())
+torch.testing.assert_close(
+    F.conv2d(x_small, w_small).flatten(), C @ x_small.flatten()
+)
+torch.testing.assert_close(
+    F.conv_transpose2d(y_small, w_small).flatten(), C.T @ y_small.flatten()
+)
 restored = F.conv_transpose2d(F.conv2d(x_small, w_small), w_small)
-print("autograd's gradient of conv2d == conv_transpose2d; conv = C @ x and conv_transpose = C.T @ y")
+print(
+    "autograd's gradient of conv2d == conv_transpose2d; conv = C @ x and conv_transpose = C.T @ y"
+)
 rel_err = (restored - x_small).norm() / x_small.norm()
-print(f"conv, then transposed conv: back to the input? relative error {rel_err:.1f}")
+print(
+    f"conv, then transposed conv: back to the input? relative error {rel_err:.1f}"
+)
 
 # %% tags=["hide-input"]
 fig = plt.figure(figsize=(13, 5.6))
@@ -445,7 +537,9 @@ for i in range(2):
     for j in range(2):
         stamp = torch.full((3, 3), float("nan"))
         stamp[i : i + 2, j : j + 2] = x_ex[i, j] * w_ex
-        panels.append((f"x[{i},{j}] = {x_ex[i, j]:g} stamps {x_ex[i, j]:g}·w", stamp))
+        panels.append(
+            (f"x[{i},{j}] = {x_ex[i, j]:g} stamps {x_ex[i, j]:g}·w", stamp)
+        )
 panels.append(("sum of the stamps = output", y_ex))
 for col, (title, arr) in enumerate(panels):
     ax = fig.add_subplot(grid[0, col])
@@ -453,7 +547,15 @@ for col, (title, arr) in enumerate(panels):
     for (r, c), v in np.ndenumerate(arr.numpy()):
         if not np.isnan(v):
             tone = "white" if v > 12 else viz.color(7)
-            ax.text(c, r, f"{v:g}", ha="center", va="center", fontsize=11, color=tone)
+            ax.text(
+                c,
+                r,
+                f"{v:g}",
+                ha="center",
+                va="center",
+                fontsize=11,
+                color=tone,
+            )
     ax.set_title(title, fontsize=8)
     ax.set(xticks=[], yticks=[])
     ax.spines[:].set_visible(True)
@@ -463,7 +565,13 @@ ax.imshow(C.numpy(), cmap="Blues", aspect="equal")
 for (r, c), v in np.ndenumerate(C.numpy()):
     if v:
         ax.text(
-            c, r, f"{v:g}", ha="center", va="center", fontsize=8, color="white" if v > 5 else viz.color(7)
+            c,
+            r,
+            f"{v:g}",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if v > 5 else viz.color(7),
         )
 ax.set(
     xticks=range(16),
@@ -500,44 +608,68 @@ def upsampler(kind, channels=4, layers=3, seed=0):
     blocks = []
     for c_in, c_out in zip(chans, chans[1:], strict=False):
         if kind == "transposed k=3":
-            blocks.append(nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1))
+            blocks.append(
+                nn.ConvTranspose2d(
+                    c_in, c_out, 3, stride=2, padding=1, output_padding=1
+                )
+            )
         elif kind == "transposed k=4":
-            blocks.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
+            blocks.append(
+                nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1)
+            )
         else:
-            blocks += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, padding=1)]
+            blocks += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(c_in, c_out, 3, padding=1),
+            ]
         blocks.append(nn.ReLU() if c_out != 1 else nn.Identity())
     return nn.Sequential(*blocks)
 
 
 flat = torch.ones(1, 1, 4, 4)
 overlaps = {
-    k: F.conv_transpose2d(torch.ones(1, 1, 6, 6), torch.ones(1, 1, k, k), stride=2)[0, 0] for k in (3, 4)
+    k: F.conv_transpose2d(
+        torch.ones(1, 1, 6, 6), torch.ones(1, 1, k, k), stride=2
+    )[0, 0]
+    for k in (3, 4)
 }
 outputs, strength = {}, {}
 for kind in ("transposed k=3", "transposed k=4", "resize-conv"):
     with torch.no_grad():
         outputs[kind] = upsampler(kind)(flat)[0, 0]
-    interior = outputs[kind][8:-8, 8:-8]  # zero padding reaches 7 pixels in from the border
+    interior = outputs[kind][
+        8:-8, 8:-8
+    ]  # zero padding reaches 7 pixels in from the border
     strength[kind] = (interior.max() - interior.min()).item()
 
 fig, axes = plt.subplots(1, 5, figsize=(14, 3.3))
 for ax, (k, ov) in zip(axes[:2], overlaps.items(), strict=True):
     im = ax.imshow(ov.numpy(), cmap="viridis")
-    ax.set_title(f"overlap count, F = {k}, S = 2\n(all-ones kernel)", fontsize=9)
+    ax.set_title(
+        f"overlap count, F = {k}, S = 2\n(all-ones kernel)", fontsize=9
+    )
     fig.colorbar(im, ax=ax, shrink=0.7)
 for ax, (kind, out) in zip(axes[2:], outputs.items(), strict=True):
     ax.imshow(out.numpy(), cmap="viridis")
-    ax.set_title(f"3 random {kind} layers\nconstant 4×4 input → 32×32", fontsize=9)
+    ax.set_title(
+        f"3 random {kind} layers\nconstant 4×4 input → 32×32", fontsize=9
+    )
 for ax in axes:
     ax.set(xticks=[], yticks=[])
     ax.grid(False)
-fig.suptitle("Uneven overlaps make a checkerboard; resize-convolution gives a flat interior")
+fig.suptitle(
+    "Uneven overlaps make a checkerboard; resize-convolution gives a flat interior"
+)
 plt.show()
 
 # %%
 for kind in ("transposed k=3", "transposed k=4"):
-    assert strength[kind] > 1e-3 * outputs[kind].abs().max(), f"{kind} should not be flat inside"
-assert strength["resize-conv"] < 1e-5, f"resize-conv should be flat inside, range {strength['resize-conv']}"
+    assert strength[kind] > 1e-3 * outputs[kind].abs().max(), (
+        f"{kind} should not be flat inside"
+    )
+assert strength["resize-conv"] < 1e-5, (
+    f"resize-conv should be flat inside, range {strength['resize-conv']}"
+)
 print({kind: f"interior range {s:.4f}" for kind, s in strength.items()})
 
 # %% [markdown]
@@ -592,7 +724,12 @@ def bilinear_upsampler(channels, factor=2):
     """A learnable x factor nn.ConvTranspose2d initialised to bilinear interpolation, channel by channel."""
     size = 2 * factor - factor % 2
     layer = nn.ConvTranspose2d(
-        channels, channels, size, stride=factor, padding=(size - factor) // 2, bias=False
+        channels,
+        channels,
+        size,
+        stride=factor,
+        padding=(size - factor) // 2,
+        bias=False,
     )
     with torch.no_grad():
         layer.weight.zero_()
@@ -600,12 +737,18 @@ def bilinear_upsampler(channels, factor=2):
     return layer
 
 
-scores_ex = torch.randn(2, NUM_CLASSES, 4, 4, generator=torch.Generator().manual_seed(4))
+scores_ex = torch.randn(
+    2, NUM_CLASSES, 4, 4, generator=torch.Generator().manual_seed(4)
+)
 with torch.no_grad():
     learned_up = bilinear_upsampler(NUM_CLASSES)(scores_ex)
 fixed_up = F.interpolate(scores_ex, scale_factor=2, mode="bilinear")
-torch.testing.assert_close(learned_up[..., 1:-1, 1:-1], fixed_up[..., 1:-1, 1:-1])
-print("the learned upsampling starts as bilinear interpolation (away from the one-pixel border)")
+torch.testing.assert_close(
+    learned_up[..., 1:-1, 1:-1], fixed_up[..., 1:-1, 1:-1]
+)
+print(
+    "the learned upsampling starts as bilinear interpolation (away from the one-pixel border)"
+)
 
 
 # %%
@@ -624,19 +767,32 @@ class TinyFCN(nn.Module):
         self.score8 = nn.Conv2d(c3, num_classes, 1)
         self.skips = skips
         if skips:
-            self.score4, self.score2 = nn.Conv2d(c2, num_classes, 1), nn.Conv2d(c1, num_classes, 1)
-            for layer in (self.score4, self.score2):  # start from the coarse model's output
+            self.score4, self.score2 = (
+                nn.Conv2d(c2, num_classes, 1),
+                nn.Conv2d(c1, num_classes, 1),
+            )
+            for layer in (
+                self.score4,
+                self.score2,
+            ):  # start from the coarse model's output
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
-            self.up8, self.up4 = bilinear_upsampler(num_classes), bilinear_upsampler(num_classes)
+            self.up8, self.up4 = (
+                bilinear_upsampler(num_classes),
+                bilinear_upsampler(num_classes),
+            )
 
     def forward(self, x):
         pool1 = self.pool(self.block1(x))  # stride 2
         pool2 = self.pool(self.block2(pool1))  # stride 4
         scores = self.score8(self.pool(self.block3(pool2)))  # stride 8
         if self.skips:
-            scores = self.up8(scores) + self.score4(pool2)  # learned 2x: stride 8 -> 4
-            scores = self.up4(scores) + self.score2(pool1)  # learned 2x: stride 4 -> 2
+            scores = self.up8(scores) + self.score4(
+                pool2
+            )  # learned 2x: stride 8 -> 4
+            scores = self.up4(scores) + self.score2(
+                pool1
+            )  # learned 2x: stride 4 -> 2
         return F.interpolate(scores, size=x.shape[-2:], mode="bilinear")
 
 
@@ -677,10 +833,23 @@ plt.show()
 
 
 # %%
-def train_steps(model, images, targets, loss_fn, *, steps=200, lr=1e-2, batch=16, seed=0, desc="training"):
+def train_steps(
+    model,
+    images,
+    targets,
+    loss_fn,
+    *,
+    steps=200,
+    lr=1e-2,
+    batch=16,
+    seed=0,
+    desc="training",
+):
     """Adam with a one-cycle schedule on random mini-batches; returns the per-step losses."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, lr, total_steps=steps, pct_start=0.2
+    )
     gen = torch.Generator().manual_seed(seed)
     losses = []
     model.train()
@@ -708,13 +877,26 @@ for name, skips in (("coarse (stride 8)", False), ("skips (8 + 4 + 2)", True)):
     torch.manual_seed(0)
     model = fcn_models[name] = TinyFCN(skips=skips).to(device)
     fcn_curves[name] = train_steps(
-        model, train_set.images, train_set.masks, F.cross_entropy, steps=120, desc=name
+        model,
+        train_set.images,
+        train_set.masks,
+        F.cross_entropy,
+        steps=120,
+        desc=name,
     )
     fcn_pred[name] = segment(model, test_set.images)
-    fcn_miou[name] = metrics.mean_iou(fcn_pred[name], test_set.masks, NUM_CLASSES).item()
+    fcn_miou[name] = metrics.mean_iou(
+        fcn_pred[name], test_set.masks, NUM_CLASSES
+    ).item()
 
 # %% tags=["hide-input"]
-ax = viz.plot_curves(fcn_curves, xlabel="step", ylabel="cross-entropy", title="FCN training", logy=True)
+ax = viz.plot_curves(
+    fcn_curves,
+    xlabel="step",
+    ylabel="cross-entropy",
+    title="FCN training",
+    logy=True,
+)
 plt.show()
 
 
@@ -722,7 +904,12 @@ plt.show()
 def show_rows(rows, title=None, size=1.35):
     """A grid of images: one row per entry of ``rows`` (name -> list of [H, W, 3] arrays)."""
     ncols = len(next(iter(rows.values())))
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(size * ncols + 1.2, size * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows),
+        ncols,
+        figsize=(size * ncols + 1.2, size * len(rows)),
+        squeeze=False,
+    )
     for r, (name, imgs) in enumerate(rows.items()):
         for c, img in enumerate(imgs):
             axes[r, c].imshow(img, interpolation="nearest")
@@ -736,17 +923,32 @@ def show_rows(rows, title=None, size=1.35):
 
 SHOW = range(8)
 rgb = {i: test_set.images[i].permute(1, 2, 0).numpy() for i in SHOW}
-rows = {"image": [rgb[i] for i in SHOW], "truth": [viz.mask_to_rgb(test_set.masks[i], 4) for i in SHOW]}
+rows = {
+    "image": [rgb[i] for i in SHOW],
+    "truth": [viz.mask_to_rgb(test_set.masks[i], 4) for i in SHOW],
+}
 for name, pred in fcn_pred.items():
-    rows[f"{name}\nmIoU {fcn_miou[name]:.2f}"] = [viz.mask_to_rgb(pred[i], 4) for i in SHOW]
-show_rows(rows, "FCN on the test scenes: the coarse model paints blobs, the skips restore the outlines")
+    rows[f"{name}\nmIoU {fcn_miou[name]:.2f}"] = [
+        viz.mask_to_rgb(pred[i], 4) for i in SHOW
+    ]
+show_rows(
+    rows,
+    "FCN on the test scenes: the coarse model paints blobs, the skips restore the outlines",
+)
 plt.show()
 
 # %%
 gain = fcn_miou["skips (8 + 4 + 2)"] - fcn_miou["coarse (stride 8)"]
-print(", ".join(f"{k}: mIoU {v:.3f}" for k, v in fcn_miou.items()) + f"; gain {gain:.3f}")
-assert gain > 0.1, f"skips should add > 0.1 mIoU over the coarse FCN, added {gain:.3f}"
-assert fcn_miou["skips (8 + 4 + 2)"] > 0.4, f"FCN with skips: mIoU {fcn_miou['skips (8 + 4 + 2)']:.3f}"
+print(
+    ", ".join(f"{k}: mIoU {v:.3f}" for k, v in fcn_miou.items())
+    + f"; gain {gain:.3f}"
+)
+assert gain > 0.1, (
+    f"skips should add > 0.1 mIoU over the coarse FCN, added {gain:.3f}"
+)
+assert fcn_miou["skips (8 + 4 + 2)"] > 0.4, (
+    f"FCN with skips: mIoU {fcn_miou['skips (8 + 4 + 2)']:.3f}"
+)
 
 # %% [markdown]
 # A 4×4 grid of scores cannot draw a triangle's corner on a 32×32 image, however long it trains: the
@@ -806,8 +1008,12 @@ def separation_targets(instance_masks, semantic):
     instance_masks: Tensor[K, H, W] bool (later objects drawn on top); semantic: Tensor[H, W] int64.
     Returns the target Tensor[H, W] int64 and the objects without their borders Tensor[K, H, W] bool.
     """
-    ids = instance_id_map(instance_masks, offset=0).numpy()  # 0 background, k + 1 on object k
-    touches_later = ndimage.grey_dilation(ids, footprint=CROSS) > ids  # a 4-neighbour has a larger id
+    ids = instance_id_map(
+        instance_masks, offset=0
+    ).numpy()  # 0 background, k + 1 on object k
+    touches_later = (
+        ndimage.grey_dilation(ids, footprint=CROSS) > ids
+    )  # a 4-neighbour has a larger id
     border = torch.from_numpy(touches_later & (ids > 0))
     return torch.where(border, 0, semantic), instance_masks & ~border
 
@@ -818,7 +1024,11 @@ def unet_weight_map(cells, target, class_weights=None, w0=10.0, sigma=2.0):
     cells: Tensor[K, H, W] bool, the objects without their borders; target: Tensor[H, W] int64;
     class_weights: Tensor[num_classes] (default: all 1). Returns Tensor[H, W].
     """
-    w = torch.ones(target.shape) if class_weights is None else class_weights[target]
+    w = (
+        torch.ones(target.shape)
+        if class_weights is None
+        else class_weights[target]
+    )
     if len(cells) < 2:
         return w
     # distance of every pixel to each object (0 inside it), then the two smallest per pixel
@@ -831,42 +1041,70 @@ def unet_weight_map(cells, target, class_weights=None, w0=10.0, sigma=2.0):
 def weighted_ce_from_scratch(logits, target, weight_map):
     """-mean_x w(x) log p_{l(x)}(x): the U-Net objective with the minus sign of a loss."""
     log_p = F.log_softmax(logits, dim=1)  # [N, K, H, W]
-    log_p_true = log_p.gather(1, target[:, None])[:, 0]  # log p of the true class, [N, H, W]
+    log_p_true = log_p.gather(1, target[:, None])[
+        :, 0
+    ]  # log p of the true class, [N, H, W]
     return -(weight_map * log_p_true).mean()
 
 
 def separation_set(shapes):
     """Targets with separation borders, the objects without their borders, and w(x) (w_c = 1)."""
-    pairs = [separation_targets(m, s) for m, s in zip(shapes.instance_masks, shapes.masks, strict=True)]
+    pairs = [
+        separation_targets(m, s)
+        for m, s in zip(shapes.instance_masks, shapes.masks, strict=True)
+    ]
     targets = torch.stack([t for t, _ in pairs])
     weights = torch.stack([unet_weight_map(cells, t) for t, cells in pairs])
     return targets, [cells for _, cells in pairs], weights
 
 
-sep = {name: separation_set(s) for name, s in (("train", train_set), ("val", val_set), ("test", test_set))}
+sep = {
+    name: separation_set(s)
+    for name, s in (("train", train_set), ("val", val_set), ("test", test_set))
+}
 border_px = (train_set.masks > 0) & (sep["train"][0] == 0)
 median_freq_weights = pixel_freq.median() / pixel_freq
 
 # the full map (median-frequency w_c) on the training scene with the most separation-border pixels
 best = int(border_px.flatten(1).sum(1).argmax())
-w_map = unet_weight_map(sep["train"][1][best], sep["train"][0][best], median_freq_weights)[None]
+w_map = unet_weight_map(
+    sep["train"][1][best], sep["train"][0][best], median_freq_weights
+)[None]
 target_best = sep["train"][0][best : best + 1]
-logits_rand = torch.randn(1, NUM_CLASSES, 32, 32, generator=torch.Generator().manual_seed(0))
+logits_rand = torch.randn(
+    1, NUM_CLASSES, 32, 32, generator=torch.Generator().manual_seed(0)
+)
 loss_scratch = weighted_ce_from_scratch(logits_rand, target_best, w_map)
-loss_torch = (w_map * F.cross_entropy(logits_rand, target_best, reduction="none")).mean()
+loss_torch = (
+    w_map * F.cross_entropy(logits_rand, target_best, reduction="none")
+).mean()
 torch.testing.assert_close(loss_scratch, loss_torch)
-assert loss_scratch > 0, "a loss to minimise: the minus sign makes the weighted log-likelihood positive"
-print(f"weighted CE from scratch {loss_scratch:.4f} == torch's per-pixel CE times w(x)")
-print(f"separation borders: {int(border_px.sum())} of {int((train_set.masks > 0).sum())} object pixels")
-print(f"mean of w(x) (w_c = 1) over the training pixels: {sep['train'][2].mean():.2f}")
+assert loss_scratch > 0, (
+    "a loss to minimise: the minus sign makes the weighted log-likelihood positive"
+)
+print(
+    f"weighted CE from scratch {loss_scratch:.4f} == torch's per-pixel CE times w(x)"
+)
+print(
+    f"separation borders: {int(border_px.sum())} of {int((train_set.masks > 0).sum())} object pixels"
+)
+print(
+    f"mean of w(x) (w_c = 1) over the training pixels: {sep['train'][2].mean():.2f}"
+)
 
 # %% tags=["hide-input"]
 peak_row = int(w_map[0].amax(1).argmax())
-fig, axes = plt.subplots(1, 5, figsize=(15, 3.2), width_ratios=[1, 1, 1, 1.2, 1.4])
+fig, axes = plt.subplots(
+    1, 5, figsize=(15, 3.2), width_ratios=[1, 1, 1, 1.2, 1.4]
+)
 axes[0].imshow(train_set.images[best].permute(1, 2, 0).numpy())
 axes[0].axhline(peak_row, color=viz.color(5), lw=0.8, ls="--")
 axes[0].set_title("training scene")
-axes[1].imshow(overlay(train_set.images[best], instance_id_map(train_set.instance_masks[best])))
+axes[1].imshow(
+    overlay(
+        train_set.images[best], instance_id_map(train_set.instance_masks[best])
+    )
+)
 axes[1].set_title("instances")
 axes[2].imshow(viz.mask_to_rgb(sep["train"][0][best], NUM_CLASSES))
 axes[2].set_title("target with separation borders")
@@ -874,7 +1112,11 @@ im = axes[3].imshow(w_map[0].numpy(), cmap="magma")
 axes[3].set_title("w(x): median-frequency w_c + border")
 fig.colorbar(im, ax=axes[3], shrink=0.8)
 axes[4].plot(w_map[0, peak_row].numpy(), color=viz.color(0), marker="o", ms=3)
-axes[4].set(xlabel="column", ylabel="w(x)", title=f"row {peak_row} of w(x) (dashed line)")
+axes[4].set(
+    xlabel="column",
+    ylabel="w(x)",
+    title=f"row {peak_row} of w(x) (dashed line)",
+)
 for ax in axes[:4]:
     ax.set(xticks=[], yticks=[])
     ax.grid(False)
@@ -906,7 +1148,9 @@ plt.show()
 torch.manual_seed(0)
 unet = cnn.UNet(3, NUM_CLASSES, widths=(8, 16, 32)).to(device)
 print(f"U-Net parameters: {sum(p.numel() for p in unet.parameters()):,}")
-print("output shape:", tuple(unet(torch.zeros(2, 3, 32, 32, device=device)).shape))
+print(
+    "output shape:", tuple(unet(torch.zeros(2, 3, 32, 32, device=device)).shape)
+)
 
 
 # %% tags=["hide-input"]
@@ -949,11 +1193,20 @@ def fit_unet(loss_fn, lr, desc, epochs=11):
     torch.manual_seed(0)
     model = cnn.UNet(3, NUM_CLASSES, widths=(8, 16, 32)).to(device)
     pairs = {  # (image, (target, w)) items, so that one loader serves both losses
-        split: list(zip(s.images, zip(sep[split][0], sep[split][2], strict=True), strict=True))
+        split: list(
+            zip(
+                s.images,
+                zip(sep[split][0], sep[split][2], strict=True),
+                strict=True,
+            )
+        )
         for split, s in (("train", train_set), ("val", val_set))
     }
     loader = DataLoader(
-        pairs["train"], batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(0)
+        pairs["train"],
+        batch_size=16,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
     )
     val_loader = DataLoader(pairs["val"], batch_size=len(val_set))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -997,26 +1250,42 @@ unet_cm = metrics.confusion_matrix(unet_pred, sep["test"][0], NUM_CLASSES)
 unet_miou = metrics.mean_iou(unet_pred, sep["test"][0], NUM_CLASSES).item()
 wmap_miou = metrics.mean_iou(wmap_pred, sep["test"][0], NUM_CLASSES).item()
 raw_miou = metrics.mean_iou(unet_pred, test_set.masks, NUM_CLASSES).item()
-print(f"U-Net (plain CE) test mIoU {unet_miou:.3f} ({raw_miou:.3f} against the masks without borders)")
+print(
+    f"U-Net (plain CE) test mIoU {unet_miou:.3f} ({raw_miou:.3f} against the masks without borders)"
+)
 print(f"U-Net ({wmap_name}) test mIoU {wmap_miou:.3f}")
-print("IoU per class:", [round(v, 3) for v in metrics.iou_from_confusion(unet_cm).tolist()])
+print(
+    "IoU per class:",
+    [round(v, 3) for v in metrics.iou_from_confusion(unet_cm).tolist()],
+)
 assert unet_miou > 0.8, f"U-Net test mIoU {unet_miou:.3f}, expected > 0.8"
-assert wmap_miou > 0.8, f"U-Net with the weight map: test mIoU {wmap_miou:.3f}, expected > 0.8"
+assert wmap_miou > 0.8, (
+    f"U-Net with the weight map: test mIoU {wmap_miou:.3f}, expected > 0.8"
+)
 
 # %% tags=["hide-input"]
 errors = {i: (unet_pred[i] != sep["test"][0][i]) for i in SHOW}
 rows = {
     "image": [rgb[i] for i in SHOW],
     "target": [viz.mask_to_rgb(sep["test"][0][i], 4) for i in SHOW],
-    f"U-Net\nmIoU {unet_miou:.3f}": [viz.mask_to_rgb(unet_pred[i], 4) for i in SHOW],
+    f"U-Net\nmIoU {unet_miou:.3f}": [
+        viz.mask_to_rgb(unet_pred[i], 4) for i in SHOW
+    ],
     "wrong pixels": [viz.mask_to_rgb(errors[i].long() * 4, 5) for i in SHOW],
 }
-show_rows(rows, f"U-Net on the test scenes ({sum(int(e.sum()) for e in errors.values())} wrong pixels shown)")
+show_rows(
+    rows,
+    f"U-Net on the test scenes ({sum(int(e.sum()) for e in errors.values())} wrong pixels shown)",
+)
 plt.show()
 
 confusions = {
-    "FCN coarse": metrics.confusion_matrix(fcn_pred["coarse (stride 8)"], test_set.masks, NUM_CLASSES),
-    "FCN skips": metrics.confusion_matrix(fcn_pred["skips (8 + 4 + 2)"], test_set.masks, NUM_CLASSES),
+    "FCN coarse": metrics.confusion_matrix(
+        fcn_pred["coarse (stride 8)"], test_set.masks, NUM_CLASSES
+    ),
+    "FCN skips": metrics.confusion_matrix(
+        fcn_pred["skips (8 + 4 + 2)"], test_set.masks, NUM_CLASSES
+    ),
     "U-Net": metrics.confusion_matrix(unet_pred, test_set.masks, NUM_CLASSES),
 }
 fig, axes = plt.subplots(1, 3, figsize=(15, 4.3), width_ratios=[1, 1, 1.2])
@@ -1026,7 +1295,15 @@ for ax, name in zip(axes[:2], ("FCN coarse", "U-Net"), strict=True):
     ax.imshow(cm_norm.numpy(), cmap="Blues", vmin=0, vmax=1)
     for (r, c), v in np.ndenumerate(cmat.numpy()):
         tone = "white" if cm_norm[r, c] > 0.5 else viz.color(7)
-        ax.text(c, r, f"{v:,}\n{cm_norm[r, c]:.1%}", ha="center", va="center", fontsize=8, color=tone)
+        ax.text(
+            c,
+            r,
+            f"{v:,}\n{cm_norm[r, c]:.1%}",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color=tone,
+        )
     ax.set(
         xticks=range(4),
         yticks=range(4),
@@ -1039,7 +1316,13 @@ for ax, name in zip(axes[:2], ("FCN coarse", "U-Net"), strict=True):
     ax.grid(False)
 for k, (name, cmat) in enumerate(confusions.items()):
     ious = metrics.iou_from_confusion(cmat).numpy()
-    axes[2].bar(np.arange(4) + (k - 1) * 0.27, ious, width=0.27, color=viz.color(k), label=name)
+    axes[2].bar(
+        np.arange(4) + (k - 1) * 0.27,
+        ious,
+        width=0.27,
+        color=viz.color(k),
+        label=name,
+    )
 axes[2].set(
     xticks=range(4),
     xticklabels=CLASSES,
@@ -1072,7 +1355,10 @@ plt.show()
 # %%
 def touches_same_class(instance_masks, labels):
     """Tensor[K] bool: object k shares a border with another object of its class."""
-    grown = [torch.from_numpy(ndimage.binary_dilation(m.numpy(), CROSS)) for m in instance_masks]
+    grown = [
+        torch.from_numpy(ndimage.binary_dilation(m.numpy(), CROSS))
+        for m in instance_masks
+    ]
     return torch.tensor(
         [
             any(
@@ -1090,16 +1376,26 @@ def recovered_iou(pred, shapes):
     """Per true object (all images concatenated): its best IoU with a connected component of its class."""
     best_iou = []
     for i in range(len(shapes)):
-        for mask, label in zip(shapes.instance_masks[i], shapes.labels[i].tolist(), strict=True):
+        for mask, label in zip(
+            shapes.instance_masks[i], shapes.labels[i].tolist(), strict=True
+        ):
             components, n = ndimage.label((pred[i] == label + 1).numpy(), CROSS)
-            comp = torch.from_numpy(components)[None] == torch.arange(1, n + 1)[:, None, None]
-            ious = (comp & mask).flatten(1).sum(1) / (comp | mask).flatten(1).sum(1)
+            comp = (
+                torch.from_numpy(components)[None]
+                == torch.arange(1, n + 1)[:, None, None]
+            )
+            ious = (comp & mask).flatten(1).sum(1) / (comp | mask).flatten(
+                1
+            ).sum(1)
             best_iou.append(ious.max().item() if n else 0.0)
     return torch.tensor(best_iou)
 
 
 hard = torch.cat(
-    [touches_same_class(m, lab) for m, lab in zip(test_set.instance_masks, test_set.labels, strict=True)]
+    [
+        touches_same_class(m, lab)
+        for m, lab in zip(test_set.instance_masks, test_set.labels, strict=True)
+    ]
 )
 test_borders = (test_set.masks > 0) & (sep["test"][0] == 0)
 separation = {}
@@ -1115,7 +1411,9 @@ for name, pred in (
         "touching": rec[hard].float().mean().item(),
         "borders": (pred[test_borders] == 0).float().mean().item(),
     }
-print(f"{len(hard)} test objects, {int(hard.sum())} touching an object of their class")
+print(
+    f"{len(hard)} test objects, {int(hard.sum())} touching an object of their class"
+)
 for name, r in separation.items():
     print(
         f"{name:32s} recovered: all {r['all']:.3f}, touching same class {r['touching']:.3f}; "
@@ -1123,7 +1421,10 @@ for name, r in separation.items():
     )
 
 # %%
-plain_sep, wmap_sep = separation["U-Net, plain CE"], separation[f"U-Net, {wmap_name}"]
+plain_sep, wmap_sep = (
+    separation["U-Net, plain CE"],
+    separation[f"U-Net, {wmap_name}"],
+)
 assert wmap_sep["borders"] > plain_sep["borders"] + 0.25, (
     f"the weight map should teach the borders: {wmap_sep['borders']:.3f} vs {plain_sep['borders']:.3f} without"
 )
@@ -1146,9 +1447,13 @@ for k, stat in enumerate(("all", "touching", "borders")):
         }[stat],
     )
 ax.set(
-    xticks=range(len(separation)), xticklabels=[n.replace(", ", "\n", 1) for n in separation], ylim=(0, 1.15)
+    xticks=range(len(separation)),
+    xticklabels=[n.replace(", ", "\n", 1) for n in separation],
+    ylim=(0, 1.15),
 )
-ax.set_title("Instances from connected components of the semantic prediction (test set)")
+ax.set_title(
+    "Instances from connected components of the semantic prediction (test set)"
+)
 ax.legend(fontsize=8, ncol=3, loc="upper center")
 plt.show()
 
@@ -1190,25 +1495,36 @@ plt.show()
 
 # %%
 g = torch.Generator().manual_seed(2)
-x_d, w_d = torch.randn(1, 2, 20, 20, generator=g), torch.randn(4, 2, 3, 3, generator=g)
+x_d, w_d = (
+    torch.randn(1, 2, 20, 20, generator=g),
+    torch.randn(4, 2, 3, 3, generator=g),
+)
 for rate in (1, 2, 3):
     k_eff = 3 + 2 * (rate - 1)
     w_holes = torch.zeros(4, 2, k_eff, k_eff)
     w_holes[..., ::rate, ::rate] = w_d  # the "holes" (trous) between the taps
-    torch.testing.assert_close(F.conv2d(x_d, w_holes), F.conv2d(x_d, w_d, dilation=rate))
-print("dilated conv == dense conv with zeros inserted into the kernel, for rates 1, 2, 3")
+    torch.testing.assert_close(
+        F.conv2d(x_d, w_holes), F.conv2d(x_d, w_d, dilation=rate)
+    )
+print(
+    "dilated conv == dense conv with zeros inserted into the kernel, for rates 1, 2, 3"
+)
 
 
 def footprint(net, size=41):
     """Which input pixels reach the centre output pixel: the input-gradient of that one output."""
     x = torch.zeros(1, 1, size, size, requires_grad=True)
     out = net(x)
-    (grad,) = torch.autograd.grad(out[0, 0, out.shape[-2] // 2, out.shape[-1] // 2], x)
+    (grad,) = torch.autograd.grad(
+        out[0, 0, out.shape[-2] // 2, out.shape[-1] // 2], x
+    )
     return grad[0, 0]
 
 
 def ones_conv(rate, k=3):
-    conv = nn.Conv2d(1, 1, k, padding=rate * (k - 1) // 2, dilation=rate, bias=False)
+    conv = nn.Conv2d(
+        1, 1, k, padding=rate * (k - 1) // 2, dilation=rate, bias=False
+    )
     nn.init.ones_(conv.weight)
     return conv
 
@@ -1223,7 +1539,9 @@ def extent(fp):
 # NBVAL_CHECK_OUTPUT
 single = {rate: footprint(ones_conv(rate)) for rate in (1, 2, 3)}
 for rate, fp in single.items():
-    print(f"rate {rate}: covers {extent(fp)}x{extent(fp)} pixels with {int((fp != 0).sum())} non-zero taps")
+    print(
+        f"rate {rate}: covers {extent(fp)}x{extent(fp)} pixels with {int((fp != 0).sum())} non-zero taps"
+    )
 
 # %% [markdown]
 # **What atrous convolution buys, correctly stated.** The lecture notes say atrous convolution gives a
@@ -1247,14 +1565,25 @@ variants = {
     "stride 8, 3x3 rate 2 (atrous)": (8, 3, 2),
     "stride 8, 5x5 dense": (8, 5, 1),
 }
-print(f"{'variant':31s} {'map':>5s} {'params':>8s} {'MACs':>10s} {'reach (px)':>10s}")
+print(
+    f"{'variant':31s} {'map':>5s} {'params':>8s} {'MACs':>10s} {'reach (px)':>10s}"
+)
 for name, (stride, k, rate) in variants.items():
-    layer = nn.Conv2d(C_FEAT, C_FEAT, k, padding=rate * (k - 1) // 2, dilation=rate, bias=False)
+    layer = nn.Conv2d(
+        C_FEAT,
+        C_FEAT,
+        k,
+        padding=rate * (k - 1) // 2,
+        dilation=rate,
+        bias=False,
+    )
     side = 64 // stride
     feat = torch.zeros(1, C_FEAT, side, side)
     reach = rate * (k - 1) // 2 * stride  # taps x rate x cell size
     params = sum(p.numel() for p in layer.parameters())
-    print(f"{name:31s} {side:>2d}x{side:<2d} {params:>8,} {count_macs(layer, feat):>10,} {reach:>10d}")
+    print(
+        f"{name:31s} {side:>2d}x{side:<2d} {params:>8,} {count_macs(layer, feat):>10,} {reach:>10d}"
+    )
 
 # %% [markdown]
 # The atrous layer keeps the reach of the stride-16 layer (16 pixels) on a map with 4 times as many
@@ -1270,7 +1599,9 @@ for name, (stride, k, rate) in variants.items():
 
 # %%
 # NBVAL_CHECK_OUTPUT
-downsampled = nn.Sequential(ones_conv(1), nn.AvgPool2d(2, stride=2), ones_conv(1))
+downsampled = nn.Sequential(
+    ones_conv(1), nn.AvgPool2d(2, stride=2), ones_conv(1)
+)
 atrous = nn.Sequential(ones_conv(1), nn.AvgPool2d(2, stride=1), ones_conv(2))
 fp_down, fp_atrous = footprint(downsampled, 40), footprint(atrous, 40)
 print(
@@ -1292,16 +1623,25 @@ assert extent(fp_down) == extent(fp_atrous)
 fig, axes = plt.subplots(1, 5, figsize=(14, 3.2))
 for ax, (rate, fp) in zip(axes, single.items(), strict=False):
     ax.imshow(fp[14:27, 14:27].numpy() != 0, cmap="Blues", vmin=0, vmax=1.4)
-    ax.set_title(f"3×3, rate {rate}: {extent(fp)}×{extent(fp)} span, 9 taps", fontsize=9)
+    ax.set_title(
+        f"3×3, rate {rate}: {extent(fp)}×{extent(fp)} span, 9 taps", fontsize=9
+    )
 for ax, (name, fp) in zip(
-    axes[3:], {"conv, pool /2, conv": fp_down, "conv, pool /1, conv rate 2": fp_atrous}.items(), strict=True
+    axes[3:],
+    {
+        "conv, pool /2, conv": fp_down,
+        "conv, pool /1, conv rate 2": fp_atrous,
+    }.items(),
+    strict=True,
 ):
     ax.imshow(fp[13:27, 13:27].numpy(), cmap="Blues")
     ax.set_title(f"{name}\nfootprint {extent(fp)}×{extent(fp)}", fontsize=9)
 for ax in axes:
     ax.set(xticks=[], yticks=[])
     ax.grid(False)
-fig.suptitle("Which input pixels reach one output (gradient of the output w.r.t. the input)")
+fig.suptitle(
+    "Which input pixels reach one output (gradient of the output w.r.t. the input)"
+)
 plt.show()
 
 # %% [markdown]
@@ -1324,12 +1664,27 @@ def draw_stack_footprint(ax, rates, size=41):
     lo = size // 2 - span // 2
     window = fp[lo : lo + span, lo : lo + span]
     coverage = (window != 0).double().mean().item()
-    side = max(25, span + 4)  # the same zoom for every stack that fits in 25 x 25
+    side = max(
+        25, span + 4
+    )  # the same zoom for every stack that fits in 25 x 25
     c0 = size // 2 - side // 2
     ax.imshow(fp[c0 : c0 + side, c0 : c0 + side].numpy(), cmap="viridis")
     edge = lo - c0 - 0.5
-    ax.add_patch(Rectangle((edge, edge), span, span, fill=False, edgecolor=viz.color(1), lw=1, ls="--"))
-    ax.set_title(f"rates {tuple(rates)}: span {span}×{span}, {coverage:.0%} covered", fontsize=9)
+    ax.add_patch(
+        Rectangle(
+            (edge, edge),
+            span,
+            span,
+            fill=False,
+            edgecolor=viz.color(1),
+            lw=1,
+            ls="--",
+        )
+    )
+    ax.set_title(
+        f"rates {tuple(rates)}: span {span}×{span}, {coverage:.0%} covered",
+        fontsize=9,
+    )
     ax.set(xticks=[], yticks=[])
     ax.grid(False)
     return coverage
@@ -1337,8 +1692,13 @@ def draw_stack_footprint(ax, rates, size=41):
 
 STACKS = [(1, 1, 1), (2, 2, 2), (1, 2, 5), (3, 3, 3)]
 fig, axes = plt.subplots(1, 4, figsize=(13, 3.5))
-stack_coverage = {rates: draw_stack_footprint(ax, rates) for ax, rates in zip(axes, STACKS, strict=True)}
-fig.suptitle("Footprint of three stacked 3×3 convolutions (colour: number of paths; dashed: the span)")
+stack_coverage = {
+    rates: draw_stack_footprint(ax, rates)
+    for ax, rates in zip(axes, STACKS, strict=True)
+}
+fig.suptitle(
+    "Footprint of three stacked 3×3 convolutions (colour: number of paths; dashed: the span)"
+)
 plt.show()
 assert stack_coverage[(2, 2, 2)] < 0.3 and stack_coverage[(1, 2, 5)] == 1.0
 
@@ -1380,7 +1740,9 @@ _ = widgets.interact(
 # %%
 # NBVAL_CHECK_OUTPUT
 def spp(x, levels=(1, 2, 4)):
-    return torch.cat([F.adaptive_max_pool2d(x, n).flatten(1) for n in levels], dim=1)
+    return torch.cat(
+        [F.adaptive_max_pool2d(x, n).flatten(1) for n in levels], dim=1
+    )
 
 
 for hw in ((32, 32), (48, 40)):
@@ -1446,24 +1808,46 @@ plt.show()
 class DeepLabV3PlusDecoder(nn.Module):
     """ASPP on stride-16 features, fused with reduced stride-4 features, then upsampled to the image."""
 
-    def __init__(self, low_channels, high_channels, num_classes, width=32, low_width=8, rates=(1, 2, 3)):
+    def __init__(
+        self,
+        low_channels,
+        high_channels,
+        num_classes,
+        width=32,
+        low_width=8,
+        rates=(1, 2, 3),
+    ):
         super().__init__()
         self.aspp = cnn.ASPP(high_channels, width, rates=rates)
         self.reduce = cnn.ConvNormAct(low_channels, low_width, 1)
-        self.fuse = nn.Sequential(cnn.ConvNormAct(width + low_width, width), cnn.ConvNormAct(width, width))
+        self.fuse = nn.Sequential(
+            cnn.ConvNormAct(width + low_width, width),
+            cnn.ConvNormAct(width, width),
+        )
         self.classify = nn.Conv2d(width, num_classes, 1)
 
     def forward(self, low, high, image_size):
-        x = F.interpolate(self.aspp(high), size=low.shape[-2:], mode="bilinear")  # stride 16 -> 4
+        x = F.interpolate(
+            self.aspp(high), size=low.shape[-2:], mode="bilinear"
+        )  # stride 16 -> 4
         x = self.fuse(torch.cat([x, self.reduce(low)], dim=1))
-        return F.interpolate(self.classify(x), size=image_size, mode="bilinear")  # stride 4 -> 1
+        return F.interpolate(
+            self.classify(x), size=image_size, mode="bilinear"
+        )  # stride 4 -> 1
 
 
 # %%
 # NBVAL_CHECK_OUTPUT
-decoder = DeepLabV3PlusDecoder(low_channels=16, high_channels=64, num_classes=NUM_CLASSES).eval()
-low_feat, high_feat = torch.randn(2, 16, 16, 16), torch.randn(2, 64, 4, 4)  # strides 4 and 16 of 64x64
-print("DeepLab v3+ decoder:", tuple(decoder(low_feat, high_feat, (64, 64)).shape))
+decoder = DeepLabV3PlusDecoder(
+    low_channels=16, high_channels=64, num_classes=NUM_CLASSES
+).eval()
+low_feat, high_feat = (
+    torch.randn(2, 16, 16, 16),
+    torch.randn(2, 64, 4, 4),
+)  # strides 4 and 16 of 64x64
+print(
+    "DeepLab v3+ decoder:", tuple(decoder(low_feat, high_feat, (64, 64)).shape)
+)
 
 # %% tags=["hide-input"]
 viz.diagram(
@@ -1506,10 +1890,12 @@ class GlobalConv(nn.Module):
         super().__init__()
         p = k // 2
         self.left = nn.Sequential(
-            nn.Conv2d(c_in, c_out, (k, 1), padding=(p, 0)), nn.Conv2d(c_out, c_out, (1, k), padding=(0, p))
+            nn.Conv2d(c_in, c_out, (k, 1), padding=(p, 0)),
+            nn.Conv2d(c_out, c_out, (1, k), padding=(0, p)),
         )
         self.right = nn.Sequential(
-            nn.Conv2d(c_in, c_out, (1, k), padding=(0, p)), nn.Conv2d(c_out, c_out, (k, 1), padding=(p, 0))
+            nn.Conv2d(c_in, c_out, (1, k), padding=(0, p)),
+            nn.Conv2d(c_out, c_out, (k, 1), padding=(p, 0)),
         )
 
     def forward(self, x):
@@ -1520,7 +1906,9 @@ class GlobalConv(nn.Module):
 # NBVAL_CHECK_OUTPUT
 K_GCN, C_GCN = 15, 64
 gcn = GlobalConv(C_GCN, C_GCN, K_GCN)
-gcn_weights = sum(m.weight.numel() for m in gcn.modules() if isinstance(m, nn.Conv2d))
+gcn_weights = sum(
+    m.weight.numel() for m in gcn.modules() if isinstance(m, nn.Conv2d)
+)
 assert gcn_weights == 2 * K_GCN * (C_GCN + C_GCN) * C_GCN
 gcn_1 = GlobalConv(1, 1, K_GCN)
 for m in gcn_1.modules():
@@ -1532,7 +1920,9 @@ print(
     f"GCN k={K_GCN}: footprint {extent(fp_gcn)}x{extent(fp_gcn)},",
     f"all covered: {bool((fp_gcn[8:23, 8:23] != 0).all())}",
 )
-print(f"weights: GCN {gcn_weights:,} vs dense {K_GCN}x{K_GCN} conv {K_GCN**2 * C_GCN * C_GCN:,}")
+print(
+    f"weights: GCN {gcn_weights:,} vs dense {K_GCN}x{K_GCN} conv {K_GCN**2 * C_GCN * C_GCN:,}"
+)
 
 # %% [markdown]
 # ### SPADE: spatially-adaptive normalization
@@ -1560,7 +1950,9 @@ class SPADE(nn.Module):
     def __init__(self, channels, num_labels, hidden=16):
         super().__init__()
         self.norm = nn.BatchNorm2d(channels, affine=False)
-        self.shared = nn.Sequential(nn.Conv2d(num_labels, hidden, 3, padding=1), nn.ReLU())
+        self.shared = nn.Sequential(
+            nn.Conv2d(num_labels, hidden, 3, padding=1), nn.ReLU()
+        )
         self.gamma = nn.Conv2d(hidden, channels, 3, padding=1)
         self.beta = nn.Conv2d(hidden, channels, 3, padding=1)
 
@@ -1574,9 +1966,15 @@ class SPADE(nn.Module):
 # NBVAL_CHECK_OUTPUT
 torch.manual_seed(0)
 all_label = {
-    k: F.one_hot(torch.full((1, 16, 16), k), NUM_CLASSES).permute(0, 3, 1, 2).float() for k in (1, 2)
+    k: F.one_hot(torch.full((1, 16, 16), k), NUM_CLASSES)
+    .permute(0, 3, 1, 2)
+    .float()
+    for k in (1, 2)
 }
-conv_in = nn.Sequential(nn.Conv2d(NUM_CLASSES, 8, 3, padding=1, padding_mode="reflect"), nn.InstanceNorm2d(8))
+conv_in = nn.Sequential(
+    nn.Conv2d(NUM_CLASSES, 8, 3, padding=1, padding_mode="reflect"),
+    nn.InstanceNorm2d(8),
+)
 with torch.no_grad():
     washed = {k: conv_in(m) for k, m in all_label.items()}
     h = torch.randn(1, 8, 16, 16)
@@ -1585,7 +1983,10 @@ with torch.no_grad():
 same_washed = torch.allclose(washed[1], washed[2], atol=1e-4)
 same_spade = torch.allclose(modulated[1], modulated[2], atol=1e-4)
 assert same_washed and washed[1].abs().max() < 1e-4 and not same_spade
-print("label map at the input, conv + instance norm: 'all circle' == 'all square' == 0?", same_washed)
+print(
+    "label map at the input, conv + instance norm: 'all circle' == 'all square' == 0?",
+    same_washed,
+)
 print("SPADE(h, 'all circle') == SPADE(h, 'all square')?", same_spade)
 
 # %% [markdown]
@@ -1624,21 +2025,34 @@ def dice_loss(logits, target, eps=1.0):
 
 
 # the same as course_lib's version, which also has the multi-class (softmax) form; we use it below
-check_logits = torch.randn(4, 16, 16, generator=torch.Generator().manual_seed(0))
-check_target = (torch.rand(4, 16, 16, generator=torch.Generator().manual_seed(1)) > 0.8).float()
+check_logits = torch.randn(
+    4, 16, 16, generator=torch.Generator().manual_seed(0)
+)
+check_target = (
+    torch.rand(4, 16, 16, generator=torch.Generator().manual_seed(1)) > 0.8
+).float()
 torch.testing.assert_close(
-    dice_loss(check_logits, check_target), losses.dice_loss(check_logits, check_target)
+    dice_loss(check_logits, check_target),
+    losses.dice_loss(check_logits, check_target),
 )
 
 
 # hard masks (logits of +-50 give probabilities of exactly 0 or 1): the Dice coefficient is the F1 score
 hard_pred = (test_set.masks[:16] == 1) | (toy_pred[:16] == 1)
 hard_true = test_set.masks[:16] == 1
-dice_coef = 1 - dice_loss(torch.where(hard_pred, 50.0, -50.0), hard_true.float(), eps=0.0)
-torch.testing.assert_close(dice_coef.item(), f1_score(hard_true.flatten(), hard_pred.flatten()))
-iou_circle = ((hard_pred & hard_true).sum() / (hard_pred | hard_true).sum()).item()
+dice_coef = 1 - dice_loss(
+    torch.where(hard_pred, 50.0, -50.0), hard_true.float(), eps=0.0
+)
+torch.testing.assert_close(
+    dice_coef.item(), f1_score(hard_true.flatten(), hard_pred.flatten())
+)
+iou_circle = (
+    (hard_pred & hard_true).sum() / (hard_pred | hard_true).sum()
+).item()
 torch.testing.assert_close(dice_coef.item(), 2 * iou_circle / (1 + iou_circle))
-print(f"Dice {dice_coef:.4f} == F1 (scikit-learn) == 2J/(1+J) with J = {iou_circle:.4f}")
+print(
+    f"Dice {dice_coef:.4f} == F1 (scikit-learn) == 2J/(1+J) with J = {iou_circle:.4f}"
+)
 
 # %% [markdown]
 # **An imbalanced experiment.** The task: find the *triangles*, and only them, in scenes with one or
@@ -1657,12 +2071,18 @@ print(f"Dice {dice_coef:.4f} == F1 (scikit-learn) == 2J/(1+J) with J = {iou_circ
 # %%
 small = {
     split: data.make_shapes(n, 32, max_objects=2, radius=(0.06, 0.1), seed=seed)
-    for split, n, seed in (("train", 512, 21), ("val", 128, 23), ("test", 128, 22))
+    for split, n, seed in (
+        ("train", 512, 21),
+        ("val", 128, 23),
+        ("test", 128, 22),
+    )
 }
 tri = {split: s.masks == 3 for split, s in small.items()}
 tri_train = tri["train"].float()
 pos_weight = (1 - tri_train.mean()) / tri_train.mean()
-print(f"triangle pixels: {tri_train.mean():.2%} of the training set; pos_weight = {pos_weight:.0f}")
+print(
+    f"triangle pixels: {tri_train.mean():.2%} of the training set; pos_weight = {pos_weight:.0f}"
+)
 
 
 def tiny_segmenter():
@@ -1692,7 +2112,9 @@ imbalance_losses = {
     ),
     "Dice": lambda out, y: losses.dice_loss(out[:, 0], y),
 }
-THRESHOLDS = torch.tensor([0.02, 0.05, *np.arange(0.1, 0.91, 0.1).round(2).tolist(), 0.95, 0.98])
+THRESHOLDS = torch.tensor(
+    [0.02, 0.05, *np.arange(0.1, 0.91, 0.1).round(2).tolist(), 0.95, 0.98]
+)
 imbalance_prob, imbalance_scores = {}, {}
 for name, loss_fn in imbalance_losses.items():
     candidates = {}
@@ -1700,24 +2122,47 @@ for name, loss_fn in imbalance_losses.items():
         torch.manual_seed(0)
         model = tiny_segmenter()
         train_steps(
-            model, small["train"].images, tri_train, loss_fn, steps=150, lr=lr, desc=f"{name}, lr {lr:g}"
+            model,
+            small["train"].images,
+            tri_train,
+            loss_fn,
+            steps=150,
+            lr=lr,
+            desc=f"{name}, lr {lr:g}",
         )
         model.eval()
         with torch.no_grad():
-            probs = {s: torch.sigmoid(model(small[s].images.to(device))[:, 0]).cpu() for s in ("val", "test")}
-        val_ap = average_precision_score(tri["val"].flatten(), probs["val"].flatten())
+            probs = {
+                s: torch.sigmoid(model(small[s].images.to(device))[:, 0]).cpu()
+                for s in ("val", "test")
+            }
+        val_ap = average_precision_score(
+            tri["val"].flatten(), probs["val"].flatten()
+        )
         candidates[lr] = (val_ap, probs)
-    lr = max(candidates, key=lambda k: candidates[k][0])  # the learning rate with the best validation AP
+    lr = max(
+        candidates, key=lambda k: candidates[k][0]
+    )  # the learning rate with the best validation AP
     probs = candidates[lr][1]
-    val_iou = [pixel_scores(probs["val"], tri["val"], t)["IoU"] for t in THRESHOLDS.tolist()]
+    val_iou = [
+        pixel_scores(probs["val"], tri["val"], t)["IoU"]
+        for t in THRESHOLDS.tolist()
+    ]
     threshold = THRESHOLDS[int(np.argmax(val_iou))].item()
     imbalance_prob[name] = probs["test"]
     imbalance_scores[name] = {
         "lr": lr,
         "threshold": threshold,
-        "AP": average_precision_score(tri["test"].flatten(), probs["test"].flatten()),
-        "IoU (tuned)": pixel_scores(probs["test"], tri["test"], threshold)["IoU"],
-        **{f"{k} at 0.5": v for k, v in pixel_scores(probs["test"], tri["test"], 0.5).items()},
+        "AP": average_precision_score(
+            tri["test"].flatten(), probs["test"].flatten()
+        ),
+        "IoU (tuned)": pixel_scores(probs["test"], tri["test"], threshold)[
+            "IoU"
+        ],
+        **{
+            f"{k} at 0.5": v
+            for k, v in pixel_scores(probs["test"], tri["test"], 0.5).items()
+        },
     }
 
 # %% tags=["hide-input"]
@@ -1728,7 +2173,9 @@ rows = {
     "triangle mask": [viz.mask_to_rgb(tri_test[i].long() * 3, 4) for i in show],
 }
 for name, prob in imbalance_prob.items():
-    rows[f"{name}\np(triangle)"] = [plt.cm.magma(prob[i].numpy())[..., :3] for i in show]
+    rows[f"{name}\np(triangle)"] = [
+        plt.cm.magma(prob[i].numpy())[..., :3] for i in show
+    ]
 show_rows(rows, "Predicted triangle probability (black 0, white 1)")
 plt.show()
 
@@ -1736,7 +2183,13 @@ STATS = ("AP", "IoU (tuned)", "IoU at 0.5", "recall at 0.5", "precision at 0.5")
 fig, ax = plt.subplots(figsize=(9, 3.4))
 for k, stat in enumerate(STATS):
     vals = [imbalance_scores[name][stat] for name in imbalance_losses]
-    ax.bar(np.arange(3) + (k - 2) * 0.16, vals, width=0.16, color=viz.color(k), label=stat)
+    ax.bar(
+        np.arange(3) + (k - 2) * 0.16,
+        vals,
+        width=0.16,
+        color=viz.color(k),
+        label=stat,
+    )
 ax.set(
     xticks=range(3),
     xticklabels=list(imbalance_losses),
@@ -1761,7 +2214,10 @@ assert dice["AP"] > bce["AP"] + 0.2, (
 assert dice["IoU (tuned)"] > bce["IoU (tuned)"] + 0.2, (
     f"Dice should beat BCE at their own thresholds: IoU {dice['IoU (tuned)']:.3f} vs {bce['IoU (tuned)']:.3f}"
 )
-assert dice["AP"] > wbce["AP"] + 0.05 and dice["IoU (tuned)"] > wbce["IoU (tuned)"] + 0.1, (
+assert (
+    dice["AP"] > wbce["AP"] + 0.05
+    and dice["IoU (tuned)"] > wbce["IoU (tuned)"] + 0.1
+), (
     f"Dice should beat weighted BCE: AP {dice['AP']:.3f} vs {wbce['AP']:.3f}, "
     f"IoU {dice['IoU (tuned)']:.3f} vs {wbce['IoU (tuned)']:.3f}"
 )
@@ -1839,8 +2295,12 @@ def roi_pool_loop(features, boxes, output_size, spatial_scale):
     out = torch.zeros(len(boxes), c, output_size, output_size)
     for k, (b, x1, y1, x2, y2) in enumerate(boxes.tolist()):
         # round half away from zero, as C's round(): corners to whole cells
-        x1, y1, x2, y2 = (int(np.floor(v * spatial_scale + 0.5)) for v in (x1, y1, x2, y2))
-        bin_h = max(y2 - y1 + 1, 1) / output_size  # x2 and y2 count as inclusive
+        x1, y1, x2, y2 = (
+            int(np.floor(v * spatial_scale + 0.5)) for v in (x1, y1, x2, y2)
+        )
+        bin_h = (
+            max(y2 - y1 + 1, 1) / output_size
+        )  # x2 and y2 count as inclusive
         bin_w = max(x2 - x1 + 1, 1) / output_size
         for i in range(output_size):
             for j in range(output_size):
@@ -1849,23 +2309,41 @@ def roi_pool_loop(features, boxes, output_size, spatial_scale):
                 c0 = min(max(int(np.floor(j * bin_w)) + x1, 0), w)
                 c1 = min(max(int(np.ceil((j + 1) * bin_w)) + x1, 0), w)
                 if r1 > r0 and c1 > c0:  # an empty bin stays 0
-                    out[k, :, i, j] = features[int(b), :, r0:r1, c0:c1].amax(dim=(-2, -1))
+                    out[k, :, i, j] = features[int(b), :, r0:r1, c0:c1].amax(
+                        dim=(-2, -1)
+                    )
     return out
 
 
 g = torch.Generator().manual_seed(3)
 feat_maps = torch.randn(2, 3, 10, 12, generator=g)
-rois = torch.tensor([[0, 3.3, 5.9, 30.1, 27.4], [1, 0.0, 0.0, 47.0, 39.0], [0, 10.6, 2.2, 17.9, 9.8]])
+rois = torch.tensor(
+    [
+        [0, 3.3, 5.9, 30.1, 27.4],
+        [1, 0.0, 0.0, 47.0, 39.0],
+        [0, 10.6, 2.2, 17.9, 9.8],
+    ]
+)
 torch.testing.assert_close(
-    roi_pool_loop(feat_maps, rois, 3, spatial_scale=0.25), roi_pool(feat_maps, rois, 3, spatial_scale=0.25)
+    roi_pool_loop(feat_maps, rois, 3, spatial_scale=0.25),
+    roi_pool(feat_maps, rois, 3, spatial_scale=0.25),
 )
 # when the box falls on whole cells and P divides it, nothing is rounded: a 2x2 max-pool of the region
 # (the image box (16, 8, 120, 112) at stride 8 has corners at cells (2, 1) and (15, 14), inclusive:
 # 14 x 14 cells, pooled to P = 7)
 fmap_big = torch.randn(1, 4, 20, 24, generator=g)
-exact = roi_pool(fmap_big, torch.tensor([[0.0, 16.0, 8.0, 120.0, 112.0]]), 7, spatial_scale=1 / 8)
-torch.testing.assert_close(exact[0], F.max_pool2d(fmap_big[0, :, 1:15, 2:16], 2))
-print("RoIPool with loops == torchvision.ops.roi_pool; on a whole-cell 14x14 box it is max_pool2d(2)")
+exact = roi_pool(
+    fmap_big,
+    torch.tensor([[0.0, 16.0, 8.0, 120.0, 112.0]]),
+    7,
+    spatial_scale=1 / 8,
+)
+torch.testing.assert_close(
+    exact[0], F.max_pool2d(fmap_big[0, :, 1:15, 2:16], 2)
+)
+print(
+    "RoIPool with loops == torchvision.ops.roi_pool; on a whole-cell 14x14 box it is max_pool2d(2)"
+)
 
 # %% [markdown]
 # ### RoIAlign
@@ -1918,7 +2396,9 @@ def bilinear_sample(features, ys, xs):
     k = torch.arange(len(features))[:, None, None]
 
     def read(yi, xi):  # -> [K, C, A, B]
-        return features[k, :, yi[:, :, None], xi[:, None, :]].permute(0, 3, 1, 2)
+        return features[k, :, yi[:, :, None], xi[:, None, :]].permute(
+            0, 3, 1, 2
+        )
 
     wy0, wy1 = (1 - fy)[:, None, :, None], fy[:, None, :, None]
     wx0, wx1 = (1 - fx)[:, None, None, :], fx[:, None, None, :]
@@ -1931,41 +2411,76 @@ def bilinear_sample(features, ys, xs):
     return out * (in_y[:, None, :, None] & in_x[:, None, None, :])
 
 
-def roi_align_scratch(features, boxes, output_size, spatial_scale, sampling_ratio=-1, aligned=True):
+def roi_align_scratch(
+    features, boxes, output_size, spatial_scale, sampling_ratio=-1, aligned=True
+):
     """RoIAlign: the mean of n_h x n_w bilinear samples per bin. boxes: Tensor[K, 5] (index, x1, y1, x2, y2).
 
     sampling_ratio <= 0 picks n_h, n_w = ceil(bin height), ceil(bin width) per box, as torchvision does.
     Returns Tensor[K, C, output_size, output_size].
     """
-    offset = 0.5 if aligned else 0.0  # continuous coordinate -> grid of cell centres
+    offset = (
+        0.5 if aligned else 0.0
+    )  # continuous coordinate -> grid of cell centres
     x1, y1, x2, y2 = (boxes[:, 1:] * spatial_scale - offset).unbind(1)
     h_roi, w_roi = y2 - y1, x2 - x1
     if not aligned:  # the legacy version makes every box at least one cell wide
         h_roi, w_roi = h_roi.clamp(min=1.0), w_roi.clamp(min=1.0)
     P = output_size
 
-    def pool(k, n_h, n_w):  # the boxes k, with an n_h x n_w grid of samples per bin
-        ys = y1[k, None] + (torch.arange(P * n_h) + 0.5)[None] / n_h * (h_roi[k] / P)[:, None]  # [K, P n_h]
-        xs = x1[k, None] + (torch.arange(P * n_w) + 0.5)[None] / n_w * (w_roi[k] / P)[:, None]
-        samples = bilinear_sample(features[boxes[k, 0].long()], ys, xs)  # [K, C, P n_h, P n_w]
-        return F.avg_pool2d(samples, (n_h, n_w))  # the mean of each bin's samples
+    def pool(
+        k, n_h, n_w
+    ):  # the boxes k, with an n_h x n_w grid of samples per bin
+        ys = (
+            y1[k, None]
+            + (torch.arange(P * n_h) + 0.5)[None]
+            / n_h
+            * (h_roi[k] / P)[:, None]
+        )  # [K, P n_h]
+        xs = (
+            x1[k, None]
+            + (torch.arange(P * n_w) + 0.5)[None]
+            / n_w
+            * (w_roi[k] / P)[:, None]
+        )
+        samples = bilinear_sample(
+            features[boxes[k, 0].long()], ys, xs
+        )  # [K, C, P n_h, P n_w]
+        return F.avg_pool2d(
+            samples, (n_h, n_w)
+        )  # the mean of each bin's samples
 
     if sampling_ratio > 0:
         return pool(torch.arange(len(boxes)), sampling_ratio, sampling_ratio)
     grids = [
-        (math.ceil(h / P), math.ceil(w / P)) for h, w in zip(h_roi.tolist(), w_roi.tolist(), strict=True)
+        (math.ceil(h / P), math.ceil(w / P))
+        for h, w in zip(h_roi.tolist(), w_roi.tolist(), strict=True)
     ]
-    return torch.cat([pool(torch.tensor([k]), *grid) for k, grid in enumerate(grids)])
+    return torch.cat(
+        [pool(torch.tensor([k]), *grid) for k, grid in enumerate(grids)]
+    )
 
 
 rois_all = torch.cat(
-    [rois, torch.tensor([[1, -6.0, -3.0, 20.0, 50.0], [0, 20.0, 12.0, 21.0, 13.0]])]  # partly outside; tiny
+    [
+        rois,
+        torch.tensor(
+            [[1, -6.0, -3.0, 20.0, 50.0], [0, 20.0, 12.0, 21.0, 13.0]]
+        ),
+    ]  # partly outside; tiny
 )
 for aligned in (True, False):
     for n in (1, 2, 3, -1):
         torch.testing.assert_close(
             roi_align_scratch(feat_maps, rois_all, 4, 0.25, n, aligned),
-            roi_align(feat_maps, rois_all, 4, spatial_scale=0.25, sampling_ratio=n, aligned=aligned),
+            roi_align(
+                feat_maps,
+                rois_all,
+                4,
+                spatial_scale=0.25,
+                sampling_ratio=n,
+                aligned=aligned,
+            ),
         )
 print(
     "RoIAlign from scratch == torchvision.ops.roi_align, aligned True and False, sampling ratios 1, 2, 3, adaptive"
@@ -1973,11 +2488,17 @@ print(
 
 # %%
 # NBVAL_CHECK_OUTPUT
-ramp = torch.arange(16.0).repeat(16, 1)[None, None]  # f(row, col) = col: cell j holds j
-whole_cells = torch.tensor([[0, 2.0, 2.0, 6.0, 6.0]])  # covers cells 2, 3, 4, 5: their mean is 3.5
+ramp = torch.arange(16.0).repeat(16, 1)[
+    None, None
+]  # f(row, col) = col: cell j holds j
+whole_cells = torch.tensor(
+    [[0, 2.0, 2.0, 6.0, 6.0]]
+)  # covers cells 2, 3, 4, 5: their mean is 3.5
 for aligned in (True, False):
     value = roi_align_scratch(ramp, whole_cells, 1, 1.0, 4, aligned)[0, 0, 0, 0]
-    print(f"aligned={aligned!s:5}: mean over the box covering cells 2-5 = {value:.2f}")
+    print(
+        f"aligned={aligned!s:5}: mean over the box covering cells 2-5 = {value:.2f}"
+    )
 
 # %% [markdown]
 # The aligned version returns the mean of exactly the cells the box covers; the legacy one reads
@@ -1989,11 +2510,15 @@ for aligned in (True, False):
 # ($f = $ column index): RoIPool's output moves in jumps of a whole cell, RoIAlign's follows the box.
 
 # %% tags=["hide-input"]
-box_feat = torch.tensor([1.35, 1.7, 5.6, 6.2])  # in feature cells (spatial scale 1)
+box_feat = torch.tensor(
+    [1.35, 1.7, 5.6, 6.2]
+)  # in feature cells (spatial scale 1)
 P = 2
 fig, axes = plt.subplots(1, 3, figsize=(14, 4.4), width_ratios=[1, 1, 1.3])
 for ax, title in zip(
-    axes[:2], ("RoIPool: rounded box and bins", "RoIAlign: exact bins, 2×2 samples each"), strict=True
+    axes[:2],
+    ("RoIPool: rounded box and bins", "RoIAlign: exact bins, 2×2 samples each"),
+    strict=True,
 ):
     for i in range(9):
         ax.axhline(i, color=viz.color("reference"), lw=0.5)
@@ -2009,7 +2534,12 @@ for ax, title in zip(
         )
     )
     ax.set(
-        xlim=(0, 8), ylim=(8, 0), aspect="equal", title=title, xlabel="feature column", ylabel="feature row"
+        xlim=(0, 8),
+        ylim=(8, 0),
+        aspect="equal",
+        title=title,
+        xlabel="feature column",
+        ylabel="feature row",
     )
     ax.grid(False)
 # RoIPool: rounded corners, inclusive end cells, floor/ceil bins (as in roi_pool_loop)
@@ -2019,7 +2549,15 @@ for i in range(P):
     for j in range(P):
         r0, r1 = int(np.floor(i * bh)) + ry1, int(np.ceil((i + 1) * bh)) + ry1
         c0, c1 = int(np.floor(j * bw)) + rx1, int(np.ceil((j + 1) * bw)) + rx1
-        axes[0].add_patch(Rectangle((c0, r0), c1 - c0, r1 - r0, alpha=0.25, color=viz.color(1 + i * P + j)))
+        axes[0].add_patch(
+            Rectangle(
+                (c0, r0),
+                c1 - c0,
+                r1 - r0,
+                alpha=0.25,
+                color=viz.color(1 + i * P + j),
+            )
+        )
 axes[0].text(0.2, 7.7, "bins overlap and spill past the box", fontsize=8)
 # RoIAlign: exact bins and their sample points (cell j covers [j, j + 1))
 bx1, by1, bx2, by2 = box_feat.tolist()
@@ -2028,7 +2566,11 @@ for i in range(P):
         y0b, x0b = by1 + i * (by2 - by1) / P, bx1 + j * (bx2 - bx1) / P
         axes[1].add_patch(
             Rectangle(
-                (x0b, y0b), (bx2 - bx1) / P, (by2 - by1) / P, alpha=0.25, color=viz.color(1 + i * P + j)
+                (x0b, y0b),
+                (bx2 - bx1) / P,
+                (by2 - by1) / P,
+                alpha=0.25,
+                color=viz.color(1 + i * P + j),
             )
         )
         for a in range(2):
@@ -2054,9 +2596,19 @@ moving = torch.stack(
     1,
 )
 pooled = roi_pool(ramp, moving, 2, spatial_scale=1.0)[:, 0, 0, 0]
-aligned_v = roi_align(ramp, moving, 2, spatial_scale=1.0, sampling_ratio=2, aligned=True)[:, 0, 0, 0]
-axes[2].step(shifts, pooled, where="post", color=viz.color(1), label="RoIPool (max of the bin)")
-axes[2].plot(shifts, aligned_v, color=viz.color(0), label="RoIAlign (mean of the bin)")
+aligned_v = roi_align(
+    ramp, moving, 2, spatial_scale=1.0, sampling_ratio=2, aligned=True
+)[:, 0, 0, 0]
+axes[2].step(
+    shifts,
+    pooled,
+    where="post",
+    color=viz.color(1),
+    label="RoIPool (max of the bin)",
+)
+axes[2].plot(
+    shifts, aligned_v, color=viz.color(0), label="RoIAlign (mean of the bin)"
+)
 axes[2].set(
     xlabel="shift of the box (feature cells)",
     ylabel="output of the top-left bin",
@@ -2100,9 +2652,14 @@ class MaskRCNNLite(nn.Module):
 
     def __init__(self, num_classes=3, width=16):
         super().__init__()
-        self.backbone = nn.Sequential(cnn.ConvNormAct(3, width), cnn.ConvNormAct(width, width))
+        self.backbone = nn.Sequential(
+            cnn.ConvNormAct(3, width), cnn.ConvNormAct(width, width)
+        )
         self.mask_head = nn.Sequential(
-            *(cnn.ConvNormAct(width, width, dilation=rate) for rate in (1, 2, 4)),
+            *(
+                cnn.ConvNormAct(width, width, dilation=rate)
+                for rate in (1, 2, 4)
+            ),
             nn.ConvTranspose2d(width, width, 2, stride=2),  # 14 -> 28
             nn.ReLU(),
             nn.Conv2d(width, num_classes, 1),
@@ -2110,7 +2667,14 @@ class MaskRCNNLite(nn.Module):
 
     def forward(self, images, boxes):
         """images: Tensor[N, 3, H, W]; boxes: N Tensor[K_i, 4] -> logits Tensor[sum K_i, classes, 28, 28]."""
-        rois = roi_align(self.backbone(images), boxes, 14, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        rois = roi_align(
+            self.backbone(images),
+            boxes,
+            14,
+            spatial_scale=1.0,
+            sampling_ratio=2,
+            aligned=True,
+        )
         return self.mask_head(rois)
 
 
@@ -2137,7 +2701,14 @@ plt.show()
 def mask_targets(instance_masks, boxes, m=28):
     """Each instance mask [K, H, W] cut out by its own box and resized to m x m, thresholded at 0.5."""
     index = torch.arange(len(boxes), dtype=boxes.dtype)[:, None]
-    cut = roi_align(instance_masks[:, None].float(), torch.cat([index, boxes], 1), m, 1.0, 2, aligned=True)
+    cut = roi_align(
+        instance_masks[:, None].float(),
+        torch.cat([index, boxes], 1),
+        m,
+        1.0,
+        2,
+        aligned=True,
+    )
     return (cut[:, 0] >= 0.5).float()
 
 
@@ -2145,7 +2716,9 @@ def paste_masks(mask_logits, boxes, size):
     """Resize each [m, m] logit map to its box and threshold at 0 (p = 0.5) -> Tensor[K, size, size] bool."""
     out = torch.zeros(len(boxes), size, size, dtype=torch.bool)
     for k, (x1, y1, x2, y2) in enumerate(boxes.round().long().tolist()):
-        resized = F.interpolate(mask_logits[k][None, None], size=(y2 - y1, x2 - x1), mode="bilinear")
+        resized = F.interpolate(
+            mask_logits[k][None, None], size=(y2 - y1, x2 - x1), mode="bilinear"
+        )
         out[k, y1:y2, x1:x2] = resized[0, 0] > 0
     return out
 
@@ -2156,7 +2729,9 @@ def mask_iou(a, b):
 
 def train_mask_head(model, shapes, steps=150, lr=1e-2, batch=16, seed=0):
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, lr, total_steps=steps, pct_start=0.2
+    )
     gen = torch.Generator().manual_seed(seed)
     losses = []
     for _ in trange(steps, desc="mask head"):
@@ -2164,11 +2739,16 @@ def train_mask_head(model, shapes, steps=150, lr=1e-2, batch=16, seed=0):
         boxes = [shapes.boxes[i].to(device) for i in idx]
         labels = torch.cat([shapes.labels[i] for i in idx]).to(device)
         target = mask_targets(
-            torch.cat([shapes.instance_masks[i] for i in idx]), torch.cat([shapes.boxes[i] for i in idx])
+            torch.cat([shapes.instance_masks[i] for i in idx]),
+            torch.cat([shapes.boxes[i] for i in idx]),
         )
         logits = model(shapes.images[idx].to(device), boxes)
-        gt_class_logits = logits[torch.arange(len(labels), device=device), labels]  # the true class's mask
-        loss = F.binary_cross_entropy_with_logits(gt_class_logits, target.to(device))
+        gt_class_logits = logits[
+            torch.arange(len(labels), device=device), labels
+        ]  # the true class's mask
+        loss = F.binary_cross_entropy_with_logits(
+            gt_class_logits, target.to(device)
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -2182,7 +2762,11 @@ mask_model = MaskRCNNLite().to(device)
 mask_losses = train_mask_head(mask_model, train_set)
 # %% tags=["hide-input"]
 viz.plot_curves(
-    {"train_mask_bce": mask_losses}, xlabel="step", ylabel="BCE", title="Mask head training", logy=True
+    {"train_mask_bce": mask_losses},
+    xlabel="step",
+    ylabel="BCE",
+    title="Mask head training",
+    logy=True,
 )
 plt.show()
 
@@ -2193,9 +2777,15 @@ def predict_masks(model, shapes, boxes=None):
     """Pasted masks of the true class for every box (default: the true boxes), all images concatenated."""
     model.eval()
     boxes = shapes.boxes if boxes is None else boxes
-    logits = model(shapes.images.to(device), [b.to(device) for b in boxes]).cpu()
+    logits = model(
+        shapes.images.to(device), [b.to(device) for b in boxes]
+    ).cpu()
     labels = torch.cat(shapes.labels)
-    return paste_masks(logits[torch.arange(len(labels)), labels], torch.cat(boxes), shapes.images.shape[-1])
+    return paste_masks(
+        logits[torch.arange(len(labels)), labels],
+        torch.cat(boxes),
+        shapes.images.shape[-1],
+    )
 
 
 test_boxes = torch.cat(test_set.boxes)
@@ -2204,7 +2794,9 @@ image_of = torch.repeat_interleave(
     torch.arange(len(test_set)), torch.tensor([len(b) for b in test_set.boxes])
 )
 in_box = paste_masks(torch.ones(len(test_boxes), 28, 28), test_boxes, 32)
-neighbours = in_box & (test_set.masks[image_of] > 0) & ~test_instances  # other objects' pixels in the box
+neighbours = (
+    in_box & (test_set.masks[image_of] > 0) & ~test_instances
+)  # other objects' pixels in the box
 contested = neighbours.flatten(1).any(1)
 mask_preds = {
     "mask head": predict_masks(mask_model, test_set),
@@ -2228,7 +2820,10 @@ for name, masks in mask_preds.items():
     )
 
 # %%
-head, fg_box = mask_results["mask head"], mask_results["foreground in box (U-Net)"]
+head, fg_box = (
+    mask_results["mask head"],
+    mask_results["foreground in box (U-Net)"],
+)
 assert head["contested"] > fg_box["contested"] + 0.02, (
     f"on contested boxes the head ({head['contested']:.3f}) should beat foreground-in-box ({fg_box['contested']:.3f})"
 )
@@ -2241,7 +2836,9 @@ assert head["all"] > mask_results["box"]["all"] + 0.1, (
 
 # %% tags=["hide-input"]
 # the six test boxes with the most neighbour pixels inside, one mask per panel
-most_contested = torch.argsort(neighbours.flatten(1).sum(1), descending=True)[:6].tolist()
+most_contested = torch.argsort(neighbours.flatten(1).sum(1), descending=True)[
+    :6
+].tolist()
 rows_shown = {
     "true mask": test_instances,
     "foreground in box": mask_preds["foreground in box (U-Net)"],
@@ -2253,10 +2850,19 @@ for col, k in enumerate(most_contested):
     for row, (name, masks) in enumerate(rows_shown.items()):
         # 1 (blue): object pixels kept, 2 (orange): other pixels taken, 3 (green): object pixels missed
         code = torch.zeros(truth.shape, dtype=torch.int64)
-        code[masks[k] & truth], code[masks[k] & ~truth], code[~masks[k] & truth] = 1, 2, 3
+        (
+            code[masks[k] & truth],
+            code[masks[k] & ~truth],
+            code[~masks[k] & truth],
+        ) = 1, 2, 3
         ax = axes[row, col]
         ax.imshow(overlay(test_set.images[image_of[k]], code, alpha=0.7))
-        viz.draw_boxes(ax, test_boxes[k][None], [data.SHAPE_CLASSES[label]], color_index=[label])
+        viz.draw_boxes(
+            ax,
+            test_boxes[k][None],
+            [data.SHAPE_CLASSES[label]],
+            color_index=[label],
+        )
         ax.set(xticks=[], yticks=[])
         ax.grid(False)
         axes[row, 0].set_ylabel(name)
@@ -2340,11 +2946,15 @@ def interior(t, margin):
 
 def check_upsampling(fn):
     """fn against F.interpolate(mode="bilinear") for factors 2 and 4, a border of `factor` pixels cut off."""
-    img_ex = torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    img_ex = torch.rand(
+        2, 1, 12, 12, generator=torch.Generator().manual_seed(0)
+    )
     return exercises.check_function(
         lambda x, f: interior(fn(x, f), f),
         [(img_ex, 2), (img_ex, 4)],
-        reference=lambda x, f: interior(F.interpolate(x, scale_factor=f, mode="bilinear"), f),
+        reference=lambda x, f: interior(
+            F.interpolate(x, scale_factor=f, mode="bilinear"), f
+        ),
         name="transposed_bilinear (away from the border)",
     )
 
@@ -2367,18 +2977,28 @@ for name in ("up8", "up4"):
 def transposed_bilinear(x, factor):
     size = 2 * factor - factor % 2  # the kernel's side
     return F.conv_transpose2d(
-        x, bilinear_kernel(factor)[None, None], stride=factor, padding=(size - factor) // 2
+        x,
+        bilinear_kernel(factor)[None, None],
+        stride=factor,
+        padding=(size - factor) // 2,
     )
 
 
 check_upsampling(transposed_bilinear).assert_passed()
 img_ex = torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(0))
 for f in (2, 4):  # the narrowest border outside which the two agree
-    up_t, up_i = transposed_bilinear(img_ex, f), F.interpolate(img_ex, scale_factor=f, mode="bilinear")
-    width = next(
-        b for b in range(1, f + 1) if torch.allclose(interior(up_t, b), interior(up_i, b), atol=1e-6)
+    up_t, up_i = (
+        transposed_bilinear(img_ex, f),
+        F.interpolate(img_ex, scale_factor=f, mode="bilinear"),
     )
-    print(f"x{f}: equal inside a {width}-pixel border; border max difference {(up_t - up_i).abs().max():.3f}")
+    width = next(
+        b
+        for b in range(1, f + 1)
+        if torch.allclose(interior(up_t, b), interior(up_i, b), atol=1e-6)
+    )
+    print(
+        f"x{f}: equal inside a {width}-pixel border; border max difference {(up_t - up_i).abs().max():.3f}"
+    )
 # Training moves the weights away from bilinear, and the cross-class weights grow from 0: the layers
 # learn to mix the classes' scores while upsampling, something a fixed interpolation cannot do.
 # The border differs because the transposed convolution treats the values beyond the image as 0,
@@ -2409,24 +3029,34 @@ ce_cases = [
     (logits_ex, torch.zeros_like(target_ex), median_freq_weights),
 ]
 exercises.check_function(
-    weighted_mean_ce, ce_cases, reference=lambda lo, t, w: F.cross_entropy(lo, t, weight=w)
+    weighted_mean_ce,
+    ce_cases,
+    reference=lambda lo, t, w: F.cross_entropy(lo, t, weight=w),
 )
 
 
 # %% tags=["hide-cell"]
 def weighted_mean_ce(logits, target, w):
-    per_pixel = F.cross_entropy(logits, target, reduction="none")  # unweighted -log p of the true class
-    return (w[target] * per_pixel).sum() / w[target].sum()  # a weighted average over the pixels
+    per_pixel = F.cross_entropy(
+        logits, target, reduction="none"
+    )  # unweighted -log p of the true class
+    return (w[target] * per_pixel).sum() / w[
+        target
+    ].sum()  # a weighted average over the pixels
 
 
 exercises.check_function(
-    weighted_mean_ce, ce_cases, reference=lambda lo, t, w: F.cross_entropy(lo, t, weight=w)
+    weighted_mean_ce,
+    ce_cases,
+    reference=lambda lo, t, w: F.cross_entropy(lo, t, weight=w),
 ).assert_passed()
 # It divides by the sum of the weights of the pixels' true classes. For a batch of background
 # pixels only, every pixel has the same weight, which cancels: the loss equals the unweighted mean.
 # Class weights change the balance between classes within a batch, not the overall scale; U-Net's
 # per-pixel map (multiplied in and divided by the pixel count) does change the scale.
-torch.testing.assert_close(weighted_mean_ce(*ce_cases[1]), F.cross_entropy(logits_ex, ce_cases[1][1]))
+torch.testing.assert_close(
+    weighted_mean_ce(*ce_cases[1]), F.cross_entropy(logits_ex, ce_cases[1][1])
+)
 
 # %% [markdown]
 # ### Exercise 3: DeepLab's output stride in a real backbone
@@ -2448,7 +3078,9 @@ BACKBONE_EXPECTED = {
     "layer4 side, output stride 32": 2,
     "layer4 side, output stride 8": 8,
 }
-exercises.check_value(backbone_answers, BACKBONE_EXPECTED, name="backbone_answers")
+exercises.check_value(
+    backbone_answers, BACKBONE_EXPECTED, name="backbone_answers"
+)
 
 # %% tags=["hide-cell"]
 torch.manual_seed(0)
@@ -2464,7 +3096,10 @@ for name, net in resnets.items():
     trunk = nn.Sequential(*list(net.children())[:-2]).eval()  # up to layer4
     with torch.no_grad():
         fmap = trunk(x_img)
-    measured[name] = (sum(p.numel() for p in trunk.parameters()), fmap.shape[-1])
+    measured[name] = (
+        sum(p.numel() for p in trunk.parameters()),
+        fmap.shape[-1],
+    )
     print(
         f"{name:26s}: {measured[name][0]:,} parameters, layer4 map {tuple(fmap.shape[-2:])},",
         f"{count_macs(trunk, x_img) / 1e6:,.0f} M MACs",
@@ -2475,7 +3110,9 @@ backbone_answers = {
     "layer4 side, output stride 32": side32,
     "layer4 side, output stride 8": side8,
 }
-exercises.check_value(backbone_answers, BACKBONE_EXPECTED, name="backbone_answers").assert_passed()
+exercises.check_value(
+    backbone_answers, BACKBONE_EXPECTED, name="backbone_answers"
+).assert_passed()
 # Same parameters; a 16x larger last map (8x8 instead of 2x2); and several times the compute, spent in
 # the two last (and widest) stages that now run at 4x and 16x more positions.
 
@@ -2493,9 +3130,18 @@ g_jit = torch.Generator().manual_seed(5)
 jittered = []
 for b in test_set.boxes:
     size = (b[:, 2:] - b[:, :2]).repeat(1, 2)
-    jittered.append((b + 0.1 * size * (2 * torch.rand(b.shape, generator=g_jit) - 1)).clamp(0, 32))
-jit_head = mask_iou(predict_masks(mask_model, test_set, jittered), test_instances)
-jit_box = mask_iou(paste_masks(torch.ones(len(test_boxes), 28, 28), torch.cat(jittered), 32), test_instances)
+    jittered.append(
+        (b + 0.1 * size * (2 * torch.rand(b.shape, generator=g_jit) - 1)).clamp(
+            0, 32
+        )
+    )
+jit_head = mask_iou(
+    predict_masks(mask_model, test_set, jittered), test_instances
+)
+jit_box = mask_iou(
+    paste_masks(torch.ones(len(test_boxes), 28, 28), torch.cat(jittered), 32),
+    test_instances,
+)
 print(
     f"mask IoU: head on true boxes {mask_results['mask head']['all']:.3f}, "
     f"on jittered boxes {jit_head.mean():.3f}; jittered box as a mask {jit_box.mean():.3f}"

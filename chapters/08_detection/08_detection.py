@@ -65,7 +65,16 @@ from torchvision.models.detection._utils import BoxCoder, Matcher
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from tqdm.auto import trange
 
-from course_lib import data, exercises, losses, metrics, ops, runtime, train, viz
+from course_lib import (
+    data,
+    exercises,
+    losses,
+    metrics,
+    ops,
+    runtime,
+    train,
+    viz,
+)
 from course_lib import nn as cnn
 
 device = runtime.setup(seed=0)
@@ -91,17 +100,27 @@ SIZE = 32  # image side in pixels
 CLASSES = data.SHAPE_CLASSES
 scenes = data.make_shapes(8, 48, min_objects=1, max_objects=4, seed=5)
 print(f"classes: {CLASSES}")
-print(f"images {tuple(scenes.images.shape)}; objects per image: {[len(b) for b in scenes.boxes]}")
-print(f"first image: boxes {scenes.boxes[0].tolist()}, labels {scenes.labels[0].tolist()}")
+print(
+    f"images {tuple(scenes.images.shape)}; objects per image: {[len(b) for b in scenes.boxes]}"
+)
+print(
+    f"first image: boxes {scenes.boxes[0].tolist()}, labels {scenes.labels[0].tolist()}"
+)
 print(f"caption: {scenes.captions[0]!r}")
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 8, figsize=(11, 1.9))
-for ax, img, boxes, labels in zip(axes, scenes.images, scenes.boxes, scenes.labels, strict=True):
+for ax, img, boxes, labels in zip(
+    axes, scenes.images, scenes.boxes, scenes.labels, strict=True
+):
     ax.imshow(img.permute(1, 2, 0), interpolation="nearest")
-    viz.draw_boxes(ax, boxes, [CLASSES[k] for k in labels], color_index=labels.tolist())
+    viz.draw_boxes(
+        ax, boxes, [CLASSES[k] for k in labels], color_index=labels.tolist()
+    )
     ax.axis("off")
-fig.suptitle("Detection targets: one box and one class per object (colour = class)")
+fig.suptitle(
+    "Detection targets: one box and one class per object (colour = class)"
+)
 plt.show()
 
 # %% [markdown]
@@ -159,11 +178,18 @@ plt.show()
 # %%
 single = data.make_shapes(2000, SIZE, min_objects=1, max_objects=1, seed=3)
 boxes_norm = torch.cat(single.boxes) / SIZE  # [2000, 4] in [0, 1]
-targets_loc = torch.cat([torch.cat(single.labels)[:, None].float(), boxes_norm], dim=1)  # class, box
+targets_loc = torch.cat(
+    [torch.cat(single.labels)[:, None].float(), boxes_norm], dim=1
+)  # class, box
 N_TRAIN = 1600
 loc_train = TensorDataset(single.images[:N_TRAIN], targets_loc[:N_TRAIN])
 loc_test = TensorDataset(single.images[N_TRAIN:], targets_loc[N_TRAIN:])
-loc_loader = DataLoader(loc_train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
+loc_loader = DataLoader(
+    loc_train,
+    batch_size=32,
+    shuffle=True,
+    generator=torch.Generator().manual_seed(0),
+)
 
 
 class TwoHeadNet(nn.Module):
@@ -184,12 +210,16 @@ class TwoHeadNet(nn.Module):
     def forward(self, x):
         h = self.features(x)
         box = ops.box_convert(torch.sigmoid(self.box_head(h)), "cxcywh", "xyxy")
-        return torch.cat([self.cls_head(h), box], dim=1)  # [N, C + 4]: logits, then the box
+        return torch.cat(
+            [self.cls_head(h), box], dim=1
+        )  # [N, C + 4]: logits, then the box
 
 
 def loc_loss(out, y, lam=1.0):
     cls_loss = F.cross_entropy(out[:, :3], y[:, 0].long())
-    box_loss = F.l1_loss(out[:, 3:], y[:, 1:]) + losses.giou_loss(out[:, 3:], y[:, 1:])
+    box_loss = F.l1_loss(out[:, 3:], y[:, 1:]) + losses.giou_loss(
+        out[:, 3:], y[:, 1:]
+    )
     return cls_loss + lam * box_loss
 
 
@@ -222,7 +252,10 @@ loc_history = train.fit(
 )
 
 # %% tags=["hide-input"]
-loc_history.plot(["loss", "acc", "iou"], title="Two heads: class accuracy and box IoU on held-out images")
+loc_history.plot(
+    ["loss", "acc", "iou"],
+    title="Two heads: class accuracy and box IoU on held-out images",
+)
 plt.show()
 
 # %%
@@ -243,7 +276,9 @@ for ax, img, out, y in zip(axes, x_show, out_show, y_show, strict=True):
     iou = ops.paired_box_iou(out[None, 3:], y[None, 1:]).item()
     ax.set_title(f"{CLASSES[out[:3].argmax()]}, IoU {iou:.2f}", fontsize=8)
     ax.axis("off")
-fig.suptitle("Green: target box. Orange: predicted box. Title: predicted class and IoU")
+fig.suptitle(
+    "Green: target box. Orange: predicted box. Title: predicted class and IoU"
+)
 plt.show()
 
 # %% [markdown]
@@ -280,11 +315,19 @@ def xyxy_to_xywh(b):
 
 
 all_boxes = torch.cat(single.boxes[:200])
-torch.testing.assert_close(xyxy_to_cxcywh(all_boxes), ops.box_convert(all_boxes, "xyxy", "cxcywh"))
-torch.testing.assert_close(xyxy_to_cxcywh(all_boxes), tvops.box_convert(all_boxes, "xyxy", "cxcywh"))
-torch.testing.assert_close(xyxy_to_xywh(all_boxes), tvops.box_convert(all_boxes, "xyxy", "xywh"))
+torch.testing.assert_close(
+    xyxy_to_cxcywh(all_boxes), ops.box_convert(all_boxes, "xyxy", "cxcywh")
+)
+torch.testing.assert_close(
+    xyxy_to_cxcywh(all_boxes), tvops.box_convert(all_boxes, "xyxy", "cxcywh")
+)
+torch.testing.assert_close(
+    xyxy_to_xywh(all_boxes), tvops.box_convert(all_boxes, "xyxy", "xywh")
+)
 torch.testing.assert_close(cxcywh_to_xyxy(xyxy_to_cxcywh(all_boxes)), all_boxes)
-print("box conversions from scratch = course_lib.ops.box_convert = torchvision.ops.box_convert")
+print(
+    "box conversions from scratch = course_lib.ops.box_convert = torchvision.ops.box_convert"
+)
 
 # %% [markdown]
 # ### IoU and GIoU
@@ -308,20 +351,43 @@ for ax, target_iou in zip(axes, (0.3, 0.5, 0.7, 0.9), strict=True):
     iou = ops.box_iou(ref_box, moved).item()
     giou = ops.generalized_box_iou(ref_box, moved).item()
     for k, b in enumerate((ref_box[0], moved[0])):
-        ax.add_patch(Rectangle(b[:2].tolist(), 20, 20, fill=True, alpha=0.25, color=viz.color(k)))
-        ax.add_patch(Rectangle(b[:2].tolist(), 20, 20, fill=False, lw=2, color=viz.color(k)))
-    ax.set(xlim=(5, 45), ylim=(45, 5), aspect="equal", title=f"IoU {iou:.2f}, GIoU {giou:.2f}")
+        ax.add_patch(
+            Rectangle(
+                b[:2].tolist(),
+                20,
+                20,
+                fill=True,
+                alpha=0.25,
+                color=viz.color(k),
+            )
+        )
+        ax.add_patch(
+            Rectangle(
+                b[:2].tolist(), 20, 20, fill=False, lw=2, color=viz.color(k)
+            )
+        )
+    ax.set(
+        xlim=(5, 45),
+        ylim=(45, 5),
+        aspect="equal",
+        title=f"IoU {iou:.2f}, GIoU {giou:.2f}",
+    )
     ax.axis("off")
-fig.suptitle("Two 20×20 boxes shifted diagonally: IoU 0.5 is a looser match than it sounds")
+fig.suptitle(
+    "Two 20×20 boxes shifted diagonally: IoU 0.5 is a looser match than it sounds"
+)
 plt.show()
 
 # %%
 # course_lib's IoU and GIoU agree with torchvision's on random boxes
 g_box = torch.Generator().manual_seed(0)
 xy = torch.rand(50, 2, generator=g_box) * 20
-rand_boxes = torch.cat([xy, xy + 1 + torch.rand(50, 2, generator=g_box) * 10], dim=1)
+rand_boxes = torch.cat(
+    [xy, xy + 1 + torch.rand(50, 2, generator=g_box) * 10], dim=1
+)
 torch.testing.assert_close(
-    ops.box_iou(rand_boxes, rand_boxes[:20]), tvops.box_iou(rand_boxes, rand_boxes[:20])
+    ops.box_iou(rand_boxes, rand_boxes[:20]),
+    tvops.box_iou(rand_boxes, rand_boxes[:20]),
 )
 torch.testing.assert_close(
     ops.generalized_box_iou(rand_boxes, rand_boxes[:20]),
@@ -352,13 +418,19 @@ torch.testing.assert_close(
 # %%
 def nms_loop(boxes, scores, iou_threshold):
     """Greedy NMS, written as the four steps above. Returns kept indices by decreasing score."""
-    order = sorted(range(len(scores)), key=lambda i: -scores[i].item())  # stable: ties keep order
+    order = sorted(
+        range(len(scores)), key=lambda i: -scores[i].item()
+    )  # stable: ties keep order
     keep = []
     while order:
         best = order.pop(0)
         keep.append(best)
         ious = ops.box_iou(boxes[best][None], boxes[order])[0] if order else []
-        order = [i for i, iou in zip(order, ious, strict=True) if iou <= iou_threshold]
+        order = [
+            i
+            for i, iou in zip(order, ious, strict=True)
+            if iou <= iou_threshold
+        ]
     return torch.tensor(keep, dtype=torch.int64)
 
 
@@ -373,7 +445,9 @@ for trial in range(20):  # clusters of jittered boxes, random thresholds
     ours = nms_loop(boxes_t, scores_t, thr)
     assert torch.equal(ours, ops.nms(boxes_t, scores_t, thr)), trial
     assert torch.equal(ours, tvops.nms(boxes_t, scores_t, thr)), trial
-print("NMS loop = course_lib.ops.nms = torchvision.ops.nms on 20 random sets of clustered boxes")
+print(
+    "NMS loop = course_lib.ops.nms = torchvision.ops.nms on 20 random sets of clustered boxes"
+)
 
 # %% [markdown]
 # `ops.nms` runs the same greedy loop in compiled code (see its docstring), which is what a detector
@@ -382,15 +456,28 @@ print("NMS loop = course_lib.ops.nms = torchvision.ops.nms on 20 random sets of 
 # score them.
 
 # %%
-nms_scene = data.make_shapes(1, 64, min_objects=3, max_objects=3, overlap=True, radius=(0.14, 0.24), seed=4)
+nms_scene = data.make_shapes(
+    1,
+    64,
+    min_objects=3,
+    max_objects=3,
+    overlap=True,
+    radius=(0.14, 0.24),
+    seed=4,
+)
 nms_gt = nms_scene.boxes[0]
 g_cand = torch.Generator().manual_seed(2)
 cand_boxes = nms_gt.repeat_interleave(8, dim=0)
 cand_sizes = (cand_boxes[:, 2:] - cand_boxes[:, :2]).repeat(1, 2)
-cand_boxes = cand_boxes + torch.randn(len(cand_boxes), 4, generator=g_cand) * 0.12 * cand_sizes
+cand_boxes = (
+    cand_boxes
+    + torch.randn(len(cand_boxes), 4, generator=g_cand) * 0.12 * cand_sizes
+)
 cand_boxes[:, 2:] = torch.maximum(cand_boxes[:, 2:], cand_boxes[:, :2] + 2)
 cand_scores = 0.5 + 0.45 * torch.rand(len(cand_boxes), generator=g_cand)
-cand_object = torch.arange(3).repeat_interleave(8)  # which object each candidate surrounds (for colour)
+cand_object = torch.arange(3).repeat_interleave(
+    8
+)  # which object each candidate surrounds (for colour)
 
 
 # %% tags=["hide-input"]
@@ -412,16 +499,27 @@ def draw_nms(ax, iou_threshold):
             )
         )
     labels = [f"{cand_scores[i]:.2f}" for i in keep]
-    viz.draw_boxes(ax, cand_boxes[keep], labels, color_index=cand_object[keep].tolist(), linewidth=2)
+    viz.draw_boxes(
+        ax,
+        cand_boxes[keep],
+        labels,
+        color_index=cand_object[keep].tolist(),
+        linewidth=2,
+    )
     found = (ops.box_iou(nms_gt, cand_boxes[keep]) >= 0.5).any(1).sum().item()
-    ax.set_title(f"t = {iou_threshold:.2f}: {len(keep)} kept, {found}/3 objects", fontsize=9)
+    ax.set_title(
+        f"t = {iou_threshold:.2f}: {len(keep)} kept, {found}/3 objects",
+        fontsize=9,
+    )
     ax.axis("off")
 
 
 fig, axes = plt.subplots(1, 4, figsize=(13, 3.6))
 for ax, thr in zip(axes, (0.1, 0.3, 0.5, 0.8), strict=True):
     draw_nms(ax, thr)
-fig.suptitle("NMS at four IoU thresholds (dotted grey: suppressed candidates; labels: scores)")
+fig.suptitle(
+    "NMS at four IoU thresholds (dotted grey: suppressed candidates; labels: scores)"
+)
 plt.show()
 
 # %% [markdown]
@@ -439,7 +537,9 @@ def explore_nms(iou_threshold=0.5):
 
 _ = widgets.interact(
     explore_nms,
-    iou_threshold=widgets.FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, description="IoU thr."),
+    iou_threshold=widgets.FloatSlider(
+        value=0.5, min=0.05, max=0.95, step=0.05, description="IoU thr."
+    ),
 )
 
 # %% [markdown]
@@ -471,10 +571,17 @@ _ = widgets.interact(
 # NBVAL_CHECK_OUTPUT
 gt_demo = torch.tensor([[10.0, 10.0, 30.0, 30.0], [40.0, 12.0, 60.0, 28.0]])
 det_demo = torch.tensor(
-    [[11.0, 9.0, 31.0, 30.0], [12.0, 11.0, 30.0, 31.0], [41.0, 20.0, 58.0, 36.0], [70.0, 5.0, 80.0, 15.0]]
+    [
+        [11.0, 9.0, 31.0, 30.0],
+        [12.0, 11.0, 30.0, 31.0],
+        [41.0, 20.0, 58.0, 36.0],
+        [70.0, 5.0, 80.0, 15.0],
+    ]
 )
 score_demo = torch.tensor([0.9, 0.8, 0.7, 0.6])
-is_tp_demo = metrics.match_detections(det_demo, score_demo, gt_demo, iou_threshold=0.5)
+is_tp_demo = metrics.match_detections(
+    det_demo, score_demo, gt_demo, iou_threshold=0.5
+)
 ious_demo = ops.box_iou(det_demo, gt_demo).max(1).values
 for k in range(4):
     print(
@@ -494,12 +601,18 @@ for k in range(4):
 
 # %%
 # NBVAL_CHECK_OUTPUT
-gt_crowd = torch.tensor([[0.0, 0.0, 20.0, 20.0], [4.0, 0.0, 24.0, 20.0]])  # object 1 overlaps object 0
+gt_crowd = torch.tensor(
+    [[0.0, 0.0, 20.0, 20.0], [4.0, 0.0, 24.0, 20.0]]
+)  # object 1 overlaps object 0
 det_crowd = torch.tensor([[0.0, 0.0, 20.0, 20.0], [1.0, 0.0, 21.0, 20.0]])
 score_crowd = torch.tensor([0.9, 0.8])
 iou_crowd = ops.box_iou(det_crowd, gt_crowd)
-tp_coco = metrics.match_detections(det_crowd, score_crowd, gt_crowd, 0.5, rule="coco")
-tp_voc = metrics.match_detections(det_crowd, score_crowd, gt_crowd, 0.5, rule="voc")
+tp_coco = metrics.match_detections(
+    det_crowd, score_crowd, gt_crowd, 0.5, rule="coco"
+)
+tp_voc = metrics.match_detections(
+    det_crowd, score_crowd, gt_crowd, 0.5, rule="voc"
+)
 for k in range(2):
     print(
         f"detection {k}: score {score_crowd[k]:.1f}, IoU with objects 0 and 1: "
@@ -517,17 +630,31 @@ assert tp_coco.tolist() == [True, True] and tp_voc.tolist() == [True, False]
 
 # %%
 # NBVAL_CHECK_OUTPUT
-ranked_scores = torch.tensor([0.95, 0.91, 0.85, 0.80, 0.74, 0.66, 0.52, 0.45, 0.33, 0.20])
+ranked_scores = torch.tensor(
+    [0.95, 0.91, 0.85, 0.80, 0.74, 0.66, 0.52, 0.45, 0.33, 0.20]
+)
 ranked_tp = torch.tensor([1, 1, 0, 1, 0, 1, 0, 0, 1, 0], dtype=torch.bool)
 NUM_GT = 6  # one object is never detected: recall cannot reach 1
 
 tp_cum = torch.cumsum(ranked_tp.double(), 0)
 precision = tp_cum / torch.arange(1, 11)
 recall = tp_cum / NUM_GT
-envelope = torch.tensor([precision[k:].max() for k in range(10)])  # best precision at recall >= r_k
-ap_all = sum((recall[k] - (recall[k - 1] if k else 0.0)) * envelope[k] for k in range(10)).item()
-levels = torch.tensor(metrics.COCO_RECALL_LEVELS, dtype=torch.float64)  # 0, 0.01, ..., 1 as COCO makes them
-ap_101 = sum(envelope[recall >= r].max().item() if (recall >= r).any() else 0.0 for r in levels) / 101
+envelope = torch.tensor(
+    [precision[k:].max() for k in range(10)]
+)  # best precision at recall >= r_k
+ap_all = sum(
+    (recall[k] - (recall[k - 1] if k else 0.0)) * envelope[k] for k in range(10)
+).item()
+levels = torch.tensor(
+    metrics.COCO_RECALL_LEVELS, dtype=torch.float64
+)  # 0, 0.01, ..., 1 as COCO makes them
+ap_101 = (
+    sum(
+        envelope[recall >= r].max().item() if (recall >= r).any() else 0.0
+        for r in levels
+    )
+    / 101
+)
 
 print(" k  score  TP?  precision  recall  interpolated")
 for k in range(10):
@@ -540,19 +667,50 @@ torch.testing.assert_close(p_lib, precision)
 torch.testing.assert_close(r_lib, recall)
 assert abs(ap_all - metrics.average_precision(p_lib, r_lib, "all")) < 1e-12
 assert abs(ap_101 - metrics.average_precision(p_lib, r_lib, "101")) < 1e-12
-print(f"AP all-point {ap_all:.4f}, AP 101-point {ap_101:.4f} (both equal course_lib.metrics)")
+print(
+    f"AP all-point {ap_all:.4f}, AP 101-point {ap_101:.4f} (both equal course_lib.metrics)"
+)
 
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6.4, 3.8))
 r_step = torch.cat([torch.zeros(1), recall])
-env_step = torch.cat([envelope[:1], envelope])  # height of the interval (recall[k-1], recall[k]]
+env_step = torch.cat(
+    [envelope[:1], envelope]
+)  # height of the interval (recall[k-1], recall[k]]
 ax.fill_between(
-    r_step, env_step, step="pre", color=viz.color(0), alpha=0.15, label=f"all-point AP = area = {ap_all:.3f}"
+    r_step,
+    env_step,
+    step="pre",
+    color=viz.color(0),
+    alpha=0.15,
+    label=f"all-point AP = area = {ap_all:.3f}",
 )
-ax.plot(recall, precision, "o", color=viz.color(1), label="precision after each detection")
-ax.step(r_step, env_step, where="pre", color=viz.color(0), label="interpolated precision (envelope)")
-env_at = [envelope[recall >= r].max().item() if (recall >= r).any() else 0.0 for r in levels]
-ax.plot(levels, env_at, ".", ms=4, color=viz.color(3), label=f"101-point samples (AP = {ap_101:.3f})")
+ax.plot(
+    recall,
+    precision,
+    "o",
+    color=viz.color(1),
+    label="precision after each detection",
+)
+ax.step(
+    r_step,
+    env_step,
+    where="pre",
+    color=viz.color(0),
+    label="interpolated precision (envelope)",
+)
+env_at = [
+    envelope[recall >= r].max().item() if (recall >= r).any() else 0.0
+    for r in levels
+]
+ax.plot(
+    levels,
+    env_at,
+    ".",
+    ms=4,
+    color=viz.color(3),
+    label=f"101-point samples (AP = {ap_101:.3f})",
+)
 ax.set(
     xlabel="recall",
     ylabel="precision",
@@ -618,10 +776,17 @@ anchors_t = rand_boxes[:30]
 targets_t = rand_boxes[20:]
 deltas_t = encode(targets_t, anchors_t)
 torch.testing.assert_close(deltas_t, ops.encode_boxes(targets_t, anchors_t))
-torch.testing.assert_close(deltas_t, BoxCoder((1.0, 1.0, 1.0, 1.0)).encode_single(targets_t, anchors_t))
+torch.testing.assert_close(
+    deltas_t, BoxCoder((1.0, 1.0, 1.0, 1.0)).encode_single(targets_t, anchors_t)
+)
 torch.testing.assert_close(decode(deltas_t, anchors_t), targets_t)  # round trip
-torch.testing.assert_close(ops.decode_boxes(ops.encode_boxes(targets_t, anchors_t), anchors_t), targets_t)
-print("encode/decode from scratch = course_lib.ops = torchvision BoxCoder; decode(encode(b)) = b")
+torch.testing.assert_close(
+    ops.decode_boxes(ops.encode_boxes(targets_t, anchors_t), anchors_t),
+    targets_t,
+)
+print(
+    "encode/decode from scratch = course_lib.ops = torchvision BoxCoder; decode(encode(b)) = b"
+)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -633,7 +798,9 @@ for name, box in {
     "half as tall": [0.0, 4.0, 16.0, 12.0],
 }.items():
     t = ops.encode_boxes(torch.tensor([box]), anchor_demo)[0]
-    print(f"{name:>19}: t = ({t[0]:+.3f}, {t[1]:+.3f}, {t[2]:+.3f}, {t[3]:+.3f})")
+    print(
+        f"{name:>19}: t = ({t[0]:+.3f}, {t[1]:+.3f}, {t[2]:+.3f}, {t[3]:+.3f})"
+    )
 
 # %% [markdown]
 # Faster R-CNN's second stage scales the targets by weights $(10, 10, 5, 5)$ (`ops.encode_boxes(...,
@@ -651,13 +818,25 @@ for name, box in {
 
 # %%
 # NBVAL_CHECK_OUTPUT
-frcnn_anchors = ops.anchor_grid((1, 1), stride=16, sizes=(128, 256, 512), aspect_ratios=(0.5, 1.0, 2.0)) - 8
-tv_anchors = AnchorGenerator(sizes=((128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),)).cell_anchors[0]
+frcnn_anchors = (
+    ops.anchor_grid(
+        (1, 1), stride=16, sizes=(128, 256, 512), aspect_ratios=(0.5, 1.0, 2.0)
+    )
+    - 8
+)
+tv_anchors = AnchorGenerator(
+    sizes=((128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),)
+).cell_anchors[0]
 assert torch.equal(frcnn_anchors.round(), tv_anchors)
 wh = frcnn_anchors[:, 2:] - frcnn_anchors[:, :2]
-print("the 9 Faster R-CNN anchors (w x h):", ", ".join(f"{w:.0f}x{h:.0f}" for w, h in wh.tolist()))
+print(
+    "the 9 Faster R-CNN anchors (w x h):",
+    ", ".join(f"{w:.0f}x{h:.0f}" for w, h in wh.tolist()),
+)
 n_anchors = len(ops.anchor_grid((38, 63), 16, (128, 256, 512), (0.5, 1.0, 2.0)))
-print(f"a 600x1000 image -> a 38x63 stride-16 feature map -> {n_anchors} anchors")
+print(
+    f"a 600x1000 image -> a 38x63 stride-16 feature map -> {n_anchors} anchors"
+)
 
 # %% [markdown]
 # ### Labelling anchors by IoU
@@ -681,23 +860,37 @@ def label_anchors(anchors, gt_boxes, pos_thr=0.7, neg_thr=0.3):
     labels = torch.full((len(anchors),), -1, dtype=torch.int64)
     labels[best_iou < neg_thr] = 0
     labels[best_iou >= pos_thr] = 1
-    best_per_gt = iou.max(dim=0).values  # the best anchor of every box is positive, whatever its IoU
-    labels[((iou == best_per_gt[None]) & (best_per_gt[None] > 0)).any(dim=1)] = 1
+    best_per_gt = iou.max(
+        dim=0
+    ).values  # the best anchor of every box is positive, whatever its IoU
+    labels[
+        ((iou == best_per_gt[None]) & (best_per_gt[None] > 0)).any(dim=1)
+    ] = 1
     return labels, best_gt, iou
 
 
-anchor_scene = data.make_shapes(1, 64, min_objects=3, max_objects=3, radius=(0.1, 0.22), seed=7)
+anchor_scene = data.make_shapes(
+    1, 64, min_objects=3, max_objects=3, radius=(0.1, 0.22), seed=7
+)
 scene_gt = anchor_scene.boxes[0]
-grid_anchors = ops.anchor_grid((4, 4), stride=16, sizes=(16, 32), aspect_ratios=(0.5, 1.0, 2.0))
+grid_anchors = ops.anchor_grid(
+    (4, 4), stride=16, sizes=(16, 32), aspect_ratios=(0.5, 1.0, 2.0)
+)
 anchor_labels, anchor_gt, anchor_iou = label_anchors(grid_anchors, scene_gt)
 
 matcher = Matcher(0.7, 0.3, allow_low_quality_matches=True)
-tv_match = matcher(anchor_iou.T)  # -1 below 0.3, -2 between the thresholds, else the box index
+tv_match = matcher(
+    anchor_iou.T
+)  # -1 below 0.3, -2 between the thresholds, else the box index
 tv_labels = torch.where(tv_match >= 0, 1, torch.where(tv_match == -1, 0, -1))
 assert torch.equal(anchor_labels, tv_labels)
 assert torch.equal(anchor_gt[anchor_labels == 1], tv_match[anchor_labels == 1])
-positives_per_gt = torch.bincount(anchor_gt[anchor_labels == 1], minlength=len(scene_gt))
-assert (positives_per_gt > 0).all(), "every ground-truth box must have a positive anchor"
+positives_per_gt = torch.bincount(
+    anchor_gt[anchor_labels == 1], minlength=len(scene_gt)
+)
+assert (positives_per_gt > 0).all(), (
+    "every ground-truth box must have a positive anchor"
+)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -720,21 +913,34 @@ for k in range(5):
     axes[0].axhline(16 * k - 0.5, color="white", lw=0.5, alpha=0.5)
     axes[0].axvline(16 * k - 0.5, color="white", lw=0.5, alpha=0.5)
 cell = 5  # cell (1, 1): its 6 anchors
-viz.draw_boxes(axes[0], grid_anchors[cell * 6 : cell * 6 + 6], color_index=[0, 1, 0, 1, 0, 1], linewidth=1.2)
+viz.draw_boxes(
+    axes[0],
+    grid_anchors[cell * 6 : cell * 6 + 6],
+    color_index=[0, 1, 0, 1, 0, 1],
+    linewidth=1.2,
+)
 axes[0].plot([24 - 0.5], [24 - 0.5], "w+", ms=10)
 axes[0].set_title("6 anchors of one cell (blue: 16, orange: 32 px)")
 axes[1].imshow(img64, interpolation="nearest")
-viz.draw_boxes(axes[1], scene_gt, color_index=[2] * len(scene_gt), linewidth=2.5)
+viz.draw_boxes(
+    axes[1], scene_gt, color_index=[2] * len(scene_gt), linewidth=2.5
+)
 pos = anchor_labels == 1
-viz.draw_boxes(axes[1], grid_anchors[pos], color_index=[1] * int(pos.sum()), linewidth=1.2)
+viz.draw_boxes(
+    axes[1], grid_anchors[pos], color_index=[1] * int(pos.sum()), linewidth=1.2
+)
 axes[1].set_title("ground truth (green) and positive anchors (orange)")
 counts = torch.stack([(anchor_labels == v).sum() for v in (1, 0, -1)])
 axes[2].bar(
-    ["positive", "negative", "ignored"], counts, color=[viz.color(1), viz.color(0), viz.color("reference")]
+    ["positive", "negative", "ignored"],
+    counts,
+    color=[viz.color(1), viz.color(0), viz.color("reference")],
 )
 for k, c in enumerate(counts.tolist()):
     axes[2].text(k, c + 0.5, str(c), ha="center")
-axes[2].set(ylabel="anchors", title=f"Labels of all {len(grid_anchors)} anchors")
+axes[2].set(
+    ylabel="anchors", title=f"Labels of all {len(grid_anchors)} anchors"
+)
 for ax in axes[:2]:
     ax.axis("off")
 plt.show()
@@ -770,10 +976,14 @@ photo = data.sample_image("coffee", size=(96, 128))
 photo_np = photo.permute(1, 2, 0).numpy()
 fig, axes = plt.subplots(1, 3, figsize=(10.5, 2.9))
 for ax, scale in zip(axes, (30, 100, 300), strict=True):
-    seg = skimage.segmentation.felzenszwalb(photo_np, scale=scale, sigma=0.8, min_size=30)
+    seg = skimage.segmentation.felzenszwalb(
+        photo_np, scale=scale, sigma=0.8, min_size=30
+    )
     labels_seg = torch.from_numpy(seg)
     ids = labels_seg.unique()
-    ys, xs = torch.meshgrid(torch.arange(96.0), torch.arange(128.0), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(96.0), torch.arange(128.0), indexing="ij"
+    )
     onehot = labels_seg[None] == ids[:, None, None]  # [R, H, W]
     big = 1e9
     props = torch.stack(
@@ -785,9 +995,16 @@ for ax, scale in zip(axes, (30, 100, 300), strict=True):
         ],
         dim=1,
     ).float()
-    ax.imshow(skimage.segmentation.mark_boundaries(photo_np, seg, color=(1, 1, 1)), interpolation="nearest")
-    viz.draw_boxes(ax, props, color_index=list(range(len(props))), linewidth=0.8)
-    ax.set_title(f"Felzenszwalb scale {scale}: {len(props)} regions -> boxes", fontsize=9)
+    ax.imshow(
+        skimage.segmentation.mark_boundaries(photo_np, seg, color=(1, 1, 1)),
+        interpolation="nearest",
+    )
+    viz.draw_boxes(
+        ax, props, color_index=list(range(len(props))), linewidth=0.8
+    )
+    ax.set_title(
+        f"Felzenszwalb scale {scale}: {len(props)} regions -> boxes", fontsize=9
+    )
     ax.axis("off")
 fig.suptitle("Bottom-up region proposals (the first step of selective search)")
 plt.show()
@@ -821,20 +1038,39 @@ plt.show()
 # %%
 # NBVAL_CHECK_OUTPUT
 g_roi = torch.Generator().manual_seed(3)
-fmap = torch.randn(1, 4, 20, 24, generator=g_roi)  # a stride-8 feature map of a 160 x 192 image
-rois = torch.tensor([[10.0, 20.0, 100.0, 60.0], [3.3, 7.9, 50.2, 41.7], [0.0, 0.0, 190.0, 155.0]])
-rois_tv = torch.cat([torch.zeros(3, 1), rois], dim=1)  # torchvision wants (batch index, x1, y1, x2, y2)
+fmap = torch.randn(
+    1, 4, 20, 24, generator=g_roi
+)  # a stride-8 feature map of a 160 x 192 image
+rois = torch.tensor(
+    [
+        [10.0, 20.0, 100.0, 60.0],
+        [3.3, 7.9, 50.2, 41.7],
+        [0.0, 0.0, 190.0, 155.0],
+    ]
+)
+rois_tv = torch.cat(
+    [torch.zeros(3, 1), rois], dim=1
+)  # torchvision wants (batch index, x1, y1, x2, y2)
 pooled_rois = tvops.roi_pool(fmap, rois_tv, output_size=7, spatial_scale=1 / 8)
 aligned_rois = tvops.roi_align(
-    fmap, rois_tv, output_size=7, spatial_scale=1 / 8, sampling_ratio=2, aligned=True
+    fmap,
+    rois_tv,
+    output_size=7,
+    spatial_scale=1 / 8,
+    sampling_ratio=2,
+    aligned=True,
 )
 for roi in rois.tolist():
     print(
         f"proposal {roi[2] - roi[0]:5.1f} x {roi[3] - roi[1]:5.1f} px -> {(roi[2] - roi[0]) / 8:5.2f} x {(roi[3] - roi[1]) / 8:5.2f} cells"
     )
-print(f"roi_pool -> {tuple(pooled_rois.shape)}, roi_align -> {tuple(aligned_rois.shape)}")
+print(
+    f"roi_pool -> {tuple(pooled_rois.shape)}, roi_align -> {tuple(aligned_rois.shape)}"
+)
 # a 14 x 14-cell region pooled to 7 x 7 is a 2 x 2 max-pool of the region (bins of exactly 2 cells)
-exact = tvops.roi_pool(fmap, torch.tensor([[0.0, 16.0, 8.0, 120.0, 112.0]]), 7, 1 / 8)
+exact = tvops.roi_pool(
+    fmap, torch.tensor([[0.0, 16.0, 8.0, 120.0, 112.0]]), 7, 1 / 8
+)
 assert torch.equal(exact[0], F.max_pool2d(fmap[0, :, 1:15, 2:16], 2))
 
 # %% [markdown]
@@ -871,7 +1107,13 @@ rcnn_rows = {
             "cls": (11.2, 0.6, "linear SVM\nper class", "head"),
             "reg": (11.2, -0.6, "box regressor\n(offsets t)", "head"),
         },
-        [("x", "ss"), ("ss", "warp"), ("warp", "cnn"), ("cnn", "cls"), ("cnn", "reg")],
+        [
+            ("x", "ss"),
+            ("ss", "warp"),
+            ("warp", "cnn"),
+            ("cnn", "cls"),
+            ("cnn", "reg"),
+        ],
     ),
     "Fast R-CNN (2015): one CNN pass per image; each box pooled from the feature map; trained end to end": (
         {
@@ -917,7 +1159,12 @@ rcnn_rows = {
 rcnn_blocks, rcnn_edges, rcnn_titles = {}, [], []
 for r, (title, (bl, ed)) in enumerate(rcnn_rows.items()):
     dy = -3.2 * r  # one row per detector, on one common scale
-    rcnn_blocks.update({f"{r}{k}": (x, y + dy, lab, kind) for k, (x, y, lab, kind) in bl.items()})
+    rcnn_blocks.update(
+        {
+            f"{r}{k}": (x, y + dy, lab, kind)
+            for k, (x, y, lab, kind) in bl.items()
+        }
+    )
     rcnn_edges += [(f"{r}{e[0]}", f"{r}{e[1]}", *e[2:]) for e in ed]
     rcnn_titles.append((dy + 1.35, title))
 ax = viz.diagram(rcnn_blocks, rcnn_edges, block_size=(2.3, 0.95), fontsize=8)
@@ -943,16 +1190,22 @@ class RPNHead(nn.Module):
         return self.objectness(h), self.deltas(h)
 
 
-rpn_feature = torch.zeros(1, 64, 38, 63)  # stride-16 features of a 600 x 1000 image (64 channels here)
+rpn_feature = torch.zeros(
+    1, 64, 38, 63
+)  # stride-16 features of a 600 x 1000 image (64 channels here)
 obj_logits, rpn_deltas = RPNHead(64)(rpn_feature)
 print(
     f"feature map {tuple(rpn_feature.shape)} -> objectness {tuple(obj_logits.shape)}, "
     f"deltas {tuple(rpn_deltas.shape)}"
 )
-print(f"= {obj_logits.numel()} anchors scored, each with 4 offsets ({rpn_deltas.numel()} numbers)")
+print(
+    f"= {obj_logits.numel()} anchors scored, each with 4 offsets ({rpn_deltas.numel()} numbers)"
+)
 
 # %% tags=["hide-input"]
-astro = data.sample_image("astronaut")  # 512 x 512: the paper's anchor sizes fit
+astro = data.sample_image(
+    "astronaut"
+)  # 512 x 512: the paper's anchor sizes fit
 fig = plt.figure(figsize=(13, 5.2))
 ax_img = fig.add_subplot(1, 2, 1)
 ax_img.imshow(astro.permute(1, 2, 0))
@@ -961,10 +1214,22 @@ for k in range(33):
     ax_img.axvline(16 * k - 0.5, color="white", lw=0.25, alpha=0.5)
 ci, cj = 12, 15  # a cell on the face
 ax_img.add_patch(
-    Rectangle((16 * (cj - 1) - 0.5, 16 * (ci - 1) - 0.5), 48, 48, fill=False, lw=2, color=viz.color(6))
+    Rectangle(
+        (16 * (cj - 1) - 0.5, 16 * (ci - 1) - 0.5),
+        48,
+        48,
+        fill=False,
+        lw=2,
+        color=viz.color(6),
+    )
 )
 centre_anchors = frcnn_anchors + torch.tensor([16 * cj + 8, 16 * ci + 8] * 2)
-viz.draw_boxes(ax_img, centre_anchors, color_index=[0, 0, 0, 1, 1, 1, 3, 3, 3], linewidth=1.3)
+viz.draw_boxes(
+    ax_img,
+    centre_anchors,
+    color_index=[0, 0, 0, 1, 1, 1, 3, 3, 3],
+    linewidth=1.3,
+)
 ax_img.set(xlim=(-170, 680), ylim=(620, -230))
 ax_img.set_title(
     "stride-16 grid, a 3×3 window (yellow) and the 9 anchors of its centre\n"
@@ -1044,13 +1309,29 @@ for k in range(S + 1):
 face = (150, 30, 330, 260)  # a box drawn by hand around the face
 face_cx, face_cy = (face[0] + face[2]) / 2, (face[1] + face[3]) / 2
 ax_g.add_patch(
-    Rectangle(face[:2], face[2] - face[0], face[3] - face[1], fill=False, lw=2, color=viz.color(1))
+    Rectangle(
+        face[:2],
+        face[2] - face[0],
+        face[3] - face[1],
+        fill=False,
+        lw=2,
+        color=viz.color(1),
+    )
 )
 ax_g.add_patch(
-    Rectangle((64 * (face_cx // 64), 64 * (face_cy // 64)), 64, 64, color=viz.color(1), alpha=0.45)
+    Rectangle(
+        (64 * (face_cx // 64), 64 * (face_cy // 64)),
+        64,
+        64,
+        color=viz.color(1),
+        alpha=0.45,
+    )
 )
 ax_g.plot([face_cx], [face_cy], "o", color=viz.color(1))
-ax_g.set_title("7×7 grid: the cell holding the centre\nis responsible for the object", fontsize=9)
+ax_g.set_title(
+    "7×7 grid: the cell holding the centre\nis responsible for the object",
+    fontsize=9,
+)
 ax_g.axis("off")
 viz.diagram(
     {
@@ -1088,7 +1369,11 @@ NUM_CLASSES = len(CLASSES)
 det_train = data.make_shapes(2000, SIZE, **data.HARD_SHAPES, seed=1)
 det_val = data.make_shapes(300, SIZE, **data.HARD_SHAPES, seed=2)
 det_test = data.make_shapes(300, SIZE, **data.HARD_SHAPES, seed=3)
-for name, split in (("train", det_train), ("validation", det_val), ("test", det_test)):
+for name, split in (
+    ("train", det_train),
+    ("validation", det_val),
+    ("test", det_test),
+):
     counts = torch.tensor([len(b) for b in split.boxes])
     print(
         f"{name:>10}: {len(split)} images, {counts.sum()} objects ({counts.min()} to {counts.max()} per image)"
@@ -1098,9 +1383,13 @@ for name, split in (("train", det_train), ("validation", det_val), ("test", det_
 fig, axes = plt.subplots(1, 6, figsize=(13, 2.6))
 for ax, i in zip(axes, range(6), strict=True):
     ax.imshow(det_train.images[i].permute(1, 2, 0), interpolation="nearest")
-    viz.draw_boxes(ax, det_train.boxes[i], color_index=det_train.labels[i].tolist())
+    viz.draw_boxes(
+        ax, det_train.boxes[i], color_index=det_train.labels[i].tolist()
+    )
     ax.axis("off")
-fig.suptitle("Training scenes with their boxes (colour = class: blue circle, orange square, green triangle)")
+fig.suptitle(
+    "Training scenes with their boxes (colour = class: blue circle, orange square, green triangle)"
+)
 plt.show()
 
 # %% [markdown]
@@ -1128,8 +1417,12 @@ plt.show()
 
 # %%
 STRIDE, GRID = 4, SIZE // 4
-REFS = ops.anchor_grid((GRID, GRID), STRIDE, sizes=(8.0,))  # [64, 4] one reference box per cell
-CELL_CENTRES = (REFS[:, :2] + REFS[:, 2:]) / 2  # [64, 2]: (x, y) = ((j + .5) * 4, (i + .5) * 4)
+REFS = ops.anchor_grid(
+    (GRID, GRID), STRIDE, sizes=(8.0,)
+)  # [64, 4] one reference box per cell
+CELL_CENTRES = (
+    REFS[:, :2] + REFS[:, 2:]
+) / 2  # [64, 2]: (x, y) = ((j + .5) * 4, (i + .5) * 4)
 CENTRE_RADIUS = 1.0  # in cells
 
 
@@ -1154,23 +1447,38 @@ def assign_cells(gt_boxes, gt_labels, radius=CENTRE_RADIUS):
     centre = (lo + hi) / 2
     inside = ((p > lo) & (p < hi)).all(-1)  # [N, L, G]
     near_centre = ((p - centre).abs() <= radius * STRIDE).all(-1)
-    holds_centre = ((p - centre).abs() <= STRIDE / 2).all(-1)  # YOLO's responsible cell
-    candidate = ((inside & near_centre) | holds_centre) & (gt_labels >= 0)[:, None, :]
+    holds_centre = ((p - centre).abs() <= STRIDE / 2).all(
+        -1
+    )  # YOLO's responsible cell
+    candidate = ((inside & near_centre) | holds_centre) & (gt_labels >= 0)[
+        :, None, :
+    ]
     area = ops.box_area(gt_boxes)[:, None, :].expand_as(candidate)
-    best_area, g = torch.where(candidate, area, torch.inf).min(dim=-1)  # the smallest candidate box
+    best_area, g = torch.where(candidate, area, torch.inf).min(
+        dim=-1
+    )  # the smallest candidate box
     positive = torch.isfinite(best_area)
     box_t = torch.gather(gt_boxes, 1, g[..., None].expand(-1, -1, 4))
-    cls_t = F.one_hot(torch.gather(gt_labels, 1, g).clamp(min=0), NUM_CLASSES).float() * positive[..., None]
+    cls_t = (
+        F.one_hot(
+            torch.gather(gt_labels, 1, g).clamp(min=0), NUM_CLASSES
+        ).float()
+        * positive[..., None]
+    )
     return cls_t, box_t, positive, g
 
 
 train_gt_boxes, train_gt_labels = pad_targets(det_train.boxes, det_train.labels)
-train_cls_t, train_box_t, train_pos, train_owner = assign_cells(train_gt_boxes, train_gt_labels)
+train_cls_t, train_box_t, train_pos, train_owner = assign_cells(
+    train_gt_boxes, train_gt_labels
+)
 
 # %%
 # NBVAL_CHECK_OUTPUT
 is_object = train_gt_labels >= 0  # [N, G]
-cells_per_object = torch.stack([(train_pos & (train_owner == k)).sum(1) for k in range(MAX_OBJECTS)], dim=1)
+cells_per_object = torch.stack(
+    [(train_pos & (train_owner == k)).sum(1) for k in range(MAX_OBJECTS)], dim=1
+)
 print(
     f"{is_object.sum().item()} training objects, {train_pos.sum().item()} positive cells "
     f"({train_pos.float().mean():.1%} of all cells)"
@@ -1179,7 +1487,9 @@ print(
     f"positive cells per object: min {cells_per_object[is_object].min().item()}, "
     f"mean {cells_per_object[is_object].float().mean():.2f}, max {cells_per_object[is_object].max().item()}"
 )
-assert (cells_per_object[is_object] > 0).all(), "every object needs at least one positive cell"
+assert (cells_per_object[is_object] > 0).all(), (
+    "every object needs at least one positive cell"
+)
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 4, figsize=(12, 3.3))
@@ -1189,11 +1499,22 @@ for ax, i in zip(axes, range(4), strict=True):
     for k in pos_cells.tolist():
         cls = train_cls_t[i, k].argmax().item()
         x0, y0 = CELL_CENTRES[k] - STRIDE / 2
-        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), STRIDE, STRIDE, color=viz.color(cls), alpha=0.45, lw=0))
+        ax.add_patch(
+            Rectangle(
+                (x0 - 0.5, y0 - 0.5),
+                STRIDE,
+                STRIDE,
+                color=viz.color(cls),
+                alpha=0.45,
+                lw=0,
+            )
+        )
     for k in range(GRID + 1):
         ax.axhline(STRIDE * k - 0.5, color="white", lw=0.3, alpha=0.6)
         ax.axvline(STRIDE * k - 0.5, color="white", lw=0.3, alpha=0.6)
-    viz.draw_boxes(ax, det_train.boxes[i], color_index=det_train.labels[i].tolist())
+    viz.draw_boxes(
+        ax, det_train.boxes[i], color_index=det_train.labels[i].tolist()
+    )
     ax.set_title(f"{len(pos_cells)} positive cells", fontsize=9)
     ax.axis("off")
 fig.suptitle("Positive cells of the 8×8 grid (filled, coloured by class)")
@@ -1251,25 +1572,43 @@ class TinyDetector(nn.Module):
             cnn.ConvNormAct(w, w),
             cnn.ConvNormAct(w, 2 * w, stride=2),  # 8 x 8
             cnn.ConvNormAct(2 * w, 2 * w),
-            cnn.ConvNormAct(2 * w, 2 * w, dilation=2),  # a wider receptive field at no cost
+            cnn.ConvNormAct(
+                2 * w, 2 * w, dilation=2
+            ),  # a wider receptive field at no cost
         )
         anchors_per_cell = len(refs) // GRID**2
-        self.head = cnn.DetectionHead(2 * w, num_classes, num_anchors=anchors_per_cell, depth=1, norm="group")
+        self.head = cnn.DetectionHead(
+            2 * w,
+            num_classes,
+            num_anchors=anchors_per_cell,
+            depth=1,
+            norm="group",
+        )
 
     def forward(self, x):
-        return self.head(self.backbone(x))  # {"cls_logits": [N, L, C], "box_regression": [N, L, 4]}
+        return self.head(
+            self.backbone(x)
+        )  # {"cls_logits": [N, L, C], "box_regression": [N, L, 4]}
 
 
 def centre_loss(out, cls_t, box_t, positive, generator=None, box_weight=2.0):
     """Focal loss on all cells and classes + GIoU loss on positive cells, both per positive cell."""
     n_pos = positive.sum().clamp(min=1)
     cls_loss = (
-        tvops.sigmoid_focal_loss(out["cls_logits"], cls_t, alpha=-1, gamma=2.0, reduction="sum") / n_pos
+        tvops.sigmoid_focal_loss(
+            out["cls_logits"], cls_t, alpha=-1, gamma=2.0, reduction="sum"
+        )
+        / n_pos
     )
     refs = REFS.to(positive.device).expand(len(positive), -1, -1)[positive]
     pred_boxes = ops.decode_boxes(out["box_regression"][positive], refs)
-    box_loss = losses.giou_loss(pred_boxes, box_t[positive], reduction="sum") / n_pos
-    return cls_loss + box_weight * box_loss, {"focal": cls_loss.detach(), "GIoU": box_loss.detach()}
+    box_loss = (
+        losses.giou_loss(pred_boxes, box_t[positive], reduction="sum") / n_pos
+    )
+    return cls_loss + box_weight * box_loss, {
+        "focal": cls_loss.detach(),
+        "GIoU": box_loss.detach(),
+    }
 
 
 STEPS, BATCH = 400, 16
@@ -1278,7 +1617,9 @@ STEPS, BATCH = 400, 16
 def train_detector(model, loss_fn, targets, desc):
     """AdamW with a one-cycle schedule; each step draws BATCH training images and their precomputed targets."""
     opt = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 4e-3, total_steps=STEPS, pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, 4e-3, total_steps=STEPS, pct_start=0.15
+    )
     g_batch = torch.Generator().manual_seed(0)
     log = {}
     model.train()
@@ -1297,9 +1638,14 @@ def train_detector(model, loss_fn, targets, desc):
 
 torch.manual_seed(0)
 detector = TinyDetector(REFS).to(device)
-print(f"centre-based detector: {sum(p.numel() for p in detector.parameters()):,} parameters")
+print(
+    f"centre-based detector: {sum(p.numel() for p in detector.parameters()):,} parameters"
+)
 centre_log = train_detector(
-    detector, centre_loss, (train_cls_t, train_box_t, train_pos), "centre-based detector"
+    detector,
+    centre_loss,
+    (train_cls_t, train_box_t, train_pos),
+    "centre-based detector",
 )
 
 # %% [markdown]
@@ -1316,7 +1662,14 @@ centre_log = train_detector(
 
 # %%
 @torch.no_grad()
-def detect(model, images, score_threshold=0.05, iou_threshold=0.5, max_detections=100, nms=True):
+def detect(
+    model,
+    images,
+    score_threshold=0.05,
+    iou_threshold=0.5,
+    max_detections=100,
+    nms=True,
+):
     """Detections per image as torchvision-style dicts with boxes, scores and labels (on the CPU)."""
     model.eval()
     out = model(images.to(device))
@@ -1328,15 +1681,26 @@ def detect(model, images, score_threshold=0.05, iou_threshold=0.5, max_detection
         ref, label = torch.where(p > score_threshold)
         scores, boxes = p[ref, label], boxes[ref]
         keep = (
-            ops.batched_nms(boxes, scores, label, iou_threshold) if nms else scores.argsort(descending=True)
+            ops.batched_nms(boxes, scores, label, iou_threshold)
+            if nms
+            else scores.argsort(descending=True)
         )
         keep = keep[:max_detections]
-        results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": label[keep]})
+        results.append(
+            {
+                "boxes": boxes[keep],
+                "scores": scores[keep],
+                "labels": label[keep],
+            }
+        )
     return results
 
 
 def as_targets(split):
-    return [{"boxes": b, "labels": lab} for b, lab in zip(split.boxes, split.labels, strict=True)]
+    return [
+        {"boxes": b, "labels": lab}
+        for b, lab in zip(split.boxes, split.labels, strict=True)
+    ]
 
 
 val_targets, test_targets = as_targets(det_val), as_targets(det_test)
@@ -1344,13 +1708,24 @@ val_targets, test_targets = as_targets(det_val), as_targets(det_test)
 # %% tags=["hide-input"]
 one = det_test.images[3:4]  # a crowded test image
 with torch.no_grad():
-    cell_scores = detector.eval()(one.to(device))["cls_logits"].sigmoid().amax(-1).reshape(GRID, GRID).cpu()
+    cell_scores = (
+        detector.eval()(one.to(device))["cls_logits"]
+        .sigmoid()
+        .amax(-1)
+        .reshape(GRID, GRID)
+        .cpu()
+    )
 raw_dets = detect(detector, one, score_threshold=0.3, nms=False)[0]
 nms_dets = detect(detector, one, score_threshold=0.3)[0]
 fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
 axes[0].imshow(one[0].permute(1, 2, 0), interpolation="nearest")
 heat = axes[0].imshow(
-    cell_scores, cmap="magma", alpha=0.7, extent=(-0.5, SIZE - 0.5, SIZE - 0.5, -0.5), vmin=0, vmax=1
+    cell_scores,
+    cmap="magma",
+    alpha=0.7,
+    extent=(-0.5, SIZE - 0.5, SIZE - 0.5, -0.5),
+    vmin=0,
+    vmax=1,
 )
 for (i, j), v in np.ndenumerate(cell_scores.numpy()):
     if v >= 0.1:
@@ -1365,9 +1740,15 @@ for (i, j), v in np.ndenumerate(cell_scores.numpy()):
         )
 fig.colorbar(heat, ax=axes[0], shrink=0.8, label="best class score of the cell")
 axes[0].set_title("score of every cell", fontsize=9)
-for ax, dets, title in ((axes[1], raw_dets, "before NMS"), (axes[2], nms_dets, "after NMS")):
+for ax, dets, title in (
+    (axes[1], raw_dets, "before NMS"),
+    (axes[2], nms_dets, "after NMS"),
+):
     ax.imshow(one[0].permute(1, 2, 0), interpolation="nearest")
-    names = [f"{CLASSES[k][:3]} {v:.2f}" for k, v in zip(dets["labels"], dets["scores"], strict=True)]
+    names = [
+        f"{CLASSES[k][:3]} {v:.2f}"
+        for k, v in zip(dets["labels"], dets["scores"], strict=True)
+    ]
     viz.draw_boxes(
         ax,
         dets["boxes"],
@@ -1375,7 +1756,9 @@ for ax, dets, title in ((axes[1], raw_dets, "before NMS"), (axes[2], nms_dets, "
         color_index=dets["labels"].tolist(),
         linewidth=1 if title == "before NMS" else 2,
     )
-    ax.set_title(f"{title}: {len(dets['boxes'])} boxes scoring above 0.3", fontsize=9)
+    ax.set_title(
+        f"{title}: {len(dets['boxes'])} boxes scoring above 0.3", fontsize=9
+    )
 for ax in axes:
     ax.axis("off")
 plt.show()
@@ -1406,7 +1789,9 @@ plt.show()
 
 # %%
 ANCHOR_SIZES = (7.0, 10.0, 14.0)
-ANCHORS = ops.anchor_grid((GRID, GRID), STRIDE, sizes=ANCHOR_SIZES)  # [192, 4]: row, column, then size
+ANCHORS = ops.anchor_grid(
+    (GRID, GRID), STRIDE, sizes=ANCHOR_SIZES
+)  # [192, 4]: row, column, then size
 POS_IOU, NEG_IOU = 0.5, 0.4
 ANCHORS_PER_IMAGE, MAX_POSITIVE_FRACTION = 64, 0.5
 
@@ -1415,20 +1800,34 @@ def anchor_targets(boxes_list, labels_list):
     """Per image: anchor labels (1 / 0 / -1), the class of each anchor's box, and the encoded box offsets."""
     anchor_label, anchor_class, anchor_deltas = [], [], []
     for boxes, labels in zip(boxes_list, labels_list, strict=True):
-        lab, best_gt, _ = label_anchors(ANCHORS, boxes, pos_thr=POS_IOU, neg_thr=NEG_IOU)
+        lab, best_gt, _ = label_anchors(
+            ANCHORS, boxes, pos_thr=POS_IOU, neg_thr=NEG_IOU
+        )
         anchor_label.append(lab)
         anchor_class.append(labels[best_gt])
         anchor_deltas.append(ops.encode_boxes(boxes[best_gt], ANCHORS))
-    return torch.stack(anchor_label), torch.stack(anchor_class), torch.stack(anchor_deltas)
+    return (
+        torch.stack(anchor_label),
+        torch.stack(anchor_class),
+        torch.stack(anchor_deltas),
+    )
 
 
 def sample_anchors(anchor_label, generator):
     """Masks of the sampled positives and negatives: per image at most half of ANCHORS_PER_IMAGE positive."""
-    u = torch.rand(anchor_label.shape, generator=generator).to(anchor_label.device)
-    rank_pos = torch.where(anchor_label == 1, u, 2.0).argsort(1).argsort(1)  # random order among positives
-    pos = (anchor_label == 1) & (rank_pos < int(ANCHORS_PER_IMAGE * MAX_POSITIVE_FRACTION))
+    u = torch.rand(anchor_label.shape, generator=generator).to(
+        anchor_label.device
+    )
+    rank_pos = (
+        torch.where(anchor_label == 1, u, 2.0).argsort(1).argsort(1)
+    )  # random order among positives
+    pos = (anchor_label == 1) & (
+        rank_pos < int(ANCHORS_PER_IMAGE * MAX_POSITIVE_FRACTION)
+    )
     rank_neg = torch.where(anchor_label == 0, u, 2.0).argsort(1).argsort(1)
-    neg = (anchor_label == 0) & (rank_neg < ANCHORS_PER_IMAGE - pos.sum(1, keepdim=True))
+    neg = (anchor_label == 0) & (
+        rank_neg < ANCHORS_PER_IMAGE - pos.sum(1, keepdim=True)
+    )
     return pos, neg
 
 
@@ -1436,17 +1835,34 @@ def anchor_loss(out, anchor_label, anchor_class, anchor_deltas, generator):
     """BCE on the sampled anchors + smooth L1 on the offsets of the sampled positives."""
     pos, neg = sample_anchors(anchor_label, generator)
     sampled = pos | neg
-    cls_t = F.one_hot(anchor_class, NUM_CLASSES).float() * pos[..., None]  # all zeros for a negative
-    cls_loss = F.binary_cross_entropy_with_logits(out["cls_logits"][sampled], cls_t[sampled], reduction="sum")
+    cls_t = (
+        F.one_hot(anchor_class, NUM_CLASSES).float() * pos[..., None]
+    )  # all zeros for a negative
+    cls_loss = F.binary_cross_entropy_with_logits(
+        out["cls_logits"][sampled], cls_t[sampled], reduction="sum"
+    )
     cls_loss = cls_loss / sampled.sum()
-    box_loss = F.smooth_l1_loss(out["box_regression"][pos], anchor_deltas[pos], beta=1 / 9, reduction="sum")
+    box_loss = F.smooth_l1_loss(
+        out["box_regression"][pos],
+        anchor_deltas[pos],
+        beta=1 / 9,
+        reduction="sum",
+    )
     box_loss = box_loss / pos.sum().clamp(min=1)
-    return cls_loss + box_loss, {"BCE": cls_loss.detach(), "smooth L1": box_loss.detach()}
+    return cls_loss + box_loss, {
+        "BCE": cls_loss.detach(),
+        "smooth L1": box_loss.detach(),
+    }
 
 
 train_anchor_t = anchor_targets(det_train.boxes, det_train.labels)
-pos_check, neg_check = sample_anchors(train_anchor_t[0][:256], torch.Generator().manual_seed(0))
-assert not (pos_check & neg_check).any() and (pos_check.sum(1) <= ANCHORS_PER_IMAGE // 2).all()
+pos_check, neg_check = sample_anchors(
+    train_anchor_t[0][:256], torch.Generator().manual_seed(0)
+)
+assert (
+    not (pos_check & neg_check).any()
+    and (pos_check.sum(1) <= ANCHORS_PER_IMAGE // 2).all()
+)
 assert ((pos_check | neg_check).sum(1) == ANCHORS_PER_IMAGE).all()
 
 # %%
@@ -1456,13 +1872,19 @@ print(
     f"{a_lab.shape[1]} anchors per image; per image on average {(a_lab == 1).sum(1).float().mean():.1f} "
     f"positive, {(a_lab == 0).sum(1).float().mean():.1f} negative, {(a_lab == -1).sum(1).float().mean():.1f} ignored"
 )
-print(f"sampled per image: {ANCHORS_PER_IMAGE} ({pos_check.sum(1).float().mean():.1f} positive on average)")
+print(
+    f"sampled per image: {ANCHORS_PER_IMAGE} ({pos_check.sum(1).float().mean():.1f} positive on average)"
+)
 
 # %%
 torch.manual_seed(0)
 anchor_detector = TinyDetector(ANCHORS).to(device)
-print(f"anchor-based detector: {sum(p.numel() for p in anchor_detector.parameters()):,} parameters")
-anchor_log = train_detector(anchor_detector, anchor_loss, train_anchor_t, "anchor-based detector")
+print(
+    f"anchor-based detector: {sum(p.numel() for p in anchor_detector.parameters()):,} parameters"
+)
+anchor_log = train_detector(
+    anchor_detector, anchor_loss, train_anchor_t, "anchor-based detector"
+)
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
@@ -1470,8 +1892,18 @@ for ax, log, title in (
     (axes[0], centre_log, "centre-based: focal + GIoU"),
     (axes[1], anchor_log, "anchor-based: BCE on sampled anchors + smooth L1"),
 ):
-    smoothed = {k: np.convolve(v, np.ones(20) / 20, mode="valid") for k, v in log.items()}
-    viz.plot_curves(smoothed, ax=ax, xlabel="step", ylabel="loss (20-step mean)", logy=True, title=title)
+    smoothed = {
+        k: np.convolve(v, np.ones(20) / 20, mode="valid")
+        for k, v in log.items()
+    }
+    viz.plot_curves(
+        smoothed,
+        ax=ax,
+        xlabel="step",
+        ylabel="loss (20-step mean)",
+        logy=True,
+        title=title,
+    )
 plt.show()
 
 # %% [markdown]
@@ -1487,7 +1919,9 @@ NMS_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
 models = {"centre-based": detector, "anchor-based": anchor_detector}
 val_map = {
     name: [
-        metrics.coco_map(detect(m, det_val.images, iou_threshold=t), val_targets, NUM_CLASSES)["map"]
+        metrics.coco_map(
+            detect(m, det_val.images, iou_threshold=t), val_targets, NUM_CLASSES
+        )["map"]
         for t in NMS_GRID
     ]
     for name, m in models.items()
@@ -1495,8 +1929,13 @@ val_map = {
 chosen_nms = {name: NMS_GRID[int(np.argmax(v))] for name, v in val_map.items()}
 print("validation COCO mAP by NMS IoU threshold:")
 for name, v in val_map.items():
-    print(f"  {name:>12}: " + ", ".join(f"{t}: {a:.3f}" for t, a in zip(NMS_GRID, v, strict=True)))
-    print(f"  {'':>12}  chosen: {chosen_nms[name]}; best - worst: {max(v) - min(v):.3f}")
+    print(
+        f"  {name:>12}: "
+        + ", ".join(f"{t}: {a:.3f}" for t, a in zip(NMS_GRID, v, strict=True))
+    )
+    print(
+        f"  {'':>12}  chosen: {chosen_nms[name]}; best - worst: {max(v) - min(v):.3f}"
+    )
 
 # %% [markdown]
 # ### Test results: COCO mAP and precision-recall curves
@@ -1504,8 +1943,14 @@ for name, v in val_map.items():
 # Now each detector, at its chosen threshold, on the test images, evaluated once.
 
 # %%
-test_dets = {name: detect(m, det_test.images, iou_threshold=chosen_nms[name]) for name, m in models.items()}
-coco = {name: metrics.coco_map(d, test_targets, NUM_CLASSES) for name, d in test_dets.items()}
+test_dets = {
+    name: detect(m, det_test.images, iou_threshold=chosen_nms[name])
+    for name, m in models.items()
+}
+coco = {
+    name: metrics.coco_map(d, test_targets, NUM_CLASSES)
+    for name, d in test_dets.items()
+}
 
 
 def class_agnostic(items):
@@ -1520,7 +1965,10 @@ print(
     f"{'300 test images':>16}  mAP@[.5:.95]  mAP@0.5  mAP@0.75  | AP@[.5:.95] per class     | class-agnostic mAP@0.5"
 )
 for name, r in coco.items():
-    per_class = " ".join(f"{CLASSES[c][:3]} {r['ap'][:, c].mean():.3f}" for c in range(NUM_CLASSES))
+    per_class = " ".join(
+        f"{CLASSES[c][:3]} {r['ap'][:, c].mean():.3f}"
+        for c in range(NUM_CLASSES)
+    )
     print(
         f"{name:>16}  {r['map']:12.3f}  {r['map50']:7.3f}  {r['map75']:8.3f}  | {per_class} | "
         f"{agnostic[name]['map50']:.3f}"
@@ -1537,9 +1985,13 @@ per_image = [
     )
     for d, t in zip(test_dets["centre-based"], test_targets, strict=True)
 ]
-tp_c = torch.cat([metrics.match_detections(b, s, g, 0.5) for b, s, g in per_image])
+tp_c = torch.cat(
+    [metrics.match_detections(b, s, g, 0.5) for b, s, g in per_image]
+)
 p_c, rec_c, _ = metrics.precision_recall(
-    torch.cat([s for _, s, _ in per_image]), tp_c, int(r_check["num_gt"][c_check])
+    torch.cat([s for _, s, _ in per_image]),
+    tp_c,
+    int(r_check["num_gt"][c_check]),
 )
 torch.testing.assert_close(p_c, r_check["curves"][0][c_check][0])
 torch.testing.assert_close(rec_c, r_check["curves"][0][c_check][1])
@@ -1547,7 +1999,9 @@ torch.testing.assert_close(rec_c, r_check["curves"][0][c_check][1])
 # the bars, with a margin under what we measured (about 0.54 and 0.62)
 for name, bar in (("centre-based", 0.45), ("anchor-based", 0.55)):
     got = coco[name]["map"]
-    assert got > bar, f"{name} detector: test COCO mAP@[.5:.95] {got:.3f}, expected > {bar}"
+    assert got > bar, (
+        f"{name} detector: test COCO mAP@[.5:.95] {got:.3f}, expected > {bar}"
+    )
 gap = coco["anchor-based"]["map"] - coco["centre-based"]["map"]
 assert gap > 0.03, (
     f"anchor-based minus centre-based COCO mAP {gap:.3f}, expected > 0.03 (measured about 0.07)"
@@ -1576,10 +2030,16 @@ for row, (name, r) in enumerate(coco.items()):
         ax = axes[row, col]
         for c in range(NUM_CLASSES):
             p_c, r_c = r["curves"][ti][c]
-            env_c = torch.flip(torch.cummax(torch.flip(p_c, [0]), 0).values, [0])
+            env_c = torch.flip(
+                torch.cummax(torch.flip(p_c, [0]), 0).values, [0]
+            )
             ax.plot(r_c, p_c, color=viz.color(c), alpha=0.3, lw=1)
             ax.step(
-                r_c, env_c, where="pre", color=viz.color(c), label=f"{CLASSES[c]}: AP {r['ap'][ti, c]:.3f}"
+                r_c,
+                env_c,
+                where="pre",
+                color=viz.color(c),
+                label=f"{CLASSES[c]}: AP {r['ap'][ti, c]:.3f}",
             )
         ax.set(xlim=(0, 1.02), ylim=(0, 1.03), title=f"{name}, IoU {thr}")
         ax.legend(loc="lower left", fontsize=8)
@@ -1587,7 +2047,9 @@ for ax in axes[1]:
     ax.set_xlabel("recall")
 for ax in axes[:, 0]:
     ax.set_ylabel("precision")
-fig.suptitle("Test precision-recall curves per class (faint: raw, solid: interpolated)")
+fig.suptitle(
+    "Test precision-recall curves per class (faint: raw, solid: interpolated)"
+)
 plt.show()
 
 
@@ -1610,7 +2072,10 @@ def confusions(dets, targets, min_score=0.5):
 for name, d in test_dets.items():
     cm = confusions(d, test_targets)
     pairs = ", ".join(
-        f"{CLASSES[i]} called {CLASSES[j]}: {cm[i, j]}" for i in range(3) for j in range(3) if i != j
+        f"{CLASSES[i]} called {CLASSES[j]}: {cm[i, j]}"
+        for i in range(3)
+        for j in range(3)
+        if i != j
     )
     print(f"{name}: confident detections with the wrong class: {pairs}")
 
@@ -1651,13 +2116,26 @@ fpn_blocks = {"img": (0, -1.3, "image\n[3, 96, 96]", "io")}
 fpn_edges = [("img", "c2")]
 for k, (c, side) in {2: (16, 24), 3: (32, 12), 4: (64, 6)}.items():
     y = 1.6 * (k - 2)
-    fpn_blocks[f"c{k}"] = (0, y, f"C{k}: backbone stage\n[{c}, {side}, {side}]", "conv")
+    fpn_blocks[f"c{k}"] = (
+        0,
+        y,
+        f"C{k}: backbone stage\n[{c}, {side}, {side}]",
+        "conv",
+    )
     fpn_blocks[f"l{k}"] = (2.8, y, f"lateral 1×1 conv\n{c} → 32", "conv")
     fpn_blocks[f"m{k}"] = (4.8, y, "+" if k < 4 else "M4", "op")
-    fpn_blocks[f"p{k}"] = (7.0, y, f"3×3 conv\nP{k}: [32, {side}, {side}]", "head")
+    fpn_blocks[f"p{k}"] = (
+        7.0,
+        y,
+        f"3×3 conv\nP{k}: [32, {side}, {side}]",
+        "head",
+    )
     fpn_edges += [(f"c{k}", f"l{k}"), (f"l{k}", f"m{k}"), (f"m{k}", f"p{k}")]
     if k > 2:
-        fpn_edges += [(f"c{k - 1}", f"c{k}"), (f"m{k}", f"m{k - 1}", "-", "up ×2 (nearest)")]
+        fpn_edges += [
+            (f"c{k - 1}", f"c{k}"),
+            (f"m{k}", f"m{k - 1}", "-", "up ×2 (nearest)"),
+        ]
 viz.diagram(
     fpn_blocks, fpn_edges, block_size=(2.2, 0.95), fontsize=8,
     title="FPN: bottom-up backbone (left), top-down path with lateral 1×1 convs, 3×3 outputs (right)",
@@ -1669,23 +2147,33 @@ plt.show()
 class FPNScratch(nn.Module):
     def __init__(self, in_channels_list, out_channels):
         super().__init__()
-        self.lateral = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels_list)
+        self.lateral = nn.ModuleList(
+            nn.Conv2d(c, out_channels, 1) for c in in_channels_list
+        )
         self.smooth = nn.ModuleList(
-            nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels_list
+            nn.Conv2d(out_channels, out_channels, 3, padding=1)
+            for _ in in_channels_list
         )
 
     def forward(self, features):  # [C2, C3, ...], finest first
         m = self.lateral[-1](features[-1])  # M of the coarsest level
         outs = [self.smooth[-1](m)]  # its P
         for c, lateral, smooth in zip(
-            features[-2::-1], self.lateral[-2::-1], self.smooth[-2::-1], strict=True
+            features[-2::-1],
+            self.lateral[-2::-1],
+            self.smooth[-2::-1],
+            strict=True,
         ):
-            m = lateral(c) + F.interpolate(m, size=c.shape[-2:], mode="nearest")  # M_l
+            m = lateral(c) + F.interpolate(
+                m, size=c.shape[-2:], mode="nearest"
+            )  # M_l
             outs.insert(0, smooth(m))  # P_l = conv3x3(M_l)
         return outs
 
 
-backbone = cnn.ResNet(layers=(1, 1, 1), widths=(16, 32, 64), stem="imagenet").eval()  # strides 4, 8, 16
+backbone = cnn.ResNet(
+    layers=(1, 1, 1), widths=(16, 32, 64), stem="imagenet"
+).eval()  # strides 4, 8, 16
 
 
 torch.manual_seed(0)
@@ -1695,17 +2183,33 @@ tv_fpn = tvops.FeaturePyramidNetwork([16, 32, 64], 32)
 tv_fpn.load_state_dict(fpn.state_dict())
 with torch.no_grad():
     for k in range(3):
-        fpn_scratch.lateral[k].load_state_dict(fpn.inner_blocks[k][0].state_dict())
-        fpn_scratch.smooth[k].load_state_dict(fpn.layer_blocks[k][0].state_dict())
-    feats = backbone.stage_features(torch.randn(2, 3, 96, 96))  # C2, C3, C4, finest first
-    for a, b, c in zip(fpn_scratch(feats), fpn(feats), tv_fpn(dict(enumerate(feats))).values(), strict=True):
+        fpn_scratch.lateral[k].load_state_dict(
+            fpn.inner_blocks[k][0].state_dict()
+        )
+        fpn_scratch.smooth[k].load_state_dict(
+            fpn.layer_blocks[k][0].state_dict()
+        )
+    feats = backbone.stage_features(
+        torch.randn(2, 3, 96, 96)
+    )  # C2, C3, C4, finest first
+    for a, b, c in zip(
+        fpn_scratch(feats),
+        fpn(feats),
+        tv_fpn(dict(enumerate(feats))).values(),
+        strict=True,
+    ):
         torch.testing.assert_close(a, b)
         torch.testing.assert_close(b, c)
-print("FPN from scratch = course_lib.nn.FPN = torchvision.ops.FeaturePyramidNetwork (same weights)")
+print(
+    "FPN from scratch = course_lib.nn.FPN = torchvision.ops.FeaturePyramidNetwork (same weights)"
+)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("levels:", ", ".join(f"C{k + 2} {tuple(f.shape[1:])}" for k, f in enumerate(feats)))
+print(
+    "levels:",
+    ", ".join(f"C{k + 2} {tuple(f.shape[1:])}" for k, f in enumerate(feats)),
+)
 for side in (32, 112, 224, 448, 896):
     level = min(max(math.floor(4 + math.log2(side / 224)), 2), 5)
     print(f"a {side}x{side} RoI is pooled from P{level}")
@@ -1722,26 +2226,44 @@ x_rf = torch.randn(16, 3, 96, 96, requires_grad=True)
 c_levels = backbone.stage_features(x_rf)
 p_levels = fpn(c_levels)
 rf_maps, rf_radius = [], []
-yy_rf, xx_rf = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+yy_rf, xx_rf = torch.meshgrid(
+    torch.arange(96.0), torch.arange(96.0), indexing="ij"
+)
 for f in c_levels + p_levels:
     h_mid, w_mid = f.shape[-2] // 2, f.shape[-1] // 2
-    (grad,) = torch.autograd.grad(f[:, :, h_mid, w_mid].sum(), x_rf, retain_graph=True)
+    (grad,) = torch.autograd.grad(
+        f[:, :, h_mid, w_mid].sum(), x_rf, retain_graph=True
+    )
     g_abs = grad.abs().sum(dim=(0, 1))
     rf_maps.append(g_abs / g_abs.max())
     stride = 96 / f.shape[-1]
-    dist = torch.maximum((yy_rf - (h_mid + 0.5) * stride).abs(), (xx_rf - (w_mid + 0.5) * stride).abs())
-    mass = torch.stack([g_abs[dist <= r].sum() for r in range(48)]) / g_abs.sum()
-    rf_radius.append(int((mass < 0.9).sum()))  # half-side of the square holding 90 % of the gradient
+    dist = torch.maximum(
+        (yy_rf - (h_mid + 0.5) * stride).abs(),
+        (xx_rf - (w_mid + 0.5) * stride).abs(),
+    )
+    mass = (
+        torch.stack([g_abs[dist <= r].sum() for r in range(48)]) / g_abs.sum()
+    )
+    rf_radius.append(
+        int((mass < 0.9).sum())
+    )  # half-side of the square holding 90 % of the gradient
 assert rf_radius[3] > rf_radius[0], "P2 should see further than C2"
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(2, 3, figsize=(8, 5.5))
 for k, ax in enumerate(axes.flat):
     name = f"{'CP'[k // 3]}{k % 3 + 2}"
-    ax.imshow(rf_maps[k].sqrt(), cmap="magma", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_title(f"{name} (stride {4 * 2 ** (k % 3)}): 90 % within ±{rf_radius[k]} px", fontsize=9)
+    ax.imshow(
+        rf_maps[k].sqrt(), cmap="magma", vmin=0, vmax=1, interpolation="nearest"
+    )
+    ax.set_title(
+        f"{name} (stride {4 * 2 ** (k % 3)}): 90 % within ±{rf_radius[k]} px",
+        fontsize=9,
+    )
     ax.axis("off")
-fig.suptitle("Effective receptive field of the centre cell (sqrt of |∂output/∂input|): backbone C, FPN P")
+fig.suptitle(
+    "Effective receptive field of the centre cell (sqrt of |∂output/∂input|): backbone C, FPN P"
+)
 plt.show()
 
 # %% [markdown]
@@ -1839,7 +2361,9 @@ def box_at(x):
 
 targets_line = torch.tensor([box_at(0.40), box_at(0.30)])
 preds_line = torch.tensor([box_at(0.35), box_at(0.55)])
-cost_line = torch.cdist(targets_line, preds_line, p=1)  # [2 targets, 2 predictions]
+cost_line = torch.cdist(
+    targets_line, preds_line, p=1
+)  # [2 targets, 2 predictions]
 closest = cost_line.argmin(dim=1).tolist()
 greedy, free = [], [0, 1]
 for i in range(2):  # targets in turn, each takes its closest free prediction
@@ -1848,11 +2372,17 @@ for i in range(2):  # targets in turn, each takes its closest free prediction
     free.remove(j)
 _, optimal = ops.hungarian_match(cost_line)
 greedy_cost = sum(cost_line[i, j].item() for i, j in enumerate(greedy))
-optimal_cost = sum(cost_line[i, j].item() for i, j in enumerate(optimal.tolist()))
+optimal_cost = sum(
+    cost_line[i, j].item() for i, j in enumerate(optimal.tolist())
+)
 print(f"closest prediction per target: {closest} (p0 twice)")
 print(f"greedy one-to-one: {greedy}, total cost {greedy_cost:.2f}")
 print(f"Hungarian:         {optimal.tolist()}, total cost {optimal_cost:.2f}")
-assert closest == [0, 0] and optimal.tolist() == [1, 0] and optimal_cost < greedy_cost - 0.05
+assert (
+    closest == [0, 0]
+    and optimal.tolist() == [1, 0]
+    and optimal_cost < greedy_cost - 0.05
+)
 
 # %% [markdown]
 # Greedy gives $p_0$ to $t_0$ and leaves the far $p_1$ to $t_1$; the optimal assignment gives $p_0$ to
@@ -1868,18 +2398,28 @@ assert closest == [0, 0] and optimal.tolist() == [1, 0] and optimal_cost < greed
 LAMBDA_L1, LAMBDA_GIOU, NO_OBJECT_WEIGHT = 5.0, 2.0, 0.1
 g_detr = torch.Generator().manual_seed(4)
 tgt_labels = torch.tensor([0, 2, 1])
-tgt_cxcywh = torch.tensor([[0.25, 0.3, 0.2, 0.2], [0.7, 0.35, 0.25, 0.15], [0.45, 0.75, 0.3, 0.25]])
+tgt_cxcywh = torch.tensor(
+    [[0.25, 0.3, 0.2, 0.2], [0.7, 0.35, 0.25, 0.15], [0.45, 0.75, 0.3, 0.25]]
+)
 tgt_boxes = cxcywh_to_xyxy(tgt_cxcywh)
-hidden_perm = torch.randperm(6, generator=g_detr)[:3]  # the slot that predicts target i
+hidden_perm = torch.randperm(6, generator=g_detr)[
+    :3
+]  # the slot that predicts target i
 free_slots = [k for k in range(6) if k not in hidden_perm]
 duplicate = free_slots[0]
-pred_logits = torch.randn(6, 4, generator=g_detr)  # 3 classes + "no object" (index 3)
+pred_logits = torch.randn(
+    6, 4, generator=g_detr
+)  # 3 classes + "no object" (index 3)
 pred_logits[:, 3] += 3.0  # by default a slot says "no object"
 pred_logits[hidden_perm, tgt_labels] += 5.0
 pred_logits[duplicate, tgt_labels[0]] += 5.0
 pred_cxcywh = torch.tensor([[0.8, 0.8, 0.18, 0.18]]).repeat(6, 1)
-pred_cxcywh[free_slots[1:]] = torch.tensor([[0.85, 0.12, 0.18, 0.18], [0.15, 0.85, 0.18, 0.18]])
-pred_cxcywh[hidden_perm] = tgt_cxcywh + 0.02 * torch.randn(3, 4, generator=g_detr)
+pred_cxcywh[free_slots[1:]] = torch.tensor(
+    [[0.85, 0.12, 0.18, 0.18], [0.15, 0.85, 0.18, 0.18]]
+)
+pred_cxcywh[hidden_perm] = tgt_cxcywh + 0.02 * torch.randn(
+    3, 4, generator=g_detr
+)
 pred_cxcywh[duplicate] = tgt_cxcywh[0] + torch.tensor([0.06, 0.05, 0.04, -0.03])
 pred_boxes = cxcywh_to_xyxy(pred_cxcywh)
 
@@ -1887,16 +2427,23 @@ pred_boxes = cxcywh_to_xyxy(pred_cxcywh)
 def matching_cost(logits, boxes, labels, targets):
     """Cost[i, j] of giving prediction j to target i (DETR's matching cost)."""
     prob = logits.softmax(-1)  # [N, C + 1]
-    l1 = torch.cdist(xyxy_to_cxcywh(targets), xyxy_to_cxcywh(boxes), p=1)  # L1 on (cx, cy, w, h)
+    l1 = torch.cdist(
+        xyxy_to_cxcywh(targets), xyxy_to_cxcywh(boxes), p=1
+    )  # L1 on (cx, cy, w, h)
     return (
-        -prob[:, labels].T + LAMBDA_L1 * l1 - LAMBDA_GIOU * ops.generalized_box_iou(targets, boxes)
+        -prob[:, labels].T
+        + LAMBDA_L1 * l1
+        - LAMBDA_GIOU * ops.generalized_box_iou(targets, boxes)
     )  # [M, N]
 
 
 def brute_force_match(cost):
     """Try every injective map of the M targets into the N predictions (fine for tiny M, N)."""
     m, n = cost.shape
-    best = min(itertools.permutations(range(n), m), key=lambda p: sum(cost[i, p[i]].item() for i in range(m)))
+    best = min(
+        itertools.permutations(range(n), m),
+        key=lambda p: sum(cost[i, p[i]].item() for i in range(m)),
+    )
     return torch.tensor(best)
 
 
@@ -1904,43 +2451,71 @@ cost = matching_cost(pred_logits, pred_boxes, tgt_labels, tgt_boxes)
 slots_bf = brute_force_match(cost)
 rows, slots = ops.hungarian_match(cost)
 assert torch.equal(slots, slots_bf)
-assert torch.equal(slots, torch.as_tensor(linear_sum_assignment(cost.numpy())[1]))
-assert torch.equal(slots, hidden_perm), "the matching must recover the hidden permutation"
+assert torch.equal(
+    slots, torch.as_tensor(linear_sum_assignment(cost.numpy())[1])
+)
+assert torch.equal(slots, hidden_perm), (
+    "the matching must recover the hidden permutation"
+)
 
 
 def hungarian_loss(logits, boxes, labels, targets):
     """DETR's set loss: CE over all slots (unmatched -> no object) + L1 and GIoU on the matched slots."""
-    rows, cols = ops.hungarian_match(matching_cost(logits, boxes, labels, targets).detach())
-    by_slot = cols.argsort()  # sum the matched pairs in slot order, whatever the order of the targets
+    rows, cols = ops.hungarian_match(
+        matching_cost(logits, boxes, labels, targets).detach()
+    )
+    by_slot = (
+        cols.argsort()
+    )  # sum the matched pairs in slot order, whatever the order of the targets
     rows, cols = rows[by_slot], cols[by_slot]
-    cls_target = torch.full((len(logits),), logits.shape[1] - 1)  # "no object" everywhere...
+    cls_target = torch.full(
+        (len(logits),), logits.shape[1] - 1
+    )  # "no object" everywhere...
     cls_target[cols] = labels[rows]  # ...except the matched slots
     class_weights = torch.ones(logits.shape[1])
     class_weights[-1] = NO_OBJECT_WEIGHT
     ce = F.cross_entropy(logits, cls_target, weight=class_weights)
-    l1 = F.l1_loss(xyxy_to_cxcywh(boxes[cols]), xyxy_to_cxcywh(targets[rows]), reduction="sum")
+    l1 = F.l1_loss(
+        xyxy_to_cxcywh(boxes[cols]),
+        xyxy_to_cxcywh(targets[rows]),
+        reduction="sum",
+    )
     giou = losses.giou_loss(boxes[cols], targets[rows], reduction="sum")
     return ce + (LAMBDA_L1 * l1 + LAMBDA_GIOU * giou) / len(targets)
 
 
 shuffle = torch.randperm(6, generator=torch.Generator().manual_seed(5))
 loss_a = hungarian_loss(pred_logits, pred_boxes, tgt_labels, tgt_boxes)
-loss_b = hungarian_loss(pred_logits[shuffle], pred_boxes[shuffle], tgt_labels, tgt_boxes)
-torch.testing.assert_close(loss_a, loss_b)  # same terms, summed in another order: equal to float precision
+loss_b = hungarian_loss(
+    pred_logits[shuffle], pred_boxes[shuffle], tgt_labels, tgt_boxes
+)
+torch.testing.assert_close(
+    loss_a, loss_b
+)  # same terms, summed in another order: equal to float precision
 tgt_perm = torch.tensor([2, 0, 1])  # the same targets, listed in another order
-loss_c = hungarian_loss(pred_logits, pred_boxes, tgt_labels[tgt_perm], tgt_boxes[tgt_perm])
-assert torch.equal(loss_a, loss_c), "the set loss must not depend on the order of the targets, bit for bit"
-fixed_order = F.l1_loss(pred_boxes[:3], tgt_boxes)  # a loss that pairs slot i with target i
+loss_c = hungarian_loss(
+    pred_logits, pred_boxes, tgt_labels[tgt_perm], tgt_boxes[tgt_perm]
+)
+assert torch.equal(loss_a, loss_c), (
+    "the set loss must not depend on the order of the targets, bit for bit"
+)
+fixed_order = F.l1_loss(
+    pred_boxes[:3], tgt_boxes
+)  # a loss that pairs slot i with target i
 fixed_shuffled = F.l1_loss(pred_boxes[shuffle][:3], tgt_boxes)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"hidden permutation {hidden_perm.tolist()} (duplicate of target 0 in slot {duplicate})")
+print(
+    f"hidden permutation {hidden_perm.tolist()} (duplicate of target 0 in slot {duplicate})"
+)
 print(f"brute force {slots_bf.tolist()}; Hungarian {slots.tolist()}")
 print(
     f"Hungarian loss {loss_a:.4f}; after shuffling the 6 slots {loss_b:.4f}; targets reordered {loss_c:.4f}"
 )
-print(f"a fixed-order L1 loss: {fixed_order:.4f}, after shuffling {fixed_shuffled:.4f} (not invariant)")
+print(
+    f"a fixed-order L1 loss: {fixed_order:.4f}, after shuffling {fixed_shuffled:.4f} (not invariant)"
+)
 
 # %% [markdown]
 # Does the set loss get rid of the duplicate? Treat the six predictions themselves as free
@@ -1950,11 +2525,18 @@ print(f"a fixed-order L1 loss: {fixed_order:.4f}, after shuffling {fixed_shuffle
 
 # %%
 slot_logits = pred_logits.clone().requires_grad_()
-slot_params = torch.logit(pred_cxcywh.clamp(0.01, 0.99)).requires_grad_()  # boxes via a sigmoid: always valid
+slot_params = torch.logit(
+    pred_cxcywh.clamp(0.01, 0.99)
+).requires_grad_()  # boxes via a sigmoid: always valid
 opt_slots = torch.optim.Adam([slot_logits, slot_params], lr=0.05)
 set_losses = []
 for _ in range(150):
-    loss = hungarian_loss(slot_logits, cxcywh_to_xyxy(slot_params.sigmoid()), tgt_labels, tgt_boxes)
+    loss = hungarian_loss(
+        slot_logits,
+        cxcywh_to_xyxy(slot_params.sigmoid()),
+        tgt_labels,
+        tgt_boxes,
+    )
     opt_slots.zero_grad()
     loss.backward()
     opt_slots.step()
@@ -1963,13 +2545,19 @@ final_logits = slot_logits.detach()
 final_boxes = cxcywh_to_xyxy(slot_params.detach().sigmoid())
 final_class = final_logits.argmax(-1)
 object_slots = torch.where(final_class < 3)[0]
-assert len(object_slots) == 3 and final_class[duplicate] == 3, f"object slots {object_slots.tolist()}"
+assert len(object_slots) == 3 and final_class[duplicate] == 3, (
+    f"object slots {object_slots.tolist()}"
+)
 final_iou = ops.box_iou(tgt_boxes, final_boxes[hidden_perm]).diagonal()
-assert (final_iou > 0.9).all() and torch.equal(final_class[hidden_perm], tgt_labels), final_iou
+assert (final_iou > 0.9).all() and torch.equal(
+    final_class[hidden_perm], tgt_labels
+), final_iou
 print(
     f"set loss {set_losses[0]:.3f} -> {set_losses[-1]:.3f}; slots predicting an object: {object_slots.tolist()}"
 )
-print(f"duplicate slot {duplicate}: P(no object) = {final_logits[duplicate].softmax(-1)[3]:.2f}")
+print(
+    f"duplicate slot {duplicate}: P(no object) = {final_logits[duplicate].softmax(-1)[3]:.2f}"
+)
 
 
 # %% tags=["hide-input"]
@@ -1978,28 +2566,79 @@ def draw_slots(ax, logits, boxes, title):
     probs = logits.softmax(-1)
     for i, b in enumerate(tgt_boxes.tolist()):
         c = viz.color(int(tgt_labels[i]))
-        ax.add_patch(Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, lw=2.5, color=c))
+        ax.add_patch(
+            Rectangle(
+                b[:2], b[2] - b[0], b[3] - b[1], fill=False, lw=2.5, color=c
+            )
+        )
         ax.text(b[0], b[3] + 0.01, f"target {i}", fontsize=8, va="top", color=c)
     for j, b in enumerate(boxes.tolist()):
         k = int(probs[j].argmax())
         c, ls = (viz.color(k), "--") if k < 3 else (viz.color("reference"), ":")
-        ax.add_patch(Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, lw=1.5, ls=ls, color=c))
-        label = f"slot {j}: " + (CLASSES[k] if k < 3 else "∅") + f" {probs[j, k]:.2f}"
-        ax.text(b[2], b[1] - 0.01, label, fontsize=7, color=c, va="bottom", ha="right")
-    ax.set(xlim=(0, 1), ylim=(1, 0), aspect="equal", title=title, xlabel="x (normalised)", ylabel="y")
+        ax.add_patch(
+            Rectangle(
+                b[:2],
+                b[2] - b[0],
+                b[3] - b[1],
+                fill=False,
+                lw=1.5,
+                ls=ls,
+                color=c,
+            )
+        )
+        label = (
+            f"slot {j}: "
+            + (CLASSES[k] if k < 3 else "∅")
+            + f" {probs[j, k]:.2f}"
+        )
+        ax.text(
+            b[2],
+            b[1] - 0.01,
+            label,
+            fontsize=7,
+            color=c,
+            va="bottom",
+            ha="right",
+        )
+    ax.set(
+        xlim=(0, 1),
+        ylim=(1, 0),
+        aspect="equal",
+        title=title,
+        xlabel="x (normalised)",
+        ylabel="y",
+    )
 
 
 fig, axes = plt.subplots(1, 3, figsize=(14, 4.4), width_ratios=[1.3, 1, 1])
 im = axes[0].imshow(cost, cmap="viridis")
 for (i, j), v in np.ndenumerate(cost.numpy()):
-    axes[0].text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=8, color="white" if v < 2 else "black")
+    axes[0].text(
+        j,
+        i,
+        f"{v:.1f}",
+        ha="center",
+        va="center",
+        fontsize=8,
+        color="white" if v < 2 else "black",
+    )
 for i, j in zip(rows.tolist(), slots.tolist(), strict=True):
-    axes[0].add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2.5, color=viz.color(6)))
-axes[0].set(xticks=range(6), yticks=range(3), xlabel="prediction slot", ylabel="target")
+    axes[0].add_patch(
+        Rectangle(
+            (j - 0.5, i - 0.5), 1, 1, fill=False, lw=2.5, color=viz.color(6)
+        )
+    )
+axes[0].set(
+    xticks=range(6), yticks=range(3), xlabel="prediction slot", ylabel="target"
+)
 axes[0].set_title("Matching cost (outlined: Hungarian assignment)")
 fig.colorbar(im, ax=axes[0], shrink=0.7)
-draw_slots(axes[1], pred_logits, pred_boxes, "before: slots and their top class")
-draw_slots(axes[2], final_logits, final_boxes, "after 150 steps on the Hungarian loss")
+draw_slots(
+    axes[1], pred_logits, pred_boxes, "before: slots and their top class"
+)
+draw_slots(
+    axes[2], final_logits, final_boxes, "after 150 steps on the Hungarian loss"
+)
 plt.show()
 
 # %% [markdown]
@@ -2072,9 +2711,13 @@ print(
 )
 g_ex1 = torch.Generator().manual_seed(11)
 nms_cases = [(rider, rider_scores, rider_classes, 0.5)]
-for _ in range(6):  # four clusters of six jittered boxes, random classes and scores
+for _ in range(
+    6
+):  # four clusters of six jittered boxes, random classes and scores
     centres = torch.rand(4, 2, generator=g_ex1) * 40
-    cluster = torch.cat([centres, centres + 12], dim=1).repeat_interleave(6, dim=0)
+    cluster = torch.cat([centres, centres + 12], dim=1).repeat_interleave(
+        6, dim=0
+    )
     cluster = cluster + torch.randn(24, 4, generator=g_ex1) * 2
     cluster[:, 2:] = torch.maximum(cluster[:, 2:], cluster[:, :2] + 1)
     classes_c = torch.randint(0, 3, (24,), generator=g_ex1)
@@ -2093,12 +2736,18 @@ def classwise_nms(boxes, scores, classes, iou_threshold):
     return keep[scores[keep].argsort(descending=True, stable=True)]
 
 
-exercises.check_function(classwise_nms, nms_cases, reference=tvops.batched_nms).assert_passed()
+exercises.check_function(
+    classwise_nms, nms_cases, reference=tvops.batched_nms
+).assert_passed()
 plain = ops.nms(rider, rider_scores, 0.5)
 per_class = classwise_nms(rider, rider_scores, rider_classes, 0.5)
 assert plain.tolist() == [0] and per_class.tolist() == [0, 1]
-assert torch.equal(ops.batched_nms(rider, rider_scores, rider_classes, 0.5), per_class)
-print(f"plain NMS keeps {plain.tolist()}, class-wise NMS keeps {per_class.tolist()}")
+assert torch.equal(
+    ops.batched_nms(rider, rider_scores, rider_classes, 0.5), per_class
+)
+print(
+    f"plain NMS keeps {plain.tolist()}, class-wise NMS keeps {per_class.tolist()}"
+)
 # It shifts the boxes of class k by k * (largest coordinate + 1): boxes of different classes can no longer
 # overlap, and one ordinary NMS handles all classes at once. (course_lib's batched_nms runs one NMS per
 # class instead: the shift changes the coordinates' rounding, which can flip a borderline IoU.)
@@ -2128,7 +2777,10 @@ def ap_summary(result):
 
 coco_summaries = [(10, r["map50"], r["map75"], r["map"]) for r in coco.values()]
 exercises.check_function(
-    ap_summary, [(r,) for r in coco.values()], expected=coco_summaries, name="ap_against_iou"
+    ap_summary,
+    [(r,) for r in coco.values()],
+    expected=coco_summaries,
+    name="ap_against_iou",
 )
 
 
@@ -2139,12 +2791,25 @@ def ap_against_iou(result):  # noqa: F811
 
 
 exercises.check_function(
-    ap_summary, [(r,) for r in coco.values()], expected=coco_summaries, name="ap_against_iou"
+    ap_summary,
+    [(r,) for r in coco.values()],
+    expected=coco_summaries,
+    name="ap_against_iou",
 ).assert_passed()
 fig, ax = plt.subplots(figsize=(5.5, 3.4))
 for k, (name, r) in enumerate(coco.items()):
-    ax.plot(metrics.COCO_IOU_THRESHOLDS, ap_against_iou(r), "o-", color=viz.color(k), label=name)
-ax.set(xlabel="IoU threshold", ylabel="AP (mean over classes)", title="AP against the IoU threshold")
+    ax.plot(
+        metrics.COCO_IOU_THRESHOLDS,
+        ap_against_iou(r),
+        "o-",
+        color=viz.color(k),
+        label=name,
+    )
+ax.set(
+    xlabel="IoU threshold",
+    ylabel="AP (mean over classes)",
+    title="AP against the IoU threshold",
+)
 ax.legend()
 plt.show()
 for name, r in coco.items():
@@ -2178,26 +2843,45 @@ def double_matches(predictions, targets):
     raise NotImplementedError  # your code: ops.box_iou, a same-class mask, count per detection
 
 
-def double_matches_reference(predictions, targets):  # the check's count: one IoU matrix per class
+def double_matches_reference(
+    predictions, targets
+):  # the check's count: one IoU matrix per class
     n = 0
     for p, t in zip(predictions, targets, strict=True):
         for c in range(NUM_CLASSES):
-            iou = tvops.box_iou(p["boxes"][p["labels"] == c], t["boxes"][t["labels"] == c])
+            iou = tvops.box_iou(
+                p["boxes"][p["labels"] == c], t["boxes"][t["labels"] == c]
+            )
             n += int(((iou >= 0.5).sum(dim=1) >= 2).sum())
     return n
 
 
-det_overlap = data.make_shapes(300, SIZE, **{**data.HARD_SHAPES, "overlap": True}, seed=4)
+det_overlap = data.make_shapes(
+    300, SIZE, **{**data.HARD_SHAPES, "overlap": True}, seed=4
+)
 rule_splits = {}
-for split_name, split in (("test scenes", det_test), ("overlapping scenes", det_overlap)):
-    dets = detect(anchor_detector, split.images, iou_threshold=chosen_nms["anchor-based"])
+for split_name, split in (
+    ("test scenes", det_test),
+    ("overlapping scenes", det_overlap),
+):
+    dets = detect(
+        anchor_detector, split.images, iou_threshold=chosen_nms["anchor-based"]
+    )
     rule_splits[split_name] = (dets, as_targets(split))
 crowd_case = (
-    [{"boxes": det_crowd, "scores": score_crowd, "labels": torch.zeros(2, dtype=torch.int64)}],
+    [
+        {
+            "boxes": det_crowd,
+            "scores": score_crowd,
+            "labels": torch.zeros(2, dtype=torch.int64),
+        }
+    ],
     [{"boxes": gt_crowd, "labels": torch.zeros(2, dtype=torch.int64)}],
 )
 double_cases = [crowd_case, *rule_splits.values()]
-exercises.check_function(double_matches, double_cases, reference=double_matches_reference)
+exercises.check_function(
+    double_matches, double_cases, reference=double_matches_reference
+)
 
 
 # %% tags=["hide-cell"]
@@ -2206,14 +2890,23 @@ def double_matches(predictions, targets):
     n = 0
     for p, t in zip(predictions, targets, strict=True):
         same_class = p["labels"][:, None] == t["labels"][None]  # [P, G]
-        n += int(((ops.box_iou(p["boxes"], t["boxes"]) >= 0.5) & same_class).sum(dim=1).ge(2).sum())
+        n += int(
+            ((ops.box_iou(p["boxes"], t["boxes"]) >= 0.5) & same_class)
+            .sum(dim=1)
+            .ge(2)
+            .sum()
+        )
     return n
 
 
-exercises.check_function(double_matches, double_cases, reference=double_matches_reference).assert_passed()
+exercises.check_function(
+    double_matches, double_cases, reference=double_matches_reference
+).assert_passed()
 for split_name, (dets, gts) in rule_splits.items():
     by_rule = {
-        rule: metrics.mean_average_precision(dets, gts, NUM_CLASSES, rule=rule, max_detections=100)["map"]
+        rule: metrics.mean_average_precision(
+            dets, gts, NUM_CLASSES, rule=rule, max_detections=100
+        )["map"]
         for rule in ("coco", "voc")
     }
     two_boxes = double_matches(dets, gts)
@@ -2245,7 +2938,9 @@ def on_other_object(positive, owner):
     cx, cy = CELL_CENTRES.long().unbind(1)
     n_other = 0
     for i, masks in enumerate(det_train.instance_masks):
-        at_centre = masks[:, cy, cx]  # [K, L]: object k covers the centre of cell l
+        at_centre = masks[
+            :, cy, cx
+        ]  # [K, L]: object k covers the centre of cell l
         inst = torch.where(at_centre.any(0), at_centre.int().argmax(0), -1)
         n_other += int((positive[i] & (inst >= 0) & (inst != owner[i])).sum())
     return n_other / int(positive.sum())
@@ -2254,10 +2949,16 @@ def on_other_object(positive, owner):
 wide_t = assign_cells(train_gt_boxes, train_gt_labels, radius=1.5)
 torch.manual_seed(0)
 wide_detector = TinyDetector(REFS).to(device)
-train_detector(wide_detector, centre_loss, wide_t[:3], "centre-based, radius 1.5")
+train_detector(
+    wide_detector, centre_loss, wide_t[:3], "centre-based, radius 1.5"
+)
 t_centre = chosen_nms["centre-based"]
 by_radius = {
-    r: metrics.coco_map(detect(m, det_val.images, iou_threshold=t_centre), val_targets, NUM_CLASSES)
+    r: metrics.coco_map(
+        detect(m, det_val.images, iou_threshold=t_centre),
+        val_targets,
+        NUM_CLASSES,
+    )
     for r, m in ((1.0, detector), (1.5, wide_detector))
 }
 for r, (pos, owner) in ((1.0, (train_pos, train_owner)), (1.5, wide_t[2:])):
@@ -2299,7 +3000,11 @@ def detect_reference(model, images):
     return detect(model, images, nms=False)
 
 
-exercises.check_function(detect_without_nms, [(detector, det_test.images[:8])], reference=detect_reference)
+exercises.check_function(
+    detect_without_nms,
+    [(detector, det_test.images[:8])],
+    reference=detect_reference,
+)
 
 
 # %% tags=["hide-cell"]
@@ -2309,8 +3014,14 @@ def detect_without_nms(model, images, score_threshold=0.05, max_detections=100):
     model.eval()
     out = model(images.to(device))
     results = []
-    for p, d in zip(out["cls_logits"].sigmoid().cpu(), out["box_regression"].cpu(), strict=True):
-        scores, flat = p.flatten().topk(min(max_detections, p.numel()))  # [L * C], cell-major
+    for p, d in zip(
+        out["cls_logits"].sigmoid().cpu(),
+        out["box_regression"].cpu(),
+        strict=True,
+    ):
+        scores, flat = p.flatten().topk(
+            min(max_detections, p.numel())
+        )  # [L * C], cell-major
         keep = scores > score_threshold
         scores, flat = scores[keep], flat[keep]
         cell, label = flat // p.shape[1], flat % p.shape[1]
@@ -2320,7 +3031,9 @@ def detect_without_nms(model, images, score_threshold=0.05, max_detections=100):
 
 
 exercises.check_function(
-    detect_without_nms, [(detector, det_test.images[:8])], reference=detect_reference
+    detect_without_nms,
+    [(detector, det_test.images[:8])],
+    reference=detect_reference,
 ).assert_passed()
 dets_no_nms = detect_without_nms(detector, det_test.images)
 map_no_nms = metrics.coco_map(dets_no_nms, test_targets, NUM_CLASSES)["map50"]
@@ -2346,28 +3059,41 @@ assert map_no_nms < det_map50
 
 # %%
 anchor_answer = {
-    100: (exercises.TODO, exercises.TODO),  # (anchors with IoU >= 0.7, best IoU) for the 100 x 100 object
+    100: (
+        exercises.TODO,
+        exercises.TODO,
+    ),  # (anchors with IoU >= 0.7, best IoU) for the 100 x 100 object
     40: (exercises.TODO, exercises.TODO),  # the same for the 40 x 40 object
 }
 tv_grid = (
-    AnchorGenerator(sizes=((128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),)).grid_anchors(
-        [(38, 63)], [[torch.tensor(16), torch.tensor(16)]]
-    )[0]
+    AnchorGenerator(
+        sizes=((128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),)
+    ).grid_anchors([(38, 63)], [[torch.tensor(16), torch.tensor(16)]])[0]
     + 8
 )  # torchvision centres anchors on j * 16 and rounds them to whole pixels: shift to (j + 1/2) * 16
 anchor_expected = {}
 for side in (100, 40):
     tv_iou = tvops.box_iou(
-        tv_grid, torch.tensor([[500 - side / 2, 300 - side / 2, 500 + side / 2, 300 + side / 2]])
+        tv_grid,
+        torch.tensor(
+            [[500 - side / 2, 300 - side / 2, 500 + side / 2, 300 + side / 2]]
+        ),
     )
     anchor_expected[side] = (int((tv_iou >= 0.7).sum()), float(tv_iou.max()))
-exercises.check_value(anchor_answer, anchor_expected, name="(positives, best IoU) per object size", atol=2e-3)
+exercises.check_value(
+    anchor_answer,
+    anchor_expected,
+    name="(positives, best IoU) per object size",
+    atol=2e-3,
+)
 
 # %% tags=["hide-cell"]
 big_grid = ops.anchor_grid((38, 63), 16, (128, 256, 512), (0.5, 1.0, 2.0))
 anchor_answer = {}
 for side in (100, 40):
-    obj = torch.tensor([[500 - side / 2, 300 - side / 2, 500 + side / 2, 300 + side / 2]])
+    obj = torch.tensor(
+        [[500 - side / 2, 300 - side / 2, 500 + side / 2, 300 + side / 2]]
+    )
     iou_obj = ops.box_iou(big_grid, obj)[:, 0]
     anchor_answer[side] = ((iou_obj >= 0.7).sum().item(), iou_obj.max().item())
     print(
@@ -2375,7 +3101,10 @@ for side in (100, 40):
         f"{len(big_grid)}; best IoU {anchor_answer[side][1]:.3f}"
     )
 exercises.check_value(
-    anchor_answer, anchor_expected, name="(positives, best IoU) per object size", atol=2e-3
+    anchor_answer,
+    anchor_expected,
+    name="(positives, best IoU) per object size",
+    atol=2e-3,
 ).assert_passed()
 # The 100x100 object has no anchor at 0.7 either (the smallest anchor is 128x128: IoU (100/128)^2 = 0.61 at
 # best), and the 40x40 object reaches only about 0.1. Only the best-anchor rule gives them a positive at
