@@ -35,7 +35,7 @@
 # **Prerequisites.** Python and NumPy; basic PyTorch tensors (indexing, broadcasting, `@`). No
 # machine learning is assumed.
 #
-# **Measured runtime:** 20 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
+# **Measured runtime:** 27 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
 #
 # **Files:** [00_introduction.ipynb](00_introduction.ipynb) (notebook, with outputs) · [00_introduction.py](00_introduction.py) (the paired script instructors edit)
 

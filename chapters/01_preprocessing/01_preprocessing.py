@@ -34,7 +34,7 @@
 # **Prerequisites.** [Chapter 00](../00_introduction/00_introduction.ipynb) (digits, splits, k-NN);
 # linear algebra: mean, variance, covariance matrix, eigenvectors of a symmetric matrix.
 #
-# **Measured runtime:** 18 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
+# **Measured runtime:** 16 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
 #
 # **Files:** [01_preprocessing.ipynb](01_preprocessing.ipynb) (notebook, with outputs) · [01_preprocessing.py](01_preprocessing.py) (the paired script instructors edit)
 

@@ -35,7 +35,7 @@
 # [chapter 01](../01_preprocessing/01_preprocessing.ipynb) (zero-centred, standardized inputs); the chain
 # rule; the mean and variance of a random variable.
 #
-# **Measured runtime:** 23 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
+# **Measured runtime:** 31 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
 #
 # **Files:** [02_activations_and_init.ipynb](02_activations_and_init.ipynb) (notebook, with outputs) · [02_activations_and_init.py](02_activations_and_init.py) (the paired script instructors edit)
 

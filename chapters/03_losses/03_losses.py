@@ -37,7 +37,7 @@
 # loop), [chapter 02](../02_activations_and_init/02_activations_and_init.ipynb) (sigmoid, softmax and
 # its stable form). Derivatives and the chain rule at the level of a first calculus course.
 #
-# **Measured runtime:** 20 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
+# **Measured runtime:** 16 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
 #
 # **Files:** [03_losses.ipynb](03_losses.ipynb) (notebook, with outputs) · [03_losses.py](03_losses.py) (the paired script instructors edit)
 

@@ -48,7 +48,7 @@
 # chapter explains why in terms of conditioning), [chapter 03](../03_losses/03_losses.ipynb)
 # (cross-entropy). Partial derivatives and the chain rule; eigenvalues of a symmetric matrix.
 #
-# **Measured runtime:** about 50 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
+# **Measured runtime:** 42 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
 #
 # **Files:** [04_optimization.ipynb](04_optimization.ipynb) (notebook, with outputs) · [04_optimization.py](04_optimization.py) (the paired script instructors edit)
 

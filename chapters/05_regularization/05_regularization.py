@@ -41,7 +41,7 @@
 # activation statistics), [chapter 03](../03_losses/03_losses.ipynb) (cross-entropy) and
 # [chapter 04](../04_optimization/04_optimization.ipynb) (SGD and Adam).
 #
-# **Measured runtime:** 24 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
+# **Measured runtime:** 45 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
 #
 # **Files:** [05_regularization.ipynb](05_regularization.ipynb) (notebook, with outputs) · [05_regularization.py](05_regularization.py) (the paired script instructors edit)
 

@@ -41,7 +41,7 @@
 # [chapter 04](../04_optimization/04_optimization.ipynb) (Adam, SGD with momentum, warm-up and cosine
 # schedules) and [chapter 05](../05_regularization/05_regularization.ipynb) (BatchNorm).
 #
-# **Measured runtime:** about 70 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
+# **Measured runtime:** 62 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
 #
 # **Files:** [06_cnns.ipynb](06_cnns.ipynb) (notebook, with outputs) · [06_cnns.py](06_cnns.py) (the paired script instructors edit)
 

@@ -47,7 +47,7 @@
 # receptive fields, pooling, ResNet) and [chapter 05](../05_regularization/05_regularization.ipynb)
 # (batch normalization).
 #
-# **Measured runtime:** about 65 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
+# **Measured runtime:** 71 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
 #
 # **Files:** [07_segmentation.ipynb](07_segmentation.ipynb) (notebook, with outputs) · [07_segmentation.py](07_segmentation.py) (the paired script instructors edit)
 

@@ -42,7 +42,7 @@
 # [chapter 07](../07_segmentation/07_segmentation.ipynb) (dense prediction, upsampling, RoIPool and
 # RoIAlign).
 #
-# **Measured runtime:** 38 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
+# **Measured runtime:** 59 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
 #
 # **Files:** [08_detection.ipynb](08_detection.ipynb) (notebook, with outputs) · [08_detection.py](08_detection.py) (the paired script instructors edit)
 
