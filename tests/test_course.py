@@ -172,7 +172,7 @@ def test_launch_buttons_follow_the_repository_url(monkeypatch):
     cfg = book.config()
     assert "repository" not in cfg and not cfg["html"]["use_repository_button"]
     assert not cfg["launch_buttons"]["binderhub_url"] and not cfg["launch_buttons"]["colab_url"]
-    assert "git clone <the course repository's URL>" in manifest.readme_clone()
+    assert "git clone <repository-url>" in manifest.readme_clone()
 
     monkeypatch.setattr(manifest, "repository", lambda path=None: ("https://github.com/o/dlcv", "main"))
     cfg = book.config()

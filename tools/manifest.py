@@ -135,7 +135,7 @@ CLONE_START, CLONE_END = "<!-- clone:start -->", "<!-- clone:end -->"
 def readme_clone() -> str:
     """The README's clone command, from the repository URL in book.yml."""
     url, _ = repository()
-    target = url + ".git" if url else "<the course repository's URL>"
+    target = url + ".git" if url else "<repository-url>"
     return f"```bash\ngit clone {target} dlcv && cd dlcv\n```\n"
 
 
