@@ -112,7 +112,8 @@ def browser_page(site):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "page_path",
-    ["README.html", "assets/runtimes.html"] + [f"chapters/{c.slug}/{c.slug}.html" for c in CHAPTERS],
+    ["README.html", "assets/runtimes.html", "assets/ops_bench.html", "search.html", "genindex.html"]
+    + [f"chapters/{c.slug}/{c.slug}.html" for c in CHAPTERS],
 )
 def test_site_page_in_browser(browser_page, page_path):
     import browser
