@@ -82,12 +82,10 @@ device = runtime.setup(seed=0)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-cat = data.sample_image(
-    "chelsea", size=64
-)  # Tensor[3, 64, 64], values in [0, 1]
-digits_x, digits_y = (
-    data.load_digits()
-)  # Tensor[1797, 1, 8, 8] in [0, 1], labels 0..9
+# Tensor[3, 64, 64], values in [0, 1]
+cat = data.sample_image("chelsea", size=64)
+# Tensor[1797, 1, 8, 8] in [0, 1], labels 0..9
+digits_x, digits_y = data.load_digits()
 print(
     "cat:",
     tuple(cat.shape),
@@ -122,9 +120,8 @@ print((digits_x[0, 0] * 16).int().numpy())
 # and channels $p$ (defined properly below).
 
 # %%
-big = data.sample_image(
-    "chelsea", size=80
-)  # a wider view, to crop real camera moves from
+# a wider view, to crop real camera moves from
+big = data.sample_image("chelsea", size=80)
 
 
 def crop(im: torch.Tensor, top: int, left: int, s: int = 64) -> torch.Tensor:
@@ -248,9 +245,8 @@ for name, y in [("train", y_train), ("val", y_val), ("test", y_test)]:
 idx = data.split_indices(
     len(digits_y), (0.6, 0.2, 0.2), seed=0, stratify=digits_y
 )
-assert torch.equal(
-    digits_x[idx[2]], x_test
-)  # the same split, built from the indices
+# the same split, built from the indices
+assert torch.equal(digits_x[idx[2]], x_test)
 print("overlap train/test:", len(set(idx[0].tolist()) & set(idx[2].tolist())))
 
 # %% [markdown]
@@ -354,9 +350,8 @@ def knn_predict_scratch(
     nearest = d.argsort(dim=1, stable=True)[
         :, :k
     ]  # [M, k] indices of the k closest
-    votes = F.one_hot(train_y[nearest], num_classes=10).sum(
-        dim=1
-    )  # [M, 10] votes per class
+    # [M, 10] votes per class
+    votes = F.one_hot(train_y[nearest], num_classes=10).sum(dim=1)
     return votes.argmax(dim=1)  # ties between classes -> smallest label
 
 
@@ -421,9 +416,8 @@ gx, gy = torch.meshgrid(
     torch.linspace(lo[1], hi[1], 120),
     indexing="xy",
 )
-plane = torch.stack(
-    [gx.flatten(), gy.flatten()], dim=1
-)  # [19200, 2] points to classify
+# [19200, 2] points to classify
+plane = torch.stack([gx.flatten(), gy.flatten()], dim=1)
 
 
 # %% tags=["hide-input"]
@@ -510,9 +504,8 @@ def accuracy_per_k(
     train_x, train_y, query_x, query_y, ks, p: int
 ) -> list[float]:
     """Accuracy of k-NN for every k in ks from ONE neighbour search with the largest k."""
-    _, idx = neighbors.kneighbors(
-        train_x, query_x, k=max(ks), p=p
-    )  # [M, max k], closest first
+    # [M, max k], closest first
+    _, idx = neighbors.kneighbors(train_x, query_x, k=max(ks), p=p)
     votes = [
         F.one_hot(train_y[idx[:, :k]], num_classes=10).sum(dim=1) for k in ks
     ]
@@ -531,9 +524,8 @@ assert (
 best_acc, best_k, best_p = max(
     (acc, -k, p) for p in (1, 2) for k, acc in zip(ks, val_acc[p], strict=True)
 )
-best_k = (
-    -best_k
-)  # the highest validation accuracy; among equals the smallest k, then L2
+# the highest validation accuracy; among equals the smallest k, then L2
+best_k = -best_k
 
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6.4, 3.8))
@@ -679,12 +671,10 @@ def shift_images(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 
 xte = x_test.flatten(1)
-moved = shift_images(x_test, 0, 1).flatten(
-    1
-)  # every test digit, one pixel to the right
-d_self_sq = ((moved - xte) ** 2).sum(
-    1
-)  # squared distance of each digit to its moved copy
+# every test digit, one pixel to the right
+moved = shift_images(x_test, 0, 1).flatten(1)
+# squared distance of each digit to its moved copy
+d_self_sq = ((moved - xte) ** 2).sum(1)
 # squared L2 distances by the expansion: exact here, since every term is a multiple of 1/256 (pixels are
 # multiples of 1/16), so the comparison below cannot flip with the CPU or the order of the sums
 d_train_sq = (
@@ -692,9 +682,8 @@ d_train_sq = (
 )  # [359, 1078]
 other_class = y_train[None, :] != y_test[:, None]
 d_other_sq, j_other = torch.where(other_class, d_train_sq, torch.inf).min(dim=1)
-fooled = (
-    d_other_sq < d_self_sq
-)  # a different digit is closer than the digit itself, moved 1 px
+# a different digit is closer than the digit itself, moved 1 px
+fooled = d_other_sq < d_self_sq
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -1209,9 +1198,8 @@ print("caption of scene 0:", repr(scenes.captions[0]))
 gen_ex = torch.Generator().manual_seed(0)
 pts = torch.randn(200, 16, generator=gen_ex, dtype=torch.float64)
 pts_y = torch.randint(0, 10, (200,), generator=gen_ex)
-dup = torch.zeros(
-    3, 16, dtype=torch.float64
-)  # three copies of one point: labels 5, 5 and 2
+# three copies of one point: labels 5, 5 and 2
+dup = torch.zeros(3, 16, dtype=torch.float64)
 pts, pts_y = torch.cat([pts, dup]), torch.cat([pts_y, torch.tensor([5, 5, 2])])
 pts_q = torch.cat(
     [torch.randn(40, 16, generator=gen_ex, dtype=torch.float64), dup[:1]]
@@ -1248,9 +1236,8 @@ def knn_predict_weighted(
     dist, idx = neighbors.kneighbors(train_x, query_x, k=k, p=p)  # [M, k] each
     w = 1.0 / dist.double()
     exact = dist == 0
-    w = torch.where(
-        exact.any(1, keepdim=True), exact.double(), w
-    )  # exact matches take all the weight
+    # exact matches take all the weight
+    w = torch.where(exact.any(1, keepdim=True), exact.double(), w)
     votes = torch.zeros(len(query_x), 10, dtype=torch.float64).scatter_add_(
         1, train_y[idx], w
     )
@@ -1263,9 +1250,8 @@ exercises.check_function(
 d_sorted = d2.sort(dim=1).values
 for k in (7, 21, 51):
     ours = knn_predict_weighted(xtr, y_train, xva, k)
-    untied = (
-        d_sorted[:, k - 1] != d_sorted[:, k]
-    )  # digits have exact ties: compare where there is none
+    # digits have exact ties: compare where there is none
+    untied = d_sorted[:, k - 1] != d_sorted[:, k]
     assert torch.equal(
         ours[untied], sklearn_weighted(xtr, y_train, xva, k)[untied]
     )
@@ -1327,9 +1313,8 @@ for k in (1, 5):
         .mean()
         .item()
     )
-    assert agree > 0.99, (
-        agree
-    )  # the digits' exact ties may be broken differently
+    # the digits' exact ties may be broken differently
+    assert agree > 0.99, agree
     l2 = metrics.accuracy(neighbors.knn_predict(xtr, y_train, xva, k=k), y_val)
     print(
         f"k = {k}: cosine {metrics.accuracy(ours, y_val):.4f} vs L2 {l2:.4f} (agreement with sklearn {agree:.3f})"
@@ -1350,10 +1335,8 @@ standardize_cases = [
         torch.rand(20, 1, 4, 4, generator=gen_ex),
         torch.rand(5, 1, 4, 4, generator=gen_ex),
     ),
-    (
-        x_train,
-        x_val,
-    ),  # digits: some border pixels are blank in every training image
+    # digits: some border pixels are blank in every training image
+    (x_train, x_val),
 ]
 
 
@@ -1370,10 +1353,8 @@ exercises.check_function(
 
 # %% tags=["hide-cell"]
 def standardize(train_x: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    mean, std = (
-        train_x.mean(dim=0),
-        train_x.std(dim=0),
-    )  # [1, 8, 8] each, Bessel-corrected std
+    # [1, 8, 8] each, Bessel-corrected std
+    mean, std = (train_x.mean(dim=0), train_x.std(dim=0))
     return (x - mean) / (std + 1e-6)
 
 
@@ -1418,11 +1399,8 @@ from sklearn.metrics import confusion_matrix
 
 val_pred = neighbors.knn_predict(xtr, y_train, xva, k=best_k, p=best_p)
 confusion_cases = [
-    (
-        torch.tensor([0, 1, 2, 2, 0]),
-        torch.tensor([0, 2, 2, 1, 0]),
-        4,
-    ),  # class 3 never occurs
+    # class 3 never occurs
+    (torch.tensor([0, 1, 2, 2, 0]), torch.tensor([0, 2, 2, 1, 0]), 4),
     (y_val, val_pred, 10),
 ]
 
@@ -1453,9 +1431,8 @@ def confusion_counts(
     flat = torch.bincount(
         y_true * num_classes + y_pred, minlength=num_classes * num_classes
     )
-    return flat.reshape(
-        num_classes, num_classes
-    )  # rows: true class, columns: predicted
+    # rows: true class, columns: predicted
+    return flat.reshape(num_classes, num_classes)
 
 
 exercises.check_function(

@@ -103,9 +103,8 @@ print(f"pixel range: [{x_train.min():.1f}, {x_train.max():.1f}]")
 # %%
 # NBVAL_CHECK_OUTPUT
 norm_train = data.Normalizer(per="feature").fit(x_train)  # correct: train only
-norm_all = data.Normalizer(per="feature").fit(
-    x_all
-)  # leaky: test images helped
+# leaky: test images helped
+norm_all = data.Normalizer(per="feature").fit(x_all)
 pca_train = preprocess.PCA(n_components=5).fit(x_train.double())
 pca_all = preprocess.PCA(n_components=5).fit(x_all.double())
 print(
@@ -145,9 +144,8 @@ torch.testing.assert_close(
 lib_test = data.digits_splits(normalize="feature", flatten=True).tensors(
     "test"
 )[0]
-torch.testing.assert_close(
-    lib_test, x_test_n
-)  # digits_splits fits on train only, too
+# digits_splits fits on train only, too
+torch.testing.assert_close(lib_test, x_test_n)
 assert not torch.allclose(norm_all.transform(x_test), x_test_n), (
     "leaky and correct statistics agree?"
 )
@@ -228,12 +226,10 @@ photo_names = [
     "hubble_deep_field",
     "immunohistochemistry",
 ]
-photos = torch.stack(
-    [data.sample_image(n, size=64) for n in photo_names]
-)  # [6, 3, 64, 64]
-channel_mean = photos.mean(
-    dim=(0, 2, 3)
-)  # from scratch: average over images and positions
+# [6, 3, 64, 64]
+photos = torch.stack([data.sample_image(n, size=64) for n in photo_names])
+# from scratch: average over images and positions
+channel_mean = photos.mean(dim=(0, 2, 3))
 pixel_mean = photos.mean(dim=0)  # [3, 64, 64], the "mean image"
 scalar_mean = photos.mean()
 lib_mean = data.Normalizer(per="channel").fit(photos).mean.flatten()
@@ -332,9 +328,8 @@ per_example = torch.func.vmap(
     torch.func.grad(neuron_loss), in_dims=(None, None, 0, 0)
 )(w_neuron, b_neuron, xs, ys)  # [512, 3], one gradient per example
 upstream = torch.sigmoid(xs @ w_neuron + b_neuron) - ys  # dL/dz per example
-torch.testing.assert_close(
-    per_example, upstream[:, None] * xs
-)  # autograd = chain rule
+# autograd = chain rule
+torch.testing.assert_close(per_example, upstream[:, None] * xs)
 same_sign = (torch.sign(per_example) == torch.sign(upstream)[:, None]).all(
     dim=1
 )
@@ -347,9 +342,8 @@ print(
 )
 assert same_sign.all()
 
-batch_grads = per_example.view(-1, 16, d_in).sum(
-    1
-)  # 32 mini-batches of 16 examples
+# 32 mini-batches of 16 examples
+batch_grads = per_example.view(-1, 16, d_in).sum(1)
 mixed = (batch_grads > 0).any(1) & (batch_grads < 0).any(1)
 print(
     f"mini-batches of 16 whose summed gradient has mixed signs: {int(mixed.sum())} / {len(mixed)}"
@@ -513,9 +507,8 @@ assert lr_cen > 4 * lr_raw, (
 
 # %%
 gen = torch.Generator().manual_seed(0)
-x_lin = 1 + torch.rand(
-    1000, 2, generator=gen, dtype=torch.float64
-)  # x ~ U[1, 2]^2
+# x ~ U[1, 2]^2
+x_lin = 1 + torch.rand(1000, 2, generator=gen, dtype=torch.float64)
 w_start = torch.tensor([-1.5, 0.0], dtype=torch.float64)
 
 
@@ -643,9 +636,8 @@ def softmax_regression_gd(x, y, lrs, steps):
         logits = x @ w + b
         logits = logits - logits.amax(-1, keepdim=True)
         logp = logits - logits.exp().sum(-1, keepdim=True).log()  # log-softmax
-        curves.append(
-            -(logp * onehot).sum(-1).mean(-1)
-        )  # mean cross-entropy of each model
+        # mean cross-entropy of each model
+        curves.append(-(logp * onehot).sum(-1).mean(-1))
         g = (
             logp.exp() - onehot
         ) / n  # gradient of the mean cross-entropy w.r.t. the logits
@@ -676,9 +668,8 @@ inputs = {
 lrs = torch.tensor([0.1 * 3**k for k in range(9)])  # 0.1 ... 656
 results = {}
 for name, (xtr, xte) in inputs.items():
-    xb = xtr.to(device).expand(
-        len(lrs), -1, -1
-    )  # the same inputs for every learning rate
+    # the same inputs for every learning rate
+    xb = xtr.to(device).expand(len(lrs), -1, -1)
     curves, w, b = softmax_regression_gd(xb, y_train.to(device), lrs, steps=100)
     curves = torch.nan_to_num(curves, nan=float("inf"))
     below = curves < 0.1
@@ -795,9 +786,8 @@ n_tr = len(x_train)
 z_sk = torch.from_numpy(
     StandardScaler().fit_transform(x_train.double().numpy())
 )
-keep = (
-    x_train.std(0) > 0
-)  # the 61 non-constant pixels (sklearn maps constant ones to 0)
+# the 61 non-constant pixels (sklearn maps constant ones to 0)
+keep = x_train.std(0) > 0
 xk = x_train[:, keep].double()
 torch.testing.assert_close(
     (xk - xk.mean(0)) / xk.std(0, correction=0), z_sk[:, keep]
@@ -923,9 +913,8 @@ shapes_train = data.make_shapes(
 shapes_val = data.make_shapes(128, size=32, seed=1).images
 loader = torch.utils.data.DataLoader(shapes_train, batch_size=64)
 
-s1 = torch.zeros(
-    3, dtype=torch.float64
-)  # streamed per-channel sums of x and x^2, and the count
+# streamed per-channel sums of x and x^2, and the count
+s1 = torch.zeros(3, dtype=torch.float64)
 s2 = torch.zeros(3, dtype=torch.float64)
 count = 0
 for batch in loader:
@@ -935,9 +924,8 @@ for batch in loader:
     count += b64[:, 0].numel()
 mu_c = s1 / count
 sigma_c = ((s2 - s1**2 / count) / (count - 1)).sqrt()
-torch.testing.assert_close(
-    mu_c.float(), shapes_train.mean(dim=(0, 2, 3))
-)  # one pass over all data
+# one pass over all data
+torch.testing.assert_close(mu_c.float(), shapes_train.mean(dim=(0, 2, 3)))
 torch.testing.assert_close(sigma_c.float(), shapes_train.std(dim=(0, 2, 3)))
 print("per-channel mean (R, G, B):", [round(v, 3) for v in mu_c.tolist()])
 print("per-channel std  (R, G, B):", [round(v, 3) for v in sigma_c.tolist()])
@@ -1032,9 +1020,8 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-imagenet_std = torch.tensor(
-    [0.229, 0.224, 0.225]
-)  # imagenet_mean is defined in section 2
+# imagenet_mean is defined in section 2
+imagenet_std = torch.tensor([0.229, 0.224, 0.225])
 print(
     "ImageNet statistics that torchvision's pretrained classifiers expect (their weights.transforms()):"
 )
@@ -1162,21 +1149,17 @@ mu64 = x64.mean(0)
 xc64 = x64 - mu64
 sigma = xc64.T @ xc64 / len(xc64)  # [64, 64]
 lam, u = torch.linalg.eigh(sigma)  # ascending
-lam, u = (
-    lam.flip(0).clamp_min(0),
-    u.flip(1),
-)  # descending; clamp round-off negatives
-flip = torch.sign(
-    u.gather(0, u.abs().argmax(0, keepdim=True))
-)  # sign: largest entry positive
+# descending; clamp round-off negatives
+lam, u = (lam.flip(0).clamp_min(0), u.flip(1))
+# sign: largest entry positive
+flip = torch.sign(u.gather(0, u.abs().argmax(0, keepdim=True)))
 u = u * flip
 
 pca = preprocess.PCA().fit(x64)  # all 64 components
 torch.testing.assert_close(pca.explained_variance_, lam, atol=1e-12, rtol=1e-9)
 nonnull = int((lam > 1e-12 * lam[0]).sum())  # directions with non-zero variance
-torch.testing.assert_close(
-    pca.components_[:nonnull], u[:, :nonnull].T
-)  # same signs, too
+# same signs, too
+torch.testing.assert_close(pca.components_[:nonnull], u[:, :nonnull].T)
 sk = SkPCA(svd_solver="full").fit(x64.numpy())
 torch.testing.assert_close(
     lam * n_tr / (n_tr - 1),
@@ -1307,9 +1290,8 @@ def zca_digits(eps_z):
 # %% tags=["hide-input"]
 def mosaic(imgs, gap=1):
     """Tile images Tensor[K, H, W] in one row with NaN gaps (drawn white): one fast imshow per row."""
-    padded = F.pad(
-        imgs.double(), (0, gap), value=float("nan")
-    )  # [K, H, W + gap]
+    # [K, H, W + gap]
+    padded = F.pad(imgs.double(), (0, gap), value=float("nan"))
     return padded.permute(1, 0, 2).reshape(imgs.shape[1], -1)[:, :-gap].numpy()
 
 
@@ -1325,9 +1307,8 @@ def draw_zca_rows(eps_list, axes):
     axes[0].set_ylabel("original", fontsize=9)
     for ax, e in zip(axes[1:], eps_list, strict=True):
         imgs = zca_digits(e)
-        imgs = imgs / imgs.abs().amax(
-            dim=(1, 2), keepdim=True
-        )  # each image on its own scale
+        # each image on its own scale
+        imgs = imgs / imgs.abs().amax(dim=(1, 2), keepdim=True)
         ax.imshow(mosaic(imgs), cmap=RDBU, vmin=-1, vmax=1)
         ax.set_ylabel(f"eps={e:.0e}", fontsize=9)
     for ax in axes:
@@ -1377,15 +1358,13 @@ k_list = [2, 4, 8, 12, 16, 24, 32, 48, nonnull]
 keep_k = (
     (torch.arange(nonnull) < torch.tensor(k_list)[:, None]).float().to(device)
 )  # [9, 61] masks
-x_k = (
-    z_tr[None] * keep_k[:, None, :]
-)  # model i sees only the first k_i coordinates
+# model i sees only the first k_i coordinates
+x_k = z_tr[None] * keep_k[:, None, :]
 _, w_k, b_k = softmax_regression_gd(
     x_k, y_train.to(device), torch.full((len(k_list),), 0.5), steps=200
 )
-pred = (
-    (z_te[None] * keep_k[:, None, :] @ w_k + b_k).argmax(-1).cpu()
-)  # [9, N_test]
+# [9, N_test]
+pred = (z_te[None] * keep_k[:, None, :] @ w_k + b_k).argmax(-1).cpu()
 acc_k = dict(
     zip(k_list, (pred == y_test).float().mean(1).tolist(), strict=True)
 )
@@ -1441,9 +1420,8 @@ print(
 # choose $k$ freely.
 
 # %%
-z_show = pca.transform(
-    x_test[:8].double()
-)  # all 64 coordinates of 8 test digits
+# all 64 coordinates of 8 test digits
+z_show = pca.transform(x_test[:8].double())
 
 
 def reconstruct(k: int) -> torch.Tensor:
@@ -1611,9 +1589,8 @@ acc_a = accuracy_on(norm_train.transform(x_test))
 acc_b = accuracy_on(
     data.Normalizer(per="feature").fit(x_test).transform(x_test)
 )
-acc_c = accuracy_on(
-    standardize_groups(x_test, y_test)
-)  # each class normalized with its own statistics
+# each class normalized with its own statistics
+acc_c = accuracy_on(standardize_groups(x_test, y_test))
 print(
     f"(a) train statistics {acc_a:.3f}   (b) test-set statistics {acc_b:.3f}   "
     f"(c) per-class batches {acc_c:.3f}"
@@ -1634,12 +1611,10 @@ assert acc_c < acc_a - 0.2
 # would you trust for a network trained with random crops?
 
 # %%
-change_pixel = (
-    exercises.TODO
-)  # your value: max |per-pixel mean image after - before|
-change_channel = (
-    exercises.TODO
-)  # your value: max |per-channel mean after - before|
+# your value: max |per-pixel mean image after - before|
+change_pixel = exercises.TODO
+# your value: max |per-channel mean after - before|
+change_channel = exercises.TODO
 exercises.check_value(change_channel, 0.0, atol=1e-5, name="change_channel")
 
 # %% tags=["hide-cell"]
@@ -1733,9 +1708,8 @@ svd_cases = [(torch.randn(30, 6, generator=gen, dtype=torch.float64),), (x64,)]
 
 
 def pca_eigenvalues(x):
-    return (
-        preprocess.PCA().fit(x).explained_variance_
-    )  # the library (which uses the SVD, too)
+    # the library (which uses the SVD, too)
+    return preprocess.PCA().fit(x).explained_variance_
 
 
 def eigenvalues_via_svd(x: torch.Tensor) -> torch.Tensor:
@@ -1749,9 +1723,8 @@ exercises.check_function(
 
 # %% tags=["hide-cell"]
 def eigenvalues_via_svd(x: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.svdvals(x - x.mean(0)) ** 2 / len(
-        x
-    )  # X = V S W^T, X^T X / N = W (S^2 / N) W^T
+    # X = V S W^T, X^T X / N = W (S^2 / N) W^T
+    return torch.linalg.svdvals(x - x.mean(0)) ** 2 / len(x)
 
 
 exercises.check_function(

@@ -278,18 +278,15 @@ SLOPE, ALPHA = 0.01, 1.0
 
 
 def sigmoid_textbook(x):
-    return 1 / (
-        1 + torch.exp(-x)
-    )  # NaN gradients for x < -88.72 in float32 (measured below)
+    # NaN gradients for x < -88.72 in float32 (measured below)
+    return 1 / (1 + torch.exp(-x))
 
 
 def sigmoid(x):
-    e_pos = torch.exp(
-        -x.clamp(min=0)
-    )  # the branch for x >= 0: exp of a number <= 0
-    e_neg = torch.exp(
-        x.clamp(max=0)
-    )  # the branch for x < 0: exp of a number <= 0
+    # the branch for x >= 0: exp of a number <= 0
+    e_pos = torch.exp(-x.clamp(min=0))
+    # the branch for x < 0: exp of a number <= 0
+    e_neg = torch.exp(x.clamp(max=0))
     return torch.where(x >= 0, 1 / (1 + e_pos), e_neg / (1 + e_neg))
 
 
@@ -346,9 +343,8 @@ torchs = {
 }
 for name in ours:
     assert_close(ours[name](x), torchs[name](x))
-    assert_close(
-        ours[name](x), cnn.activation(name)(x)
-    )  # the course_lib modules are torch's
+    # the course_lib modules are torch's
+    assert_close(ours[name](x), cnn.activation(name)(x))
 assert_close(gelu_tanh(x), F.gelu(x, approximate="tanh"))
 print(
     "all seven activations and the GELU approximation equal torch.nn.functional"
@@ -381,9 +377,8 @@ for name, (f, reference) in textbook.items():
     )
     if "stable" in name:
         assert not nan_grad.any()
-        assert_close(
-            xg.grad, xr.grad
-        )  # gradients equal torch's everywhere, tails included
+        # gradients equal torch's everywhere, tails included
+        assert_close(xg.grad, xr.grad)
         assert_close(f(x32), reference(x32))
 
 # %% [markdown]
@@ -531,9 +526,8 @@ p = softmax_stable(torch.cat([z_demo, z_rand]))
 assert torch.isfinite(p).all() and (p >= 0).all()
 assert_close(p.sum(-1), torch.ones(len(p)))
 assert_close(p, torch.softmax(torch.cat([z_demo, z_rand]), dim=-1))
-assert_close(
-    softmax_stable(z_rand + 123.0), softmax_stable(z_rand)
-)  # shift invariance
+# shift invariance
+assert_close(softmax_stable(z_rand + 123.0), softmax_stable(z_rand))
 assert_close(logsumexp(z_rand), torch.logsumexp(z_rand, dim=-1))
 
 # %%
@@ -634,9 +628,8 @@ W_lecun = torch.randn(500, 500, generator=gen) / math.sqrt(500)
 h_big, h_lecun = torch.tanh(X500 @ W_big.T), torch.tanh(X500 @ W_lecun.T)
 sat_big = (h_big.abs() > 0.99).float().mean().item()
 sat_lecun = (h_lecun.abs() > 0.99).float().mean().item()
-assert (
-    sat_big == cnn.layer_stats(h_big)["saturated"]
-)  # the course_lib statistic is the same fraction
+# the course_lib statistic is the same fraction
+assert sat_big == cnn.layer_stats(h_big)["saturated"]
 print(
     f"N(0, 1) weights:     {sat_big:.1%} of units have |h| > 0.99; mean tanh' = {(1 - h_big**2).mean():.3f}"
 )
@@ -743,9 +736,8 @@ with (
     cnn.ActivationRecorder(positive_net, keep=True) as rec_pos,
 ):
     positive_net(X500)
-corr = torch.corrcoef(
-    rec_pos.stats[4].output.T
-)  # 500 x 500 correlations between the units of layer 5
+# 500 x 500 correlations between the units of layer 5
+corr = torch.corrcoef(rec_pos.stats[4].output.T)
 print(
     f"all-positive init: activation std at layers 1, 5, 10 = {rec_pos.stats[0].std:.1e}, ",
     end="",
@@ -1156,9 +1148,8 @@ layers = np.arange(1, DEPTH + 1)
 fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
 for ax, act in zip(axes, ("tanh", "relu"), strict=True):
     for k, init in enumerate(INITS):
-        ls = (
-            "--" if init.startswith("Glorot") else "-"
-        )  # Glorot = LeCun for square layers
+        # Glorot = LeCun for square layers
+        ls = "--" if init.startswith("Glorot") else "-"
         ax.plot(
             layers,
             profiles[(act, init)]["std"],

@@ -97,9 +97,8 @@ print("reduction='none':", F.l1_loss(pred, target, reduction="none").tolist())
 print("reduction='sum' :", F.l1_loss(pred, target, reduction="sum").item())
 print("reduction='mean':", F.l1_loss(pred, target, reduction="mean").item())
 for n in (10, 100, 1000):
-    w = torch.tensor(
-        0.0, requires_grad=True
-    )  # one shared parameter predicting every target
+    # one shared parameter predicting every target
+    w = torch.tensor(0.0, requires_grad=True)
     y_n = torch.ones(n)
     (g_sum,) = torch.autograd.grad(
         F.mse_loss(w.expand(n), y_n, reduction="sum"), w
@@ -127,9 +126,8 @@ y_reg = x_reg @ torch.randn(8, generator=g_noise) + torch.randn(
     4096, generator=g_noise
 )
 w_at = torch.zeros(8)  # the parameter at which the gradients are compared
-per_example_grad = (
-    2 * (x_reg @ w_at - y_reg)[:, None] * x_reg
-)  # d/dw of (x.w - y)^2, [4096, 8]
+# d/dw of (x.w - y)^2, [4096, 8]
+per_example_grad = 2 * (x_reg @ w_at - y_reg)[:, None] * x_reg
 full_grad = per_example_grad.mean(0)
 noise_std = {}
 for b in (10, 100, 1000):
@@ -431,9 +429,8 @@ plt.show()
 tag_white = tag_test == 1
 mean_l2_white = stripe_pred["L2"][tag_white].mean().item()
 mean_l2_black = stripe_pred["L2"][~tag_white].mean().item()
-mode = tag_test[:, None].expand_as(
-    y_test
-)  # the more likely stripe value given the tag
+# the more likely stripe value given the tag
+mode = tag_test[:, None].expand_as(y_test)
 near_mode = {
     k: ((p - mode).abs() < 0.15).float().mean().item()
     for k, p in stripe_pred.items()
@@ -538,9 +535,8 @@ def mean_abs(theta):
     return (theta[0] * x_line + theta[1] - y_line).abs().mean().item()
 
 
-assert (
-    mean_abs(fits["L1"]) <= mean_abs(theta_qr) + 1e-6
-)  # same L1 optimum as median regression
+# same L1 optimum as median regression
+assert mean_abs(fits["L1"]) <= mean_abs(theta_qr) + 1e-6
 torch.testing.assert_close(fits["L1"], theta_qr, atol=1e-2, rtol=0)
 theta_h = fits["Huber"].clone().requires_grad_()
 (grad_h,) = torch.autograd.grad(
@@ -804,9 +800,8 @@ print(
 
 # %%
 # NBVAL_CHECK_OUTPUT
-z_table = torch.tensor(
-    [2.0, 10.0, 20.0, 100.0]
-)  # logits of examples whose label is 0
+# logits of examples whose label is 0
+z_table = torch.tensor([2.0, 10.0, 20.0, 100.0])
 y0 = torch.zeros_like(z_table)
 naive = bce_on_probs(torch.sigmoid(z_table), y0)
 clamped = F.binary_cross_entropy(torch.sigmoid(z_table), y0, reduction="none")
@@ -821,15 +816,13 @@ for zi, q, a, b, c in zip(
     print(
         f"{zi.item():8.0f} | {q.item():14.2e} | {a.item():16.2f} | {b.item():22.2f} | {c.item():11.2f}"
     )
-z_far = torch.tensor(
-    [[0.0, 120.0]]
-)  # two classes; the true class 0 is 120 logits behind
+# two classes; the true class 0 is 120 logits behind
+z_far = torch.tensor([[0.0, 120.0]])
 p_far = torch.softmax(z_far, dim=1)
 print(f"softmax([0, 120])[0] = {p_far[0, 0].item()} (true value e^-120 = {math.exp(-120):.1e}): "
       f"-log p = {-torch.log(p_far[0, 0]).item()}, F.cross_entropy = {F.cross_entropy(z_far, torch.tensor([0])).item()}")  # fmt: skip
-assert (
-    one_minus[2] == 0 and p_far[0, 0] == 0
-)  # rounded or underflowed to exactly 0: log 0
+# rounded or underflowed to exactly 0: log 0
+assert one_minus[2] == 0 and p_far[0, 0] == 0
 
 # %% [markdown]
 # ## Cross-entropy for many classes
@@ -1154,9 +1147,8 @@ p_two = 0.5 * gaussian_on_grid(
 mus, sigmas = torch.meshgrid(
     torch.linspace(-3, 3, 61), torch.linspace(0.3, 3.3, 31), indexing="ij"
 )
-q_all = gaussian_on_grid(
-    mus.flatten().double(), sigmas.flatten().double()
-)  # [61*31, 481]
+# [61*31, 481]
+q_all = gaussian_on_grid(mus.flatten().double(), sigmas.flatten().double())
 forward = losses.kl_divergence(p_two.expand_as(q_all), q_all)
 reverse = losses.kl_divergence(q_all, p_two.expand_as(q_all))
 best_f, best_r = forward.argmin(), reverse.argmin()
@@ -1427,9 +1419,8 @@ plt.show()
 texture_names = ["brick", "grass", "gravel"]
 crops_a, crops_b = [], []
 for name in texture_names:
-    t = data.sample_image(name, 128).expand(
-        3, -1, -1
-    )  # grey photos -> 3 channels
+    # grey photos -> 3 channels
+    t = data.sample_image(name, 128).expand(3, -1, -1)
     crops_a.append(t[:, :48, :48])
     crops_b.append(t[:, 64:112, 64:112])
 feats_a = phi(torch.stack(crops_a).to(device))
@@ -1533,9 +1524,8 @@ half_sq = (
 )
 torch.testing.assert_close(loss_id, half_sq)  # an L2 loss between unit vectors
 (g_id,) = torch.autograd.grad(loss_id, emb_a)
-radial = (g_id * emb_a).sum(1) / (
-    g_id.norm(dim=1) * emb_a.norm(dim=1)
-)  # cos(gradient, embedding)
+# cos(gradient, embedding)
+radial = (g_id * emb_a).sum(1) / (g_id.norm(dim=1) * emb_a.norm(dim=1))
 print(
     f"identity loss {loss_id.item():.4f} = half squared distance of unit vectors {half_sq.item():.4f}"
 )
@@ -1581,12 +1571,10 @@ torch.testing.assert_close(
     d_loss, bce(a_real, torch.ones(64)) + bce(a_fake, torch.zeros(64))
 )
 a_fake.requires_grad_(True)
-(g_sat,) = torch.autograd.grad(
-    F.logsigmoid(-a_fake).mean(), a_fake
-)  # generator: min log(1 - D)
-(g_ns,) = torch.autograd.grad(
-    bce(a_fake, torch.ones(64)), a_fake
-)  # generator: min -log D
+# generator: min log(1 - D)
+(g_sat,) = torch.autograd.grad(F.logsigmoid(-a_fake).mean(), a_fake)
+# generator: min -log D
+(g_ns,) = torch.autograd.grad(bce(a_fake, torch.ones(64)), a_fake)
 torch.testing.assert_close(g_sat, -torch.sigmoid(a_fake.detach()) / 64)
 torch.testing.assert_close(g_ns, -(1 - torch.sigmoid(a_fake.detach())) / 64)
 print(f"mean D(G(z)) = {torch.sigmoid(a_fake).mean().item():.3f}: mean |gradient| per logit, "
@@ -1674,12 +1662,10 @@ for box_a, box_b in pairs:
 # %%
 def box_iou_scratch(b1, b2):
     """IoU matrix [N, M] of boxes b1 [N, 4] and b2 [M, 4] (continuous convention)."""
-    lt = torch.maximum(
-        b1[:, None, :2], b2[None, :, :2]
-    )  # intersection top-left, [N, M, 2]
-    rb = torch.minimum(
-        b1[:, None, 2:], b2[None, :, 2:]
-    )  # intersection bottom-right
+    # intersection top-left, [N, M, 2]
+    lt = torch.maximum(b1[:, None, :2], b2[None, :, :2])
+    # intersection bottom-right
+    rb = torch.minimum(b1[:, None, 2:], b2[None, :, 2:])
     wh = (rb - lt).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
     area1 = (b1[:, 2] - b1[:, 0]) * (b1[:, 3] - b1[:, 1])
@@ -1928,9 +1914,8 @@ def nt_xent_scratch(z1, z2, tau):
     n = len(z1)
     z = F.normalize(torch.cat([z1, z2]), dim=1)  # 2N unit vectors
     sim = z @ z.T  # cosine similarities [2N, 2N]
-    e = torch.exp(sim / tau) * (
-        1 - torch.eye(2 * n, device=z.device)
-    )  # drop k = i
+    # drop k = i
+    e = torch.exp(sim / tau) * (1 - torch.eye(2 * n, device=z.device))
     positive = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(
         z.device
     )
@@ -2024,9 +2009,8 @@ print(
 
 # %%
 g_ex = torch.Generator().manual_seed(1)
-values = -torch.log(
-    torch.rand(101, generator=g_ex, dtype=torch.float64)
-)  # skewed (exponential) data
+# skewed (exponential) data
+values = -torch.log(torch.rand(101, generator=g_ex, dtype=torch.float64))
 slope_cases = [
     (torch.tensor(c, dtype=torch.float64), values) for c in (0.05, 0.7, 2.5)
 ]
@@ -2224,9 +2208,8 @@ exercises.check_value(
 )
 
 # %% tags=["hide-cell"]
-max_confidence = (
-    1 - 0.2 + 0.2 / 10
-)  # the optimum of the smoothed CE is the smoothed target itself
+# the optimum of the smoothed CE is the smoothed target itself
+max_confidence = 1 - 0.2 + 0.2 / 10
 exercises.check_value(
     max_confidence, numerical_confidence, atol=1e-4, name="max_confidence"
 ).assert_passed()

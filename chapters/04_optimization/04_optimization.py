@@ -103,14 +103,10 @@ device = runtime.setup(seed=0)
 x_in, y_in, z_in = 3.0, -1.0, -2.0
 q = x_in + y_in  # forward pass
 f_out = q * z_in
-df_dq, df_dz = (
-    z_in,
-    q,
-)  # backward pass: a product node sends each input the other one
-df_dx, df_dy = (
-    df_dq * 1.0,
-    df_dq * 1.0,
-)  # an add node passes the gradient through
+# backward pass: a product node sends each input the other one
+df_dq, df_dz = (z_in, q)
+# an add node passes the gradient through
+df_dx, df_dy = (df_dq * 1.0, df_dq * 1.0)
 
 xyz = torch.tensor([x_in, y_in, z_in], requires_grad=True)
 ((xyz[0] + xyz[1]) * xyz[2]).backward()
@@ -261,9 +257,8 @@ for name, ours, tensor in (
     ("b2", db2, b2),
     ("X", dX, X),
 ):
-    torch.testing.assert_close(
-        ours, tensor.grad
-    )  # float64 defaults: rtol 1e-7, atol 1e-7
+    # float64 defaults: rtol 1e-7, atol 1e-7
+    torch.testing.assert_close(ours, tensor.grad)
     print(f"dL/d{name:2s} {str(tuple(ours.shape)):9s} by hand == autograd")
 
 # %% [markdown]
@@ -530,9 +525,8 @@ def example_loss(p, x, y):
 
 
 per_example = vmap(grad(example_loss), in_dims=(None, 0, 0))(params, xt, yt)
-G = torch.cat(
-    [g.flatten(1) for g in per_example.values()], dim=1
-)  # [N, P] per-example gradients
+# [N, P] per-example gradients
+G = torch.cat([g.flatten(1) for g in per_example.values()], dim=1)
 full = torch.autograd.grad(
     F.cross_entropy(probe_model(xt), yt), list(probe_model.parameters())
 )
@@ -541,9 +535,8 @@ torch.testing.assert_close(
 )
 
 n_train, g_full = len(G), G.mean(0)
-trace_sigma = (
-    ((G - g_full) ** 2).sum(1).mean()
-)  # tr Σ = mean squared distance to the mean gradient
+# tr Σ = mean squared distance to the mean gradient
+trace_sigma = ((G - g_full) ** 2).sum(1).mean()
 gen = torch.Generator().manual_seed(0)
 batch_sizes = 2 ** np.arange(11)  # 1 ... 1024
 measured = []
@@ -551,9 +544,8 @@ for b in batch_sizes:
     draws = torch.stack(
         [torch.randperm(n_train, generator=gen)[:b] for _ in range(40)]
     )
-    select = (
-        torch.zeros(40, n_train).scatter_(1, draws, 1.0 / b).to(device)
-    )  # row i averages batch i
+    # row i averages batch i
+    select = torch.zeros(40, n_train).scatter_(1, draws, 1.0 / b).to(device)
     g_b = select @ G  # 40 mini-batch gradients
     measured.append(
         (((g_b - g_full) ** 2).sum(1).mean() / (g_full**2).sum()).item()
@@ -687,9 +679,8 @@ class Momentum(Optimizer):
 
     def buffer(self, g, state):
         if "b" not in state:
-            state["b"] = (
-                g.clone()
-            )  # PyTorch starts the buffer at the first gradient, undamped
+            # PyTorch starts the buffer at the first gradient, undamped
+            state["b"] = g.clone()
         else:
             state["b"] = self.mu * state["b"] + (1 - self.tau) * g
         return state["b"]
@@ -755,9 +746,8 @@ class AdaGrad(Optimizer):
 
     def update(self, theta, g, state):
         g = g + self.wd * theta
-        state["G"] = (
-            state.get("G", 0) + g * g
-        )  # sum of squared gradients, never forgets
+        # sum of squared gradients, never forgets
+        state["G"] = state.get("G", 0) + g * g
         theta -= self.lr * g / (state["G"].sqrt() + self.eps)
 
 
@@ -788,9 +778,8 @@ class RMSProp(Optimizer):
 
     def update(self, theta, g, state):
         g = g + self.wd * theta
-        state["v"] = (
-            self.alpha * state.get("v", 0) + (1 - self.alpha) * g * g
-        )  # moving average of g²
+        # moving average of g²
+        state["v"] = self.alpha * state.get("v", 0) + (1 - self.alpha) * g * g
         theta -= self.lr * g / (state["v"].sqrt() + self.eps)
 
 
@@ -832,9 +821,8 @@ class Adam(Optimizer):
         self.betas, self.eps, self.wd = betas, eps, weight_decay
 
     def update(self, theta, g, state):
-        g = (
-            g + self.wd * theta
-        )  # L2: the penalty's gradient goes through the moments
+        # L2: the penalty's gradient goes through the moments
+        g = g + self.wd * theta
         self.adam_step(theta, g, state)
 
     def adam_step(self, theta, g, state):
@@ -872,9 +860,8 @@ class AdamW(Adam):
         super().__init__(params, lr, betas, eps, weight_decay)
 
     def update(self, theta, g, state):
-        theta -= (
-            self.lr * self.wd * theta
-        )  # decoupled: decay the weights, not the gradient
+        # decoupled: decay the weights, not the gradient
+        theta -= self.lr * self.wd * theta
         self.adam_step(theta, g, state)
 
 
@@ -896,9 +883,8 @@ for name, make in (
     opt = make([w], lr=0.01, weight_decay=0.1)
     path = [w.detach().clone()]
     for g_t in noise:
-        w.grad = (
-            g_t.clone()
-        )  # the data's gradient: noise, no pull in any direction
+        # the data's gradient: noise, no pull in any direction
+        w.grad = g_t.clone()
         opt.step()
         path.append(w.detach().clone())
     decay_paths[name] = torch.stack(path)
@@ -1028,9 +1014,8 @@ for name, (make_ours, make_torch, batch_size) in checks.items():
 
 # %%
 race = {
-    "GD": lambda p: torch.optim.SGD(
-        p, lr=2 / (KAPPA + 1)
-    ),  # GD's best constant step
+    # GD's best constant step
+    "GD": lambda p: torch.optim.SGD(p, lr=2 / (KAPPA + 1)),
     "momentum": lambda p: torch.optim.SGD(p, lr=0.015, momentum=0.9),
     "Nesterov": lambda p: torch.optim.SGD(
         p, lr=0.01, momentum=0.9, nesterov=True
@@ -1153,12 +1138,10 @@ def gd_steps_to_converge(kappas, tol=1e-6, max_steps=50_000):
     lam = np.stack([np.ones_like(kappas), kappas], 1)[:, None, :]  # [K, 1, 2]
     eta = (2 / (kappas + 1))[:, None, None]
     t = np.arange(1, max_steps + 1)[None, :, None]
-    f = 0.5 * (lam * (1 - eta * lam) ** (2 * t)).sum(
-        -1
-    )  # [K, T]: f after each step
-    return 1 + (f >= tol * 0.5 * lam.sum(-1)).sum(
-        1
-    )  # f decreases monotonically
+    # [K, T]: f after each step
+    f = 0.5 * (lam * (1 - eta * lam) ** (2 * t)).sum(-1)
+    # f decreases monotonically
+    return 1 + (f >= tol * 0.5 * lam.sum(-1)).sum(1)
 
 
 def hb_steps_to_converge(lrs, moms, kappas, tol=1e-6, max_steps=2000):
@@ -1273,9 +1256,8 @@ def draw_run(ax_path, ax_f, lr, momentum, kappa=KAPPA, nesterov=False, color=0):
     outside = np.flatnonzero(
         (np.abs(path[:, 1]) > 1.6) | (path[:, 0] < -6) | (path[:, 0] > 2)
     )
-    shown = (
-        path if len(outside) == 0 else path[: outside[0] + 1]
-    )  # stop once the path leaves the plot
+    # stop once the path leaves the plot
+    shown = path if len(outside) == 0 else path[: outside[0] + 1]
     ax_path.plot(
         shown[:, 0], shown[:, 1], "-o", ms=1.5, lw=0.8, color=viz.color(color)
     )
@@ -1687,9 +1669,8 @@ for name, (make_opt, batch_size) in contenders.items():
         shuffle=True,
         generator=torch.Generator().manual_seed(0),
     )
-    every = (
-        1 if len(loader) == 1 else len(loader) // 2
-    )  # full training loss twice per epoch (GD: every step)
+    # full training loss twice per epoch (GD: every step)
+    every = 1 if len(loader) == 1 else len(loader) // 2
     log, counter = [], itertools.count(1)
 
     def log_train_loss(model=model, log=log, every=every, counter=counter):
@@ -1719,9 +1700,8 @@ def epochs_to(r, k, target=TARGET_LOSS):
     times = []
     for s in range(r["train_loss"].shape[2]):
         below = np.flatnonzero(r["train_loss"][:, k, s] < target)
-        times.append(
-            r["epoch"][below[0]] if len(below) else np.inf
-        )  # inf: never
+        # inf: never
+        times.append(r["epoch"][below[0]] if len(below) else np.inf)
     return float(np.mean(times))
 
 
@@ -2022,9 +2002,8 @@ print(f"2-D slice: lowest loss {surface.min():.4f} at (α, β) = ({grid_2d[i_min
 rise, monotone = {}, {}
 for name in solutions:
     train_slice = np.array(slices[name]["train"])
-    rise[name] = (
-        min(train_slice[0], train_slice[-1]) / train_slice[20]
-    )  # alpha = -1 and +1 vs alpha = 0
+    # alpha = -1 and +1 vs alpha = 0
+    rise[name] = min(train_slice[0], train_slice[-1]) / train_slice[20]
     line = np.array(slices[name]["line"])
     inside = line[(ts >= 0) & (ts <= 1)]
     monotone[name] = bool(np.all(np.diff(inside) < 0))
@@ -2343,9 +2322,8 @@ untrained = nn.Sequential(
     nn.ReLU(),
     nn.Linear(128, 10),
 )
-dead_init = dead_fraction(
-    untrained.to(device)
-)  # the same initial weights as every run above
+# the same initial weights as every run above
+dead_init = dead_fraction(untrained.to(device))
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
@@ -2452,9 +2430,8 @@ assert runs[0.1, 45]["dead"][0] < runs[0.1, 9]["dead"][0] - 0.1, (
 def clip_by_norm(grads, max_norm, eps=1e-6):
     """Scale a list of gradients so that their global L2 norm is at most max_norm; returns the norm."""
     total = torch.sqrt(sum((g**2).sum() for g in grads))
-    scale = min(
-        1.0, max_norm / (total.item() + eps)
-    )  # PyTorch's formula, eps included
+    # PyTorch's formula, eps included
+    scale = min(1.0, max_norm / (total.item() + eps))
     for g in grads:
         g.mul_(scale)
     return total
@@ -2671,9 +2648,8 @@ assert clip_runs["corrupted", 1.0]["norms"].max() <= 1.0 + 1e-4, (
 # compares them with the formulas, to within $10^{-4}$).
 
 # %%
-best_step = (
-    exercises.TODO
-)  # your values: (the eta of the grid with the smallest factor r, that r)
+# your values: (the eta of the grid with the smallest factor r, that r)
+best_step = exercises.TODO
 exercises.check_value(
     best_step,
     (2 / 101, 99 / 101),
@@ -2742,13 +2718,10 @@ exercises.check_function(hb_radius, radius_cases, reference=radius_by_eigvals)
 # %% tags=["hide-cell"]
 def hb_radius(eta, mu, lam):
     """Spectral radius of heavy ball's iteration matrix on one eigen-direction (vectorized)."""
-    tr, det = (
-        1 - eta * lam + mu,
-        mu,
-    )  # characteristic polynomial z^2 - tr z + det
-    disc = np.lib.scimath.sqrt(
-        tr**2 - 4 * det
-    )  # complex where the roots are complex
+    # characteristic polynomial z^2 - tr z + det
+    tr, det = (1 - eta * lam + mu, mu)
+    # complex where the roots are complex
+    disc = np.lib.scimath.sqrt(tr**2 - 4 * det)
     return np.maximum(np.abs((tr + disc) / 2), np.abs((tr - disc) / 2))
 
 
@@ -2815,9 +2788,8 @@ exercises.check_function(
 
 # %% tags=["hide-cell"]
 def velocity_momentum(lrs, momentum=0.9):
-    lam = torch.tensor(
-        [1.0, KAPPA], dtype=torch.float64
-    )  # the valley's gradient is lam * theta
+    # the valley's gradient is lam * theta
+    lam = torch.tensor([1.0, KAPPA], dtype=torch.float64)
     theta, v = (
         torch.tensor(START, dtype=torch.float64),
         torch.zeros(2, dtype=torch.float64),
@@ -2877,12 +2849,10 @@ print(
 c45 = np.cos(np.pi / 4)
 R = torch.tensor([[c45, -c45], [c45, c45]], dtype=torch.float64)
 theta0_rot = R.T.numpy() @ np.array(START)
-g0_rot = R.T.numpy() @ (
-    np.array([1.0, KAPPA]) * np.array(START)
-)  # the gradient R^T H R theta0 = R^T H start
-adam_one_step = valley(
-    R.numpy() @ (theta0_rot - 0.1 * np.sign(g0_rot))
-)  # Adam, lr 0.1, first step
+# the gradient R^T H R theta0 = R^T H start
+g0_rot = R.T.numpy() @ (np.array([1.0, KAPPA]) * np.array(START))
+# Adam, lr 0.1, first step
+adam_one_step = valley(R.numpy() @ (theta0_rot - 0.1 * np.sign(g0_rot)))
 rotation_cases = [
     (race["GD"], 60),
     (race["momentum"], 60),
@@ -3038,9 +3008,8 @@ exercises.check_function(
 def tanh_net_grads(X, T, W1, b1, W2, b2):
     H = torch.tanh(X @ W1.T + b1)  # forward pass
     P = H @ W2.T + b2
-    dP = (
-        2 * (P - T) / P.numel()
-    )  # backward pass; the mean runs over B * d entries
+    # backward pass; the mean runs over B * d entries
+    dP = 2 * (P - T) / P.numel()
     dW2, db2, dH = dP.T @ H, dP.sum(0), dP @ W2
     dZ = dH * (1 - H**2)  # tanh' from the forward value
     return dZ.T @ X, dZ.sum(0), dW2, db2, dZ @ W1

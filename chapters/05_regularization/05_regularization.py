@@ -95,9 +95,8 @@ device = runtime.setup(seed=0)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-splits = data.digits_splits(
-    normalize=None
-)  # stratified 60/20/20 split of the 1,797 digits
+# stratified 60/20/20 split of the 1,797 digits
+splits = data.digits_splits(normalize=None)
 x_pool, y_pool = splits.tensors("train")
 x_val, y_val = splits.tensors("val")
 x_test, y_test = splits.tensors("test")
@@ -105,9 +104,8 @@ pick = torch.Generator().manual_seed(0)
 small = []
 for c in range(10):
     of_class = torch.nonzero(y_pool == c)[:, 0]
-    small.append(
-        of_class[torch.randperm(len(of_class), generator=pick)[:20]]
-    )  # 20 at random per class
+    # 20 at random per class
+    small.append(of_class[torch.randperm(len(of_class), generator=pick)[:20]])
 small = torch.cat(small)
 x_small, y_small = x_pool[small], y_pool[small]
 
@@ -186,9 +184,8 @@ def train_run(seed, *, dropout=0.0, weight_decay=0.0, max_shift=0, mix=None, alp
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=5e-3, weight_decay=weight_decay
     )
-    gen = torch.Generator().manual_seed(
-        1000 + seed
-    )  # batch order and augmentations
+    # batch order and augmentations
+    gen = torch.Generator().manual_seed(1000 + seed)
 
     def collate(batch):  # batch functions run on the whole batch, on the device
         x, y = default_collate(batch)
@@ -242,9 +239,8 @@ def over_seeds(**kwargs):
     return [train_run(seed, **kwargs) for seed in SEEDS]
 
 
-baseline_runs = over_seeds(
-    curves=True, ema_decays=(0.9, 0.98)
-)  # no regularization, three seeds
+# no regularization, three seeds
+baseline_runs = over_seeds(curves=True, ema_decays=(0.9, 0.98))
 for seed, run in zip(SEEDS, baseline_runs, strict=True):
     acc = run["final"]
     print(
@@ -450,12 +446,10 @@ def decay_groups(model):
 for opt_name, make_opt in (("SGD", lambda ps: torch.optim.SGD(ps, lr=lr, momentum=0.9)),
                            ("Adam", lambda ps: torch.optim.Adam(ps, lr=lr))):  # fmt: skip
     with_penalty, with_decay = make_pair()
-    opt_penalty = make_opt(
-        with_penalty.parameters()
-    )  # L2 term in the loss, no weight_decay
-    opt_decay = make_opt(
-        decay_groups(with_decay)
-    )  # weight_decay in the optimizer, plain loss
+    # L2 term in the loss, no weight_decay
+    opt_penalty = make_opt(with_penalty.parameters())
+    # weight_decay in the optimizer, plain loss
+    opt_decay = make_opt(decay_groups(with_decay))
     for _ in range(5):
         opt_penalty.zero_grad()
         l2_loss(with_penalty, xb, yb, lam).backward()
@@ -473,9 +467,8 @@ for opt_name, make_opt in (("SGD", lambda ps: torch.optim.SGD(ps, lr=lr, momentu
 
 adamw_model, manual_model = make_pair()
 adamw = torch.optim.AdamW(decay_groups(adamw_model), lr=lr)
-adam = torch.optim.Adam(
-    manual_model.parameters(), lr=lr
-)  # no decay inside Adam
+# no decay inside Adam
+adam = torch.optim.Adam(manual_model.parameters(), lr=lr)
 for _ in range(5):
     adamw.zero_grad()
     F.cross_entropy(adamw_model(xb), yb).backward()
@@ -675,9 +668,8 @@ ax_h.set(
     title="The 640 weights",
 )
 ax_h.legend(fontsize=8, loc="upper left")
-maps = torch.cat([W_l2.T, W_l1.T]).reshape(
-    20, 1, 8, 8
-)  # one 8x8 weight map per class and penalty
+# one 8x8 weight map per class and penalty
+maps = torch.cat([W_l2.T, W_l1.T]).reshape(20, 1, 8, 8)
 vmax = maps.abs().max().item()
 im = show_grid(ax_w, maps, 10, ["L2", "L1"], [f"class {c}" for c in range(10)], pad=1,
                pad_value=float("nan"), cmap="RdBu_r", vmin=-vmax, vmax=vmax)  # fmt: skip
@@ -730,9 +722,8 @@ assert acc_l1 > 0.9, (
 def dropout(x, p, training=True):
     if not training or p == 0:
         return x
-    mask = torch.empty_like(x).bernoulli_(
-        1 - p
-    )  # 1 = keep, with probability 1 - p
+    # 1 = keep, with probability 1 - p
+    mask = torch.empty_like(x).bernoulli_(1 - p)
     return x * (mask / (1 - p))
 
 
@@ -830,15 +821,13 @@ def batch_norm(
     """BatchNorm2d from its formulas; updates running_mean/var in place when training."""
     if training:
         mean = x.mean(dim=(0, 2, 3))
-        var = x.var(
-            dim=(0, 2, 3), unbiased=False
-        )  # normalize with the biased variance
+        # normalize with the biased variance
+        var = x.var(dim=(0, 2, 3), unbiased=False)
         n = x.numel() // x.shape[1]
         with torch.no_grad():
             running_mean.mul_(1 - momentum).add_(momentum * mean)
-            running_var.mul_(1 - momentum).add_(
-                momentum * var * n / (n - 1)
-            )  # unbiased estimate
+            # unbiased estimate
+            running_var.mul_(1 - momentum).add_(momentum * var * n / (n - 1))
     else:
         mean, var = running_mean, running_var
     x_hat = (x - mean[:, None, None]) / torch.sqrt(var[:, None, None] + eps)
@@ -860,9 +849,8 @@ for _ in range(
     ours = batch_norm(x_bn, gamma, beta, run_mean, run_var, training=True)
     theirs = bn.train()(x_bn)
     torch.testing.assert_close(ours, theirs)
-    weights_out = torch.randn(
-        ours.shape, generator=gen_bn
-    )  # compare gradients too
+    # compare gradients too
+    weights_out = torch.randn(ours.shape, generator=gen_bn)
     grads_ours = torch.autograd.grad(
         (ours * weights_out).sum(), (x_bn, gamma, beta)
     )
@@ -896,9 +884,8 @@ for _ in range(200):
     xb_bn = 3 + 2 * torch.randn(64, 1)
     bn1.train()(xb_bn)
     batch_means.append(xb_bn.mean().item())
-    batch_vars.append(
-        xb_bn.var().item()
-    )  # unbiased, as the running variance uses
+    # unbiased, as the running variance uses
+    batch_vars.append(xb_bn.var().item())
     running.append(bn1.running_mean.item())
 ema_mean, ema_var = 0.0, 1.0  # the layer's initial running statistics
 for m_b, v_b in zip(batch_means, batch_vars, strict=True):
@@ -978,9 +965,8 @@ one_image = (
     torch.randn(1, 8, 5, 5, generator=torch.Generator().manual_seed(0)) * 3 + 1
 )
 out_one = nn.BatchNorm2d(8).train()(one_image)
-torch.testing.assert_close(
-    out_one, F.instance_norm(one_image)
-)  # statistics over H x W of one image
+# statistics over H x W of one image
+torch.testing.assert_close(out_one, F.instance_norm(one_image))
 stds = [round(v, 2) for v in out_one.detach().std(dim=(0, 2, 3)).tolist()]
 print(
     "BatchNorm2d, training, batch of one = instance norm; per-channel std of the output:",
@@ -1360,9 +1346,8 @@ for p in (0.1, 0.5):
         ours, torchvision.ops.StochasticDepth(p, "row").train()(branch_out)
     )
     kept = (ours.flatten(1) != 0).any(1)
-    torch.testing.assert_close(
-        ours[kept] * (1 - p), branch_out[kept]
-    )  # survivors scaled by 1/(1-p)
+    # survivors scaled by 1/(1-p)
+    torch.testing.assert_close(ours[kept] * (1 - p), branch_out[kept])
 torch.testing.assert_close(cnn.DropPath(0.5).eval()(branch_out), branch_out)
 print(
     "drop_path = cnn.DropPath = torchvision StochasticDepth(p, 'row'), random draws included"
@@ -1888,9 +1873,8 @@ swa_ema = torch.optim.swa_utils.AveragedModel(
     multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.8),
     use_buffers=True,
 )
-swa_ema.update_parameters(
-    student
-)  # AveragedModel's first update copies the weights: start from them
+# AveragedModel's first update copies the weights: start from them
+swa_ema.update_parameters(student)
 manual = [p.detach().clone() for p in student.parameters()]
 opt_ema = torch.optim.SGD(student.parameters(), lr=0.5)
 for _ in range(10):
@@ -2236,9 +2220,8 @@ exercises.check_function(
 # 0.05): why is it not 1? (This "variance shift" is the disharmony of Li et al., 2019.)
 
 # %%
-eval_std = (
-    exercises.TODO
-)  # your value: the std of the batch-norm output in evaluation mode, measured
+# your value: the std of the batch-norm output in evaluation mode, measured
+eval_std = exercises.TODO
 exercises.check_value(
     eval_std, 1 / math.sqrt(2), atol=0.05, rtol=0, name="eval_std"
 )
@@ -2318,9 +2301,8 @@ exercises.check_function(
 
 # %% tags=["hide-cell"]
 def fold_bn(conv, bn):
-    scale = bn.weight / torch.sqrt(
-        bn.running_var + bn.eps
-    )  # gamma / sqrt(var + eps), per channel
+    # gamma / sqrt(var + eps), per channel
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     weight = conv.weight * scale[:, None, None, None]
     bias = bn.bias + (conv.bias - bn.running_mean) * scale
     return weight.detach(), bias.detach()

@@ -120,9 +120,8 @@ conv_circular = nn.Conv2d(
 
 
 def shift(t):
-    return torch.roll(
-        t, shifts=(3, 5), dims=(2, 3)
-    )  # 3 pixels down, 5 to the right
+    # 3 pixels down, 5 to the right
+    return torch.roll(t, shifts=(3, 5), dims=(2, 3))
 
 
 torch.testing.assert_close(
@@ -176,9 +175,8 @@ def conv2d_loops(x, weight, bias=None, stride=1, padding=0, dilation=1):
             window = x[
                 :, :, r : r + span : dilation, c : c + span : dilation
             ]  # [N, C, K, K]
-            out[:, :, i, j] = torch.einsum(
-                "nckl,ockl->no", window, weight
-            )  # O dot products
+            # O dot products
+            out[:, :, i, j] = torch.einsum("nckl,ockl->no", window, weight)
     if bias is not None:
         out += bias[None, :, None, None]
     return out
@@ -365,12 +363,10 @@ def conv2d_im2col(x, weight, bias=None, stride=1, padding=0, dilation=1):
     """Convolution as unfold + one matrix product. x [N, C, H, W], weight [O, C, K, K]."""
     n, _, h, w = x.shape
     o, _, k, _ = weight.shape
-    cols = F.unfold(
-        x, k, dilation=dilation, padding=padding, stride=stride
-    )  # [N, C*K*K, L]: X^T
-    out = (
-        weight.reshape(o, -1) @ cols
-    )  # [O, C*K*K] @ [N, C*K*K, L] -> [N, O, L]
+    # [N, C*K*K, L]: X^T
+    cols = F.unfold(x, k, dilation=dilation, padding=padding, stride=stride)
+    # [O, C*K*K] @ [N, C*K*K, L] -> [N, O, L]
+    out = weight.reshape(o, -1) @ cols
     if bias is not None:
         out = out + bias[:, None]
     h_out = conv_out_size(h, k, stride, padding, dilation)
@@ -766,9 +762,8 @@ _ = widgets.interact(
 def pool2d(x, kernel, stride, mode="max"):
     """Max or average pooling via unfold. x [N, C, H, W]; each channel is pooled on its own."""
     n, c, h, w = x.shape
-    cols = F.unfold(
-        x.reshape(n * c, 1, h, w), kernel, stride=stride
-    )  # [N*C, K*K, L]
+    # [N*C, K*K, L]
+    cols = F.unfold(x.reshape(n * c, 1, h, w), kernel, stride=stride)
     pooled = cols.amax(dim=1) if mode == "max" else cols.mean(dim=1)
     return pooled.reshape(
         n, c, conv_out_size(h, kernel, stride), conv_out_size(w, kernel, stride)
@@ -949,9 +944,8 @@ with torch.device("meta"):
         h = layer(h)
         if not isinstance(layer, nn.ReLU):
             print(f"{type(layer).__name__:9s} -> {tuple(h.shape[1:])}")
-alex_tv.load_state_dict(
-    alex.state_dict(), strict=True, assign=True
-)  # same names and shapes
+# same names and shapes
+alex_tv.load_state_dict(alex.state_dict(), strict=True, assign=True)
 n_alex, n_fc = (
     classic.count_parameters(alex),
     classic.count_parameters(alex.classifier),
@@ -1112,13 +1106,11 @@ print(
     f"inception (3a) convolution weights: {naive:,} without 1x1 reductions, {reduced:,} with them"
 )
 block = classic.InceptionBlock(c_in, *args_3a)
-bn_params = 2 * (
-    64 + 96 + 128 + 16 + 32 + 32
-)  # each BatchNorm has a scale and a shift per channel
+# each BatchNorm has a scale and a shift per channel
+bn_params = 2 * (64 + 96 + 128 + 16 + 32 + 32)
 assert classic.count_parameters(block) == reduced + bn_params
-torch_block = Inception(
-    c_in, *args_3a
-)  # torchvision's module, 3x3 kernel in the "5x5" branch
+# torchvision's module, 3x3 kernel in the "5x5" branch
+torch_block = Inception(c_in, *args_3a)
 ours_3x3 = classic.InceptionBlock(c_in, *args_3a, kernel_5x5=3)
 torch_block.load_state_dict(ours_3x3.state_dict(), strict=True)
 x_incept = torch.randn(2, c_in, 14, 14, generator=gen)
@@ -1464,9 +1456,8 @@ def train_cam_net(lr):
         shuffle=True,
         generator=torch.Generator().manual_seed(0),
     )
-    torch.manual_seed(
-        0
-    )  # the same initialization and data order for every learning rate
+    # the same initialization and data order for every learning rate
+    torch.manual_seed(0)
     model = make_cam_net().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = optim.warmup_cosine(
@@ -1517,9 +1508,8 @@ plt.show()
 
 # %%
 torch.manual_seed(0)
-cam_init_filters = (
-    make_cam_net()[0][0][0].weight.detach().clone()
-)  # the first layer before training
+# the first layer before training
+cam_init_filters = make_cam_net()[0][0][0].weight.detach().clone()
 cam_runs = {lr: train_cam_net(lr) for lr in CAM_LRS}
 for lr, (_, hist) in cam_runs.items():
     print(
@@ -1652,10 +1642,8 @@ with torch.no_grad():
     logits = cam_net(x_shapes)
 pred = logits.argmax(1).cpu()
 cam_acc = metrics.accuracy(logits.cpu(), y_shapes).item()
-cam_weight, cam_bias = (
-    cam_head.weight.detach(),
-    cam_head.bias.detach(),
-)  # [3, 32] and [3]
+# [3, 32] and [3]
+cam_weight, cam_bias = (cam_head.weight.detach(), cam_head.bias.detach())
 # the identity: spatial mean of M_c plus the bias is the logit of class c, for every class
 for c in range(3):
     m_c = explain.class_activation_maps(
@@ -1667,21 +1655,18 @@ for c in range(3):
 cams = explain.class_activation_maps(
     feats, cam_weight, pred.to(device), size=32
 ).cpu()  # [300, 32, 32]
-object_masks = torch.stack(
-    [m[0] for m in shapes_test.instance_masks]
-)  # [300, 32, 32] bool
+# [300, 32, 32] bool
+object_masks = torch.stack([m[0] for m in shapes_test.instance_masks])
 hits = explain.pointing_game(cams, object_masks)
 hit_rate = hits.float().mean().item()
 hit_near = (
     explain.pointing_game(cams, object_masks, tolerance=2).float().mean().item()
 )
-area = (
-    object_masks.float().mean().item()
-)  # hit rate of a point drawn uniformly at random
+# hit rate of a point drawn uniformly at random
+area = object_masks.float().mean().item()
 yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
-centre_map = -(
-    (yy - 15.5) ** 2 + (xx - 15.5) ** 2
-)  # a "map" that always points at the image centre
+# a "map" that always points at the image centre
+centre_map = -((yy - 15.5) ** 2 + (xx - 15.5) ** 2)
 centre = (
     explain.pointing_game(centre_map.expand(300, 32, 32), object_masks)
     .float()
@@ -1803,9 +1788,8 @@ hw = feats.shape[2] * feats.shape[3]  # 8 x 8 positions in the last feature maps
 signed_grad_cam = explain.grad_cam(
     cam_net, cam_features, x_shapes, pred.to(device), relu=False
 )
-cam_small = explain.class_activation_maps(
-    feats, cam_weight, pred.to(device)
-)  # [300, 8, 8]
+# [300, 8, 8]
+cam_small = explain.class_activation_maps(feats, cam_weight, pred.to(device))
 torch.testing.assert_close(
     signed_grad_cam * hw,
     cam_small,
@@ -1973,9 +1957,8 @@ plt.show()
 
 # %%
 digit_splits = data.digits_splits(seed=0)
-x_digits, y_digits = digit_splits.tensors(
-    "train"
-)  # 1,078 normalized 8x8 digits
+# 1,078 normalized 8x8 digits
+x_digits, y_digits = digit_splits.tensors("train")
 x_digits, y_digits = x_digits.to(device), y_digits.to(device)
 DEPTH_STEPS = 300
 WINDOWS = {
@@ -2238,9 +2221,8 @@ class PlacedDigitBatches:
         self.gen = torch.Generator().manual_seed(seed)
 
     def __len__(self):
-        return -(
-            -len(self.labels) // self.batch_size
-        )  # batches per epoch (ceil)
+        # batches per epoch (ceil)
+        return -(-len(self.labels) // self.batch_size)
 
     def __iter__(self):
         order = torch.randperm(len(self.labels), generator=self.gen)
@@ -2259,9 +2241,8 @@ source_train, source_test = (
 src_loader = PlacedDigitBatches(
     x_all[source_train], y_all[source_train], batch_size=64, seed=0
 )
-x_src_test = place_digits(
-    x_all[source_test], torch.Generator().manual_seed(5)
-)  # one fixed placement
+# one fixed placement
+x_src_test = place_digits(x_all[source_test], torch.Generator().manual_seed(5))
 src_val = DataLoader(
     TensorDataset(x_src_test, y_all[source_test]), batch_size=256
 )
@@ -2366,9 +2347,8 @@ target_pool, target_val, target_test = (
 )
 x_tgt_val = place_digits(x_all[target_val], torch.Generator().manual_seed(3))
 x_tgt_test = place_digits(x_all[target_test], torch.Generator().manual_seed(2))
-x_tgt_eval = torch.cat([x_tgt_val, x_tgt_test]).to(
-    device
-)  # evaluated together: validation first
+# evaluated together: validation first
+x_tgt_eval = torch.cat([x_tgt_val, x_tgt_test]).to(device)
 y_tgt_val, y_tgt_test = (
     (y_all[target_val] - 5).to(device),
     (y_all[target_test] - 5).to(device),
@@ -2827,9 +2807,8 @@ class DenseBlock(nn.Module):  # noqa: F811 (the solution replaces the stub)
     def forward(self, x):
         features = [x]
         for layer in self.layers:
-            features.append(
-                layer(torch.cat(features, dim=1))
-            )  # every layer sees all earlier maps
+            # every layer sees all earlier maps
+            features.append(layer(torch.cat(features, dim=1)))
         return torch.cat(features, dim=1)
 
 
@@ -2982,18 +2961,16 @@ grad_cam_cases = [
     (cam_net, cam_features[2], x_ex, y_ex),
     (cam_net, cam_features[4], x_ex[:16], y_ex[:16]),
 ]
-gc_scale = (
-    explain.grad_cam(cam_net, cam_features[2], x_ex, y_ex).max().item()
-)  # sets the tolerance
+# sets the tolerance
+gc_scale = explain.grad_cam(cam_net, cam_features[2], x_ex, y_ex).max().item()
 
 
 def grad_cam_scratch(model, layer, x, classes):
     raise NotImplementedError  # your code: [N, h, w] maps, detached
 
 
-positions_with_gradient = (
-    exercises.TODO
-)  # (b): how many of a 6x6 map's 36 positions get a gradient?
+# (b): how many of a 6x6 map's 36 positions get a gradient?
+positions_with_gradient = exercises.TODO
 
 print(
     exercises.check_function(
@@ -3048,9 +3025,8 @@ exercises.check_value(
 
 digits_net, digits_block = pretrained.eval(), pretrained[0][4]
 x_digit_maps = x_tgt_eval[:64]
-a_digits = (
-    pretrained[0][:5](x_digit_maps).detach().requires_grad_()
-)  # [64, 32, 6, 6], the last block
+# [64, 32, 6, 6], the last block
+a_digits = pretrained[0][:5](x_digit_maps).detach().requires_grad_()
 digit_logits = pretrained[1](pretrained[0][5:](a_digits))
 digit_pred = digit_logits.argmax(1)
 (d_a,) = torch.autograd.grad(

@@ -357,16 +357,13 @@ with (
     fully_conv[-1].bias.copy_(patch_classifier[-1].bias)
 
 image = train_set.images[:1]
-padded = F.pad(
-    image, [CROP // 2] * 4
-)  # zero padding: a crop exists around every pixel
-crops = (
-    F.unfold(padded, CROP).transpose(1, 2).reshape(-1, 3, CROP, CROP)
-)  # [1024, 3, 9, 9]
+# zero padding: a crop exists around every pixel
+padded = F.pad(image, [CROP // 2] * 4)
+# [1024, 3, 9, 9]
+crops = F.unfold(padded, CROP).transpose(1, 2).reshape(-1, 3, CROP, CROP)
 with torch.no_grad():
-    scores_sliding = patch_classifier(crops).T.reshape(
-        1, 4, 32, 32
-    )  # one crop per pixel
+    # one crop per pixel
+    scores_sliding = patch_classifier(crops).T.reshape(1, 4, 32, 32)
     scores_fcn = fully_conv(padded)  # one pass over the image
 torch.testing.assert_close(scores_sliding, scores_fcn, rtol=1e-4, atol=1e-5)
 print("sliding-window scores == fully convolutional scores, at every pixel")
@@ -509,9 +506,8 @@ torch.testing.assert_close(
 # the matrix view on a 4x4 input and a 3x3 kernel: C has one row per output value (2x2 = 4 rows)
 w_small = torch.arange(1.0, 10.0).reshape(1, 1, 3, 3)
 basis = torch.eye(16).reshape(16, 1, 4, 4)  # one unit image per input pixel
-C = (
-    F.conv2d(basis, w_small).reshape(16, 4).T
-)  # column p = response to pixel p: C is [4, 16]
+# column p = response to pixel p: C is [4, 16]
+C = F.conv2d(basis, w_small).reshape(16, 4).T
 x_small = torch.randn(1, 1, 4, 4, generator=g)
 y_small = torch.randn(1, 1, 2, 2, generator=g)
 torch.testing.assert_close(
@@ -787,12 +783,10 @@ class TinyFCN(nn.Module):
         pool2 = self.pool(self.block2(pool1))  # stride 4
         scores = self.score8(self.pool(self.block3(pool2)))  # stride 8
         if self.skips:
-            scores = self.up8(scores) + self.score4(
-                pool2
-            )  # learned 2x: stride 8 -> 4
-            scores = self.up4(scores) + self.score2(
-                pool1
-            )  # learned 2x: stride 4 -> 2
+            # learned 2x: stride 8 -> 4
+            scores = self.up8(scores) + self.score4(pool2)
+            # learned 2x: stride 4 -> 2
+            scores = self.up4(scores) + self.score2(pool1)
         return F.interpolate(scores, size=x.shape[-2:], mode="bilinear")
 
 
@@ -1011,9 +1005,8 @@ def separation_targets(instance_masks, semantic):
     ids = instance_id_map(
         instance_masks, offset=0
     ).numpy()  # 0 background, k + 1 on object k
-    touches_later = (
-        ndimage.grey_dilation(ids, footprint=CROSS) > ids
-    )  # a 4-neighbour has a larger id
+    # a 4-neighbour has a larger id
+    touches_later = ndimage.grey_dilation(ids, footprint=CROSS) > ids
     border = torch.from_numpy(touches_later & (ids > 0))
     return torch.where(border, 0, semantic), instance_masks & ~border
 
@@ -1664,9 +1657,8 @@ def draw_stack_footprint(ax, rates, size=41):
     lo = size // 2 - span // 2
     window = fp[lo : lo + span, lo : lo + span]
     coverage = (window != 0).double().mean().item()
-    side = max(
-        25, span + 4
-    )  # the same zoom for every stack that fits in 25 x 25
+    # the same zoom for every stack that fits in 25 x 25
+    side = max(25, span + 4)
     c0 = size // 2 - side // 2
     ax.imshow(fp[c0 : c0 + side, c0 : c0 + side].numpy(), cmap="viridis")
     edge = lo - c0 - 0.5
@@ -1827,13 +1819,11 @@ class DeepLabV3PlusDecoder(nn.Module):
         self.classify = nn.Conv2d(width, num_classes, 1)
 
     def forward(self, low, high, image_size):
-        x = F.interpolate(
-            self.aspp(high), size=low.shape[-2:], mode="bilinear"
-        )  # stride 16 -> 4
+        # stride 16 -> 4
+        x = F.interpolate(self.aspp(high), size=low.shape[-2:], mode="bilinear")
         x = self.fuse(torch.cat([x, self.reduce(low)], dim=1))
-        return F.interpolate(
-            self.classify(x), size=image_size, mode="bilinear"
-        )  # stride 4 -> 1
+        # stride 4 -> 1
+        return F.interpolate(self.classify(x), size=image_size, mode="bilinear")
 
 
 # %%
@@ -1841,10 +1831,8 @@ class DeepLabV3PlusDecoder(nn.Module):
 decoder = DeepLabV3PlusDecoder(
     low_channels=16, high_channels=64, num_classes=NUM_CLASSES
 ).eval()
-low_feat, high_feat = (
-    torch.randn(2, 16, 16, 16),
-    torch.randn(2, 64, 4, 4),
-)  # strides 4 and 16 of 64x64
+# strides 4 and 16 of 64x64
+low_feat, high_feat = (torch.randn(2, 16, 16, 16), torch.randn(2, 64, 4, 4))
 print(
     "DeepLab v3+ decoder:", tuple(decoder(low_feat, high_feat, (64, 64)).shape)
 )
@@ -2140,9 +2128,8 @@ for name, loss_fn in imbalance_losses.items():
             tri["val"].flatten(), probs["val"].flatten()
         )
         candidates[lr] = (val_ap, probs)
-    lr = max(
-        candidates, key=lambda k: candidates[k][0]
-    )  # the learning rate with the best validation AP
+    # the learning rate with the best validation AP
+    lr = max(candidates, key=lambda k: candidates[k][0])
     probs = candidates[lr][1]
     val_iou = [
         pixel_scores(probs["val"], tri["val"], t)["IoU"]
@@ -2298,9 +2285,8 @@ def roi_pool_loop(features, boxes, output_size, spatial_scale):
         x1, y1, x2, y2 = (
             int(np.floor(v * spatial_scale + 0.5)) for v in (x1, y1, x2, y2)
         )
-        bin_h = (
-            max(y2 - y1 + 1, 1) / output_size
-        )  # x2 and y2 count as inclusive
+        # x2 and y2 count as inclusive
+        bin_h = max(y2 - y1 + 1, 1) / output_size
         bin_w = max(x2 - x1 + 1, 1) / output_size
         for i in range(output_size):
             for j in range(output_size):
@@ -2419,9 +2405,8 @@ def roi_align_scratch(
     sampling_ratio <= 0 picks n_h, n_w = ceil(bin height), ceil(bin width) per box, as torchvision does.
     Returns Tensor[K, C, output_size, output_size].
     """
-    offset = (
-        0.5 if aligned else 0.0
-    )  # continuous coordinate -> grid of cell centres
+    # continuous coordinate -> grid of cell centres
+    offset = 0.5 if aligned else 0.0
     x1, y1, x2, y2 = (boxes[:, 1:] * spatial_scale - offset).unbind(1)
     h_roi, w_roi = y2 - y1, x2 - x1
     if not aligned:  # the legacy version makes every box at least one cell wide
@@ -2443,12 +2428,10 @@ def roi_align_scratch(
             / n_w
             * (w_roi[k] / P)[:, None]
         )
-        samples = bilinear_sample(
-            features[boxes[k, 0].long()], ys, xs
-        )  # [K, C, P n_h, P n_w]
-        return F.avg_pool2d(
-            samples, (n_h, n_w)
-        )  # the mean of each bin's samples
+        # [K, C, P n_h, P n_w]
+        samples = bilinear_sample(features[boxes[k, 0].long()], ys, xs)
+        # the mean of each bin's samples
+        return F.avg_pool2d(samples, (n_h, n_w))
 
     if sampling_ratio > 0:
         return pool(torch.arange(len(boxes)), sampling_ratio, sampling_ratio)
@@ -2491,9 +2474,8 @@ print(
 ramp = torch.arange(16.0).repeat(16, 1)[
     None, None
 ]  # f(row, col) = col: cell j holds j
-whole_cells = torch.tensor(
-    [[0, 2.0, 2.0, 6.0, 6.0]]
-)  # covers cells 2, 3, 4, 5: their mean is 3.5
+# covers cells 2, 3, 4, 5: their mean is 3.5
+whole_cells = torch.tensor([[0, 2.0, 2.0, 6.0, 6.0]])
 for aligned in (True, False):
     value = roi_align_scratch(ramp, whole_cells, 1, 1.0, 4, aligned)[0, 0, 0, 0]
     print(
@@ -2510,9 +2492,8 @@ for aligned in (True, False):
 # ($f = $ column index): RoIPool's output moves in jumps of a whole cell, RoIAlign's follows the box.
 
 # %% tags=["hide-input"]
-box_feat = torch.tensor(
-    [1.35, 1.7, 5.6, 6.2]
-)  # in feature cells (spatial scale 1)
+# in feature cells (spatial scale 1)
+box_feat = torch.tensor([1.35, 1.7, 5.6, 6.2])
 P = 2
 fig, axes = plt.subplots(1, 3, figsize=(14, 4.4), width_ratios=[1, 1, 1.3])
 for ax, title in zip(
@@ -2794,9 +2775,8 @@ image_of = torch.repeat_interleave(
     torch.arange(len(test_set)), torch.tensor([len(b) for b in test_set.boxes])
 )
 in_box = paste_masks(torch.ones(len(test_boxes), 28, 28), test_boxes, 32)
-neighbours = (
-    in_box & (test_set.masks[image_of] > 0) & ~test_instances
-)  # other objects' pixels in the box
+# other objects' pixels in the box
+neighbours = in_box & (test_set.masks[image_of] > 0) & ~test_instances
 contested = neighbours.flatten(1).any(1)
 mask_preds = {
     "mask head": predict_masks(mask_model, test_set),
@@ -3037,9 +3017,8 @@ exercises.check_function(
 
 # %% tags=["hide-cell"]
 def weighted_mean_ce(logits, target, w):
-    per_pixel = F.cross_entropy(
-        logits, target, reduction="none"
-    )  # unweighted -log p of the true class
+    # unweighted -log p of the true class
+    per_pixel = F.cross_entropy(logits, target, reduction="none")
     return (w[target] * per_pixel).sum() / w[
         target
     ].sum()  # a weighted average over the pixels

@@ -210,9 +210,8 @@ class TwoHeadNet(nn.Module):
     def forward(self, x):
         h = self.features(x)
         box = ops.box_convert(torch.sigmoid(self.box_head(h)), "cxcywh", "xyxy")
-        return torch.cat(
-            [self.cls_head(h), box], dim=1
-        )  # [N, C + 4]: logits, then the box
+        # [N, C + 4]: logits, then the box
+        return torch.cat([self.cls_head(h), box], dim=1)
 
 
 def loc_loss(out, y, lam=1.0):
@@ -418,9 +417,8 @@ torch.testing.assert_close(
 # %%
 def nms_loop(boxes, scores, iou_threshold):
     """Greedy NMS, written as the four steps above. Returns kept indices by decreasing score."""
-    order = sorted(
-        range(len(scores)), key=lambda i: -scores[i].item()
-    )  # stable: ties keep order
+    # stable: ties keep order
+    order = sorted(range(len(scores)), key=lambda i: -scores[i].item())
     keep = []
     while order:
         best = order.pop(0)
@@ -475,9 +473,8 @@ cand_boxes = (
 )
 cand_boxes[:, 2:] = torch.maximum(cand_boxes[:, 2:], cand_boxes[:, :2] + 2)
 cand_scores = 0.5 + 0.45 * torch.rand(len(cand_boxes), generator=g_cand)
-cand_object = torch.arange(3).repeat_interleave(
-    8
-)  # which object each candidate surrounds (for colour)
+# which object each candidate surrounds (for colour)
+cand_object = torch.arange(3).repeat_interleave(8)
 
 
 # %% tags=["hide-input"]
@@ -601,9 +598,8 @@ for k in range(4):
 
 # %%
 # NBVAL_CHECK_OUTPUT
-gt_crowd = torch.tensor(
-    [[0.0, 0.0, 20.0, 20.0], [4.0, 0.0, 24.0, 20.0]]
-)  # object 1 overlaps object 0
+# object 1 overlaps object 0
+gt_crowd = torch.tensor([[0.0, 0.0, 20.0, 20.0], [4.0, 0.0, 24.0, 20.0]])
 det_crowd = torch.tensor([[0.0, 0.0, 20.0, 20.0], [1.0, 0.0, 21.0, 20.0]])
 score_crowd = torch.tensor([0.9, 0.8])
 iou_crowd = ops.box_iou(det_crowd, gt_crowd)
@@ -639,15 +635,13 @@ NUM_GT = 6  # one object is never detected: recall cannot reach 1
 tp_cum = torch.cumsum(ranked_tp.double(), 0)
 precision = tp_cum / torch.arange(1, 11)
 recall = tp_cum / NUM_GT
-envelope = torch.tensor(
-    [precision[k:].max() for k in range(10)]
-)  # best precision at recall >= r_k
+# best precision at recall >= r_k
+envelope = torch.tensor([precision[k:].max() for k in range(10)])
 ap_all = sum(
     (recall[k] - (recall[k - 1] if k else 0.0)) * envelope[k] for k in range(10)
 ).item()
-levels = torch.tensor(
-    metrics.COCO_RECALL_LEVELS, dtype=torch.float64
-)  # 0, 0.01, ..., 1 as COCO makes them
+# 0, 0.01, ..., 1 as COCO makes them
+levels = torch.tensor(metrics.COCO_RECALL_LEVELS, dtype=torch.float64)
 ap_101 = (
     sum(
         envelope[recall >= r].max().item() if (recall >= r).any() else 0.0
@@ -674,9 +668,8 @@ print(
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6.4, 3.8))
 r_step = torch.cat([torch.zeros(1), recall])
-env_step = torch.cat(
-    [envelope[:1], envelope]
-)  # height of the interval (recall[k-1], recall[k]]
+# height of the interval (recall[k-1], recall[k]]
+env_step = torch.cat([envelope[:1], envelope])
 ax.fill_between(
     r_step,
     env_step,
@@ -879,9 +872,8 @@ grid_anchors = ops.anchor_grid(
 anchor_labels, anchor_gt, anchor_iou = label_anchors(grid_anchors, scene_gt)
 
 matcher = Matcher(0.7, 0.3, allow_low_quality_matches=True)
-tv_match = matcher(
-    anchor_iou.T
-)  # -1 below 0.3, -2 between the thresholds, else the box index
+# -1 below 0.3, -2 between the thresholds, else the box index
+tv_match = matcher(anchor_iou.T)
 tv_labels = torch.where(tv_match >= 0, 1, torch.where(tv_match == -1, 0, -1))
 assert torch.equal(anchor_labels, tv_labels)
 assert torch.equal(anchor_gt[anchor_labels == 1], tv_match[anchor_labels == 1])
@@ -1038,9 +1030,8 @@ plt.show()
 # %%
 # NBVAL_CHECK_OUTPUT
 g_roi = torch.Generator().manual_seed(3)
-fmap = torch.randn(
-    1, 4, 20, 24, generator=g_roi
-)  # a stride-8 feature map of a 160 x 192 image
+# a stride-8 feature map of a 160 x 192 image
+fmap = torch.randn(1, 4, 20, 24, generator=g_roi)
 rois = torch.tensor(
     [
         [10.0, 20.0, 100.0, 60.0],
@@ -1048,9 +1039,8 @@ rois = torch.tensor(
         [0.0, 0.0, 190.0, 155.0],
     ]
 )
-rois_tv = torch.cat(
-    [torch.zeros(3, 1), rois], dim=1
-)  # torchvision wants (batch index, x1, y1, x2, y2)
+# torchvision wants (batch index, x1, y1, x2, y2)
+rois_tv = torch.cat([torch.zeros(3, 1), rois], dim=1)
 pooled_rois = tvops.roi_pool(fmap, rois_tv, output_size=7, spatial_scale=1 / 8)
 aligned_rois = tvops.roi_align(
     fmap,
@@ -1190,9 +1180,8 @@ class RPNHead(nn.Module):
         return self.objectness(h), self.deltas(h)
 
 
-rpn_feature = torch.zeros(
-    1, 64, 38, 63
-)  # stride-16 features of a 600 x 1000 image (64 channels here)
+# stride-16 features of a 600 x 1000 image (64 channels here)
+rpn_feature = torch.zeros(1, 64, 38, 63)
 obj_logits, rpn_deltas = RPNHead(64)(rpn_feature)
 print(
     f"feature map {tuple(rpn_feature.shape)} -> objectness {tuple(obj_logits.shape)}, "
@@ -1203,9 +1192,8 @@ print(
 )
 
 # %% tags=["hide-input"]
-astro = data.sample_image(
-    "astronaut"
-)  # 512 x 512: the paper's anchor sizes fit
+# 512 x 512: the paper's anchor sizes fit
+astro = data.sample_image("astronaut")
 fig = plt.figure(figsize=(13, 5.2))
 ax_img = fig.add_subplot(1, 2, 1)
 ax_img.imshow(astro.permute(1, 2, 0))
@@ -1417,9 +1405,8 @@ plt.show()
 
 # %%
 STRIDE, GRID = 4, SIZE // 4
-REFS = ops.anchor_grid(
-    (GRID, GRID), STRIDE, sizes=(8.0,)
-)  # [64, 4] one reference box per cell
+# [64, 4] one reference box per cell
+REFS = ops.anchor_grid((GRID, GRID), STRIDE, sizes=(8.0,))
 CELL_CENTRES = (
     REFS[:, :2] + REFS[:, 2:]
 ) / 2  # [64, 2]: (x, y) = ((j + .5) * 4, (i + .5) * 4)
@@ -1447,16 +1434,14 @@ def assign_cells(gt_boxes, gt_labels, radius=CENTRE_RADIUS):
     centre = (lo + hi) / 2
     inside = ((p > lo) & (p < hi)).all(-1)  # [N, L, G]
     near_centre = ((p - centre).abs() <= radius * STRIDE).all(-1)
-    holds_centre = ((p - centre).abs() <= STRIDE / 2).all(
-        -1
-    )  # YOLO's responsible cell
+    # YOLO's responsible cell
+    holds_centre = ((p - centre).abs() <= STRIDE / 2).all(-1)
     candidate = ((inside & near_centre) | holds_centre) & (gt_labels >= 0)[
         :, None, :
     ]
     area = ops.box_area(gt_boxes)[:, None, :].expand_as(candidate)
-    best_area, g = torch.where(candidate, area, torch.inf).min(
-        dim=-1
-    )  # the smallest candidate box
+    # the smallest candidate box
+    best_area, g = torch.where(candidate, area, torch.inf).min(dim=-1)
     positive = torch.isfinite(best_area)
     box_t = torch.gather(gt_boxes, 1, g[..., None].expand(-1, -1, 4))
     cls_t = (
@@ -1572,9 +1557,8 @@ class TinyDetector(nn.Module):
             cnn.ConvNormAct(w, w),
             cnn.ConvNormAct(w, 2 * w, stride=2),  # 8 x 8
             cnn.ConvNormAct(2 * w, 2 * w),
-            cnn.ConvNormAct(
-                2 * w, 2 * w, dilation=2
-            ),  # a wider receptive field at no cost
+            # a wider receptive field at no cost
+            cnn.ConvNormAct(2 * w, 2 * w, dilation=2),
         )
         anchors_per_cell = len(refs) // GRID**2
         self.head = cnn.DetectionHead(
@@ -1586,9 +1570,8 @@ class TinyDetector(nn.Module):
         )
 
     def forward(self, x):
-        return self.head(
-            self.backbone(x)
-        )  # {"cls_logits": [N, L, C], "box_regression": [N, L, 4]}
+        # {"cls_logits": [N, L, C], "box_regression": [N, L, 4]}
+        return self.head(self.backbone(x))
 
 
 def centre_loss(out, cls_t, box_t, positive, generator=None, box_weight=2.0):
@@ -1789,9 +1772,8 @@ plt.show()
 
 # %%
 ANCHOR_SIZES = (7.0, 10.0, 14.0)
-ANCHORS = ops.anchor_grid(
-    (GRID, GRID), STRIDE, sizes=ANCHOR_SIZES
-)  # [192, 4]: row, column, then size
+# [192, 4]: row, column, then size
+ANCHORS = ops.anchor_grid((GRID, GRID), STRIDE, sizes=ANCHOR_SIZES)
 POS_IOU, NEG_IOU = 0.5, 0.4
 ANCHORS_PER_IMAGE, MAX_POSITIVE_FRACTION = 64, 0.5
 
@@ -1818,9 +1800,8 @@ def sample_anchors(anchor_label, generator):
     u = torch.rand(anchor_label.shape, generator=generator).to(
         anchor_label.device
     )
-    rank_pos = (
-        torch.where(anchor_label == 1, u, 2.0).argsort(1).argsort(1)
-    )  # random order among positives
+    # random order among positives
+    rank_pos = torch.where(anchor_label == 1, u, 2.0).argsort(1).argsort(1)
     pos = (anchor_label == 1) & (
         rank_pos < int(ANCHORS_PER_IMAGE * MAX_POSITIVE_FRACTION)
     )
@@ -1835,9 +1816,8 @@ def anchor_loss(out, anchor_label, anchor_class, anchor_deltas, generator):
     """BCE on the sampled anchors + smooth L1 on the offsets of the sampled positives."""
     pos, neg = sample_anchors(anchor_label, generator)
     sampled = pos | neg
-    cls_t = (
-        F.one_hot(anchor_class, NUM_CLASSES).float() * pos[..., None]
-    )  # all zeros for a negative
+    # all zeros for a negative
+    cls_t = F.one_hot(anchor_class, NUM_CLASSES).float() * pos[..., None]
     cls_loss = F.binary_cross_entropy_with_logits(
         out["cls_logits"][sampled], cls_t[sampled], reduction="sum"
     )
@@ -2164,9 +2144,8 @@ class FPNScratch(nn.Module):
             self.smooth[-2::-1],
             strict=True,
         ):
-            m = lateral(c) + F.interpolate(
-                m, size=c.shape[-2:], mode="nearest"
-            )  # M_l
+            # M_l
+            m = lateral(c) + F.interpolate(m, size=c.shape[-2:], mode="nearest")
             outs.insert(0, smooth(m))  # P_l = conv3x3(M_l)
         return outs
 
@@ -2189,9 +2168,8 @@ with torch.no_grad():
         fpn_scratch.smooth[k].load_state_dict(
             fpn.layer_blocks[k][0].state_dict()
         )
-    feats = backbone.stage_features(
-        torch.randn(2, 3, 96, 96)
-    )  # C2, C3, C4, finest first
+    # C2, C3, C4, finest first
+    feats = backbone.stage_features(torch.randn(2, 3, 96, 96))
     for a, b, c in zip(
         fpn_scratch(feats),
         fpn(feats),
@@ -2244,9 +2222,8 @@ for f in c_levels + p_levels:
     mass = (
         torch.stack([g_abs[dist <= r].sum() for r in range(48)]) / g_abs.sum()
     )
-    rf_radius.append(
-        int((mass < 0.9).sum())
-    )  # half-side of the square holding 90 % of the gradient
+    # half-side of the square holding 90 % of the gradient
+    rf_radius.append(int((mass < 0.9).sum()))
 assert rf_radius[3] > rf_radius[0], "P2 should see further than C2"
 
 # %% tags=["hide-input"]
@@ -2361,9 +2338,8 @@ def box_at(x):
 
 targets_line = torch.tensor([box_at(0.40), box_at(0.30)])
 preds_line = torch.tensor([box_at(0.35), box_at(0.55)])
-cost_line = torch.cdist(
-    targets_line, preds_line, p=1
-)  # [2 targets, 2 predictions]
+# [2 targets, 2 predictions]
+cost_line = torch.cdist(targets_line, preds_line, p=1)
 closest = cost_line.argmin(dim=1).tolist()
 greedy, free = [], [0, 1]
 for i in range(2):  # targets in turn, each takes its closest free prediction
@@ -2407,9 +2383,8 @@ hidden_perm = torch.randperm(6, generator=g_detr)[
 ]  # the slot that predicts target i
 free_slots = [k for k in range(6) if k not in hidden_perm]
 duplicate = free_slots[0]
-pred_logits = torch.randn(
-    6, 4, generator=g_detr
-)  # 3 classes + "no object" (index 3)
+# 3 classes + "no object" (index 3)
+pred_logits = torch.randn(6, 4, generator=g_detr)
 pred_logits[:, 3] += 3.0  # by default a slot says "no object"
 pred_logits[hidden_perm, tgt_labels] += 5.0
 pred_logits[duplicate, tgt_labels[0]] += 5.0
@@ -2427,9 +2402,8 @@ pred_boxes = cxcywh_to_xyxy(pred_cxcywh)
 def matching_cost(logits, boxes, labels, targets):
     """Cost[i, j] of giving prediction j to target i (DETR's matching cost)."""
     prob = logits.softmax(-1)  # [N, C + 1]
-    l1 = torch.cdist(
-        xyxy_to_cxcywh(targets), xyxy_to_cxcywh(boxes), p=1
-    )  # L1 on (cx, cy, w, h)
+    # L1 on (cx, cy, w, h)
+    l1 = torch.cdist(xyxy_to_cxcywh(targets), xyxy_to_cxcywh(boxes), p=1)
     return (
         -prob[:, labels].T
         + LAMBDA_L1 * l1
@@ -2464,13 +2438,11 @@ def hungarian_loss(logits, boxes, labels, targets):
     rows, cols = ops.hungarian_match(
         matching_cost(logits, boxes, labels, targets).detach()
     )
-    by_slot = (
-        cols.argsort()
-    )  # sum the matched pairs in slot order, whatever the order of the targets
+    # sum the matched pairs in slot order, whatever the order of the targets
+    by_slot = cols.argsort()
     rows, cols = rows[by_slot], cols[by_slot]
-    cls_target = torch.full(
-        (len(logits),), logits.shape[1] - 1
-    )  # "no object" everywhere...
+    # "no object" everywhere...
+    cls_target = torch.full((len(logits),), logits.shape[1] - 1)
     cls_target[cols] = labels[rows]  # ...except the matched slots
     class_weights = torch.ones(logits.shape[1])
     class_weights[-1] = NO_OBJECT_WEIGHT
@@ -2489,9 +2461,8 @@ loss_a = hungarian_loss(pred_logits, pred_boxes, tgt_labels, tgt_boxes)
 loss_b = hungarian_loss(
     pred_logits[shuffle], pred_boxes[shuffle], tgt_labels, tgt_boxes
 )
-torch.testing.assert_close(
-    loss_a, loss_b
-)  # same terms, summed in another order: equal to float precision
+# same terms, summed in another order: equal to float precision
+torch.testing.assert_close(loss_a, loss_b)
 tgt_perm = torch.tensor([2, 0, 1])  # the same targets, listed in another order
 loss_c = hungarian_loss(
     pred_logits, pred_boxes, tgt_labels[tgt_perm], tgt_boxes[tgt_perm]
@@ -2499,9 +2470,8 @@ loss_c = hungarian_loss(
 assert torch.equal(loss_a, loss_c), (
     "the set loss must not depend on the order of the targets, bit for bit"
 )
-fixed_order = F.l1_loss(
-    pred_boxes[:3], tgt_boxes
-)  # a loss that pairs slot i with target i
+# a loss that pairs slot i with target i
+fixed_order = F.l1_loss(pred_boxes[:3], tgt_boxes)
 fixed_shuffled = F.l1_loss(pred_boxes[shuffle][:3], tgt_boxes)
 
 # %%
@@ -3019,9 +2989,8 @@ def detect_without_nms(model, images, score_threshold=0.05, max_detections=100):
         out["box_regression"].cpu(),
         strict=True,
     ):
-        scores, flat = p.flatten().topk(
-            min(max_detections, p.numel())
-        )  # [L * C], cell-major
+        # [L * C], cell-major
+        scores, flat = p.flatten().topk(min(max_detections, p.numel()))
         keep = scores > score_threshold
         scores, flat = scores[keep], flat[keep]
         cell, label = flat // p.shape[1], flat % p.shape[1]
@@ -3059,10 +3028,8 @@ assert map_no_nms < det_map50
 
 # %%
 anchor_answer = {
-    100: (
-        exercises.TODO,
-        exercises.TODO,
-    ),  # (anchors with IoU >= 0.7, best IoU) for the 100 x 100 object
+    # (anchors with IoU >= 0.7, best IoU) for the 100 x 100 object
+    100: (exercises.TODO, exercises.TODO),
     40: (exercises.TODO, exercises.TODO),  # the same for the 40 x 40 object
 }
 tv_grid = (
