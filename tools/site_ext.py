@@ -152,23 +152,16 @@ class SolutionPrompts(SphinxPostTransform):
 
 
 # ------------------------------------------------------------------------------ page context
-def _drop_scripts(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
-    """Remove Thebe's scripts, and any script added twice."""
+def _drop_thebe(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    """Remove sphinx-thebe's scripts (its configuration, emitted twice, and its loader)."""
     files = context.get("script_files")
-    if not files:
-        return
-    seen, kept = set(), []
-    for js in files:
-        body = getattr(js, "attributes", {}).get("body", "") or ""
-        name = str(getattr(js, "filename", js) or "")
-        if "THEBE_JS_URL" in body or name.endswith("sphinx-thebe.js") or "thebe@" in name:
-            continue
-        key = (name, body)
-        if key in seen:
-            continue
-        seen.add(key)
-        kept.append(js)
-    files[:] = kept
+    if files:
+        files[:] = [
+            js
+            for js in files
+            if "THEBE_JS_URL" not in (getattr(js, "attributes", {}).get("body") or "")
+            and "thebe" not in str(getattr(js, "filename", js) or "")
+        ]
 
 
 def _notebook_download_links(app: Sphinx, doctree: nodes.document, docname: str) -> None:
@@ -207,5 +200,5 @@ def setup(app: Sphinx) -> dict:
     app.add_transform(HideTestMarkers)
     app.add_post_transform(SolutionPrompts)
     app.connect("doctree-resolved", _notebook_download_links)
-    app.connect("html-page-context", _drop_scripts, priority=900)
+    app.connect("html-page-context", _drop_thebe, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
