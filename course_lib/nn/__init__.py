@@ -6,8 +6,8 @@
   blocks and :class:`ResNet` (chapter 06);
 - :mod:`.dense`: :class:`UNet`, :class:`ASPP` (chapter 07), :class:`FPN` and :class:`DetectionHead`
   (chapter 08);
-- :mod:`.generative`: masked convolutions, AdaIN and the small generators and critics of chapters
-  09 and 10.
+- :mod:`.autoregressive`: masked convolutions and PixelCNN (chapter 09);
+- :mod:`.generative`: AdaIN and the small generators and critics of chapter 10.
 
 Every public name is re-exported here. Import the package under another name so that it does not
 shadow ``torch.nn``::
@@ -18,9 +18,13 @@ shadow ``torch.nn``::
 
 from __future__ import annotations
 
-from . import basics, blocks, dense
+from . import autoregressive, basics, blocks, dense, generative
+from .autoregressive import *  # noqa: F403
 from .basics import *  # noqa: F403
 from .blocks import *  # noqa: F403
 from .dense import *  # noqa: F403
+from .generative import *  # noqa: F403
 
-__all__ = sorted([*basics.__all__, *blocks.__all__, *dense.__all__])
+__all__ = sorted(
+    [*basics.__all__, *blocks.__all__, *dense.__all__, *autoregressive.__all__, *generative.__all__]
+)
