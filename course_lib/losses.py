@@ -10,7 +10,10 @@ log-probabilities) are used straight from ``torch.nn.functional``; this module a
 - :func:`identity_loss` (one minus cosine similarity of embeddings);
 - :func:`iou_loss` and :func:`giou_loss` for paired boxes (chapter 08 uses them);
 - :func:`dice_loss`, the soft Dice loss for segmentation masks (chapter 07);
-- :func:`nt_xent`, the SimCLR contrastive loss (chapters 17 and 18).
+- :func:`nt_xent`, the SimCLR contrastive loss (chapters 17 and 18);
+- :func:`gaussian_kl`, the VAE's KL term (chapter 09);
+- :func:`discriminator_loss`, :func:`generator_loss` (minimax, non-saturating, hinge, Wasserstein,
+  least squares), :func:`critic_gradient_norms` and :func:`gradient_penalty` (chapter 10).
 """
 
 from __future__ import annotations
@@ -25,10 +28,16 @@ from torch import Tensor
 from course_lib import ops
 
 __all__ = [
+    "GAN_LOSSES",
+    "critic_gradient_norms",
     "dice_loss",
+    "discriminator_loss",
     "entropy",
     "feature_loss",
+    "gaussian_kl",
+    "generator_loss",
     "giou_loss",
+    "gradient_penalty",
     "gram_matrix",
     "identity_loss",
     "iou_loss",
@@ -450,3 +459,170 @@ def dice_loss(logits: Tensor, target: Tensor, eps: float = 1.0) -> Tensor:
     dims = [0, *range(2, p.ndim)]
     per_class = 1 - (2 * (p * g).sum(dims) + eps) / (p.sum(dims) + g.sum(dims) + eps)
     return per_class.mean()
+
+
+# --------------------------------------------------------------------------------------------
+# generative models: the VAE's KL term (chapter 09), adversarial losses (chapter 10)
+# --------------------------------------------------------------------------------------------
+def gaussian_kl(mu: Tensor, logvar: Tensor, reduction: str = "none") -> Tensor:
+    r"""KL divergence of a diagonal Gaussian from the standard normal, in nats, per dimension.
+
+    .. math::
+        \mathrm{KL}\big(\mathcal N(\mu, \sigma^2)\,\|\,\mathcal N(0, 1)\big)
+        = \tfrac12\left(\mu^2 + \sigma^2 - \log\sigma^2 - 1\right), \qquad \log\sigma^2 = \text{logvar}
+
+    This is the regularizer of the VAE's evidence lower bound (Kingma and Welling, 2014); the KL of
+    the whole diagonal posterior is the sum over the latent dimensions.
+
+    Args:
+        mu: ``Tensor[...]`` means of the approximate posterior.
+        logvar: ``Tensor[...]`` log-variances, the shape of ``mu``.
+        reduction: ``"none"`` (the shape of ``mu``, one value per dimension), ``"sum"`` or ``"mean"``
+            over every element.
+
+    Introduced in chapter 09.
+    """
+    _check_tensor(mu, "mu")
+    _check_tensor(logvar, "logvar")
+    if mu.shape != logvar.shape:
+        raise ValueError(
+            f"mu and logvar must have the same shape, got {tuple(mu.shape)} and {tuple(logvar.shape)}"
+        )
+    _check_reduction(reduction)
+    return _reduce(0.5 * (mu.square() + logvar.exp() - logvar - 1), reduction)
+
+
+#: The adversarial losses :func:`discriminator_loss` and :func:`generator_loss` know.
+GAN_LOSSES = ("minimax", "nonsaturating", "hinge", "wasserstein", "least_squares")
+
+
+def _check_gan_kind(kind: str) -> None:
+    if kind not in GAN_LOSSES:
+        raise ValueError(f"kind must be one of {GAN_LOSSES}, got {kind!r}")
+
+
+def _check_scores(x: Tensor, name: str) -> None:
+    _check_tensor(x, name)
+    if x.numel() == 0:
+        raise ValueError(f"{name} must not be empty")
+
+
+def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, kind: str = "nonsaturating") -> Tensor:
+    r"""The discriminator's (or critic's) loss on a batch of real and generated samples (a mean).
+
+    ``real_logits`` and ``fake_logits`` are the raw outputs ``D(x)`` before any sigmoid, any shape
+    (a PatchGAN gives one score per patch); every element counts once in its mean.
+
+    - ``"minimax"`` and ``"nonsaturating"`` (Goodfellow et al., 2014): the binary cross-entropy of
+      "real" against "fake", :math:`-\mathbb E\log\sigma(D(x)) - \mathbb E\log(1-\sigma(D(G(z))))`;
+      the two GAN variants differ only in the generator's loss.
+    - ``"hinge"`` (Lim and Ye, 2017; used by SAGAN and BigGAN):
+      :math:`\mathbb E\,\mathrm{relu}(1 - D(x)) + \mathbb E\,\mathrm{relu}(1 + D(G(z)))`.
+    - ``"wasserstein"`` (Arjovsky et al., 2017): the critic maximizes
+      :math:`\mathbb E D(x) - \mathbb E D(G(z))`, so its loss is the negative; it needs a Lipschitz
+      constraint (weight clipping, :func:`gradient_penalty` or spectral normalization).
+    - ``"least_squares"`` (Mao et al., 2017): :math:`\tfrac12\mathbb E(D(x)-1)^2 + \tfrac12\mathbb E D(G(z))^2`.
+
+    Introduced in chapter 10.
+    """
+    _check_scores(real_logits, "real_logits")
+    _check_scores(fake_logits, "fake_logits")
+    _check_gan_kind(kind)
+    if kind in ("minimax", "nonsaturating"):
+        # -log sigmoid(r) = softplus(-r) and -log(1 - sigmoid(f)) = softplus(f), both stable
+        return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+    if kind == "hinge":
+        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+    if kind == "wasserstein":
+        return fake_logits.mean() - real_logits.mean()
+    return 0.5 * (real_logits - 1).square().mean() + 0.5 * fake_logits.square().mean()
+
+
+def generator_loss(fake_logits: Tensor, kind: str = "nonsaturating") -> Tensor:
+    r"""The generator's loss on the discriminator's raw outputs for generated samples (a mean).
+
+    - ``"minimax"``: the original game, minimize :math:`\mathbb E\log(1-\sigma(D(G(z))))`. When the
+      discriminator confidently rejects the samples (:math:`D(G(z))\to 0`, early in training) its
+      gradient with respect to the logit, :math:`-\sigma(D(G(z)))`, vanishes: the loss saturates.
+    - ``"nonsaturating"``: minimize :math:`-\mathbb E\log\sigma(D(G(z)))` instead; same fixed point,
+      but the gradient :math:`\sigma(D(G(z))) - 1 \to -1` stays large exactly when the generator is
+      losing.
+    - ``"hinge"`` and ``"wasserstein"``: :math:`-\mathbb E D(G(z))`.
+    - ``"least_squares"``: :math:`\tfrac12\mathbb E(D(G(z)) - 1)^2`.
+
+    Introduced in chapter 10.
+    """
+    _check_scores(fake_logits, "fake_logits")
+    _check_gan_kind(kind)
+    if kind == "minimax":
+        return -F.softplus(fake_logits).mean()  # log(1 - sigmoid(f)) = -softplus(f)
+    if kind == "nonsaturating":
+        return F.softplus(-fake_logits).mean()
+    if kind in ("hinge", "wasserstein"):
+        return -fake_logits.mean()
+    return 0.5 * (fake_logits - 1).square().mean()
+
+
+def critic_gradient_norms(
+    critic,
+    real: Tensor,
+    fake: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    create_graph: bool = False,
+) -> Tensor:
+    r"""``‖∇_x̂ D(x̂)‖₂`` at random interpolates :math:`\hat x = \epsilon x + (1-\epsilon)\tilde x`.
+
+    One :math:`\epsilon \sim U[0, 1]` per sample; the norm is over all of a sample's elements. These
+    are the points where WGAN-GP (Gulrajani et al., 2017) asks the critic to be 1-Lipschitz.
+
+    Args:
+        critic: a callable ``Tensor[N, ...] -> Tensor[N]`` or ``Tensor[N, ...]`` (summed per sample).
+        real: ``Tensor[N, ...]`` real samples.
+        fake: ``Tensor[N, ...]`` generated samples, the shape of ``real`` (detached here).
+        generator: the random stream of :math:`\epsilon` (``None``: the global one).
+        create_graph: keep the graph so that a penalty on the norms can be backpropagated.
+    Returns:
+        ``Tensor[N]``.
+
+    Introduced in chapter 10.
+    """
+    _check_scores(real, "real")
+    _check_scores(fake, "fake")
+    if real.shape != fake.shape:
+        raise ValueError(
+            f"real and fake must have the same shape, got {tuple(real.shape)} and {tuple(fake.shape)}"
+        )
+    n = real.shape[0]
+    eps = torch.rand(n, generator=generator, device="cpu", dtype=real.dtype).to(real.device)
+    eps = eps.view(n, *([1] * (real.ndim - 1)))
+    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
+    with torch.enable_grad():
+        scores = critic(x_hat)
+        if scores.ndim == 0 or scores.shape[0] != n:
+            raise ValueError(
+                f"critic must return one score (or map) per sample, got shape {tuple(scores.shape)}"
+            )
+        (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=create_graph)
+    return grad.flatten(1).norm(dim=1)
+
+
+def gradient_penalty(
+    critic,
+    real: Tensor,
+    fake: Tensor,
+    *,
+    target: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""WGAN-GP's penalty :math:`\mathbb E_{\hat x}(\|\nabla_{\hat x} D(\hat x)\|_2 - \text{target})^2`
+    on random interpolates of real and generated samples (Gulrajani et al., 2017); multiply by
+    :math:`\lambda` (10 in the paper) and add to the critic's loss. Differentiable with respect to the
+    critic's parameters (double backpropagation).
+
+    See :func:`critic_gradient_norms` for the arguments. Introduced in chapter 10.
+    """
+    if not target >= 0:
+        raise ValueError(f"target must be >= 0, got {target}")
+    norms = critic_gradient_norms(critic, real, fake, generator=generator, create_graph=True)
+    return (norms - target).square().mean()

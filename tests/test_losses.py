@@ -373,3 +373,110 @@ def test_dice_loss_empty_target_and_bad_input():
         losses.dice_loss(torch.zeros(2), torch.zeros(2), eps=-1.0)
     with pytest.raises(TypeError, match="logits"):
         losses.dice_loss(torch.zeros(2, dtype=torch.int64), torch.zeros(2))
+
+
+# ---------------------------------------------------------------------------- generative (chapters 09, 10)
+def test_gaussian_kl_equals_torch_distributions():
+    g = gen(0)
+    mu = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    logvar = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+    p = torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    ref = torch.distributions.kl_divergence(q, p)
+    torch.testing.assert_close(losses.gaussian_kl(mu, logvar), ref)
+    torch.testing.assert_close(losses.gaussian_kl(mu, logvar, reduction="sum"), ref.sum())
+    torch.testing.assert_close(losses.gaussian_kl(mu, logvar, reduction="mean"), ref.mean())
+    # the prior itself: zero KL
+    assert losses.gaussian_kl(torch.zeros(4), torch.zeros(4)).abs().max() == 0
+
+
+def test_gaussian_kl_rejects_bad_input():
+    with pytest.raises(ValueError, match="same shape"):
+        losses.gaussian_kl(torch.zeros(2, 3), torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="reduction"):
+        losses.gaussian_kl(torch.zeros(2), torch.zeros(2), reduction="max")
+    with pytest.raises(TypeError):
+        losses.gaussian_kl(torch.zeros(2, dtype=torch.long), torch.zeros(2))
+
+
+@pytest.mark.parametrize("kind", losses.GAN_LOSSES)
+def test_gan_losses_match_their_definitions(kind):
+    g = gen(1)
+    r = torch.randn(6, 1, 2, 2, generator=g, dtype=torch.float64)  # PatchGAN-like maps
+    f = torch.randn(6, 1, 2, 2, generator=g, dtype=torch.float64)
+    bce = F.binary_cross_entropy_with_logits
+    d_ref = {
+        "minimax": bce(r, torch.ones_like(r)) + bce(f, torch.zeros_like(f)),
+        "nonsaturating": bce(r, torch.ones_like(r)) + bce(f, torch.zeros_like(f)),
+        "hinge": torch.clamp(1 - r, min=0).mean() + torch.clamp(1 + f, min=0).mean(),
+        "wasserstein": f.mean() - r.mean(),
+        "least_squares": 0.5 * ((r - 1) ** 2).mean() + 0.5 * (f**2).mean(),
+    }[kind]
+    g_ref = {
+        "minimax": torch.log(1 - torch.sigmoid(f)).mean(),
+        "nonsaturating": bce(f, torch.ones_like(f)),
+        "hinge": -f.mean(),
+        "wasserstein": -f.mean(),
+        "least_squares": 0.5 * ((f - 1) ** 2).mean(),
+    }[kind]
+    torch.testing.assert_close(losses.discriminator_loss(r, f, kind), d_ref)
+    torch.testing.assert_close(losses.generator_loss(f, kind), g_ref)
+
+
+def test_minimax_generator_loss_saturates_where_nonsaturating_does_not():
+    # a discriminator that confidently rejects the samples: D(G(z)) = sigmoid(-10)
+    f = torch.full((4,), -10.0, requires_grad=True)
+    (g_mm,) = torch.autograd.grad(losses.generator_loss(f, "minimax"), f)
+    (g_ns,) = torch.autograd.grad(losses.generator_loss(f, "nonsaturating"), f)
+    # d/dl log(1 - sigmoid(l)) = -sigmoid(l) and d/dl -log sigmoid(l) = sigmoid(l) - 1, per element / 4
+    torch.testing.assert_close(g_mm, torch.full((4,), -torch.sigmoid(torch.tensor(-10.0)).item() / 4))
+    torch.testing.assert_close(g_ns, torch.full((4,), (torch.sigmoid(torch.tensor(-10.0)).item() - 1) / 4))
+    assert g_mm.abs().max() < 2e-5 < 0.2 < g_ns.abs().min()
+    # stable where the naive formula overflows
+    assert torch.isfinite(losses.generator_loss(torch.tensor([200.0, -200.0]), "minimax"))
+    assert torch.isfinite(losses.discriminator_loss(torch.tensor([-200.0]), torch.tensor([200.0])))
+
+
+def test_gan_losses_reject_bad_input():
+    with pytest.raises(ValueError, match="kind"):
+        losses.generator_loss(torch.zeros(2), "vanilla")
+    with pytest.raises(ValueError, match="empty"):
+        losses.discriminator_loss(torch.zeros(0), torch.zeros(2))
+    with pytest.raises(TypeError):
+        losses.generator_loss(torch.zeros(2, dtype=torch.long))
+
+
+def test_critic_gradient_norms_of_a_linear_critic_equal_its_weight_norm():
+    w = torch.tensor([3.0, 4.0, 0.0], dtype=torch.float64)  # ‖w‖ = 5 everywhere
+    real = torch.randn(7, 3, generator=gen(2), dtype=torch.float64)
+    fake = torch.randn(7, 3, generator=gen(3), dtype=torch.float64)
+    norms = losses.critic_gradient_norms(lambda x: x @ w, real, fake, generator=gen(4))
+    torch.testing.assert_close(norms, torch.full((7,), 5.0, dtype=torch.float64))
+    gp = losses.gradient_penalty(lambda x: x @ w, real, fake, generator=gen(4))
+    torch.testing.assert_close(gp, torch.tensor(16.0, dtype=torch.float64))  # (5 - 1)^2
+
+
+def test_gradient_penalty_matches_a_hand_written_interpolation_and_trains_the_critic():
+    torch.manual_seed(0)
+    critic = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)
+    )
+    real = torch.randn(5, 3, 2, 2, generator=gen(5))
+    fake = torch.randn(5, 3, 2, 2, generator=gen(6))
+    eps = torch.rand(5, generator=gen(7)).view(5, 1, 1, 1)
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat)
+    ref = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    gp = losses.gradient_penalty(critic, real, fake, generator=gen(7))
+    torch.testing.assert_close(gp, ref)
+    gp.backward()  # double backpropagation reaches the critic's weights
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in critic.parameters() if p.ndim > 1)
+
+
+def test_critic_gradient_norms_reject_bad_input():
+    with pytest.raises(ValueError, match="same shape"):
+        losses.critic_gradient_norms(lambda x: x.sum(1), torch.zeros(3, 2), torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="one score"):
+        losses.critic_gradient_norms(lambda x: x.sum(), torch.zeros(3, 2), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="target"):
+        losses.gradient_penalty(lambda x: x.sum(1), torch.zeros(3, 2), torch.zeros(3, 2), target=-1)
