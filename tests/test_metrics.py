@@ -762,3 +762,66 @@ def test_iou_from_confusion_bad_input():
         metrics.iou_from_confusion(torch.zeros(2, 3))
     with pytest.raises(ValueError, match="non-negative"):
         metrics.iou_from_confusion(torch.tensor([[1, -1], [0, 1]]))
+
+
+# ---------------------------------------------------------------------------- generative (chapters 09, 10)
+def _fid_scipy(a: np.ndarray, b: np.ndarray) -> float:
+    import scipy.linalg
+
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    ca, cb = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    covmean = scipy.linalg.sqrtm(ca @ cb)
+    covmean = covmean.real if np.iscomplexobj(covmean) else covmean
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2 * np.trace(covmean))
+
+
+@pytest.mark.parametrize("d", [1, 3, 16])
+def test_frechet_distance_equals_scipy_sqrtm(d):
+    g = torch.Generator().manual_seed(d)
+    a = torch.randn(200, d, generator=g)
+    b = torch.randn(150, d, generator=g) @ torch.randn(d, d, generator=g) * 0.5 + 0.3
+    ours = metrics.frechet_distance(a, b)
+    ref = _fid_scipy(a.double().numpy(), b.double().numpy())
+    assert ours == pytest.approx(ref, rel=1e-6, abs=1e-8)
+    assert metrics.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_frechet_distance_of_gaussians_has_the_closed_form():
+    # isotropic covariances: d^2 = |mu_a - mu_b|^2 + D (s_a - s_b)^2
+    d = 5
+    mu_a, mu_b = torch.zeros(d), torch.full((d,), 2.0)
+    got = metrics.frechet_distance_from_stats(mu_a, 4 * torch.eye(d), mu_b, torch.eye(d))
+    assert got == pytest.approx(d * 4.0 + d * (2 - 1) ** 2)
+    # singular covariances stay real and non-negative
+    sing = torch.zeros(d, d)
+    sing[0, 0] = 1.0
+    assert metrics.frechet_distance_from_stats(mu_a, sing, mu_a, sing) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_frechet_distance_rejects_bad_input():
+    with pytest.raises(ValueError, match="same D"):
+        metrics.frechet_distance(torch.zeros(5, 2), torch.zeros(5, 3))
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.frechet_distance(torch.zeros(1, 2), torch.zeros(5, 2))
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.frechet_distance(torch.full((3, 2), float("nan")), torch.zeros(5, 2))
+    with pytest.raises(ValueError, match="Tensor\\[N, D\\]"):
+        metrics.frechet_distance(torch.zeros(5), torch.zeros(5, 2))
+    with pytest.raises(ValueError, match="cov_b"):
+        metrics.frechet_distance_from_stats(torch.zeros(2), torch.eye(2), torch.zeros(2), torch.eye(3))
+
+
+def test_mode_coverage_counts_modes_and_quality():
+    centers = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    g = torch.Generator().manual_seed(0)
+    # 3 modes hit with 100 samples each, 40 samples far from every mode, one stray sample near mode 3
+    pts = torch.cat([centers[i] + 0.1 * torch.randn(100, 2, generator=g) for i in range(3)])
+    pts = torch.cat([pts, torch.full((40, 2), 5.0), centers[3:] + 0.01])
+    out = metrics.mode_coverage(pts, centers, std=0.1)
+    assert out["modes"] == 3  # one sample is under the 10 % of a fair share (341 / 4 * 0.1)
+    assert out["counts"].tolist()[3] == 1
+    in_radius = int((torch.cdist(pts[:300], centers).min(1).values <= 0.3).sum())
+    assert out["high_quality"] == pytest.approx((in_radius + 1) / 341)
+    assert metrics.mode_coverage(pts, centers, std=0.1, min_share=0.0)["modes"] == 4
+    with pytest.raises(ValueError, match="std"):
+        metrics.mode_coverage(pts, centers, std=0.0)
