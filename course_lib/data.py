@@ -2,7 +2,8 @@
 
 Introduced in chapter 00 (introduction); the train-only statistics are the subject of chapter 01
 (preprocessing). Nothing here touches the network: every source ships inside an installed package
-(scikit-learn, scikit-image) or is generated from a seed.
+(scikit-learn, scikit-image) or is generated from a seed. Chapters 10-11 add the 2-D toy distributions
+(:func:`toy_2d`).
 """
 
 from __future__ import annotations
@@ -669,3 +670,100 @@ def collate_detection(batch):
 
 
 __all__ += ["collate_detection"]
+
+
+# --------------------------------------------------------------------------------------------
+# toy 2-D distributions (chapters 10 and 11)
+# --------------------------------------------------------------------------------------------
+#: The 2-D toy distributions :func:`toy_2d` draws from, with their default noise.
+TOY_2D = {"ring": 0.02, "grid": 0.05, "moons": 0.05, "spirals": 0.05}
+
+
+def toy_2d_modes(name: str) -> tuple[torch.Tensor, float]:
+    """Centres and standard deviation of the Gaussian-mixture toys.
+
+    ``"ring"``: 8 Gaussians evenly spaced on a circle of radius 2, std 0.02; ``"grid"``: 25 Gaussians
+    on the grid ``{-4, -2, 0, 2, 4}²``, std 0.05 (the settings of the unrolled-GAN and VEEGAN
+    papers). Returns ``(Tensor[M, 2], std)``.
+    """
+    if name == "ring":
+        a = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
+        return torch.stack([2 * a.cos(), 2 * a.sin()], 1).float(), TOY_2D["ring"]
+    if name == "grid":
+        v = torch.arange(-4.0, 5.0, 2.0)
+        return torch.cartesian_prod(v, v), TOY_2D["grid"]
+    raise ValueError(f"name must be 'ring' or 'grid' (the mixtures), got {name!r}")
+
+
+def _toy_curve(name: str, t: np.ndarray) -> np.ndarray:
+    """Noise-free points of the curve toys at parameters ``t`` in [0, 1) (two halves: two arms)."""
+    arm = (t >= 0.5).astype(float)
+    s = (t - 0.5 * arm) * 2  # position along the arm, [0, 1)
+    if name == "moons":  # scikit-learn's make_moons: two interleaved half circles
+        x = np.where(arm == 0, np.cos(np.pi * s), 1 - np.cos(np.pi * s))
+        y = np.where(arm == 0, np.sin(np.pi * s), 0.5 - np.sin(np.pi * s))
+        return np.stack([x, y], 1)
+    # spirals: two arms of an Archimedean spiral, half a turn apart, radius 0.25 .. 2
+    r = 0.25 + 1.75 * s
+    theta = 3 * np.pi * s + np.pi * arm
+    return np.stack([r * np.cos(theta), r * np.sin(theta)], 1)
+
+
+def toy_2d(name: str, n: int, *, seed: int = 0, noise: float | None = None) -> torch.Tensor:
+    """``n`` points of a 2-D toy distribution, ``Tensor[n, 2]`` (float32).
+
+    - ``"ring"`` and ``"grid"``: mixtures of isotropic Gaussians (see :func:`toy_2d_modes`), each mode
+      equally likely; ``noise`` replaces the modes' std.
+    - ``"moons"``: scikit-learn's two interleaved half circles, plus Gaussian noise (std ``noise``).
+    - ``"spirals"``: two arms of a spiral, plus Gaussian noise.
+
+    Deterministic for a given ``seed``. :func:`toy_2d_distance` measures how far points are from
+    the noise-free support. Introduced in chapter 10 (GANs); chapter 11 (diffusion) uses it too.
+    """
+    if name not in TOY_2D:
+        raise ValueError(f"name must be one of {tuple(TOY_2D)}, got {name!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    std = TOY_2D[name] if noise is None else float(noise)
+    if not std >= 0:
+        raise ValueError(f"noise must be >= 0, got {noise!r}")
+    rng = np.random.default_rng(seed)
+    if name in ("ring", "grid"):
+        centers = toy_2d_modes(name)[0].double().numpy()
+        clean = centers[rng.integers(len(centers), size=n)]
+    else:
+        clean = _toy_curve(name, rng.random(n))
+    return torch.as_tensor(clean + std * rng.standard_normal((n, 2)), dtype=torch.float32)
+
+
+def toy_2d_distance(name: str, points: torch.Tensor) -> torch.Tensor:
+    """Euclidean distance of each point to the noise-free support of a :func:`toy_2d` distribution:
+    the nearest mode centre for ``"ring"``/``"grid"``, the nearest point of the curve (sampled at
+    20,000 parameters, so exact to about 1e-3) for ``"moons"``/``"spirals"``.
+
+    Args:
+        name: one of :data:`TOY_2D`.
+        points: ``Tensor[N, 2]``.
+    Returns:
+        ``Tensor[N]`` (float32, on the device of ``points``).
+    """
+    if name not in TOY_2D:
+        raise ValueError(f"name must be one of {tuple(TOY_2D)}, got {name!r}")
+    if not isinstance(points, torch.Tensor) or points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(
+            f"points must be a Tensor[N, 2], got {getattr(points, 'shape', type(points).__name__)}"
+        )
+    if name in ("ring", "grid"):
+        support = toy_2d_modes(name)[0].double()
+    else:
+        support = torch.as_tensor(_toy_curve(name, (np.arange(20_000) + 0.5) / 20_000))
+    p = points.detach().to("cpu", torch.float64)
+    out = (
+        torch.cat([torch.cdist(chunk, support).min(1).values for chunk in p.split(4096)])
+        if len(p)
+        else p[:, 0]
+    )
+    return out.float().to(points.device)
+
+
+__all__ += ["TOY_2D", "toy_2d", "toy_2d_distance", "toy_2d_modes"]

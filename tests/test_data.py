@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -570,3 +571,47 @@ def test_collate_detection(scenes):
     assert isinstance(targets, list) and len(targets) == 5
     for i, t in enumerate(targets):
         assert torch.equal(t["labels"], scenes.labels[i]) and torch.equal(t["boxes"], scenes.boxes[i])
+
+
+# ---------------------------------------------------------------------------- toy 2-D distributions
+@pytest.mark.parametrize("name", list(data.TOY_2D))
+def test_toy_2d_is_seeded_and_its_noise_has_the_stated_scale(name):
+    x = data.toy_2d(name, 4000, seed=3)
+    assert x.shape == (4000, 2) and x.dtype == torch.float32
+    assert torch.equal(x, data.toy_2d(name, 4000, seed=3))
+    assert not torch.equal(x, data.toy_2d(name, 4000, seed=4))
+    d = data.toy_2d_distance(name, x).double()
+    std = data.TOY_2D[name]
+    if name in ("ring", "grid"):  # 2-D isotropic noise: the distance is Rayleigh, mean std * sqrt(pi / 2)
+        assert d.mean().item() == pytest.approx(std * math.sqrt(math.pi / 2), rel=0.05)
+    else:  # the noise's component across the curve: mean |N(0, std)| = std * sqrt(2 / pi), a little less
+        assert 0.6 * std * math.sqrt(2 / math.pi) < d.mean().item() < 1.05 * std * math.sqrt(2 / math.pi)
+    clean = data.toy_2d(name, 500, seed=3, noise=0.0)
+    assert data.toy_2d_distance(name, clean).max() < 2e-3
+
+
+def test_toy_2d_modes_are_equally_likely_and_moons_match_scikit_learn():
+    from sklearn.datasets import make_moons
+
+    centers, std = data.toy_2d_modes("ring")
+    assert centers.shape == (8, 2) and std == 0.02
+    torch.testing.assert_close(centers.norm(dim=1), torch.full((8,), 2.0))
+    x = data.toy_2d("ring", 8000, seed=0)
+    counts = torch.bincount(torch.cdist(x, centers).argmin(1), minlength=8)
+    assert counts.min() > 900 and counts.max() < 1100  # 1000 each, binomial sd ~30
+    assert data.toy_2d_modes("grid")[0].shape == (25, 2)
+    sk, _ = make_moons(300, noise=0.0, random_state=0)
+    assert data.toy_2d_distance("moons", torch.as_tensor(sk, dtype=torch.float32)).max() < 2e-3
+
+
+def test_toy_2d_rejects_bad_input():
+    with pytest.raises(ValueError, match="name"):
+        data.toy_2d("swirl", 10)
+    with pytest.raises(ValueError, match="positive int"):
+        data.toy_2d("ring", 0)
+    with pytest.raises(ValueError, match="noise"):
+        data.toy_2d("ring", 5, noise=-1.0)
+    with pytest.raises(ValueError, match="ring"):
+        data.toy_2d_modes("moons")
+    with pytest.raises(ValueError, match="Tensor\\[N, 2\\]"):
+        data.toy_2d_distance("ring", torch.zeros(5, 3))
