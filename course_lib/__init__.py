@@ -4,17 +4,21 @@ One module per topic; each public function names the chapter that introduces it.
 
 - :mod:`course_lib.runtime`: seeds, threads, device, mixed precision (chapter 00)
 - :mod:`course_lib.exercises`: exercises that check the learner's answer (every chapter, from 00)
-- :mod:`course_lib.data`: digits, bundled photos, coloured shapes, splits, normalization (00, 01)
+- :mod:`course_lib.data`: digits, bundled photos, coloured shapes, splits, normalization (00, 01);
+  2-D toy distributions (10)
 - :mod:`course_lib.train`: the training loop and its history (00)
 - :mod:`course_lib.viz`: image grids, masks, boxes, curves, the shared style (00); architecture diagrams (06)
 - :mod:`course_lib.metrics`: accuracy and friends (00); confusion matrix and mean IoU (07); detection
-  matching, precision-recall, AP and mAP (08)
+  matching, precision-recall, AP and mAP (08); Fréchet distance (09) and mode coverage (10)
 - :mod:`course_lib.neighbors`: pairwise distances and k-nearest-neighbour prediction (00)
 - :mod:`course_lib.preprocess`: PCA and whitening (01)
 - :mod:`course_lib.nn`: MLP builder, activations, weight initialization, activation statistics (02);
   conv-norm-activation blocks, stochastic depth (05); residual blocks and a configurable ResNet (06);
-  U-Net and ASPP (07); feature pyramid and a dense detection head (08)
-- :mod:`course_lib.losses`: losses beyond torch's own: MSLE, KL, Gram/style, NT-Xent, IoU losses (03)
+  U-Net and ASPP (07); feature pyramid and a dense detection head (08); masked convolutions and
+  PixelCNN (09); AdaIN, generators and critics (10). A package with one module per family.
+- :mod:`course_lib.losses`: losses beyond torch's own: MSLE, KL, Gram/style, NT-Xent, IoU losses (03);
+  Dice (07); the VAE's Gaussian KL (09); adversarial losses and the gradient penalty (10)
+- :mod:`course_lib.judge`: a seeded digits classifier that scores generated digits (09-12)
 - :mod:`course_lib.ops`: box area, IoU and generalized IoU (03); box formats, NMS, box coding, anchors,
   Hungarian matching (08)
 - :mod:`course_lib.optim`: learning-rate range test, warm-up + cosine schedule (04), weight EMA (05)
@@ -31,6 +35,7 @@ from course_lib import (
     data,
     exercises,
     explain,
+    judge,
     losses,
     metrics,
     neighbors,
@@ -50,6 +55,7 @@ __all__ = [
     "data",
     "exercises",
     "explain",
+    "judge",
     "losses",
     "metrics",
     "neighbors",
