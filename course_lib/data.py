@@ -382,6 +382,7 @@ def _draw_scene(
     touching: bool,
     yy: np.ndarray,
     xx: np.ndarray,
+    distinct_colors: bool = False,
 ) -> list[tuple[np.ndarray, int, int, float]]:
     """Place up to ``k`` objects; returns ``(mask, class, colour, centre_x)`` in painting order.
 
@@ -415,7 +416,13 @@ def _draw_scene(
             ):
                 continue
             cls = int(rng.integers(len(classes)))
-            col = int(rng.integers(n_colors))
+            if (
+                distinct_colors
+            ):  # a colour no placed object has (draws only when asked: same scenes otherwise)
+                free = [c for c in range(n_colors) if c not in {o[2] for o in objs}]
+                col = free[int(rng.integers(len(free)))]
+            else:
+                col = int(rng.integers(n_colors))
             m = _shape_mask(classes[cls], yy, xx, cy, cx, r, rng.uniform(-0.3, 0.3))
             if not m.any():
                 continue  # a thin triangle between pixel centres
@@ -488,6 +495,7 @@ def make_shapes(
     intensity: tuple[float, float] = (1.0, 1.0),
     clutter: int = 0,
     background: float = 0.0,
+    distinct_colors: bool = False,
     seed: int = 0,
 ) -> Shapes:
     """Generate ``n`` scenes of coloured circles, squares and triangles on a dark background.
@@ -522,6 +530,9 @@ def make_shapes(
             random colours, painted under the objects and labelled background everywhere.
         background: amplitude of a smooth random background pattern (a few low-frequency
             sinusoids per channel) added to the flat background colour; ``0`` keeps it flat.
+        distinct_colors: give the objects of a scene different colours (so that a colour word names
+            one object, as in the text-to-image scenes of chapters 11-12); needs
+            ``max_objects <= len(colors)``.
         seed: random seed.
 
     ``noise``, ``intensity``, ``clutter`` and ``background`` draw from random streams of their own:
@@ -558,6 +569,10 @@ def make_shapes(
         raise ValueError(f"background must be in [0, 0.5], got {background}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if distinct_colors and max_objects > len(colors):
+        raise ValueError(
+            f"distinct_colors needs max_objects <= len(colors), got {max_objects} objects and {len(colors)} colours"
+        )
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
@@ -572,7 +587,9 @@ def make_shapes(
         for _scene in range(_SCENE_TRIES):
             bg = rng.uniform(0.0, 0.2)
             k = int(rng.integers(min_objects, max_objects + 1))
-            objs = _draw_scene(rng, size, k, classes, len(colors), radius, overlap, touching, yy, xx)
+            objs = _draw_scene(
+                rng, size, k, classes, len(colors), radius, overlap, touching, yy, xx, distinct_colors
+            )
             # paint in order: background, clutter, then the objects (later ones occlude earlier ones)
             img = np.full((3, size, size), bg, dtype=np.float32)
             if background > 0:

@@ -615,3 +615,15 @@ def test_toy_2d_rejects_bad_input():
         data.toy_2d_modes("moons")
     with pytest.raises(ValueError, match="Tensor\\[N, 2\\]"):
         data.toy_2d_distance("ring", torch.zeros(5, 3))
+
+
+def test_make_shapes_distinct_colors_gives_each_object_its_own_colour():
+    kw = dict(size=16, min_objects=2, max_objects=2, classes=("square", "circle"), radius=(2.5 / 16, 4 / 16))
+    s = data.make_shapes(300, distinct_colors=True, seed=5, **kw)
+    assert all(len(c) == 2 and c[0] != c[1] for c in s.colors)
+    used = torch.cat(s.colors).bincount(minlength=4)
+    assert used.min() > 100  # every colour is used (600 objects, 150 expected each)
+    plain = data.make_shapes(300, seed=5, **kw)
+    assert any(c[0] == c[1] for c in plain.colors)  # without the option colours repeat (1 in 4)
+    with pytest.raises(ValueError, match="distinct_colors"):
+        data.make_shapes(2, size=32, min_objects=1, max_objects=5, distinct_colors=True)
