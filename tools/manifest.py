@@ -102,17 +102,28 @@ def repository(path: Path = ROOT / "book.yml") -> tuple[str, str]:
 
 
 def select(names: list[str] | None) -> list[Chapter]:
-    """Chapters matching ``names`` (slugs, or two-digit numbers); all when ``names`` is empty."""
+    """Chapters matching ``names`` (slugs, or two-digit numbers); all when ``names`` is empty.
+
+    A full slug that is not listed yet but has its ``chapters/<slug>/<slug>.py`` is selected too (a
+    chapter being written: it can be synced and executed before it joins ``book.yml``).
+    """
     chs = chapters()
     if not names:
         return chs
     picked = []
     for name in names:
         hit = [c for c in chs if name in (c.slug, c.number)]
+        if not hit and SLUG_RE.match(name) and Chapter(name, name).py.exists():
+            hit = [Chapter(name, coming_title(name[:2]) or name)]
         if not hit:
             raise SystemExit(f"unknown chapter {name!r}; known: {', '.join(c.slug for c in chs)}")
         picked += hit
     return picked
+
+
+def coming_title(number: str) -> str | None:
+    """The title ``book.yml`` gives a coming chapter, or ``None``."""
+    return next((c.title for c in coming() if c.number == number), None)
 
 
 README_START, README_END = "<!-- chapters:start -->", "<!-- chapters:end -->"
