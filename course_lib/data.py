@@ -2,8 +2,8 @@
 
 Introduced in chapter 00 (introduction); the train-only statistics are the subject of chapter 01
 (preprocessing). Nothing here touches the network: every source ships inside an installed package
-(scikit-learn, scikit-image) or is generated from a seed. Chapters 10-11 add the 2-D toy distributions
-(:func:`toy_2d`).
+(scikit-learn, scikit-image) or is generated from a seed. Chapters 10-12 add the 2-D toy distributions
+(:func:`toy_2d`) and the two-object scenes with prompts (:func:`two_object_scenes`).
 """
 
 from __future__ import annotations
@@ -784,3 +784,71 @@ def toy_2d_distance(name: str, points: torch.Tensor) -> torch.Tensor:
 
 
 __all__ += ["TOY_2D", "toy_2d", "toy_2d_distance", "toy_2d_modes"]
+
+
+# --------------------------------------------------------------------------------------------
+# text-to-image scenes (chapters 11 and 12)
+# --------------------------------------------------------------------------------------------
+#: Colours and shapes of :func:`two_object_scenes`.
+SCENE_COLORS = ("red", "green", "blue", "yellow")
+SCENE_SHAPES = ("square", "circle")
+#: Token vocabulary of the scene prompts: id 0 is the empty prompt of classifier-free guidance.
+PROMPT_VOCAB = ("<null>", *SCENE_COLORS, *SCENE_SHAPES)
+
+
+def two_object_scenes(n: int, size: int = 16, *, noise: float = 0.0, seed: int = 0) -> Shapes:
+    """``n`` scenes of two non-touching objects of different colours, the toy text-to-image data.
+
+    Each scene holds exactly two shapes (square or circle, radius 2.5-4 px at ``size`` 16, scaled
+    with ``size``) in two different colours out of :data:`SCENE_COLORS`, on a dark background. The
+    caption names them left to right; :func:`scene_prompts` turns captions into token ids and aligns
+    each object's mask with its tokens. A :func:`make_shapes` call with fixed settings.
+
+    Introduced in chapter 11 (diffusion); chapter 12 (RAPHAEL) trains its toy model on it.
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 12:
+        raise ValueError(f"size must be an int >= 12 (two objects must fit), got {size!r}")
+    return make_shapes(
+        n,
+        size,
+        min_objects=2,
+        max_objects=2,
+        classes=SCENE_SHAPES,
+        colors=SCENE_COLORS,
+        radius=(2.5 / 16, 4 / 16),
+        noise=noise,
+        distinct_colors=True,
+        seed=seed,
+    )
+
+
+def scene_prompts(shapes: Shapes) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt tokens and the matching object masks of :func:`two_object_scenes`.
+
+    Returns:
+        tokens: ``Tensor[N, 4]`` (int64) ids into :data:`PROMPT_VOCAB`, ``[colour1, shape1, colour2,
+            shape2]`` with object 1 the left one (the caption's order);
+        masks: ``Tensor[N, 2, S, S]`` (bool), the visible mask of object 1 and of object 2.
+    """
+    if not isinstance(shapes, Shapes):
+        raise TypeError(f"shapes must be a Shapes batch, got {type(shapes).__name__}")
+    if tuple(shapes.color_names) != SCENE_COLORS or tuple(shapes.classes) != SCENE_SHAPES:
+        raise ValueError("shapes must come from two_object_scenes (its colours and shapes)")
+    n, size = len(shapes), shapes.images.shape[-1]
+    tokens = torch.zeros(n, 4, dtype=torch.int64)
+    masks = torch.zeros(n, 2, size, size, dtype=torch.bool)
+    for i in range(n):
+        if len(shapes.labels[i]) != 2 or shapes.colors[i][0] == shapes.colors[i][1]:
+            raise ValueError(f"scene {i} must hold two objects of different colours")
+        words = shapes.captions[i][2:].split(" and a ")  # "a red circle and a blue square"
+        for k, word in enumerate(words):
+            colour, shape = word.split()
+            c = SCENE_COLORS.index(colour)
+            j = int((shapes.colors[i] == c).nonzero()[0, 0])  # colours are distinct: one object
+            tokens[i, 2 * k] = PROMPT_VOCAB.index(colour)
+            tokens[i, 2 * k + 1] = PROMPT_VOCAB.index(shape)
+            masks[i, k] = shapes.instance_masks[i][j]
+    return tokens, masks
+
+
+__all__ += ["PROMPT_VOCAB", "SCENE_COLORS", "SCENE_SHAPES", "scene_prompts", "two_object_scenes"]

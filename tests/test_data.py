@@ -627,3 +627,26 @@ def test_make_shapes_distinct_colors_gives_each_object_its_own_colour():
     assert any(c[0] == c[1] for c in plain.colors)  # without the option colours repeat (1 in 4)
     with pytest.raises(ValueError, match="distinct_colors"):
         data.make_shapes(2, size=32, min_objects=1, max_objects=5, distinct_colors=True)
+
+
+def test_two_object_scenes_and_their_prompts_agree_with_the_pixels():
+    s = data.two_object_scenes(200, seed=1)
+    assert s.images.shape == (200, 3, 16, 16)
+    tokens, masks = data.scene_prompts(s)
+    assert tokens.shape == (200, 4) and masks.shape == (200, 2, 16, 16)
+    vocab = data.PROMPT_VOCAB
+    for i in range(200):
+        words = [vocab[t] for t in tokens[i]]
+        assert s.captions[i] == f"a {words[0]} {words[1]} and a {words[2]} {words[3]}"
+        assert words[0] != words[2] and tokens[i].min() > 0  # distinct colours, no <null>
+        # object 1 is left of object 2, each mask is painted in its token's colour, masks disjoint
+        cols = [masks[i, k].nonzero()[:, 1].float().mean() for k in range(2)]
+        assert cols[0] <= cols[1] + 1e-6
+        assert not (masks[i, 0] & masks[i, 1]).any()
+        for k in range(2):
+            rgb = torch.tensor(data.SHAPE_COLORS[words[2 * k]])
+            torch.testing.assert_close(s.images[i][:, masks[i, k]].mean(1), rgb, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="two_object_scenes"):
+        data.scene_prompts(data.make_shapes(2, 16))
+    with pytest.raises(ValueError, match="size"):
+        data.two_object_scenes(2, size=8)
