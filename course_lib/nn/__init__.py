@@ -7,7 +7,8 @@
 - :mod:`.dense`: :class:`UNet`, :class:`ASPP` (chapter 07), :class:`FPN` and :class:`DetectionHead`
   (chapter 08);
 - :mod:`.autoregressive`: masked convolutions and PixelCNN (chapter 09);
-- :mod:`.generative`: AdaIN and the small generators and critics of chapter 10.
+- :mod:`.generative`: AdaIN and the small generators and critics of chapter 10;
+- :mod:`.attention`: scaled dot-product attention and :class:`CrossAttention` (chapters 11-12).
 
 Every public name is re-exported here. Import the package under another name so that it does not
 shadow ``torch.nn``::
@@ -18,7 +19,8 @@ shadow ``torch.nn``::
 
 from __future__ import annotations
 
-from . import autoregressive, basics, blocks, dense, generative
+from . import attention, autoregressive, basics, blocks, dense, generative
+from .attention import *  # noqa: F403
 from .autoregressive import *  # noqa: F403
 from .basics import *  # noqa: F403
 from .blocks import *  # noqa: F403
@@ -26,5 +28,12 @@ from .dense import *  # noqa: F403
 from .generative import *  # noqa: F403
 
 __all__ = sorted(
-    [*basics.__all__, *blocks.__all__, *dense.__all__, *autoregressive.__all__, *generative.__all__]
+    [
+        *basics.__all__,
+        *blocks.__all__,
+        *dense.__all__,
+        *autoregressive.__all__,
+        *generative.__all__,
+        *attention.__all__,
+    ]
 )
