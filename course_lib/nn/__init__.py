@@ -8,7 +8,9 @@
   (chapter 08);
 - :mod:`.autoregressive`: masked convolutions and PixelCNN (chapter 09);
 - :mod:`.generative`: AdaIN and the small generators and critics of chapter 10;
-- :mod:`.attention`: scaled dot-product attention and :class:`CrossAttention` (chapters 11-12).
+- :mod:`.attention`: scaled dot-product attention and :class:`CrossAttention` (chapters 11-12);
+- :mod:`.conditioning`: time embeddings, residual blocks and a time-, class- and text-conditioned
+  U-Net for diffusion (chapter 11).
 
 Every public name is re-exported here. Import the package under another name so that it does not
 shadow ``torch.nn``::
@@ -19,11 +21,12 @@ shadow ``torch.nn``::
 
 from __future__ import annotations
 
-from . import attention, autoregressive, basics, blocks, dense, generative
+from . import attention, autoregressive, basics, blocks, conditioning, dense, generative
 from .attention import *  # noqa: F403
 from .autoregressive import *  # noqa: F403
 from .basics import *  # noqa: F403
 from .blocks import *  # noqa: F403
+from .conditioning import *  # noqa: F403
 from .dense import *  # noqa: F403
 from .generative import *  # noqa: F403
 
@@ -35,5 +38,6 @@ __all__ = sorted(
         *autoregressive.__all__,
         *generative.__all__,
         *attention.__all__,
+        *conditioning.__all__,
     ]
 )
