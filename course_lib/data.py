@@ -852,3 +852,419 @@ def scene_prompts(shapes: Shapes) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 __all__ += ["PROMPT_VOCAB", "SCENE_COLORS", "SCENE_SHAPES", "scene_prompts", "two_object_scenes"]
+
+
+# --------------------------------------------------------------------------------------------
+# degraded images: defocus blur, motion blur, noise, rain (chapter 15; chapter 19 restores them)
+# --------------------------------------------------------------------------------------------
+#: The four image-quality problems of chapter 15, named as in the Swin report it reads.
+DEGRADATIONS = ("defocus_blur", "motion_blur", "noise", "rain")
+#: The clean-scene generators of :func:`clean_scenes`.
+SCENE_KINDS = ("blocks", "stripes", "gradient", "photo")
+#: Default parameter ranges of :func:`degrade` (each drawn uniformly per image): defocus radius and
+#: motion length in pixels, the angle in degrees, noise standard deviation, and rain's number of
+#: streaks, their length (px), opacity and slant from vertical (degrees).
+DEGRADATION_RANGES: dict[str, dict[str, tuple[float, float]]] = {
+    "defocus_blur": {"radius": (2.0, 3.0)},
+    "motion_blur": {"length": (7.0, 11.0), "angle": (0.0, 180.0)},
+    "noise": {"sigma": (0.06, 0.15)},
+    "rain": {"streaks": (8, 15), "length": (4.0, 9.0), "alpha": (0.4, 0.8), "angle": (-25.0, 25.0)},
+}
+
+
+def _check_batch(images, name: str = "images") -> None:
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.ndim != 4:
+        raise ValueError(f"{name} must be a floating-point Tensor[N, C, H, W], got {_describe(images)}")
+
+
+def _per_image(value, n: int, name: str, *, low: float = 0.0) -> torch.Tensor:
+    """A scalar or ``Tensor[N]`` parameter as a float64 ``Tensor[N]`` on the CPU, checked ``>= low``."""
+    t = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
+    if t.ndim == 0:
+        t = t.expand(n)
+    if t.shape != (n,):
+        raise ValueError(
+            f"{name} must be a number or a Tensor[{n}] (one per image), got shape {tuple(t.shape)}"
+        )
+    if not torch.isfinite(t).all() or (t < low).any():
+        raise ValueError(f"{name} must be finite and >= {low}, got range [{t.min():.4g}, {t.max():.4g}]")
+    return t
+
+
+def _as_generator(generator: torch.Generator | int | None) -> torch.Generator:
+    if isinstance(generator, torch.Generator):
+        return generator
+    if generator is None:
+        generator = 0
+    if isinstance(generator, bool) or not isinstance(generator, int | np.integer) or generator < 0:
+        raise ValueError(f"generator must be a torch.Generator or a non-negative int seed, got {generator!r}")
+    return torch.Generator().manual_seed(int(generator))
+
+
+def disk_kernel(radius: float, *, supersample: int = 8) -> torch.Tensor:
+    """A normalized disk ("pillbox") of ``radius`` pixels: the point-spread function of defocus.
+
+    Each tap is the fraction of its pixel inside the disk (estimated on a ``supersample`` ×
+    ``supersample`` grid of sub-pixels), so non-integer radii change the kernel smoothly; radius 0
+    is the identity ``[[1.]]``. Returns ``Tensor[k, k]`` (float32, sums to 1), ``k = 2⌈radius⌉ + 1``.
+    """
+    r = float(radius)
+    if not math.isfinite(r) or r < 0:
+        raise ValueError(f"radius must be a finite number >= 0, got {radius!r}")
+    half = math.ceil(r)
+    if half == 0:
+        return torch.ones(1, 1)
+    offsets = (torch.arange(supersample, dtype=torch.float64) + 0.5) / supersample - 0.5
+    centers = torch.arange(-half, half + 1, dtype=torch.float64)
+    coords = (centers[:, None] + offsets[None, :]).reshape(-1)  # sub-pixel coordinates along an axis
+    inside = (coords[:, None] ** 2 + coords[None, :] ** 2 <= r * r).double()
+    k = 2 * half + 1
+    cover = inside.reshape(k, supersample, k, supersample).mean(dim=(1, 3))
+    cover[half, half] = max(float(cover[half, half]), 1e-12)  # a tiny radius still keeps the centre
+    return (cover / cover.sum()).float()
+
+
+def motion_kernel(length: float, angle: float, *, size: int | None = None) -> torch.Tensor:
+    """A normalized line of ``length`` pixels at ``angle`` degrees (counter-clockwise from the x
+    axis, image rows pointing down): the point-spread function of linear camera motion.
+
+    The segment is sampled densely and splatted bilinearly onto the grid, so any length and angle give
+    a smooth kernel centred on the middle tap; length <= 1 is (close to) the identity. Returns
+    ``Tensor[k, k]`` (float32, sums to 1) with ``k = size`` or ``2⌈length/2⌉ + 1``.
+    """
+    ln, a = float(length), float(angle)
+    if not math.isfinite(ln) or ln < 0 or not math.isfinite(a):
+        raise ValueError(f"length must be finite and >= 0 and angle finite, got {length!r}, {angle!r}")
+    half = math.ceil(ln / 2) if size is None else (size - 1) // 2
+    if size is not None and (
+        isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % 2 == 0
+    ):
+        raise ValueError(f"size must be a positive odd int, got {size!r}")
+    k = 2 * half + 1
+    steps = max(4 * math.ceil(ln), 1) + 1
+    t = torch.linspace(-ln / 2, ln / 2, steps, dtype=torch.float64)
+    x = half + t * math.cos(math.radians(a))
+    y = half - t * math.sin(math.radians(a))
+    out = _splat(torch.zeros(1, k, k, dtype=torch.float64), torch.zeros(steps, dtype=torch.int64), y, x)[0]
+    return (out / out.sum()).float()
+
+
+def _splat(canvas: torch.Tensor, idx: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Add unit mass at sub-pixel points ``(y, x)`` of images ``idx`` into ``canvas[N, H, W]`` (bilinear)."""
+    n, h, w = canvas.shape
+    y0, x0 = y.floor(), x.floor()
+    flat = canvas.view(-1)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            yy, xx = y0 + dy, x0 + dx
+            wgt = (1 - (y - yy).abs()) * (1 - (x - xx).abs())
+            ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+            lin = idx[ok] * h * w + yy[ok].long() * w + xx[ok].long()
+            flat.index_add_(0, lin, wgt[ok].to(canvas.dtype))
+    return canvas
+
+
+def _convolve_each(images: torch.Tensor, kernels: list[torch.Tensor]) -> torch.Tensor:
+    """Convolve image ``i`` (all channels) with ``kernels[i]``, reflect padding, one grouped conv."""
+    n, c, h, w = images.shape
+    k = max(kk.shape[-1] for kk in kernels)
+    half = k // 2
+    if half >= min(h, w):
+        raise ValueError(f"a blur kernel of size {k} needs images larger than {half} px, got {h}x{w}")
+    weight = torch.zeros(n, k, k, dtype=images.dtype, device=images.device)
+    for i, kk in enumerate(kernels):  # centre each (odd) kernel in the common k x k frame
+        p = (k - kk.shape[-1]) // 2
+        weight[i, p : p + kk.shape[-1], p : p + kk.shape[-1]] = kk.to(weight)
+    weight = weight.flip(-2, -1).repeat_interleave(c, 0)[:, None]  # true convolution, not correlation
+    padded = torch.nn.functional.pad(images.reshape(1, n * c, h, w), (half,) * 4, mode="reflect")
+    return torch.nn.functional.conv2d(padded, weight, groups=n * c).reshape(n, c, h, w)
+
+
+def defocus_blur(images: torch.Tensor, radius: float | torch.Tensor) -> torch.Tensor:
+    """Defocus: convolve each image with a :func:`disk_kernel` (reflect padding at the border).
+
+    Args:
+        images: ``Tensor[N, C, H, W]``.
+        radius: the disk radius in pixels, one number or ``Tensor[N]`` (one per image).
+    Returns:
+        ``Tensor[N, C, H, W]`` (a convex combination of pixels: stays in [0, 1]).
+    """
+    _check_batch(images)
+    r = _per_image(radius, images.shape[0], "radius")
+    return _convolve_each(images, [disk_kernel(float(v)) for v in r])
+
+
+def motion_blur(
+    images: torch.Tensor, length: float | torch.Tensor, angle: float | torch.Tensor = 0.0
+) -> torch.Tensor:
+    """Linear motion blur: convolve each image with a :func:`motion_kernel` (reflect padding).
+
+    Args:
+        images: ``Tensor[N, C, H, W]``.
+        length: the length of the motion in pixels, a number or ``Tensor[N]``.
+        angle: its direction in degrees (0 = horizontal), a number or ``Tensor[N]``.
+    """
+    _check_batch(images)
+    n = images.shape[0]
+    ln = _per_image(length, n, "length")
+    a = _per_image(angle, n, "angle", low=-math.inf)
+    return _convolve_each(images, [motion_kernel(float(li), float(ai)) for li, ai in zip(ln, a, strict=True)])
+
+
+def gaussian_noise(
+    images: torch.Tensor, sigma: float | torch.Tensor, *, generator: torch.Generator | int | None = None
+) -> torch.Tensor:
+    """Additive white Gaussian noise of standard deviation ``sigma`` (number or ``Tensor[N]``), clipped
+    to [0, 1]. ``generator``: a CPU ``torch.Generator`` or an int seed (default seed 0)."""
+    _check_batch(images)
+    s = _per_image(sigma, images.shape[0], "sigma").to(images.dtype)
+    g = _as_generator(generator)
+    eps = torch.randn(images.shape, generator=g, dtype=images.dtype).to(images.device)
+    return (images + s.to(images.device)[:, None, None, None] * eps).clamp(0.0, 1.0)
+
+
+def add_rain(
+    images: torch.Tensor,
+    *,
+    streaks: int | torch.Tensor = 12,
+    length: float | torch.Tensor = 6.0,
+    alpha: float | torch.Tensor = 0.6,
+    angle: float | torch.Tensor = 10.0,
+    generator: torch.Generator | int | None = None,
+) -> torch.Tensor:
+    """Synthetic rain: thin bright streaks blended over each image.
+
+    Per image, ``streaks`` segments of ``length`` pixels, slanted ``angle`` degrees from vertical, are
+    drawn at random positions (antialiased, one pixel wide) into a mask ``m`` in [0, 1]; the image
+    becomes ``x (1 - alpha m) + alpha m`` (white streaks of opacity ``alpha``). Every parameter is a
+    number or a ``Tensor[N]``; ``generator`` (or an int seed) draws the positions.
+    """
+    _check_batch(images)
+    n, _, h, w = images.shape
+    count = _per_image(streaks, n, "streaks").round().long()
+    ln = _per_image(length, n, "length")
+    al = _per_image(alpha, n, "alpha")
+    if (al > 1).any():
+        raise ValueError(f"alpha must be in [0, 1], got max {float(al.max()):.4g}")
+    theta = torch.deg2rad(_per_image(angle, n, "angle", low=-math.inf))
+    g = _as_generator(generator)
+    idx = torch.repeat_interleave(torch.arange(n), count)  # image of each streak
+    cy = torch.rand(len(idx), generator=g, dtype=torch.float64) * h
+    cx = torch.rand(len(idx), generator=g, dtype=torch.float64) * w
+    steps = 4 * math.ceil(float(ln.max()) if n else 1.0) + 1
+    t = torch.linspace(-0.5, 0.5, steps, dtype=torch.float64)[None, :] * ln[idx][:, None]
+    y = (cy[:, None] + t * theta[idx].cos()[:, None]).reshape(-1)
+    x = (cx[:, None] + t * theta[idx].sin()[:, None]).reshape(-1)
+    mask = _splat(torch.zeros(n, h, w, dtype=torch.float64), idx.repeat_interleave(steps), y, x)
+    # each step deposits mass 1; a streak crossing a pixel deposits ~4 per pixel of length
+    mask = (mask / 4.0).clamp(0, 1).to(images.dtype).to(images.device)[:, None]
+    a = al.to(images.dtype).to(images.device)[:, None, None, None] * mask
+    return (images * (1 - a) + a).clamp(0.0, 1.0)
+
+
+def degrade(
+    images: torch.Tensor,
+    kind: str,
+    *,
+    strength: float = 1.0,
+    ranges: dict[str, tuple[float, float]] | None = None,
+    seed: int = 0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Apply one of :data:`DEGRADATIONS` with parameters drawn per image.
+
+    Each parameter is drawn uniformly from its range in :data:`DEGRADATION_RANGES` (or ``ranges``,
+    which overrides some of them) and the size parameters (radius, length, sigma, alpha) are then
+    multiplied by ``strength``: 0 gives the clean image back, 1 the default problem, 0.5 a subtler one.
+
+    Args:
+        images: ``Tensor[N, 3, H, W]`` in [0, 1].
+        kind: one of :data:`DEGRADATIONS`.
+        strength: a factor >= 0 on the severity.
+        ranges: ``name -> (low, high)`` overrides of the default ranges for ``kind``.
+        seed: seeds the parameters and the noise and streak positions.
+    Returns:
+        ``(degraded, params)``: ``Tensor[N, 3, H, W]`` in [0, 1] and the drawn ``Tensor[N]`` per parameter.
+    """
+    if kind not in DEGRADATIONS:
+        raise ValueError(f"kind must be one of {DEGRADATIONS}, got {kind!r}")
+    _check_batch(images)
+    if not (isinstance(strength, int | float) and not isinstance(strength, bool) and strength >= 0):
+        raise ValueError(f"strength must be a number >= 0, got {strength!r}")
+    spec = dict(DEGRADATION_RANGES[kind])
+    for name, rng in (ranges or {}).items():
+        if name not in spec:
+            raise ValueError(f"{kind} has parameters {tuple(spec)}, got a range for {name!r}")
+        if len(rng) != 2 or not rng[0] <= rng[1]:
+            raise ValueError(f"range for {name!r} must be (low, high) with low <= high, got {rng!r}")
+        spec[name] = (float(rng[0]), float(rng[1]))
+    n = images.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    params = {
+        name: lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64)
+        for name, (lo, hi) in spec.items()
+    }
+    if "streaks" in params:
+        params["streaks"] = params["streaks"].round()
+    for name in ("radius", "length", "sigma", "alpha"):
+        if name in params:
+            params[name] = params[name] * strength
+    if kind == "defocus_blur":
+        out = defocus_blur(images, params["radius"])
+    elif kind == "motion_blur":
+        out = motion_blur(images, params["length"], params["angle"])
+    elif kind == "noise":
+        out = gaussian_noise(images, params["sigma"], generator=g)
+    else:
+        if (params["alpha"] > 1).any():
+            raise ValueError("strength pushes the rain opacity above 1: lower strength or the alpha range")
+        out = add_rain(images, generator=g, **params)
+    return out.clamp(0.0, 1.0), params
+
+
+def _scene_blocks(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    img = np.empty((3, size, size), dtype=np.float32)
+    img[:] = rng.uniform(0.0, 1.0, size=(3, 1, 1))
+    for _ in range(int(rng.integers(4, 8))):
+        kind = int(rng.integers(3))
+        cy, cx = rng.uniform(0, size, size=2)
+        if kind == 0:  # axis-aligned rectangle
+            hy, hx = rng.uniform(0.08, 0.3, size=2) * size
+            m = (np.abs(yy - cy) <= hy) & (np.abs(xx - cx) <= hx)
+        elif kind == 1:  # disk
+            m = (yy - cy) ** 2 + (xx - cx) ** 2 <= (rng.uniform(0.08, 0.25) * size) ** 2
+        else:  # a bar at a random angle
+            a = rng.uniform(0, math.pi)
+            d = np.abs((yy - cy) * math.cos(a) - (xx - cx) * math.sin(a))
+            m = (d <= rng.uniform(0.7, 2.0)) & (np.hypot(yy - cy, xx - cx) <= rng.uniform(0.2, 0.5) * size)
+        img[:, m] = rng.uniform(0.0, 1.0, size=(3, 1))
+    return img
+
+
+def _scene_stripes(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    a, period = rng.uniform(0, math.pi), rng.uniform(4.0, 10.0)
+    phase = ((yy * math.sin(a) + xx * math.cos(a)) / period + rng.uniform()) % 1.0
+    on = (phase < rng.uniform(0.3, 0.7)).astype(np.float32)
+    c0, c1 = rng.uniform(0.0, 1.0, size=(2, 3, 1, 1)).astype(np.float32)
+    return c0 * (1 - on) + c1 * on
+
+
+def _scene_gradient(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    a = rng.uniform(0, 2 * math.pi)
+    t = ((yy - size / 2) * math.sin(a) + (xx - size / 2) * math.cos(a)) / size + 0.5
+    c0, c1 = rng.uniform(0.0, 1.0, size=(2, 3, 1, 1)).astype(np.float32)
+    img = c0 + (c1 - c0) * np.clip(t, 0, 1)
+    for _ in range(int(rng.integers(1, 4))):  # a few soft blobs
+        cy, cx, s = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(0.1, 0.3) * size
+        bump = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
+        img = img + rng.uniform(-0.4, 0.4, size=(3, 1, 1)) * bump
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "china", "flower")
+
+
+def clean_scenes(n: int, size: int = 32, *, kind: str = "blocks", seed: int = 0) -> torch.Tensor:
+    """``n`` clean RGB images to degrade, ``Tensor[n, 3, size, size]`` in [0, 1].
+
+    - ``"blocks"``: a flat background under 4-7 sharp-edged rectangles, disks and thin bars of random
+      colours (edges everywhere: what blur destroys);
+    - ``"stripes"``: two-colour stripes of random period (4-10 px) and orientation;
+    - ``"gradient"``: a smooth two-colour ramp with soft blobs (almost no edges: blur barely shows);
+    - ``"photo"``: random crops of six bundled colour photos, shrunk 3-6 times (antialiased).
+
+    Four kinds with different statistics, so that an experiment can tie a class to a source (the
+    shortcut of chapter 15). Deterministic for a given ``seed``.
+    """
+    if kind not in SCENE_KINDS:
+        raise ValueError(f"kind must be one of {SCENE_KINDS}, got {kind!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+        raise ValueError(f"size must be an int >= 8, got {size!r}")
+    rng = np.random.default_rng([seed, SCENE_KINDS.index(kind)])
+    if kind == "photo":
+        photos = [sample_image(name) for name in _PHOTOS]
+        out = torch.empty(n, 3, size, size)
+        for i in range(n):
+            p = photos[int(rng.integers(len(photos)))]
+            crop = int(size * rng.uniform(3.0, 6.0))
+            crop = min(crop, p.shape[1], p.shape[2])
+            y0 = int(rng.integers(0, p.shape[1] - crop + 1))
+            x0 = int(rng.integers(0, p.shape[2] - crop + 1))
+            out[i] = torch.nn.functional.interpolate(
+                p[None, :, y0 : y0 + crop, x0 : x0 + crop], size=(size, size), mode="bilinear", antialias=True
+            )[0]
+        return out.clamp(0.0, 1.0)
+    make = {"blocks": _scene_blocks, "stripes": _scene_stripes, "gradient": _scene_gradient}[kind]
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    out = np.zeros((n, 3, size, size), dtype=np.float32)
+    for i in range(n):
+        out[i] = make(rng, size, yy, xx)
+    return torch.from_numpy(out)
+
+
+def degraded_images(
+    counts: int | Sequence[int],
+    size: int = 32,
+    *,
+    scenes: str | Sequence[str] = "blocks",
+    strength: float = 1.0,
+    ranges: dict[str, dict[str, tuple[float, float]]] | None = None,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A labelled image-quality data set: clean scenes, each degraded by one of :data:`DEGRADATIONS`.
+
+    Args:
+        counts: images per class (one int for all, or one per class of :data:`DEGRADATIONS`: an
+            imbalanced set like the report's).
+        size: image side.
+        scenes: the :func:`clean_scenes` kind for all classes, or one per class (tying a class to a
+            source, as a data set assembled from one source per class does).
+        strength: passed to :func:`degrade`.
+        ranges: ``kind -> {parameter: (low, high)}`` overrides for :func:`degrade`.
+        seed: seeds everything (scenes, parameters, noise).
+    Returns:
+        ``images``: ``Tensor[N, 3, size, size]`` in [0, 1]; ``labels``: ``Tensor[N]`` int64 indices into
+        :data:`DEGRADATIONS`, in class order (shuffle or split with :func:`split_indices`).
+
+    Introduced in chapter 15 (image-quality classification); chapter 19 restores such images.
+    """
+    k = len(DEGRADATIONS)
+    per = (
+        [counts] * k
+        if isinstance(counts, int | np.integer) and not isinstance(counts, bool)
+        else list(counts)
+    )
+    if len(per) != k or any(isinstance(c, bool) or not isinstance(c, int | np.integer) or c < 0 for c in per):
+        raise ValueError(f"counts must be an int >= 0 or {k} of them (one per class), got {counts!r}")
+    kinds = [scenes] * k if isinstance(scenes, str) else list(scenes)
+    if len(kinds) != k:
+        raise ValueError(f"scenes must be one kind or {k} kinds (one per class), got {scenes!r}")
+    ranges = ranges or {}
+    bad = set(ranges) - set(DEGRADATIONS)
+    if bad:
+        raise ValueError(f"ranges keys must be among {DEGRADATIONS}, got {sorted(bad)}")
+    xs, ys = [], []
+    for c, (name, m, kind) in enumerate(zip(DEGRADATIONS, per, kinds, strict=True)):
+        clean = clean_scenes(int(m), size, kind=kind, seed=seed * 1000 + c)
+        if m:
+            clean, _ = degrade(clean, name, strength=strength, ranges=ranges.get(name), seed=seed * 1000 + c)
+        xs.append(clean)
+        ys.append(torch.full((int(m),), c, dtype=torch.int64))
+    return torch.cat(xs), torch.cat(ys)
+
+
+__all__ += [
+    "DEGRADATIONS",
+    "DEGRADATION_RANGES",
+    "SCENE_KINDS",
+    "add_rain",
+    "clean_scenes",
+    "defocus_blur",
+    "degrade",
+    "degraded_images",
+    "disk_kernel",
+    "gaussian_noise",
+    "motion_blur",
+    "motion_kernel",
+]

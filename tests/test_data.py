@@ -650,3 +650,160 @@ def test_two_object_scenes_and_their_prompts_agree_with_the_pixels():
         data.scene_prompts(data.make_shapes(2, 16))
     with pytest.raises(ValueError, match="size"):
         data.two_object_scenes(2, size=8)
+
+
+# ------------------------------------------------------------------- degradations (chapter 15)
+def _edge_energy(x: torch.Tensor) -> float:
+    """Mean squared finite difference (a blur keeps the total variation of a step edge, not this)."""
+    dy, dx = x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
+    return float(dy.square().mean() + dx.square().mean())
+
+
+def test_disk_kernel_is_a_normalized_symmetric_pillbox():
+    assert torch.equal(data.disk_kernel(0), torch.ones(1, 1))
+    for r in (0.5, 1.0, 2.0, 2.7, 3.0):
+        k = data.disk_kernel(r)
+        assert k.shape == (2 * math.ceil(r) + 1,) * 2
+        torch.testing.assert_close(k.sum(), torch.tensor(1.0))
+        torch.testing.assert_close(k, k.flip(0))
+        torch.testing.assert_close(k, k.T)
+        # the coverage before normalization is the disk's area
+        raw = k / k.max()
+        assert abs(float(raw.sum()) - math.pi * r * r) < 0.1 * math.pi * r * r + 0.5
+    assert float(data.disk_kernel(3.0)[0, 0]) == 0.0  # the corner lies outside the disk
+    with pytest.raises(ValueError, match="radius"):
+        data.disk_kernel(-1)
+
+
+def test_motion_kernel_is_a_normalized_line_in_the_given_direction():
+    k = data.motion_kernel(7, 0)
+    assert k.shape == (9, 9)
+    torch.testing.assert_close(k.sum(), torch.tensor(1.0))
+    assert k[4].sum() > 0.999  # one row: horizontal
+    # a segment of length 7 centred on tap 4 covers taps 1..7 fully and half of 0 and 8 (bilinear)
+    assert float(k[4, 1:8].sum()) > 0.94 and torch.count_nonzero(k[4]) == 9
+    kv = data.motion_kernel(7, 90)
+    torch.testing.assert_close(kv, k.T, atol=1e-6, rtol=0)  # 90 degrees: the same line, vertical
+    kd = data.motion_kernel(9, 37)
+    torch.testing.assert_close(kd, kd.flip(0, 1), atol=1e-6, rtol=0)  # symmetric about its centre
+    assert data.motion_kernel(5, 0, size=11).shape == (11, 11)
+    with pytest.raises(ValueError, match="odd"):
+        data.motion_kernel(5, 0, size=4)
+
+
+def test_blurs_equal_scipy_convolution_with_mirror_padding():
+    from scipy import ndimage
+
+    x = data.clean_scenes(3, 16, seed=0)
+    radii, lengths, angles = (
+        torch.tensor([0.0, 1.5, 3.0]),
+        torch.tensor([3.0, 7.0, 10.0]),
+        torch.tensor([0.0, 45.0, 120.0]),
+    )
+    got_d = data.defocus_blur(x, radii)
+    got_m = data.motion_blur(x, lengths, angles)
+    for i in range(3):
+        kd = data.disk_kernel(float(radii[i])).double().numpy()
+        km = data.motion_kernel(float(lengths[i]), float(angles[i])).double().numpy()
+        for c in range(3):
+            img = x[i, c].double().numpy()
+            ref_d = ndimage.convolve(img, kd, mode="mirror")
+            ref_m = ndimage.convolve(img, km, mode="mirror")
+            np.testing.assert_allclose(got_d[i, c].numpy(), ref_d, atol=1e-5, rtol=0)
+            np.testing.assert_allclose(got_m[i, c].numpy(), ref_m, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got_d[0], x[0])  # radius 0 is the identity
+
+
+def test_blur_keeps_constants_and_removes_edges():
+    flat = torch.full((2, 3, 16, 16), 0.3)
+    torch.testing.assert_close(data.defocus_blur(flat, 2.5), flat)
+    torch.testing.assert_close(data.motion_blur(flat, 9, 30), flat)
+    x = data.clean_scenes(8, 32, seed=1)
+    for y in (data.defocus_blur(x, 2.0), data.motion_blur(x, 9, 0)):
+        assert y.min() >= 0 and y.max() <= 1 + 1e-6
+        assert _edge_energy(y) < 0.7 * _edge_energy(x)
+    with pytest.raises(ValueError, match="radius"):
+        data.defocus_blur(x, torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match="Tensor"):
+        data.defocus_blur(x[0], 1.0)
+
+
+def test_gaussian_noise_has_the_asked_std_and_is_seeded():
+    x = torch.full((4, 3, 32, 32), 0.5)
+    sig = torch.tensor([0.0, 0.02, 0.05, 0.1])
+    y = data.gaussian_noise(x, sig, generator=3)
+    torch.testing.assert_close(y[0], x[0])
+    for i in range(1, 4):
+        assert abs(float((y[i] - 0.5).std()) / float(sig[i]) - 1) < 0.08
+    assert torch.equal(y, data.gaussian_noise(x, sig, generator=3))
+    assert not torch.equal(y, data.gaussian_noise(x, sig, generator=4))
+    assert torch.equal(y, data.gaussian_noise(x, sig, generator=torch.Generator().manual_seed(3)))
+    assert data.gaussian_noise(torch.ones(1, 3, 8, 8), 0.5).max() <= 1.0  # clipped
+    with pytest.raises(ValueError, match="sigma"):
+        data.gaussian_noise(x, -0.1)
+
+
+def test_rain_only_brightens_along_streaks():
+    x = data.clean_scenes(6, 32, seed=2) * 0.8
+    torch.testing.assert_close(data.add_rain(x, alpha=0.0, generator=0), x)
+    torch.testing.assert_close(data.add_rain(x, streaks=0, generator=0), x)
+    y = data.add_rain(x, streaks=10, length=8, alpha=0.7, angle=15, generator=0)
+    assert (y >= x - 1e-6).all() and y.max() <= 1
+    changed = (y - x).abs().amax(1) > 1e-6
+    frac = changed.float().mean(dim=(1, 2))
+    assert (frac > 0.02).all() and (frac < 0.4).all(), frac
+    more = data.add_rain(x, streaks=30, length=8, alpha=0.7, angle=15, generator=0)
+    assert ((more - x).abs().amax(1) > 1e-6).float().mean() > changed.float().mean()
+    assert torch.equal(y, data.add_rain(x, streaks=10, length=8, alpha=0.7, angle=15, generator=0))
+    with pytest.raises(ValueError, match="alpha"):
+        data.add_rain(x, alpha=1.5)
+
+
+def test_degrade_draws_parameters_in_range_and_strength_zero_is_clean():
+    x = data.clean_scenes(10, 32, seed=3)
+    for kind in data.DEGRADATIONS:
+        y, params = data.degrade(x, kind, seed=1)
+        assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+        assert not torch.allclose(y, x)
+        for name, (lo, hi) in data.DEGRADATION_RANGES[kind].items():
+            assert params[name].shape == (10,)
+            assert (params[name] >= lo - 0.5).all() and (params[name] <= hi + 0.5).all(), (kind, name)
+        y2, _ = data.degrade(x, kind, seed=1)
+        assert torch.equal(y, y2)
+        clean, _ = data.degrade(x, kind, strength=0.0, seed=1)
+        torch.testing.assert_close(clean, x)
+    _, p = data.degrade(x, "noise", ranges={"sigma": (0.01, 0.02)}, strength=2.0)
+    assert (p["sigma"] >= 0.02).all() and (p["sigma"] <= 0.04).all()
+    with pytest.raises(ValueError, match="kind"):
+        data.degrade(x, "fog")
+    with pytest.raises(ValueError, match="parameters"):
+        data.degrade(x, "noise", ranges={"radius": (1, 2)})
+
+
+def test_clean_scenes_kinds_are_seeded_and_differ_in_edges():
+    energy = {}
+    for kind in data.SCENE_KINDS:
+        x = data.clean_scenes(12, 24, kind=kind, seed=5)
+        assert x.shape == (12, 3, 24, 24) and x.dtype == torch.float32
+        assert x.min() >= 0 and x.max() <= 1
+        assert torch.equal(x, data.clean_scenes(12, 24, kind=kind, seed=5))
+        assert not torch.equal(x, data.clean_scenes(12, 24, kind=kind, seed=6))
+        energy[kind] = _edge_energy(x)
+    assert energy["gradient"] < 0.5 * min(energy["blocks"], energy["stripes"])
+    assert data.clean_scenes(0, 16).shape == (0, 3, 16, 16)
+    with pytest.raises(ValueError, match="kind"):
+        data.clean_scenes(2, kind="noise")
+
+
+def test_degraded_images_labels_counts_and_sources():
+    x, y = data.degraded_images([5, 1, 0, 3], 16, seed=0)
+    assert x.shape == (9, 3, 16, 16) and y.tolist() == [0] * 5 + [1] + [3] * 3
+    xb, yb = data.degraded_images(4, 16, seed=0)
+    assert torch.bincount(yb).tolist() == [4, 4, 4, 4]
+    assert torch.equal(xb, data.degraded_images(4, 16, seed=0)[0])
+    xs, _ = data.degraded_images(4, 16, scenes=["gradient", "blocks", "stripes", "photo"], seed=0)
+    assert not torch.equal(xs[:4], xb[:4])
+    with pytest.raises(ValueError, match="counts"):
+        data.degraded_images([1, 2], 16)
+    with pytest.raises(ValueError, match="scenes"):
+        data.degraded_images(2, 16, scenes=["blocks", "photo"])
