@@ -40,27 +40,6 @@ def test_patch_embed_rejects_bad_input():
         vit.patchify(torch.zeros(1, 3, 8, 8), 0)
 
 
-def _copy_from_torchvision(ours: vit.ViT, tv: VisionTransformer) -> None:
-    d = tv.hidden_dim
-    with torch.no_grad():
-        ours.patch_embed.proj.load_state_dict(tv.conv_proj.state_dict())
-        ours.cls_token.copy_(tv.class_token)
-        ours.pos_embed.copy_(tv.encoder.pos_embedding)
-        for blk, layer in zip(ours.blocks, tv.encoder.layers, strict=True):
-            blk.norm1.load_state_dict(layer.ln_1.state_dict())
-            blk.norm2.load_state_dict(layer.ln_2.state_dict())
-            sa = layer.self_attention
-            for i, lin in enumerate((blk.attn.to_q, blk.attn.to_k, blk.attn.to_v)):
-                lin.weight.copy_(sa.in_proj_weight[i * d : (i + 1) * d])
-                lin.bias.copy_(sa.in_proj_bias[i * d : (i + 1) * d])
-            blk.attn.to_out.load_state_dict(sa.out_proj.state_dict())
-            lins = [m for m in blk.mlp if isinstance(m, torch.nn.Linear)]
-            lins[0].load_state_dict(layer.mlp[0].state_dict())
-            lins[1].load_state_dict(layer.mlp[3].state_dict())
-        ours.norm.load_state_dict(tv.encoder.ln.state_dict())
-        ours.head.load_state_dict(tv.heads.head.state_dict())
-
-
 def test_vit_equals_torchvision_with_the_same_weights():
     torch.manual_seed(0)
     tv = VisionTransformer(32, 8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=64, num_classes=5).eval()
@@ -68,9 +47,13 @@ def test_vit_equals_torchvision_with_the_same_weights():
         torch.nn.init.normal_(p, std=0.2)
     ours = vit.ViT(32, 8, 3, 5, dim=16, depth=2, num_heads=2).eval()
     assert _count(ours) == _count(tv)
-    _copy_from_torchvision(ours, tv)
+    assert vit.copy_torchvision_weights(ours, tv) is ours
     x = torch.randn(4, 3, 32, 32)
     torch.testing.assert_close(ours(x), tv(x))
+    with pytest.raises(ValueError, match="shapes differ"):
+        vit.copy_torchvision_weights(vit.ViT(16, 8, 3, 5, dim=16, depth=2, num_heads=2), tv)
+    with pytest.raises(ValueError, match="class-token"):
+        vit.copy_torchvision_weights(vit.ViT(32, 8, 3, 5, dim=16, depth=2, num_heads=2, pool="mean"), tv)
 
 
 def test_vit_b_16_has_torchvisions_parameter_count():

@@ -28,6 +28,7 @@ __all__ = [
     "PatchEmbed",
     "ViT",
     "attention_rollout",
+    "copy_torchvision_weights",
     "distillation_loss",
     "patchify",
     "unpatchify",
@@ -332,6 +333,43 @@ def distillation_loss(
         reduction="batchmean", log_target=True,
     )  # fmt: skip
     return (1 - lam) * ce + lam * tau**2 * kl
+
+
+@torch.no_grad()
+def copy_torchvision_weights(model: ViT, tv: nn.Module) -> ViT:
+    """Copy a ``torchvision.models.VisionTransformer``'s weights into a :class:`ViT` of the same shape.
+
+    torchvision keeps q, k and v in one ``in_proj`` matrix (``nn.MultiheadAttention``); here they are
+    three linear layers, so the matrix is cut in three. Returns ``model`` (changed in place).
+    """
+    d = tv.hidden_dim
+    if model.pool != "cls" or model.pos != "learned" or model.dist_token is not None:
+        raise ValueError(
+            "only a class-token ViT with learned positions (torchvision's layout) can take the weights"
+        )
+    if model.pos_embed.shape != tv.encoder.pos_embedding.shape or len(model.blocks) != len(tv.encoder.layers):
+        raise ValueError(
+            f"shapes differ: positions {list(model.pos_embed.shape)} vs "
+            f"{list(tv.encoder.pos_embedding.shape)}, {len(model.blocks)} vs {len(tv.encoder.layers)} blocks"
+        )
+    model.patch_embed.proj.load_state_dict(tv.conv_proj.state_dict())
+    model.cls_token.copy_(tv.class_token)
+    model.pos_embed.copy_(tv.encoder.pos_embedding)
+    for blk, layer in zip(model.blocks, tv.encoder.layers, strict=True):
+        blk.norm1.load_state_dict(layer.ln_1.state_dict())
+        blk.norm2.load_state_dict(layer.ln_2.state_dict())
+        sa = layer.self_attention
+        for i, lin in enumerate((blk.attn.to_q, blk.attn.to_k, blk.attn.to_v)):
+            lin.weight.copy_(sa.in_proj_weight[i * d : (i + 1) * d])
+            lin.bias.copy_(sa.in_proj_bias[i * d : (i + 1) * d])
+        blk.attn.to_out.load_state_dict(sa.out_proj.state_dict())
+        ours = [m for m in blk.mlp.modules() if isinstance(m, nn.Linear)]
+        theirs = [m for m in layer.mlp.modules() if isinstance(m, nn.Linear)]
+        for a, b in zip(ours, theirs, strict=True):
+            a.load_state_dict(b.state_dict())
+    model.norm.load_state_dict(tv.encoder.ln.state_dict())
+    model.head.load_state_dict(tv.heads.head.state_dict())
+    return model
 
 
 def vit_b_16(num_classes: int = 1000) -> ViT:
