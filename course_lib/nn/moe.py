@@ -222,8 +222,9 @@ class ExpertFFN(nn.Module):
         if index.numel() and not (0 <= int(index.min()) and int(index.max()) < self.num_experts):
             raise ValueError(f"index values must lie in [0, {self.num_experts}), got {index.tolist()}")
         index = index.long()
-        h = F.gelu(torch.baddbmm(self.b1[index].unsqueeze(1), x, self.w1[index]))
-        return torch.baddbmm(self.b2[index].unsqueeze(1), h, self.w2[index])
+        w1, b1, w2, b2 = (p.index_select(0, index) for p in (self.w1, self.b1, self.w2, self.b2))
+        h = F.gelu(torch.baddbmm(b1.unsqueeze(1), x, w1))
+        return torch.baddbmm(b2.unsqueeze(1), h, w2)
 
     def extra_repr(self) -> str:
         return f"{self.num_experts} experts, {self.dim} -> {self.hidden} -> {self.dim}"
