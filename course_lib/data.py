@@ -8,6 +8,7 @@ Introduced in chapter 00 (introduction); the train-only statistics are the subje
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -1163,6 +1164,12 @@ def _scene_gradient(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.
 _PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "china", "flower")
 
 
+@functools.lru_cache(maxsize=1)
+def _photos() -> tuple[torch.Tensor, ...]:
+    """The photos of :func:`clean_scenes` (decoded once per process; callers only read them)."""
+    return tuple(sample_image(name) for name in _PHOTOS)
+
+
 def clean_scenes(n: int, size: int = 32, *, kind: str = "blocks", seed: int = 0) -> torch.Tensor:
     """``n`` clean RGB images to degrade, ``Tensor[n, 3, size, size]`` in [0, 1].
 
@@ -1183,7 +1190,7 @@ def clean_scenes(n: int, size: int = 32, *, kind: str = "blocks", seed: int = 0)
         raise ValueError(f"size must be an int >= 8, got {size!r}")
     rng = np.random.default_rng([seed, SCENE_KINDS.index(kind)])
     if kind == "photo":
-        photos = [sample_image(name) for name in _PHOTOS]
+        photos = _photos()
         out = torch.empty(n, 3, size, size)
         for i in range(n):
             p = photos[int(rng.integers(len(photos)))]
