@@ -55,6 +55,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+from sklearn.metrics import average_precision_score
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.ops import sigmoid_focal_loss
@@ -691,13 +692,14 @@ print(
 
 # %% [markdown]
 # **Training.** 300 steps of AdamW (learning rate $2\cdot10^{-3}$ with a one-cycle schedule, batch
-# 32): the ε-prediction loss, plus $\lambda = 10$ times the edge loss for the samples with $t < T_c$,
-# plus $0.01\times$ the balancing loss of every router. The focal loss is small (most cells are easy),
-# so with the paper's $\lambda = 1$ its gradient hardly reached the attention maps: in the prototype
-# of this chapter, the validation IoU of the readout below was about 0.2 to 0.6 with $\lambda = 1$ and
-# about 0.9 with $\lambda = 10$ (two seeds each); 10% of the prompts are replaced by `<null>` tokens so that the
-# model also learns the unconditional prediction that guidance needs. The draft post's learning rate
-# $10^{-4}$ (for batches of 2,000 on 1,000 GPUs) would barely move this model in 300 steps.
+# 32): the ε-prediction loss, plus $\lambda = 10$ times the edge loss for the samples with
+# $t < T_c$, plus $0.01\times$ the balancing loss of every router. The focal loss is small (most cells
+# are easy), so with a weight of 1 its gradient hardly shapes the attention maps: in a prototype of
+# this chapter (with a slightly different edge target), seed 0's validation IoU of the readout below
+# rose from about 0.6 with $\lambda = 1$ to about 0.9 with $\lambda = 10$. 10% of the prompts are
+# replaced by `<null>` tokens so that the model also learns the unconditional prediction that
+# guidance needs. The draft post's learning rate $10^{-4}$ belongs to batches of 2,000 on 1,000 GPUs,
+# not to a 300-step toy.
 
 # %%
 STEPS, BATCH, LR, EDGE_WEIGHT = 300, 32, 2e-3, 10.0
@@ -811,8 +813,8 @@ print(
 )
 
 # %%
-assert mse_right < 0.16, (
-    f"expected a test ε-MSE below 0.16, got {mse_right:.4f}"
+assert mse_right < 0.11, (
+    f"expected a test ε-MSE below 0.11, got {mse_right:.4f}"
 )
 assert mse_shuffled - mse_right > 0.005, (
     f"expected the shuffled prompt to cost more than 0.005 ε-MSE, got "
@@ -1018,9 +1020,11 @@ _ = widgets.interact(
 # ### Mechanism 3: the time routers split the timesteps
 #
 # In evaluation mode (no routing noise) each block's time router sends every timestep to one expert.
-# The strip below shows that choice for $t = 1..200$: contiguous ranges, so each expert becomes the
-# specialist for a band of noise levels (the toy analogue of the paper's figure of timestep
-# assignments). The space routers' choices per word and position follow.
+# The strip below shows that choice for $t = 1..200$: a few contiguous bands, so each expert becomes
+# the specialist for a range of noise levels (the toy analogue of the paper's figure of timestep
+# assignments). Nothing in the loss asks for bands: the router's input $E'(t)$ is smooth in $t$, and the
+# balancing loss keeps several experts in use. The space routers' choices per word and position
+# follow.
 
 # %%
 with torch.no_grad():
@@ -1117,10 +1121,12 @@ plt.show()
 # %% [markdown]
 # ### The edge head
 #
-# The edge head sees nothing but the attention maps, so whatever outlines it draws had to be in the
-# maps. Below, its prediction (block 1's maps, $t = 20$) beside the Sobel targets, and the F1 score of
-# its thresholded output on the test split against the trivial "no edge anywhere" and "edge
-# everywhere" answers.
+# The edge head sees nothing but the attention maps, so whatever it predicts had to be in the maps.
+# Below, its prediction (from block 1's maps, $t = 20$) beside the Sobel targets. At the 8×8 grid a
+# Sobel edge two pixels wide covers about half of the cells, so the target is closer to "the objects
+# and their rims" than to thin outlines, and a constant answer already does well on some scores. The
+# threshold-free average precision on the test split, next to the positive rate (the AP of a
+# constant answer), says whether the head ranks cells better than chance.
 
 # %%
 with torch.no_grad():
@@ -1136,17 +1142,12 @@ with torch.no_grad():
     )
 edge_prob = edge_logits[:, -1].sigmoid().cpu()
 edge_true = edges_all[TEST]
-
-
-def f1(pred, true):
-    tp = (pred * true).sum()
-    return (2 * tp / (pred.sum() + true.sum())).item()
-
-
-edge_f1 = f1((edge_prob > 0.5).float(), edge_true)
+edge_ap = average_precision_score(
+    edge_true.flatten().numpy(), edge_prob.flatten().numpy()
+)
 print(
-    f"edge head F1 {edge_f1:.3f}; all-edge answer {f1(torch.ones_like(edge_true), edge_true):.3f}"
-    ", no-edge answer 0.000"
+    f"edge head: average precision {edge_ap:.3f}; positive rate (a constant "
+    f"answer) {edge_true.mean():.3f}"
 )
 
 # %% tags=["hide-input"]
@@ -1170,7 +1171,7 @@ plt.show()
 # %% [markdown]
 # ## Negative results, reported
 #
-# ### The samples are not good, and a CLIP-like score does not notice
+# ### The samples are not good, and a CLIP-like score can be fooled
 #
 # DDIM (25 steps, chapter 11) with classifier-free guidance at scale 3 turns noise into images for
 # test prompts. A toy "CLIP score" asks only whether each prompted colour is present (at least 4
@@ -1304,13 +1305,13 @@ plt.show()
 
 # %% [markdown]
 # After 300 steps the model has learned *where* the words go (the maps above) but not yet how to
-# paint clean shapes: the samples are coloured blotches, and whatever the colour score says about
-# them, the structure check and the picture disagree. This is the reason RAPHAEL's ablations plot FID
+# paint clean shapes: the samples are coloured blotches that fail the structure check, while
+# confetti, which no one would call a picture of the prompt, gets a perfect colour score. This is the reason RAPHAEL's ablations plot FID
 # against CLIP score instead of reporting either alone, and the reason this chapter asserts
-# mechanisms, not sample quality. Longer training is the obvious next step (the exercises); in the
-# prototypes behind this chapter, up to 2,000 steps of several variants still did not give
-# structurally valid samples, while the DDIM sampler itself, driven by chapter 11's exact oracle
-# denoiser, did.
+# mechanisms, not sample quality. Longer training is the obvious next step; in the prototypes made
+# while designing this course, up to 2,000 steps of several variants still did not give structurally
+# valid samples, while the same kind of DDIM sampler driven by an exact oracle denoiser (chapter 11)
+# did, so the sampler is not the problem.
 #
 # ### The ablations depend on the seed
 #
