@@ -1076,6 +1076,25 @@ torch.testing.assert_close(xattn(pixels, tokens), out)  # the fused kernel
 # `<null>`, is the empty prompt of classifier-free guidance. Untrained, every pixel spreads its
 # attention about evenly over the four tokens; chapter 12 trains such a model.
 
+# %% tags=["hide-input"]
+viz.diagram(
+    {"h": (0, 0, "feature map h\nC×H×W", "io"),
+     "n": (2.6, 0, "GroupNorm, flatten\nH·W pixels × C", "norm"),
+     "q": (5.2, 0, "Q = h W_Q", "linear"),
+     "c": (0, -1.6, "prompt ids [B, L]\n→ embeddings L × d_c", "io"),
+     "k": (5.2, -1.0, "K = c W_K", "linear"),
+     "v": (5.2, -2.0, "V = c W_V", "linear"),
+     "a": (8.0, -0.6, "softmax(Q Kᵀ / √d)\nmaps H·W × L", "attention"),
+     "o": (10.8, -1.2, "(maps) V, W_O\nreshape C×H×W", "linear"),
+     "p": (12.8, 0, "+", "op"),
+     "y": (14.6, 0, "h + Attn(h, c)", "io")},
+    [("h", "n"), ("n", "q"), ("c", "k"), ("c", "v"), ("q", "a"), ("k", "a"), ("a", "o"),
+     ("v", "o"), ("o", "p"), ("h", "p", "skip"), ("p", "y")],
+    block_size=(2.2, 0.75), fontsize=7.5,
+    title="SpatialCrossAttention: every pixel queries the prompt tokens (one head shown)",
+)  # fmt: skip
+plt.show()
+
 # %%
 # NBVAL_CHECK_OUTPUT
 scenes = data.two_object_scenes(4, 16, seed=0)
