@@ -40,7 +40,7 @@
 # multi-head attention, masks), [chapter 14](../14_vit/14_vit.ipynb) (patch embedding, ViT) and
 # [chapter 06](../06_cnns/06_cnns.ipynb) (CNNs, feature pyramids).
 #
-# **Measured runtime:** 70 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
+# **Measured runtime:** 80 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
 #
 # **Files:** [15_swin.ipynb](15_swin.ipynb) (notebook, with outputs) · [15_swin.py](15_swin.py) (the paired script instructors edit)
 
@@ -97,7 +97,7 @@ assert round(swin.attention_flops(56, 56, 96) / 1e9, 2) == 2.0
 assert round(swin.attention_flops(56, 56, 96, window=7) / 1e9, 3) == 0.145
 
 # %% [markdown]
-# In stage 1 global attention would cost 14 times as much as windowed attention; in stage 4 the map
+# In stage 1 global attention would cost almost 14 times as much as windowed attention; in stage 4 the map
 # is a single 7×7 window and the two are the same. Formulas count multiply-adds, not time, so we
 # also time one attention layer (C = 32, two heads, M = 4) on maps of growing side. Both run the same
 # `CrossAttention` module from chapter 11: global attention on all $hw$ tokens at once, windowed
@@ -232,11 +232,10 @@ def draw_shift(axes, side=8, m=4, s=2):
     """Shifted grid on the map, the rolled map's regions, and the window masks."""
     ids = swin.shift_regions(side, side, m, s)
     mask = swin.shifted_window_mask(side, side, m, s)
-    coords = np.arange(side * side).reshape(side, side)
+    rows, cols = np.indices((side, side))
     ax = axes[0]
-    ax.imshow(
-        (coords // side // m * 7 + coords % side // m) % 5, cmap="Pastel1"
-    )
+    regular = rows // m * (side // m) + cols // m  # the window of each token
+    ax.imshow(regular % 9, cmap="Pastel1", vmin=0, vmax=8)
     for k in range(-s, side, m):  # the shifted grid
         ax.axhline(k - 0.5, color=viz.color(1), lw=2)
         ax.axvline(k - 0.5, color=viz.color(1), lw=2)
@@ -587,6 +586,7 @@ for name, make in (("tiny Swin", tiny_swin), ("small CNN", small_cnn)):
 print("tiny Swin last map:", tuple(tiny_swin().features(probe).shape))
 
 # %% tags=["hide-input"]
+fig, axes = plt.subplots(2, 1, figsize=(15, 4.2))
 viz.chain_diagram(
     [
         ("image\n3×32×32", "io"),
@@ -597,17 +597,32 @@ viz.chain_diagram(
         ("2 blocks, 4 heads\n(one window)", "attention"),
         ("LN, mean pool\nlinear → 4", "head"),
     ],
-    title="The tiny Swin trained here: swin.Swin(4, patch_size=4, embed_dim=32, "
+    ax=axes[0],
+    title="tiny Swin: swin.Swin(4, patch_size=4, embed_dim=32, "
     "depths=(2, 2), num_heads=(2, 4), window=4)",
+    block_size=(1.9, 0.75),
+)
+viz.chain_diagram(
+    [
+        ("image\n3×32×32", "io"),
+        ("2 × conv 3×3\nBN, ReLU: 16×32×32", "conv"),
+        ("max-pool 2\n16×16×16", "pool"),
+        ("2 × conv 3×3\nBN, ReLU: 32×16×16", "conv"),
+        ("max-pool 2\n32×8×8", "pool"),
+        ("conv 3×3\nBN, ReLU: 64×8×8", "conv"),
+        ("mean pool\nlinear → 4", "head"),
+    ],
+    ax=axes[1],
+    title="small CNN (the reference): small_cnn(w=16)",
     block_size=(1.9, 0.75),
 )
 plt.show()
 
 # %% [markdown]
-# The learning rates were chosen on the validation split in a prototype (seed 0; validation balanced
-# accuracy after training): for the tiny Swin 1e-3 over 5e-4, 2e-3 and 3e-3, for the CNN 3e-3 over
-# 1e-3 and 1e-2. Each model is trained once here with its own choice; the validation accuracy is
-# recorded after every epoch.
+# Each model gets its own learning rate, chosen on the validation split (400 images, 100 per class)
+# in runs of this training with seed 0: for the tiny Swin, 1e-3 reached a final validation accuracy
+# of 0.84 where 3e-3 stayed near chance for six epochs and ended at 0.42; for the CNN, 3e-3 reached
+# 0.978 against 0.932 for 1e-3 and 0.965 for 1e-2. The test set is used once per model, below.
 
 # %%
 LR = {"tiny Swin": 1e-3, "small CNN": 3e-3}
@@ -740,17 +755,21 @@ for ax, (name, res) in zip(axes, results.items(), strict=True):
 plt.show()  # fmt: skip
 
 # %% [markdown]
-# Noise and rain are recognised almost perfectly by both models; the errors are blurred images of
+# Noise and rain are recognised well by both models (recall 0.94 or more); the errors are blurred images of
 # one kind called the other, mostly motion blur called defocus. A short line at a random angle and a
 # small disk both smooth every edge, and at 32×32 pixels an edge rarely runs long enough to show
 # which way it was smeared. The CNN, with its built-in locality and weight sharing, separates the two
 # blurs better than the tiny Swin trained on the same 2,400 images, which has to learn from data what
-# the convolution assumes. The bars below hold with a margin below what three seeds gave (see the
-# text after them).
+# the convolution assumes.
+#
+# The bars below sit under what three seeds gave (seeds 0, 1, 2 for the data, the split and the
+# model; seed 0 is the run above): test balanced accuracy 0.836, 0.809 and 0.851 for the tiny Swin
+# (motion-blur recall 0.65, 0.53 and 0.63; noise and rain recall at least 0.94), and 0.978, 0.969
+# and 0.975 for the CNN.
 
 # %%
 # bars: measured over seeds 0, 1, 2 (see the text below), minus a margin
-SWIN_BAR, NOISE_RAIN_BAR, CNN_BAR = 0.70, 0.85, 0.90
+SWIN_BAR, NOISE_RAIN_BAR, CNN_BAR, CNN_GAIN = 0.72, 0.85, 0.92, 0.05
 swin_res, cnn_res = results["tiny Swin"], results["small CNN"]
 top4 = float(metrics.topk_accuracy(logits["tiny Swin"], y_test, k=4))
 assert swin_res["balanced"] >= SWIN_BAR, (
@@ -764,6 +783,10 @@ assert swin_res["recall"][2:].min() >= NOISE_RAIN_BAR, (
 assert cnn_res["balanced"] >= CNN_BAR, (
     f"small CNN: balanced accuracy >= {CNN_BAR} expected, got "
     f"{cnn_res['balanced']:.3f}"
+)
+assert cnn_res["balanced"] - swin_res["balanced"] >= CNN_GAIN, (
+    f"the CNN should beat the tiny Swin by >= {CNN_GAIN}, got "
+    f"{cnn_res['balanced']:.3f} against {swin_res['balanced']:.3f}"
 )
 assert top4 == 1.0  # top-4 of 4 classes: always right
 print(f"top-4 accuracy of the tiny Swin: {top4}")
@@ -906,6 +929,15 @@ for ax in axes:
 plt.show()
 
 # %% [markdown]
+# A few smaller slips of the report change the meaning of what it paraphrases from the Swin paper.
+# Translation *equivariance* of convolutions became "translation equivalence" in the sense of
+# language translation; earlier sliding-window attention is said to have *low* latency, where the
+# paper says it suffers from high latency (the reason Swin shifts a partition instead); "effective
+# for all-MLP architectures" became "for all MLP architectures"; "raw-valued" pixel features became
+# "integer-valued". Its Figure 1.1 cites GPT-3 (Brown et al., 2020) for ViT, and VGG and ResNet are
+# cited with the GELU paper and a dual-residual network. And the conclusion claims "good
+# generalisation" from four internet images, one of them misclassified, with no per-class metric.
+#
 # ## The shortcut: one source per class
 #
 # Each class of the report comes from its own data sets: defocus from DPDD, motion from GoPro, HIDE
@@ -1007,7 +1039,9 @@ for design, model in shortcut_models.items():
     )
 
 # %%
-GAP_BAR, DROP_BAR = 0.05, 0.05  # measured over seeds 0, 1, 2, minus a margin
+# seeds 0, 1, 2: gap 0.281, 0.320, 0.254; drop 0.509, 0.503, 0.519;
+# source votes (confounded minus decorrelated, mean over sources) 0.63, 0.69, 0.59
+GAP_BAR, DROP_BAR, VOTE_BAR = 0.15, 0.3, 0.4
 gap = (
     shortcut_scores["decorrelated"]["decorrelated test"]
     - shortcut_scores["confounded"]["decorrelated test"]
@@ -1024,12 +1058,24 @@ assert drop >= DROP_BAR, (
     f"the confounded model should lose >= {DROP_BAR} from its own validation "
     f"set to the decorrelated test, got {drop:.3f}"
 )
-print(f"gap {gap:.3f}, drop of the confounded model {drop:.3f}")
+votes = np.mean(source_votes["confounded"]) - np.mean(
+    source_votes["decorrelated"]
+)
+assert votes >= VOTE_BAR, (
+    f"the confounded model should name the source's class on clean images "
+    f"more often (by >= {VOTE_BAR}) than the decorrelated one, got {votes:.2f}"
+)
+print(
+    f"gap {gap:.3f}, drop of the confounded model {drop:.3f}, votes {votes:.2f}"
+)
 
 # %% [markdown]
-# The confounded model looks excellent on a validation set drawn like its training set, and falls
-# apart once the sources no longer reveal the classes; on clean images it names the class of the
-# source. A random train/validation split of a data set assembled one source per class cannot
+# The confounded model looks excellent on a validation set drawn like its training set (0.91 to 0.99
+# balanced accuracy over three seeds), and falls to about 0.4 to 0.5 once the sources no longer
+# reveal the classes, where the decorrelated model keeps about 0.7 (the subtle blurs stay hard for
+# it). On clean images the confounded model mostly names the class of the source. The decorrelated
+# model does not, except that it calls many clean stripes "noise": it never saw a clean image, and
+# fine periodic texture is the closest thing to noise it knows. A random train/validation split of a data set assembled one source per class cannot
 # detect this: both halves share the confound. The remedies are in the data, not the architecture:
 # collect every class from every source (or degrade the same clean images in every way, as
 # generated data allows), and test on sources the model never saw.
