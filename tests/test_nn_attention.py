@@ -168,3 +168,10 @@ def test_bad_input_raises():
         cnn.CrossAttention(True)
     with pytest.raises(ValueError, match="q and k"):
         cnn.dot_product_attention(torch.randn(2, 3), torch.randn(2, 4), torch.randn(2, 4))
+
+
+def test_names_are_exported():
+    from course_lib.nn import attention
+
+    for name in attention.__all__:
+        assert getattr(cnn, name) is getattr(attention, name)

@@ -168,3 +168,10 @@ def test_bad_input_raises():
         cnn.add_input_channels(nn.Conv2d(1, 2, 3), 0)
     with pytest.raises(ValueError, match="groups=1"):
         cnn.add_input_channels(nn.Conv2d(2, 2, 3, groups=2), 1)
+
+
+def test_names_are_exported():
+    from course_lib.nn import conditioning
+
+    for name in conditioning.__all__:
+        assert getattr(cnn, name) is getattr(conditioning, name)
