@@ -281,8 +281,9 @@ print("patch embedding: shift by one patch = shift of the token grid (checked)")
 #
 # This gives $\Omega(\text{MSA}) = 4NC^2 + 2N^2C$, the formula in the lecture notes (written there
 # with $N=hw$), and $12NC^2+2N^2C$ per block. The quadratic term is small for ViT-B at $224^2$
-# ($N=197$, $C=768$: $2N^2C$ is 8% of the block), and it takes over when the patches shrink. Below the
-# formula, plus the patch embedding ($N\cdot P^2C_{\text{in}}\cdot D$) and the head, is compared with
+# ($N=197$, $C=768$: $2N^2C$ is 4% of the block). It grows with the number of tokens (15% with
+# $8\times8$ patches) and dominates once $N > 6C$, which is what happens with small patches on large
+# images, the setting of detection and segmentation. Below the formula, plus the patch embedding ($N\cdot P^2C_{\text{in}}\cdot D$) and the head, is compared with
 # PyTorch's `FlopCounterMode` run on the model built on the `meta` device (shapes only, no memory,
 # no arithmetic): the two counts agree exactly. The notes quote the ViT paper: patch 16 beats patch 32
 # by about 6% on ImageNet at about 4× the cost; the table shows where the 4× comes from.
@@ -461,7 +462,7 @@ DISTILL = {"hard": {}, "soft": {"tau": 3.0, "lam": 0.1}}
 # %% [markdown]
 # ### On digits: positions, measured
 #
-# The $8\times8$ digits of scikit-learn (1,078 training, 359 validation and 360 test images) cut into
+# The $8\times8$ digits of scikit-learn (1,078 training, 360 validation and 359 test images) cut into
 # $2\times2$ patches give 16 tokens. Two ViTs with a class token, $D=32$, two blocks of four heads,
 # trained identically (25 epochs, batches of 64, peak learning rate 3e-3): one with learned
 # positions, one with none. Then both are tested on the test digits and on the same digits with their
@@ -618,11 +619,11 @@ print(
 assert vit_acc[2000] > 0.75, (
     f"tiny ViT on shapes: expected test accuracy > 0.75, got {vit_acc[2000]:.3f}"
 )
-assert vit_acc[2000] - vit_acc[500] > 0.08, (
-    f"the ViT should gain > 0.08 from 4x more data, got {vit_acc[500]:.3f} -> {vit_acc[2000]:.3f}"
+assert vit_acc[2000] - vit_acc[500] > 0.05, (
+    f"the ViT should gain > 0.05 from 4x more data, got {vit_acc[500]:.3f} -> {vit_acc[2000]:.3f}"
 )
-assert gap[500] > 0.2, (
-    f"with 500 images the CNN should lead by > 0.2, got {gap[500]:+.3f}"
+assert gap[500] > 0.1, (
+    f"with 500 images the CNN should lead by > 0.1, got {gap[500]:+.3f}"
 )
 
 # %% [markdown]
@@ -630,6 +631,13 @@ assert gap[500] > 0.2, (
 # four times larger training set to get past 0.8, and with 500 images it is far behind. The gap
 # narrows as data grows, which is the ViT paper's story told at toy scale (and at this scale it is
 # far from closed).
+#
+# How much to trust one run? Before writing the chapter the same experiment ran with three seeds
+# (initialization and batch order; the same images). The CNN scored 1.00 or 0.998 every time. The
+# ViT scored 0.83, 0.83 and 0.93 with 2,000 images and 0.67, 0.68 and 0.84 with 500: a tiny ViT
+# trained for a few hundred steps depends a lot on its initialization, which is one more face of
+# its weak prior. The asserted bars sit under the worst of the three seeds (0.75 for the ViT with
+# 2,000 images, a gain of 0.05 from the extra data, a CNN lead of 0.1 with 500 images).
 #
 # What did the learned position embeddings learn? The ViT paper's figure 7 shows the cosine similarity
 # of each position's embedding to all others: nearby patches get similar embeddings, in rows and
@@ -820,9 +828,9 @@ assert all(distill_acc[k][1] > 0.5 for k in ("hard", "soft")), (
 
 # %% [markdown]
 # The differences are small, and their sign is not stable: over three seeds of this experiment
-# (run before writing the chapter, same settings) the hard student gained +0.010 and lost 0.042, and
-# the soft student gained +0.018 and lost 0.048, against a plain ViT whose own accuracy moved by
-# 0.02 between seeds. At this scale, with a teacher whose hard labels are the training labels and no
+# (run before writing the chapter, same settings) the hard student's test accuracy moved by +0.010,
+# −0.042 and −0.048 against the plain ViT of the same seed, the soft student's by +0.018, −0.048 and
+# +0.016, while the plain ViT itself ranged from 0.67 to 0.84 between seeds. At this scale, with a teacher whose hard labels are the training labels and no
 # augmentation, distillation gives **no measurable gain**, and the notebook asserts none. What the
 # students do gain is visible in their agreement column: it equals their accuracy, since the teacher
 # is right on every test image. The DeiT paper's gain (DeiT-B from 81.8% to 83.4% ImageNet top-1
@@ -1203,7 +1211,8 @@ plt.show()
 #   embedding and the position embeddings. Without positions its logits are exactly invariant to
 #   shuffling the patches.
 # - With little data the ViT's missing priors cost it dearly against a 6 k-parameter CNN on the shapes;
-#   more data narrows the gap, and a CNN teacher helps through DeiT's distillation token.
+#   more data narrows the gap. DeiT's distillation token gave no measurable gain here, where the
+#   teacher's labels equal the training labels and nothing is augmented.
 # - Attention maps and rollout show where the class token reads from; they are heuristics, not
 #   explanations.
 # - The follow-ups put back what convolutions had: locality, hierarchy, cheaper attention at high
@@ -1226,25 +1235,20 @@ def patch_embed_linear(x, weight, bias, p):
     raise NotImplementedError  # your code: vit.patchify and a matrix product
 
 
-def check_patch_embed(fn):
-    g = torch.Generator().manual_seed(0)
-    cases = [
-        (torch.randn(2, 3, 16, 16, generator=g), torch.randn(5, 3, 4, 4, generator=g),
-         torch.randn(5, generator=g), 4),
-        (torch.randn(1, 1, 8, 12, generator=g), torch.randn(3, 1, 2, 2, generator=g),
-         torch.randn(3, generator=g), 2),
-    ]  # fmt: skip
-    return exercises.check_function(
-        fn,
-        cases,
-        reference=lambda x, w, b, p: (
-            F.conv2d(x, w, b, stride=p).flatten(2).transpose(1, 2)
-        ),
-        name="patch_embed_linear",
-    )
+g_ex = torch.Generator().manual_seed(0)
+patch_cases = [
+    (torch.randn(2, 3, 16, 16, generator=g_ex), torch.randn(5, 3, 4, 4, generator=g_ex),
+     torch.randn(5, generator=g_ex), 4),
+    (torch.randn(1, 1, 8, 12, generator=g_ex), torch.randn(3, 1, 2, 2, generator=g_ex),
+     torch.randn(3, generator=g_ex), 2),
+]  # fmt: skip
 
 
-check_patch_embed(patch_embed_linear)
+def conv_tokens(x, weight, bias, p):
+    return F.conv2d(x, weight, bias, stride=p).flatten(2).transpose(1, 2)
+
+
+exercises.check_function(patch_embed_linear, patch_cases, reference=conv_tokens)
 
 
 # %% tags=["hide-cell"]
@@ -1252,7 +1256,9 @@ def patch_embed_linear(x, weight, bias, p):
     return vit.patchify(x, p) @ weight.reshape(weight.shape[0], -1).T + bias
 
 
-check_patch_embed(patch_embed_linear).assert_passed()
+exercises.check_function(
+    patch_embed_linear, patch_cases, reference=conv_tokens
+).assert_passed()
 
 # %% [markdown]
 # ### Exercise 2: count a ViT's multiply-adds by hand
@@ -1267,15 +1273,10 @@ check_patch_embed(patch_embed_linear).assert_passed()
 vit_s_macs = exercises.TODO  # your number
 
 
-def check_vit_s(answer):
-    with torch.device("meta"):
-        vit_s = vit.ViT(224, 16, 3, 1000, dim=384, depth=12, num_heads=6)
-    return exercises.check_value(
-        answer, counted_macs(vit_s, 224), name="ViT-S/16 multiply-adds"
-    )
-
-
-check_vit_s(vit_s_macs)
+with torch.device("meta"):
+    vit_s = vit.ViT(224, 16, 3, 1000, dim=384, depth=12, num_heads=6)
+vit_s_counted = counted_macs(vit_s, 224)
+exercises.check_value(vit_s_macs, vit_s_counted, name="ViT-S/16 multiply-adds")
 
 # %% tags=["hide-cell"]
 n_s, d_s = 196, 384
@@ -1285,7 +1286,9 @@ vit_s_macs = (
     + 12 * (12 * t_s * d_s**2 + 2 * t_s**2 * d_s)
     + d_s * 1000
 )
-check_vit_s(vit_s_macs).assert_passed()
+exercises.check_value(
+    vit_s_macs, vit_s_counted, name="ViT-S/16 multiply-adds"
+).assert_passed()
 print(
     f"ViT-S/16: {vit_s_macs / 1e9:.2f} GMACs; with 8x8 patches: {vit_macs(224, 8, dim=384) / vit_s_macs:.2f}x"
 )
