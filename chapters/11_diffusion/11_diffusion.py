@@ -251,8 +251,8 @@ _ = widgets.interact(
 # + \frac{\sqrt{\alpha_t}\,(1-\bar\alpha_{t-1})}{1-\bar\alpha_t}\,x_t,\quad
 # \tilde\beta_t = \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\,\beta_t .$$
 #
-# **The ELBO in outline** (Sohl-Dickstein et al., 2015; Ho et al., 2020). As for the VAE of chapter
-# 09, $-\log p_\theta(x_0)$ is bounded by an expectation over the forward chain, which splits into one
+# **The ELBO in outline** (Sohl-Dickstein et al., 2015; Ho et al., 2020). As for the VAE (chapter 09,
+# "The evidence lower bound"), $-\log p_\theta(x_0)$ is bounded by an expectation over the forward chain, which splits into one
 # term per step:
 #
 # $$\mathbb E_q\Big[\underbrace{D_{KL}(q(x_T|x_0)\,\|\,p(x_T))}_{\text{no parameters}}
@@ -822,6 +822,9 @@ assert last < 0.35 * first, (
 # one, $s > 1$ exaggerates whatever distinguishes class $y$. Conventions differ: GLIDE writes the
 # formula with $s$ as here, Ho and Salimans write $(1+w)\,\epsilon_\theta(x_t,y) - w\,\epsilon_\theta(x_t,\varnothing)$,
 # so $w = s - 1$ and "$w = 1$" means $s = 2$. Compare scales across papers only after converting.
+# The trade-off it buys is the one of BigGAN's truncation trick (chapter 10, "BigGAN's truncation
+# trick: fidelity against diversity"), and the digits judge scores it as it scored the conditional
+# GAN there ("A conditional GAN, scored by a classifier").
 #
 # From scratch (two calls), against `diffusion.guided` (one batched call):
 
@@ -1159,9 +1162,10 @@ print(
 # quantisation) and perceptual and adversarial losses (chapter 10) so that decoded images stay sharp.
 # Its encoder maps a 512×512×3 image to a 64×64×4 latent (a factor of 8 per side, 48 times fewer
 # numbers); the diffusion model, a U-Net with cross-attention to the prompt, is trained and sampled
-# in that latent space, and the decoder turns the final latent into pixels once. The chapter 09
-# lesson carries over: the latent must be regular enough for a generative model to live in it,
-# which is why the KL weight is small but not zero.
+# in that latent space, and the decoder turns the final latent into pixels once. Chapter 09's
+# lessons carry over ("A two-dimensional latent space", "β-VAE and posterior collapse"): the latent
+# must be regular enough for a generative model to live in it, yet keep enough information for the
+# decoder, which is why the KL weight is small but not zero.
 #
 # The RAPHAEL posts disagree with each other here: the draft says the model outputs "image tokens
 # which are decoded to images by an image decoder", the final version says it outputs images. The
