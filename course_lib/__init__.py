@@ -19,6 +19,8 @@ One module per topic; each public function names the chapter that introduces it.
 - :mod:`course_lib.losses`: losses beyond torch's own: MSLE, KL, Gram/style, NT-Xent, IoU losses (03);
   Dice (07); the VAE's Gaussian KL (09); adversarial losses and the gradient penalty (10)
 - :mod:`course_lib.judge`: a seeded digits classifier that scores generated digits (09-12)
+- :mod:`course_lib.diffusion`: noise schedules, the forward process, parameterizations, DDPM and DDIM
+  samplers, classifier-free guidance and the exact oracle denoiser (11)
 - :mod:`course_lib.ops`: box area, IoU and generalized IoU (03); box formats, NMS, box coding, anchors,
   Hungarian matching (08)
 - :mod:`course_lib.optim`: learning-rate range test, warm-up + cosine schedule (04), weight EMA (05)
@@ -33,6 +35,7 @@ from course_lib import (
     augment,
     classic,
     data,
+    diffusion,
     exercises,
     explain,
     judge,
@@ -53,6 +56,7 @@ __all__ = [
     "augment",
     "classic",
     "data",
+    "diffusion",
     "exercises",
     "explain",
     "judge",
