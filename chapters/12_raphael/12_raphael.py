@@ -620,10 +620,10 @@ viz.diagram(
         "out": (12.6, 0, "linear →\n2×2×3 patches", "head"),
         "eps": (14.5, 0, "$\\hat\\epsilon$", "io"),
         "tok": (6.3, 1.6, "prompt tokens\n(4 words)", "io"),
-        "t": (8.4, 1.6, "$E'(t)$", "io"),
+        "t": (8.4, -1.6, "$E'(t)$", "io"),
         "mask": (10.5, -1.6, "$M_i = [A_i \\geq \\alpha \\max A_i]$", "other"),
         "edge": (
-            6.3,
+            4.2,
             -1.6,
             "edge head $P_\\theta$\nfocal loss, $t < T_c$",
             "head",
@@ -1069,12 +1069,12 @@ for b, strip in enumerate(strips):
     axes[b].set_ylabel(
         f"block {b}", rotation=0, ha="right", va="center", fontsize=8
     )
-    for e in sorted(set(strip.tolist())):
-        where = (strip == e).nonzero()[:, 0].float()
+    starts = [0] + (strip[1:] != strip[:-1]).nonzero()[:, 0].add(1).tolist()
+    for lo, hi in zip(starts, starts[1:] + [len(strip)], strict=True):
         axes[b].text(
-            float(where.mean()) + 1,
+            (lo + hi) / 2 + 1,
             0.5,
-            f"e{e}",
+            f"e{int(strip[lo])}",
             ha="center",
             va="center",
             fontsize=8,
