@@ -830,10 +830,10 @@ assert mse_shuffled - mse_right > 0.005, (
 #
 # *Which* word? Each object is named by two tokens, its colour and its shape, and in the prototypes
 # one of the two carried the object's location while the other collected the background's attention
-# (the softmax over the four tokens must put each pixel's weight somewhere); whether it was the colour
-# or the shape word changed with the seed. So the readout has two settings, the word (colour or shape)
-# and the threshold $\alpha$, both chosen on the validation split; the IoU is reported on the test
-# split. Two references keep the number honest: the IoU of the same masks with the *other* object
+# (the softmax over the four tokens must put each pixel's weight somewhere); it was usually the
+# colour word, but in some runs (other seeds, other variants) the shape word. So the readout has two
+# settings, the word (colour or shape) and the threshold $\alpha$, both chosen on the validation split;
+# the IoU is reported on the test split. Two references keep the number honest: the IoU of the same masks with the *other* object
 # (what a model that finds "objects" but not *which* object would score), and the untrained model
 # with its own best readout: random projections of the pixels already make maps that follow the
 # colours a little, so "better than zero" would be no evidence of learning.
