@@ -17,7 +17,7 @@
 # model, but its linear version turns out to be PCA, and its denoising version restores images. The
 # **variational autoencoder** (VAE) makes the code random, which gives a lower bound on the
 # likelihood and a way to sample. **PixelCNN** writes the likelihood exactly, one pixel at a time,
-# with convolutions that are masked so that no pixel sees its own future. Every claim below is
+# with convolutions that are masked so that no pixel sees its own future. Every score below is
 # measured on held-out digits; generative adversarial networks, which sample without a likelihood,
 # follow in [chapter 10](../10_gans/10_gans.ipynb).
 #
