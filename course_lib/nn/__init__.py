@@ -10,7 +10,15 @@
 - :mod:`.generative`: AdaIN and the small generators and critics of chapter 10;
 - :mod:`.attention`: scaled dot-product attention and :class:`CrossAttention` (chapters 11-12);
 - :mod:`.conditioning`: time embeddings, residual blocks and a time-, class- and text-conditioned
-  U-Net for diffusion (chapter 11).
+  U-Net for diffusion (chapter 11);
+- :mod:`.moe`: a top-k router with the load-balancing loss, stacked experts, time-MoE and space-MoE
+  (chapter 12);
+- :mod:`.transformer`: attention masks, sinusoidal positions, the pre-norm transformer block and a
+  small Image Transformer (chapter 13);
+- :mod:`.vit`: patch embedding, a configurable ViT with DeiT's distillation token, attention rollout
+  (chapter 14);
+- :mod:`.swin`: windows, cyclic shift and its mask, relative position bias, patch merging and Swin
+  (chapter 15).
 
 Every public name is re-exported here. Import the package under another name so that it does not
 shadow ``torch.nn``::
@@ -21,7 +29,19 @@ shadow ``torch.nn``::
 
 from __future__ import annotations
 
-from . import attention, autoregressive, basics, blocks, conditioning, dense, generative
+from . import (
+    attention,
+    autoregressive,
+    basics,
+    blocks,
+    conditioning,
+    dense,
+    generative,
+    moe,
+    swin,
+    transformer,
+    vit,
+)
 from .attention import *  # noqa: F403
 from .autoregressive import *  # noqa: F403
 from .basics import *  # noqa: F403
@@ -29,6 +49,10 @@ from .blocks import *  # noqa: F403
 from .conditioning import *  # noqa: F403
 from .dense import *  # noqa: F403
 from .generative import *  # noqa: F403
+from .moe import *  # noqa: F403
+from .swin import *  # noqa: F403
+from .transformer import *  # noqa: F403
+from .vit import *  # noqa: F403
 
 __all__ = sorted(
     [
@@ -39,5 +63,9 @@ __all__ = sorted(
         *generative.__all__,
         *attention.__all__,
         *conditioning.__all__,
+        *moe.__all__,
+        *transformer.__all__,
+        *vit.__all__,
+        *swin.__all__,
     ]
 )
