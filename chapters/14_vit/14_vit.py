@@ -992,7 +992,8 @@ assert torch.equal(
 # $R$. The map loses a factor $R$ on each side, so K and V have $N/R^2$ tokens, the attention matrix
 # is $N\times N/R^2$, and its cost falls by $R^2$. The notes' example (with $R=2$: K, V of shape
 # $(N/2, C)$, a cost "R times lower") counts the reduction on one axis only: it is $(N/4, C)$ and
-# 4 times lower.
+# 4 times lower. (The same passage says ViT attends over "32x32 patches"; ViT-B/16, the model PVT
+# compares with, uses $16\times16$.)
 
 
 # %%
