@@ -735,8 +735,8 @@ plt.show()
 # 0.69, against 0.44 for a uniform map: the class token does read mostly from the object, though
 # far from only.
 #
-# Explore: the class token's attention in one layer and one head. Early layers tend to spread it out;
-# the last layer concentrates on a few patches. Heads differ: some ignore the object.
+# Explore: the class token's attention in one layer and one head. Is it more spread out in the first
+# layer than in the last? Do all four heads look at the object, or do some read the background?
 
 
 # %%
