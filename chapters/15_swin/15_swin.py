@@ -239,6 +239,7 @@ def draw_shift(axes, side=8, m=4, s=2):
     for k in range(-s, side, m):  # the shifted grid
         ax.axhline(k - 0.5, color=viz.color(1), lw=2)
         ax.axvline(k - 0.5, color=viz.color(1), lw=2)
+    ax.set(xlim=(-0.5, side - 0.5), ylim=(side - 0.5, -0.5))
     ax.set_title(f"shifted grid (s = {s}) over\nthe regular windows (colours)")
     ax = axes[1]
     ax.imshow(ids, cmap="tab10", vmin=0, vmax=9)
@@ -249,9 +250,9 @@ def draw_shift(axes, side=8, m=4, s=2):
         ax.text(c, r, v, ha="center", va="center", fontsize=7)
     ax.set_title("rolled map: region ids,\nregular windows (black)")
     for k, ax in enumerate(axes[2:]):
-        ax.imshow(mask[k], cmap="Greys_r", vmin=0, vmax=1)
+        ax.imshow(mask[k], cmap="viridis", vmin=0, vmax=1)
         ax.set_title(
-            f"window {k}: {mask[k].float().mean():.0%}\nof pairs allowed"
+            f"window {k}: {mask[k].float().mean():.0%} of pairs\nallowed (yellow)"
         )
     for ax in axes:
         ax.set(xticks=[], yticks=[])
