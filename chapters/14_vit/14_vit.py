@@ -209,8 +209,9 @@ plt.show()
 # intermediate token is permuted the same way (the blocks are **permutation-equivariant**); a class
 # token, which sits outside the permutation, or a mean over the patches then reads exactly the same
 # thing (the logits are **permutation-invariant**). So without $E_{\text{pos}}$ a ViT sees a bag of
-# patches. Two statements in the sources need this correction. CPVT's paper says self-attention is
-# "permutation-invariant": it is equivariant, and only the pooled output is invariant. The attention
+# patches. Two statements in the sources need this correction. The lecture notes' CPVT section
+# calls self-attention "permutation-invariant": it is equivariant, and only the pooled output is
+# invariant. The attention
 # slides say the ViT has "no more translation invariance/equivariance": half true, because the patch
 # embedding *is* equivariant to shifts by whole patches, and it is the added positions that break
 # this. All three claims are checked below on a model with random weights (they hold for any
