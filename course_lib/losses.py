@@ -11,6 +11,8 @@ log-probabilities) are used straight from ``torch.nn.functional``; this module a
 - :func:`iou_loss` and :func:`giou_loss` for paired boxes (chapter 08 uses them);
 - :func:`dice_loss`, the soft Dice loss for segmentation masks (chapter 07);
 - :func:`nt_xent`, the SimCLR contrastive loss (chapters 17 and 18);
+- :func:`clip_loss`, CLIP's symmetric InfoNCE with a (learnable) logit scale, and
+  :func:`directional_loss`, StyleGAN-NADA's directional CLIP loss (chapter 18);
 - :func:`gaussian_kl`, the VAE's KL term (chapter 09);
 - :func:`discriminator_loss`, :func:`generator_loss` (minimax, non-saturating, hinge, Wasserstein,
   least squares), :func:`critic_gradient_norms` and :func:`gradient_penalty` (chapter 10).
@@ -29,12 +31,14 @@ from course_lib import ops
 
 __all__ = [
     "GAN_LOSSES",
+    "clip_loss",
     "critic_gradient_norms",
     "dice_loss",
     "discriminator_loss",
     "entropy",
     "feature_loss",
     "gaussian_kl",
+    "directional_loss",
     "generator_loss",
     "giou_loss",
     "gradient_penalty",
@@ -626,3 +630,101 @@ def gradient_penalty(
         raise ValueError(f"target must be >= 0, got {target}")
     norms = critic_gradient_norms(critic, real, fake, generator=generator, create_graph=True)
     return (norms - target).square().mean()
+
+
+# --------------------------------------------------------------------------------------------
+# vision and language (chapter 18)
+# --------------------------------------------------------------------------------------------
+def clip_loss(image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor | float) -> Tensor:
+    """CLIP's symmetric InfoNCE loss over a batch of ``N`` matching image-text pairs.
+
+    With L2-normalised embeddings ``I`` and ``T`` (rows) and the logit scale ``s = 1 / tau``,
+    ``logits = s * I @ T.T`` is ``[N, N]`` and pair ``i`` is the positive of row and column ``i``:
+
+    .. math::
+        \\mathcal L = \\tfrac12\\big[\\operatorname{CE}(\\text{logits}, \\text{arange}(N))
+        + \\operatorname{CE}(\\text{logits}^\\top, \\text{arange}(N))\\big]
+
+    the image-to-text and text-to-image cross-entropies averaged. CLIP learns ``t = log s`` and
+    clamps ``s`` at 100; pass ``t.exp().clamp(max=100)`` (a tensor, so that the gradient reaches
+    ``t``). With identical embeddings for every pair the loss is ``ln N``.
+
+    Args:
+        image_emb: ``Tensor[N, D]`` image embeddings (normalised here).
+        text_emb: ``Tensor[N, D]`` text embeddings of the matching captions, same order.
+        logit_scale: ``s > 0``, a float or a scalar tensor.
+
+    Returns:
+        a scalar.
+
+    Introduced in chapter 18.
+    """
+    _check_tensor(image_emb, "image_emb")
+    _check_tensor(text_emb, "text_emb")
+    if image_emb.ndim != 2 or image_emb.shape != text_emb.shape or image_emb.shape[0] == 0:
+        raise ValueError(
+            "image_emb and text_emb must be non-empty Tensor[N, D] of the same shape, "
+            f"got {tuple(image_emb.shape)} and {tuple(text_emb.shape)}"
+        )
+    if isinstance(logit_scale, Tensor):
+        if logit_scale.numel() != 1:
+            raise ValueError(f"logit_scale must be a scalar, got shape {tuple(logit_scale.shape)}")
+        if not bool(logit_scale.detach() > 0):
+            raise ValueError(f"logit_scale must be > 0, got {logit_scale.item()}")
+        logit_scale = logit_scale.reshape(())
+    elif isinstance(logit_scale, bool) or not isinstance(logit_scale, (int, float)) or not logit_scale > 0:
+        raise ValueError(f"logit_scale must be a positive number or scalar tensor, got {logit_scale!r}")
+    i = F.normalize(image_emb, dim=1)
+    t = F.normalize(text_emb, dim=1)
+    logits = logit_scale * i @ t.T  # [N, N]: row = image, column = caption
+    target = torch.arange(logits.shape[0], device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def directional_loss(
+    image_source: Tensor, image_target: Tensor, text_source: Tensor, text_target: Tensor, eps: float = 1e-8
+) -> Tensor:
+    """StyleGAN-NADA's directional CLIP loss: one minus the cosine of the image and text directions.
+
+    .. math::
+        \\Delta I = E_I(x_{target}) - E_I(x_{source}),\\quad \\Delta T = E_T(t_{target}) - E_T(t_{source}),
+        \\quad \\mathcal L = 1 - \\frac{\\Delta I\\cdot\\Delta T}{\\lVert\\Delta I\\rVert\\,\\lVert\\Delta T\\rVert}
+
+    0 when the image change is parallel to the text change, 1 when orthogonal, 2 when opposite.
+    The embeddings are used as given (CLIP's are normalised first by the caller if wanted).
+
+    Args:
+        image_source, image_target: ``Tensor[N, D]`` (or ``[D]``) embeddings of the frozen and the
+            trained generator's images for the same latents.
+        text_source, text_target: ``Tensor[D]`` or ``Tensor[N, D]`` embeddings of the two prompts
+            (broadcast against the images).
+        eps: guards the norm of a zero direction.
+
+    Returns:
+        the mean loss over the batch, a scalar.
+
+    Introduced in chapter 18.
+    """
+    for x, name in (
+        (image_source, "image_source"),
+        (image_target, "image_target"),
+        (text_source, "text_source"),
+        (text_target, "text_target"),
+    ):
+        _check_tensor(x, name)
+        if x.ndim not in (1, 2):
+            raise ValueError(f"{name} must be Tensor[D] or Tensor[N, D], got shape {tuple(x.shape)}")
+    if image_source.shape != image_target.shape or text_source.shape != text_target.shape:
+        raise ValueError(
+            "source and target embeddings must have the same shape, got images "
+            f"{tuple(image_source.shape)}/{tuple(image_target.shape)}, texts "
+            f"{tuple(text_source.shape)}/{tuple(text_target.shape)}"
+        )
+    if image_source.shape[-1] != text_source.shape[-1]:
+        raise ValueError(
+            f"image and text embeddings must share D, got {image_source.shape[-1]} and {text_source.shape[-1]}"
+        )
+    delta_i = image_target - image_source
+    delta_t = text_target - text_source
+    cos = F.cosine_similarity(delta_i, delta_t.expand_as(delta_i), dim=-1, eps=eps)
+    return (1 - cos).mean()

@@ -480,3 +480,77 @@ def test_critic_gradient_norms_reject_bad_input():
         losses.critic_gradient_norms(lambda x: x.sum(), torch.zeros(3, 2), torch.zeros(3, 2))
     with pytest.raises(ValueError, match="target"):
         losses.gradient_penalty(lambda x: x.sum(1), torch.zeros(3, 2), torch.zeros(3, 2), target=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# clip_loss and directional_loss (chapter 18)
+# --------------------------------------------------------------------------------------------
+def _clip_loss_loops(img: torch.Tensor, txt: torch.Tensor, scale: float) -> torch.Tensor:
+    """CLIP's loss written with explicit sums over the batch (reference)."""
+    n = img.shape[0]
+    i = img / img.norm(dim=1, keepdim=True)
+    t = txt / txt.norm(dim=1, keepdim=True)
+    total = torch.zeros((), dtype=img.dtype)
+    for k in range(n):
+        row = torch.stack([scale * (i[k] * t[j]).sum() for j in range(n)])
+        col = torch.stack([scale * (i[j] * t[k]).sum() for j in range(n)])
+        total = total + (torch.logsumexp(row, 0) - row[k]) + (torch.logsumexp(col, 0) - col[k])
+    return total / (2 * n)
+
+
+def test_clip_loss_matches_an_explicit_double_sum():
+    img, txt = torch.randn(6, 5, generator=gen(0)), torch.randn(6, 5, generator=gen(1))
+    torch.testing.assert_close(losses.clip_loss(img, txt, 3.0), _clip_loss_loops(img, txt, 3.0))
+    # the scale of unnormalised inputs does not matter: the embeddings are normalised
+    torch.testing.assert_close(losses.clip_loss(4 * img, 0.5 * txt, 3.0), losses.clip_loss(img, txt, 3.0))
+
+
+def test_clip_loss_is_ln_n_for_identical_embeddings_and_symmetric():
+    same = torch.ones(8, 4)
+    torch.testing.assert_close(losses.clip_loss(same, same, 14.0), torch.tensor(math.log(8)))
+    img, txt = torch.randn(7, 3, generator=gen(2)), torch.randn(7, 3, generator=gen(3))
+    torch.testing.assert_close(losses.clip_loss(img, txt, 5.0), losses.clip_loss(txt, img, 5.0))
+
+
+def test_clip_loss_gradient_reaches_the_learnable_temperature():
+    img, txt = torch.randn(5, 4, generator=gen(4)), torch.randn(5, 4, generator=gen(5))
+    txt = img + 0.1 * txt  # matching pairs are similar: a larger scale lowers the loss
+    t = torch.tensor(math.log(1 / 0.07), requires_grad=True)
+    loss = losses.clip_loss(img, txt, t.exp().clamp(max=100))
+    loss.backward()
+    assert t.grad is not None and t.grad < 0, f"expected a negative gradient on log-scale, got {t.grad}"
+    # a perfectly aligned batch with a huge scale has a loss near zero
+    assert losses.clip_loss(torch.eye(4), torch.eye(4), 100.0) < 1e-6
+
+
+def test_clip_loss_rejects_bad_input():
+    with pytest.raises(ValueError, match="same shape"):
+        losses.clip_loss(torch.zeros(3, 2), torch.zeros(2, 2), 1.0)
+    with pytest.raises(ValueError, match="logit_scale"):
+        losses.clip_loss(torch.ones(3, 2), torch.ones(3, 2), 0.0)
+    with pytest.raises(ValueError, match="logit_scale"):
+        losses.clip_loss(torch.ones(3, 2), torch.ones(3, 2), torch.ones(2))
+    with pytest.raises(TypeError, match="floating"):
+        losses.clip_loss(torch.ones(3, 2, dtype=torch.long), torch.ones(3, 2), 1.0)
+
+
+def test_directional_loss_is_zero_one_two_for_parallel_orthogonal_opposite():
+    src_t, tgt_t = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([2.0, 0.0, 0.0])  # text direction +x
+    src_i = torch.tensor([[0.5, 0.5, 0.5]]).repeat(3, 1)
+    tgt_i = src_i + torch.tensor([[3.0, 0.0, 0.0], [0.0, 2.0, 0.0], [-1.0, 0.0, 0.0]])
+    for k, expected in enumerate([0.0, 1.0, 2.0]):
+        got = losses.directional_loss(src_i[k : k + 1], tgt_i[k : k + 1], src_t, tgt_t)
+        torch.testing.assert_close(got, torch.tensor(expected))
+    torch.testing.assert_close(losses.directional_loss(src_i, tgt_i, src_t, tgt_t), torch.tensor(1.0))
+
+
+def test_directional_loss_gradient_and_bad_input():
+    src = torch.randn(4, 6, generator=gen(6))
+    tgt = (src + torch.randn(4, 6, generator=gen(7))).requires_grad_(True)
+    t0, t1 = torch.randn(6, generator=gen(8)), torch.randn(6, generator=gen(9))
+    losses.directional_loss(src, tgt, t0, t1).backward()
+    assert tgt.grad is not None and tgt.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="share D"):
+        losses.directional_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(4), torch.ones(4))
+    with pytest.raises(ValueError, match="same shape"):
+        losses.directional_loss(torch.zeros(2, 3), torch.zeros(3, 3), torch.zeros(3), torch.ones(3))
