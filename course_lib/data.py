@@ -1275,3 +1275,209 @@ __all__ += [
     "motion_blur",
     "motion_kernel",
 ]
+
+
+# --------------------------------------------------------------------------------------------
+# rendered text: text lines with their strings and text scenes with word boxes (chapter 16)
+# --------------------------------------------------------------------------------------------
+#: Fonts :func:`render_text_lines` draws from: ``"default"`` is PIL's bundled font, the others are the
+#: DejaVu files that ship with matplotlib (no system font is used, so every machine renders the same).
+TEXT_FONTS = ("default", "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")
+#: Characters of the rendered strings unless told otherwise: digits and upper-case letters.
+TEXT_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@functools.lru_cache(maxsize=64)
+def _font(name: str, size: int):
+    from PIL import ImageFont
+
+    if name == "default":
+        return ImageFont.load_default(size=size)
+    import os
+
+    import matplotlib
+
+    return ImageFont.truetype(os.path.join(matplotlib.get_data_path(), "fonts", "ttf", name), size)
+
+
+def _perspective_coeffs(src: np.ndarray, dst: np.ndarray) -> tuple[float, ...]:
+    """Coefficients of PIL's PERSPECTIVE transform mapping output points ``dst`` to input points ``src``."""
+    rows, rhs = [], []
+    for (x, y), (u, v) in zip(dst, src, strict=True):
+        rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+        rhs += [u, v]
+    return tuple(np.linalg.solve(np.asarray(rows, float), np.asarray(rhs, float)).tolist())
+
+
+@dataclass
+class TextLines:
+    """Rendered text lines: ``images`` ``(N, 1, H, W)`` in ``[0, 1]``, their ``texts`` and ``fonts`` indices."""
+
+    images: torch.Tensor
+    texts: list[str]
+    fonts: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def _random_string(rng: np.random.Generator, chars: str, length: tuple[int, int]) -> str:
+    k = int(rng.integers(length[0], length[1] + 1))
+    return "".join(chars[i] for i in rng.integers(0, len(chars), size=k))
+
+
+def render_text_lines(
+    n: int,
+    *,
+    height: int = 32,
+    width: int = 128,
+    chars: str = TEXT_CHARS,
+    length: tuple[int, int] = (3, 8),
+    fonts: Sequence[str] = TEXT_FONTS,
+    font_size: tuple[int, int] = (14, 20),
+    shear: float = 0.25,
+    warp: float = 0.0,
+    noise: float = 0.1,
+    seed: int = 0,
+) -> TextLines:
+    """Render ``n`` random strings, one per ``height x width`` grey image (chapter 16's recognition data).
+
+    Each image draws: a string of ``length`` characters from ``chars``, a font from ``fonts`` and a size
+    in ``font_size`` (shrunk until the string fits), ink and background greys at least 0.35 apart (dark
+    on light or light on dark), a horizontal background gradient, a random position, a horizontal shear
+    up to ``shear``, an optional perspective warp (corners moved by up to ``warp`` of the height) and
+    Gaussian noise of standard deviation ``noise``. Deterministic under ``seed``.
+    """
+    from PIL import Image, ImageDraw
+
+    if n < 0 or height < 8 or width < 8:
+        raise ValueError(f"need n >= 0 and an image of at least 8x8, got n={n}, {height}x{width}")
+    if not 1 <= length[0] <= length[1]:
+        raise ValueError(f"length must be (min, max) with 1 <= min <= max, got {length}")
+    unknown = [f for f in fonts if f != "default" and f not in TEXT_FONTS]
+    if unknown or not fonts:
+        raise ValueError(f"fonts must be a non-empty subset of {TEXT_FONTS}, got {list(fonts)}")
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, height, width), np.float32)
+    texts, font_ids = [], []
+    xx = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :]
+    for i in range(n):
+        text = _random_string(rng, chars, length)
+        fi = int(rng.integers(len(fonts)))
+        size = int(rng.integers(font_size[0], font_size[1] + 1))
+        while True:
+            font = _font(fonts[fi], size)
+            x0, y0, x1, y1 = font.getbbox(text)
+            if (x1 - x0 <= width - 4 and y1 - y0 <= height - 2) or size <= 6:
+                break
+            size -= 1
+        mask = Image.new("L", (width, height), 0)
+        dx = int(rng.integers(0, max(width - (x1 - x0) - 1, 1)))
+        dy = int(rng.integers(0, max(height - (y1 - y0) - 1, 1)))
+        ImageDraw.Draw(mask).text((dx - x0, dy - y0), text, fill=255, font=font)
+        s = float(rng.uniform(-shear, shear))
+        if s:
+            mask = mask.transform(
+                mask.size, Image.AFFINE, (1, s, -s * height / 2, 0, 1, 0), resample=Image.BILINEAR
+            )
+        if warp > 0:
+            corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], float)
+            moved = corners + rng.uniform(-warp * height, warp * height, size=(4, 2))
+            mask = mask.transform(
+                mask.size, Image.PERSPECTIVE, _perspective_coeffs(corners, moved), resample=Image.BILINEAR
+            )
+        ink = np.asarray(mask, np.float32) / 255.0
+        bg0, bg1 = rng.uniform(0.0, 1.0, size=2)
+        bg = bg0 + (bg1 - bg0) * 0.5 * xx
+        mean_bg = float(bg.mean())
+        fg = (
+            rng.uniform(0.0, max(mean_bg - 0.35, 0.0))
+            if mean_bg > 0.5
+            else rng.uniform(min(mean_bg + 0.35, 1.0), 1.0)
+        )
+        img = bg * (1 - ink) + fg * ink
+        out[i] = img
+        texts.append(text)
+        font_ids.append(fi)
+    images = torch.from_numpy(out)[:, None]
+    if noise > 0:
+        g = torch.Generator().manual_seed(seed)
+        images = images + noise * torch.randn(images.shape, generator=g)
+    return TextLines(images.clamp(0, 1), texts, torch.tensor(font_ids, dtype=torch.long))
+
+
+@dataclass
+class TextScenes:
+    """Text scenes: ``images`` ``(N, 1, S, S)``, one word per image with its ink ``boxes`` ``(N, 4)``
+    as ``(x1, y1, x2, y2)`` pixels (continuous convention) and its string in ``texts``."""
+
+    images: torch.Tensor
+    boxes: torch.Tensor
+    texts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def make_text_scenes(
+    n: int,
+    size: int = 64,
+    *,
+    chars: str = TEXT_CHARS,
+    length: tuple[int, int] = (2, 5),
+    font_size: tuple[int, int] = (10, 14),
+    distractors: int = 3,
+    noise: float = 0.1,
+    seed: int = 0,
+) -> TextScenes:
+    """``n`` grey scenes, each with one rendered word and up to ``distractors`` random line segments.
+
+    The word uses a random bundled font and size, and its box is the tight box around its ink. The lines
+    are clutter a detector must learn to ignore: thin strokes with the ink's contrast. Deterministic
+    under ``seed``.
+    """
+    from PIL import Image, ImageDraw
+
+    if n < 0 or size < 24:
+        raise ValueError(f"need n >= 0 and size >= 24, got n={n}, size={size}")
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, size, size), np.float32)
+    boxes = np.empty((n, 4), np.float32)
+    texts = []
+    for i in range(n):
+        text = _random_string(rng, chars, length)
+        fname = TEXT_FONTS[int(rng.integers(len(TEXT_FONTS)))]
+        fsize = int(rng.integers(font_size[0], font_size[1] + 1))
+        while True:
+            font = _font(fname, fsize)
+            x0, y0, x1, y1 = font.getbbox(text)
+            if x1 - x0 <= size - 4 or fsize <= 6:
+                break
+            fsize -= 1
+        word = Image.new("L", (size, size), 0)
+        dx = int(rng.integers(1, max(size - (x1 - x0) - 1, 2)))
+        dy = int(rng.integers(1, max(size - (y1 - y0) - 1, 2)))
+        ImageDraw.Draw(word).text((dx - x0, dy - y0), text, fill=255, font=font)
+        ink = np.asarray(word, np.float32) / 255.0
+        ys, xs = np.nonzero(ink > 0.25)
+        boxes[i] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        clutter = Image.new("L", (size, size), 0)
+        draw = ImageDraw.Draw(clutter)
+        for _ in range(int(rng.integers(0, distractors + 1))):
+            p = rng.uniform(0, size, size=4)
+            draw.line(tuple(p.tolist()), fill=255, width=1)
+        lines = np.asarray(clutter, np.float32) / 255.0
+        ink = np.maximum(ink, lines)
+        bg = float(rng.uniform(0.0, 1.0))
+        fg = rng.uniform(0.0, max(bg - 0.4, 0.0)) if bg > 0.5 else rng.uniform(min(bg + 0.4, 1.0), 1.0)
+        out[i] = bg * (1 - ink) + fg * ink
+        texts.append(text)
+    images = torch.from_numpy(out)[:, None]
+    if noise > 0:
+        g = torch.Generator().manual_seed(seed)
+        images = images + noise * torch.randn(images.shape, generator=g)
+    return TextScenes(images.clamp(0, 1), torch.from_numpy(boxes), texts)
+
+
+__all__ += ["TEXT_CHARS", "TEXT_FONTS", "TextLines", "TextScenes", "make_text_scenes", "render_text_lines"]

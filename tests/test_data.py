@@ -807,3 +807,53 @@ def test_degraded_images_labels_counts_and_sources():
         data.degraded_images([1, 2], 16)
     with pytest.raises(ValueError, match="scenes"):
         data.degraded_images(2, 16, scenes=["blocks", "photo"])
+
+
+# ---------------------------------------------------------------------------- rendered text (chapter 16)
+def test_render_text_lines_shapes_ranges_and_determinism():
+    a = data.render_text_lines(40, height=32, width=128, seed=3)
+    b = data.render_text_lines(40, height=32, width=128, seed=3)
+    c = data.render_text_lines(40, height=32, width=128, seed=4)
+    assert a.images.shape == (40, 1, 32, 128) and a.images.dtype == torch.float32
+    assert len(a) == 40 and a.fonts.shape == (40,)
+    assert float(a.images.min()) >= 0.0 and float(a.images.max()) <= 1.0
+    assert torch.equal(a.images, b.images) and a.texts == b.texts
+    assert a.texts != c.texts
+    assert all(3 <= len(t) <= 8 and set(t) <= set(data.TEXT_CHARS) for t in a.texts)
+    assert set(a.fonts.tolist()) <= set(range(len(data.TEXT_FONTS)))
+
+
+def test_render_text_lines_draws_the_text_with_contrast():
+    clean = data.render_text_lines(20, noise=0.0, shear=0.0, seed=0, chars="0123456789", length=(4, 4))
+    assert all(len(t) == 4 and t.isdigit() for t in clean.texts)
+    # every image has ink: its grey range is at least the 0.35 ink/background gap minus antialiasing
+    spread = clean.images.flatten(1).amax(1) - clean.images.flatten(1).amin(1)
+    assert float(spread.min()) > 0.3, spread.min()
+    warped = data.render_text_lines(5, warp=0.2, seed=0)
+    assert warped.images.shape == (5, 1, 32, 128)
+
+
+def test_render_text_lines_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        data.render_text_lines(2, length=(0, 3))
+    with pytest.raises(ValueError):
+        data.render_text_lines(2, fonts=("Arial.ttf",))
+    with pytest.raises(ValueError):
+        data.render_text_lines(2, height=4)
+
+
+def test_make_text_scenes_boxes_hold_the_ink():
+    s = data.make_text_scenes(30, size=64, noise=0.0, distractors=0, seed=1)
+    assert s.images.shape == (30, 1, 64, 64) and s.boxes.shape == (30, 4) and len(s) == 30
+    b = s.boxes
+    assert bool(((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).all())
+    assert float(b.min()) >= 0 and float(b.max()) <= 64
+    for img, (x1, y1, x2, y2) in zip(s.images[:, 0], b.long().tolist(), strict=True):
+        bg = img[0, 0] if not (x1 == 0 and y1 == 0) else img[-1, -1]
+        outside = img.clone()
+        outside[y1:y2, x1:x2] = bg
+        # without clutter or noise, nothing outside the box differs from the background
+        assert float((outside - bg).abs().max()) < 0.26
+        assert float((img[y1:y2, x1:x2] - bg).abs().max()) > 0.3
+    again = data.make_text_scenes(30, size=64, noise=0.0, distractors=0, seed=1)
+    assert torch.equal(again.images, s.images) and again.texts == s.texts
