@@ -502,10 +502,11 @@ plt.show()
 # A third, stronger one ignores the context but not the position: an independent histogram for
 # each of the 64 pixels.
 #
-# The paper's abstract (quoted on the slides) improves "the best published negative log-likelihood
-# on ImageNet from 3.83 to 3.77"; the unit, bits per dimension on 32×32 ImageNet, is not stated
-# there, and PixelSNAIL (Chen et al., 2018) had already reported 3.80 on that benchmark a month
-# earlier, so the gain over the state of the art was 0.03 bits, not 0.06.
+# The paper's abstract, repeated on the slides, claims to lower the best published negative
+# log-likelihood on ImageNet from 3.83 to 3.77. Two corrections: the unit (bits per dimension, on
+# 32×32 ImageNet) is not stated, and PixelSNAIL (Chen et al., 2018; on arXiv in December 2017, two
+# months before the Image Transformer) had already reported 3.80 on that benchmark, so the gain
+# over the state of the art was 0.03 bits/dim, not 0.06.
 
 # %%
 LEVELS, SIZE = 17, (8, 8)
