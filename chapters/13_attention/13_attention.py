@@ -491,9 +491,9 @@ plt.show()
 # the image shifted by one position behind a start token, so position $i$ holds pixel $i-1$ and
 # predicts pixel $i$, and a causal mask keeps it from reading later positions. Global attention
 # over all earlier pixels costs $L^2$ for $L = HWC$ values, so the paper restricts each query to a
-# **local** neighbourhood (the 1-D local blocks drawn above, or 2-D blocks), which "borrows
-# locality from CNNs" while keeping a receptive field that grows by a whole block per layer without
-# more parameters.
+# **local** neighbourhood (the 1-D local blocks drawn above, or 2-D blocks). That takes over the
+# locality prior of convolutions, while the receptive field still grows by a whole block per layer
+# without more parameters.
 #
 # The score is the negative log-likelihood per value in **bits per dimension** (bits/dim),
 # $-\log_2 p(x)/D$, here $D = 64$ pixels; `cnn.bits_per_dim` converts nats. Two baselines that any
@@ -1300,7 +1300,7 @@ exercises.check_value(
 # Each layer moves the reach back by ceil(l_m / l_q) blocks: 1 row per layer for l_m = 8, so the
 # 7 rows between the last block and the first take 7 layers; 2 rows per layer for l_m = 16, 4
 # layers. A receptive field that grows by whole blocks per layer at the cost of the memory, not of
-# new parameters: the slide's "larger receptive field without more parameters".
+# new parameters, which is the slides' point about local attention.
 
 # %% [markdown]
 # ### Exercise 3: what local attention saves at ImageNet scale
