@@ -1357,8 +1357,8 @@ plt.show()
 
 # %% [markdown]
 # Judge for yourself which samples are digits. The judge's Fréchet distance puts the PixelCNN's
-# samples farther from the test digits than the VAE's means, although the PixelCNN's likelihood is as
-# good as the VAE's bound: a PixelCNN this small, with a 5×5 first layer and a blind spot, models local
+# samples farther from the test digits than the VAE's means, although the PixelCNN's likelihood is
+# within about a nat of the VAE's bound: a PixelCNN this small, with a 5×5 first layer and a blind spot, models local
 # stroke statistics well (hence its likelihood) but keeps the global shape only loosely, and its
 # samples are binary draws, not smooth probability maps. Completions are easier, since the top half
 # fixes much of the digit.
