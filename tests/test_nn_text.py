@@ -106,3 +106,18 @@ def test_vector_quantizer_picks_the_nearest_code_and_passes_gradients_straight_t
     assert vq.codebook.grad[[0, 1, 2, 3]].abs().sum() > 0  # the used codes move towards the inputs
     with pytest.raises(ValueError, match="z must be"):
         vq(torch.zeros(3, 5))
+
+
+def test_text_encoder_mean_pool_averages_the_tokens_up_to_eos():
+    torch.manual_seed(2)
+    tok = text.WordTokenizer(CAPTIONS)
+    enc = text.TextEncoder(len(tok), dim=16, embed_dim=8, max_len=10, pool="mean").eval()
+    ids, eos = tok.encode(CAPTIONS, length=8)
+    h = enc.token(ids) + enc.pos[:8]
+    h = enc.norm(enc.blocks[0](h, attn_mask=torch.ones(8, 8, dtype=torch.bool).tril()))
+    ref = torch.stack([enc.proj(h[i, : int(eos[i]) + 1].mean(0)) for i in range(len(CAPTIONS))])
+    torch.testing.assert_close(enc(ids, eos), ref)
+    ids2, eos2 = tok.encode(CAPTIONS, length=10)
+    torch.testing.assert_close(enc(ids2, eos2), ref)  # padding is not averaged in
+    with pytest.raises(ValueError, match="pool"):
+        text.TextEncoder(len(tok), pool="max")

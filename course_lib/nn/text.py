@@ -112,6 +112,8 @@ class TextEncoder(nn.Module):
         embed_dim: width of the joint embedding space.
         depth, num_heads: transformer blocks and heads.
         max_len: longest sequence (learned positions).
+        pool: ``"eos"`` (CLIP: the ``<eos>`` token's activation) or ``"mean"`` (the mean over the
+            tokens up to and including ``<eos>``).
     Shapes:
         ``ids`` ``Tensor[B, L]`` int64, ``eos`` ``Tensor[B]`` → ``Tensor[B, embed_dim]``.
 
@@ -127,8 +129,12 @@ class TextEncoder(nn.Module):
         depth: int = 1,
         num_heads: int = 4,
         max_len: int = 16,
+        pool: str = "eos",
     ) -> None:
         super().__init__()
+        if pool not in ("eos", "mean"):
+            raise ValueError(f"pool must be 'eos' or 'mean', got {pool!r}")
+        self.pool = pool
         for name, v in (
             ("vocab_size", vocab_size),
             ("dim", dim),
@@ -159,6 +165,9 @@ class TextEncoder(nn.Module):
         for blk in self.blocks:
             h = blk(h, attn_mask=mask)
         h = self.norm(h)
+        if self.pool == "mean":
+            keep = (torch.arange(length, device=ids.device) <= eos[:, None]).to(h.dtype)  # [B, L]
+            return self.proj((h * keep[..., None]).sum(1) / keep.sum(1, keepdim=True))
         return self.proj(h[torch.arange(b, device=ids.device), eos])
 
 
