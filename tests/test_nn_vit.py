@@ -148,6 +148,17 @@ def test_distillation_losses_match_their_formulas():
     kl = (pt * (pt.log() - ps.log())).sum(1).mean()
     torch.testing.assert_close(soft, (1 - lam) * F.cross_entropy(cls, y) + lam * tau**2 * kl)
     torch.testing.assert_close(vit.distillation_loss(cls, None, y, teacher, "none"), F.cross_entropy(cls, y))
+    # label smoothing acts on the true labels only, never on the teacher's targets
+    eps = 0.1
+    torch.testing.assert_close(
+        vit.distillation_loss(cls, dist, y, teacher, "hard", label_smoothing=eps),
+        0.5 * F.cross_entropy(cls, y, label_smoothing=eps)
+        + 0.5 * F.cross_entropy(dist, torch.tensor([1, 2])),
+    )
+    torch.testing.assert_close(
+        vit.distillation_loss(cls, dist, y, teacher, "soft", tau=tau, lam=lam, label_smoothing=eps),
+        (1 - lam) * F.cross_entropy(cls, y, label_smoothing=eps) + lam * tau**2 * kl,
+    )
     # no gradient reaches the teacher
     t = teacher.clone().requires_grad_()
     vit.distillation_loss(cls, dist.requires_grad_(), y, t, "soft").backward()

@@ -289,6 +289,7 @@ def distillation_loss(
     *,
     tau: float = 3.0,
     lam: float = 0.5,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     r"""DeiT's distillation losses.
 
@@ -305,12 +306,14 @@ def distillation_loss(
         teacher_logits: ``Tensor[B, K]`` (no gradient flows into the teacher).
         kind: ``"hard"``, ``"soft"`` or ``"none"``.
         tau, lam: temperature and weight of the soft loss.
+        label_smoothing: smoothing :math:`\varepsilon` of the cross-entropy on the *true* labels
+            (every CE(·, y) above); the teacher's targets are never smoothed, as in DeiT.
     Returns:
         The scalar loss.
     """
     if kind not in ("hard", "soft", "none"):
         raise ValueError(f"kind must be 'hard', 'soft' or 'none', got {kind!r}")
-    ce = F.cross_entropy(cls_logits, labels)
+    ce = F.cross_entropy(cls_logits, labels, label_smoothing=label_smoothing)
     if kind == "none":
         return ce
     if (
