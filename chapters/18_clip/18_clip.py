@@ -399,6 +399,12 @@ print(
 )
 
 # %% [markdown]
+# Before training the similarity matrix has no structure; after training the diagonal stands out for
+# the seen captions. The confusion matrix shows where the errors go: mostly to a caption that differs
+# in one word, the shape of a small object or the size, rarely the colour. The rows of the held-out
+# captions (0, 4, 8, ...) show what the model does with a combination it never saw.
+
+# %% [markdown]
 # ### Prompt templates and ensembling
 #
 # To classify by *shape* alone, one needs a sentence per shape. A single template fills in the
@@ -458,6 +464,18 @@ for attr, (pos, values, single, ensemble) in templates.items():
     print(
         f"{attr}: one template {prompt_results[attr][0]:.3f}, "
         f"ensemble of {len(ensemble)} {prompt_results[attr][1]:.3f} (chance {1 / len(values):.3f})"
+    )
+
+# %% [markdown]
+# On this model the ensemble scores higher than the single template for both attributes. The single
+# template asks "which shape, *given that it is small and red*?", and every image that is not small
+# and red is a mismatch the template adds; the ensemble averages those conditions away. Colour is the
+# easier attribute: a small shape is a few pixels wide, but its colour fills them all.
+
+# %%
+for attr, (one, many) in prompt_results.items():
+    assert many > one, (
+        f"{attr}: ensemble {many:.3f} expected above one template {one:.3f}"
     )
 
 # %% [markdown]
@@ -534,17 +552,61 @@ _ = widgets.interact(
 # the same data), each on the seen captions only.
 
 # %%
-seed_results = [zero_shot(clip_model, x_test, y_test)]
+colour_prompts = [f"a {z} {{}} {s}" for z in SIZES for s in shapes_]
+shape_prompts = [f"a {z} {c} {{}}" for z in SIZES for c in colours_]
+held_mask = ~torch.isin(y_test, seen_idx)
+
+
+def seed_summary(model):
+    r = zero_shot(model, x_test, y_test)
+    xh, yh = x_test[held_mask], y_test[held_mask]
+    r["held colour"] = attribute_accuracy(
+        model, xh, yh, 2, colours_, colour_prompts
+    )
+    r["held shape"] = attribute_accuracy(
+        model, xh, yh, 3, shapes_, shape_prompts
+    )
+    pred = r["logits"][held_mask].argmax(1)
+    wrong = pred != yh
+    words = [
+        sum(
+            a != b
+            for a, b in zip(
+                CAPTIONS[p].split(), CAPTIONS[t].split(), strict=True
+            )
+        )
+        for p, t in zip(pred[wrong].tolist(), yh[wrong].tolist(), strict=True)
+    ]
+    r["1-word errors"] = (
+        float(np.mean([w == 1 for w in words])) if words else float("nan")
+    )
+    return r
+
+
+seed_results = [seed_summary(clip_model)]
 for seed in (1, 2):
     m, _ = train_clip(seed)
-    seed_results.append(zero_shot(m, x_test, y_test))
+    seed_results.append(seed_summary(m))
+for key in ("seen", "held-out", "held colour", "held shape", "1-word errors"):
+    print(f"{key:>12} per seed:", [f"{r[key]:.3f}" for r in seed_results])
 seen_s = [r["seen"] for r in seed_results]
-held_s = [r["held-out"] for r in seed_results]
-print("seen top-1 per seed:    ", [f"{v:.3f}" for v in seen_s])
-print("held-out top-1 per seed:", [f"{v:.3f}" for v in held_s])
 assert min(seen_s) > 0.85, (
     f"seen top-1 over seeds expected > 0.85, got {seen_s}"
 )
+
+# %% [markdown]
+# Seen captions are read well by every seed. The held-out pairs are another story: in our runs one
+# seed scored well above chance and the others close to it, so we do not assert a bar on them.
+# Compositional generalization is partial and fragile here. The last three rows locate the failure.
+# Read attribute by attribute (a prompt ensemble over the other words), the colour of a held-out
+# image is still read almost always right, but its shape is not: where the held-out score is low,
+# the shape accuracy on those images falls *below* chance (1/3). The image tower has learnt a
+# shortcut from the training set, in which no red object was ever a circle: "red" has become
+# evidence against "circle". Most wrong answers then name a seen caption one word away (the last
+# row). With 3 shapes and 4 colours every held-out colour appears with only two shapes, little
+# evidence that colour and shape vary independently; the lecture demo (4 shapes × 5 colours, 5 pairs
+# held out) measured 0.63–0.73. More combinations, and captions that name one attribute at a time,
+# are the first things to try (exercise 3).
 
 # %% [markdown]
 # ## SLIP: CLIP plus self-supervision
@@ -572,6 +634,12 @@ for name, v, t in [
     )
 
 # %% [markdown]
+# With one seed and 600 steps, the comparison above says little about SLIP in general: the
+# self-supervised term is a second gradient on the same image encoder, and whether it helps depends
+# on whether its invariances (here flips and shifts) are ones the captions share. (In a prototype
+# with another seed, both CLIP and SLIP scored near chance on the held-out pairs.) SLIP's paper
+# reports gains on ImageNet zero-shot and linear probes for ViT encoders trained on YFCC15M.
+#
 # ## StyleGAN-NADA: a direction in CLIP space
 #
 # StyleGAN-NADA (Gal et al., 2022) adapts a generator to a new domain from text alone. It keeps a
@@ -667,6 +735,19 @@ print(
     f"directional loss after training {loss.item():.3f}; read as blue: "
     f"{(before_c == blue).float().mean():.2f} before, {(after_c == blue).float().mean():.2f} after"
 )
+
+# %%
+assert loss.item() < 0.9, (
+    f"the directional loss (1 at the start) should fall, got {loss.item():.3f}"
+)
+
+# %% [markdown]
+# The loss starts at 1 ($\Delta I = 0$ has no direction; the `eps` in the cosine makes it 0) and
+# falls, yet most outputs are still not read as blue by the same model's colour prompts: moving an embedding
+# along $\Delta T$ in a tiny CLIP space is not the same as changing the colour, and a small network
+# offers many such shortcuts. The real NADA works with large CLIP models (several of them, for
+# robustness), a generator whose every layer makes images, and layer freezing: each step it picks
+# the $k$ layers whose latent codes move most under the global CLIP loss and trains only those.
 
 # %% tags=["hide-input"]
 viz.show_images(torch.cat([src_imgs[:6], out[:6]]).cpu(), ncols=6)
@@ -876,11 +957,13 @@ exercises.check_function(
 # Chance recall@k over N candidates is k / N (the true one is equally likely at any rank).
 
 # %% [markdown]
-# ### Exercise 3 (open): a harder caption set
+# ### Exercise 3 (open): captions that name one attribute
 #
-# Hold out four colour–shape pairs instead of three (say add ("yellow", "triangle")), or add
-# `clutter=3` to the images, and rerun the held-out measurement over three seeds. Which change hurts
-# the held-out pairs more, and does SLIP's extra loss help there?
+# The held-out pairs fail when the image tower learns that colour predicts shape. Add training steps
+# whose captions name one attribute only ("a red object": a batch of four images of different
+# colours; "a circle": three images of different shapes; add the two words to the tokenizer), never
+# using images of the held-out pairs, and rerun the held-out measurement over the three seeds. Does
+# the held-out shape accuracy rise above chance for every seed?
 #
 # ## References
 #
