@@ -91,7 +91,7 @@ T_START = time.perf_counter()
 # The data of the chapter: $32\times32$ images with one coloured circle, square or triangle, as in
 # chapter 06, but with larger objects (radius 6 to 11 pixels) and the default light noise. With
 # chapter 06's smaller, noisier objects the tiny ViT below stayed near 0.6 validation accuracy in a
-# trial run (the CNN reached 0.97): too hard a start for a model that must learn what an edge is from
+# trial run with an earlier training recipe (the CNN reached 0.97): too hard a start for a model that must learn what an edge is from
 # 2,000 images. The task is still far from trivial for it, as we will see. 2,000 training, 500
 # validation and 500 test images, each set from its own seed.
 
@@ -394,12 +394,22 @@ plt.show()
 # %% [markdown]
 # ## Training a tiny ViT
 #
-# All models of the chapter train with the same loop: AdamW (weight decay 0.05), a linear warm-up over
-# the first 10% of the steps and a cosine decay
-# ([chapter 04](../04_optimization/04_optimization.ipynb)). No augmentation: in a trial, random
-# translations of up to 3 pixels lowered the shapes ViT's validation accuracy at this short budget
-# (about 0.72 against 0.85), since every epoch then shows it new images it has not the steps to fit.
-# The same function trains DeiT students later: given a teacher, it adds the distillation loss.
+# All models of the chapter train with the same loop, the standard small-scale ViT recipe without
+# augmentation: AdamW (weight decay 0.05), a linear warm-up over the first 10% of the steps and a
+# cosine decay ([chapter 04](../04_optimization/04_optimization.ipynb)), **label smoothing** 0.1
+# (the target keeps 0.9 of its mass on the true class and spreads 0.1 evenly over all classes;
+# Szegedy et al., 2016; DeiT uses it) and **gradient clipping** to a global norm of 1 (as in the ViT
+# paper). The last two matter here. They were chosen on the validation set before writing the
+# chapter, with the shapes ViT below trained on 2,000 images with three seeds: mean validation
+# accuracy 0.873 without either, 0.926 with label smoothing alone, 0.930 with clipping alone and 0.933
+# with both; with both, peak learning rates 1e-3, 2e-3 and 3e-3 gave 0.869, 0.933 and 0.887. On the
+# test set the three seeds moved from 0.832, 0.834 and 0.930 without the two to 0.894, 0.944 and
+# 0.940 with them. Neither adds a training step. No augmentation: in a trial with the earlier recipe
+# (without the two), random translations of up to 3 pixels lowered the shapes ViT's validation
+# accuracy at this short budget (about 0.72 against 0.85), since every epoch then shows it new images
+# it has not the steps to fit. The same function trains DeiT students later: given a teacher, it adds
+# the distillation loss (the label smoothing then applies to the true labels only, never to the
+# teacher's targets, as in DeiT).
 
 
 # %%
@@ -414,9 +424,11 @@ def fit_classifier(
     batch=32,
     teacher=None,
     kind="none",
+    label_smoothing=0.1,
+    clip=1.0,
     desc="",
 ):
-    """Train with AdamW + warm-up/cosine; returns the model (eval mode) and the loss per step."""
+    """AdamW + warm-up/cosine, label smoothing, gradient clipping -> (model in eval mode, losses)."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps = epochs * ((len(x) + batch - 1) // batch)
@@ -431,16 +443,20 @@ def fit_classifier(
             idx = order[i : i + batch]
             xb, yb = x[idx].to(device), y[idx].to(device)
             if teacher is None:
-                loss = F.cross_entropy(model(xb), yb)
+                loss = F.cross_entropy(
+                    model(xb), yb, label_smoothing=label_smoothing
+                )
             else:
                 with torch.no_grad():
                     t_logits = teacher(xb)
                 cls_logits, dist_logits = model.forward_heads(xb)
                 loss = vit.distillation_loss(
-                    cls_logits, dist_logits, yb, t_logits, kind, **DISTILL[kind]
-                )
+                    cls_logits, dist_logits, yb, t_logits, kind,
+                    label_smoothing=label_smoothing, **DISTILL[kind],
+                )  # fmt: skip
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
             sched.step()
             losses.append(loss.item())
@@ -499,7 +515,7 @@ for pos, (va, te, sh) in digit_acc.items():
 viz.plot_curves(
     {f"pos={k}": v for k, v in digit_losses.items()},
     xlabel="step",
-    ylabel="cross-entropy",
+    ylabel="cross-entropy, smoothed",
     title="Tiny ViTs on digits",
     logy=True,
 )
@@ -538,7 +554,8 @@ assert learned_te - learned_sh > 0.3, (
 # training images: the ViT for 20 epochs of 500 and 10 of 2,000, the CNN for half as many epochs
 # (it converges faster; fewer steps can only handicap it). The learning
 # rates were chosen on the validation set in a sweep before this chapter (ViT: 1e-3, 2e-3 and 5e-3
-# tried, 2e-3 best; CNN: chapter 06's choice, 1.5e-2) and are fixed here, which keeps the notebook
+# tried with the earlier recipe, 1e-3, 2e-3 and 3e-3 with the final one, 2e-3 best both times; CNN:
+# chapter 06's choice, 1.5e-2, at which it is at its ceiling anyway) and are fixed here, which keeps the notebook
 # inside its time budget; the test set is used only for the numbers reported.
 #
 # The ViT reads the shape from the joint of 8×8 pixel blocks; nothing in it says that neighbouring
@@ -604,7 +621,7 @@ for (kind, n), (va, te) in shape_acc.items():
 viz.plot_curves(
     shape_losses,
     xlabel="step",
-    ylabel="cross-entropy (training batches)",
+    ylabel="cross-entropy, smoothed (training batches)",
     title="ViT and CNN on coloured shapes",
     logy=True,
 )
@@ -617,8 +634,8 @@ print(
     f"CNN minus ViT, test accuracy: {gap[500]:+.3f} with 500 images, "
     f"{gap[2000]:+.3f} with 2000"
 )
-assert vit_acc[2000] > 0.75, (
-    f"tiny ViT on shapes: expected test accuracy > 0.75, got {vit_acc[2000]:.3f}"
+assert vit_acc[2000] > 0.85, (
+    f"tiny ViT on shapes: expected test accuracy > 0.85, got {vit_acc[2000]:.3f}"
 )
 assert vit_acc[2000] - vit_acc[500] > 0.05, (
     f"the ViT should gain > 0.05 from 4x more data, got {vit_acc[500]:.3f} -> {vit_acc[2000]:.3f}"
@@ -629,16 +646,18 @@ assert gap[500] > 0.1, (
 
 # %% [markdown]
 # The CNN, with 26 times fewer parameters, is at or near perfect at both sizes. The ViT needs the
-# four times larger training set to get past 0.8, and with 500 images it is far behind. The gap
+# four times larger training set to get near 0.9, and with 500 images it is far behind. The gap
 # narrows as data grows, which is the ViT paper's story told at toy scale (and at this scale it is
 # far from closed).
 #
 # How much to trust one run? Before writing the chapter the same experiment ran with three seeds
-# (initialization and batch order; the same images). The CNN scored 1.00 or 0.998 every time. The
-# ViT scored 0.83, 0.83 and 0.93 with 2,000 images and 0.67, 0.68 and 0.84 with 500: a tiny ViT
-# trained for a few hundred steps depends a lot on its initialization, which is one more face of
-# its weak prior. The asserted bars sit under the worst of the three seeds (0.75 for the ViT with
-# 2,000 images, a gain of 0.05 from the extra data, a CNN lead of 0.1 with 500 images).
+# (initialization and batch order; the same images). The CNN scored between 0.996 and 1.00 every
+# time. The ViT scored 0.89, 0.94 and 0.94 with 2,000 images and 0.73, 0.84 and 0.81 with 500: a tiny
+# ViT trained for a few hundred steps depends a lot on its initialization, which is one more face of
+# its weak prior (without label smoothing and clipping the spread was wider still, 0.83 to 0.93 with
+# 2,000 images). The CNN's lead was 0.27, 0.16 and 0.19 with 500 images and 0.11, 0.06 and 0.06 with
+# 2,000. The asserted bars sit under the worst of the three seeds (0.85 for the ViT with 2,000
+# images, a gain of 0.05 from the extra data, a CNN lead of 0.1 with 500 images).
 #
 # What did the learned position embeddings learn? The ViT paper's figure 7 shows the cosine similarity
 # of each position's embedding to all others: nearby patches get similar embeddings, in rows and
@@ -732,8 +751,8 @@ fig.suptitle(
 plt.show()
 
 # %% [markdown]
-# In the three seeds of the prototype the rollout mass on the object's patches was 0.65, 0.60 and
-# 0.69, against 0.44 for a uniform map: the class token does read mostly from the object, though
+# In the three seeds of the prototype the rollout mass on the object's patches was 0.64, 0.64 and
+# 0.73, against 0.44 for a uniform map: the class token does read mostly from the object, though
 # far from only.
 #
 # Explore: the class token's attention in one layer and one head. Is it more spread out in the first
@@ -838,10 +857,10 @@ assert all(distill_acc[k][1] > 0.5 for k in ("hard", "soft")), (
 )
 
 # %% [markdown]
-# The differences are small, and their sign is not stable: over three seeds of this experiment
-# (run before writing the chapter, same settings) the hard student's test accuracy moved by +0.010,
-# −0.042 and −0.048 against the plain ViT of the same seed, the soft student's by +0.018, −0.048 and
-# +0.016, while the plain ViT itself ranged from 0.67 to 0.84 between seeds. At this scale, with a teacher whose hard labels are the training labels and no
+# The differences have no stable sign: over three seeds of this experiment
+# (run before writing the chapter, same settings) the hard student's test accuracy moved by −0.054,
+# −0.168 and +0.048 against the plain ViT of the same seed, the soft student's by −0.034, −0.156 and
+# +0.038, while the plain ViT itself ranged from 0.73 to 0.84 between seeds. At this scale, with a teacher whose hard labels are the training labels and no
 # augmentation, distillation gives **no measurable gain**, and the notebook asserts none. (The
 # agreement column equals the accuracy column because the teacher is right on every test image.) The DeiT paper's gain (DeiT-B from 81.8% to 83.4% ImageNet top-1
 # with a RegNetY-16GF teacher) comes with a 300-epoch schedule and strong augmentation, where the
@@ -1318,6 +1337,8 @@ print(
 #   arXiv:2012.12877.
 # - Hinton, G., Vinyals, O., and Dean, J. (2015). Distilling the knowledge in a neural network.
 #   arXiv:1503.02531.
+# - Szegedy, C., Vanhoucke, V., Ioffe, S., Shlens, J., and Wojna, Z. (2016). Rethinking the Inception
+#   architecture for computer vision. *CVPR 2016*. arXiv:1512.00567. (Label smoothing.)
 # - Abnar, S., and Zuidema, W. (2020). Quantifying attention flow in transformers. *ACL 2020*.
 #   arXiv:2005.00928.
 # - Chu, X., Tian, Z., Zhang, B., Wang, X., Wei, X., Xia, H., and Shen, C. (2021). Conditional
