@@ -735,11 +735,30 @@ for name, r in results.items():
     print(
         f"{name:16s} {r['probe']:12.3f} {r['knn']:12.3f} {r['weight decay']:13g}"
     )
+for name in ("rotation", "DeepCluster"):
+    gain_m = results[name]["probe"] - results["random encoder"]["probe"]
+    assert gain_m >= 0.04, (
+        f"expected {name} to beat the random encoder's probe by >= 0.04, got {gain_m:+.3f}"
+    )
 
 # %% [markdown]
-# How to read it: the numbers come from one seed and short CPU runs, and the probe sees 80 labels,
-# so differences of a few points are within the seed-to-seed spread. Only SimCLR's gain over the
-# random encoder was measured over three seeds and is asserted; the others are shown, not ranked.
+# How to read it. The table is one seed; the probe sees 80 labels and the runs are short, so look at
+# the spread. Over three seeds of the whole chapter (probe accuracy on test):
+#
+# | method | probe over 3 seeds | gain over the random encoder |
+# |---|---|---|
+# | random encoder | 0.42 to 0.47 | (baseline) |
+# | rotation (150 steps) | 0.53 to 0.60 | +0.08 to +0.14 |
+# | DeepCluster (2 rounds of 60 steps) | 0.55 to 0.58 | +0.11 to +0.14 |
+# | SimCLR (300 steps) | 0.59 to 0.62 | +0.13 to +0.20 |
+# | BYOL (120 steps) | 0.44 to 0.54 | -0.03 to +0.08 |
+#
+# Rotation, DeepCluster and SimCLR beat the random encoder on every seed (asserted with margins
+# under the worst seed); their order changes from seed to seed, so the table does not rank them.
+# BYOL does not reliably beat the random encoder within this CPU budget (the notes' demo found the
+# same): bootstrapping from a slowly moving target needs longer training than we can afford here.
+# What BYOL shows is that it does not collapse (spread 0.08 to 0.12 over the three seeds), while the
+# variant without predictor and EMA does (spread about 0.002).
 #
 # ## Summary
 #
