@@ -265,6 +265,12 @@ print(f"rotation accuracy on test images: {rotation_acc:.3f} (chance 0.25)")
 print("rotation pretext:", results["rotation"])
 
 # %% [markdown]
+# The pretext task itself is barely learned in 150 steps: rotation accuracy on test images was 0.27
+# to 0.36 over three seeds, against 0.25 for chance. Yet the probe rises above the random encoder's
+# on every seed: the features the network started to build for the pretext task carry shape
+# information. Pretext accuracy and downstream quality are different numbers; only the second is the
+# goal.
+#
 # ## Deep clustering
 #
 # DeepCluster (Caron et al., 2018) needs no pretext task and little domain knowledge, which is why it
