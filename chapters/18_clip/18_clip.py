@@ -178,6 +178,15 @@ train_keep = torch.isin(
 x_train, y_train = x_train[train_keep], y_train[train_keep]
 tokenizer = text.WordTokenizer(CAPTIONS)
 caption_ids, caption_eos = tokenizer.encode(CAPTIONS)
+# captions naming one attribute (used by a variant in the section on compositional generalization)
+ATTRIBUTE_CAPTIONS = [
+    (2, list(data.SHAPE_COLORS), [f"a {c} object" for c in data.SHAPE_COLORS]),
+    (3, list(data.SHAPE_CLASSES), [f"a {s}" for s in data.SHAPE_CLASSES]),
+]
+attr_tokenizer = text.WordTokenizer(
+    CAPTIONS + [c for *_, caps in ATTRIBUTE_CAPTIONS for c in caps]
+)
+attr_ids, attr_eos = attr_tokenizer.encode(CAPTIONS)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -243,13 +252,12 @@ plt.show()
 STEPS, BATCH = 600, 16
 
 
-def make_clip(seed):
+def make_clip(seed, tok=None):
     torch.manual_seed(seed)
+    vocab = len(tokenizer if tok is None else tok)
     return text.TinyCLIP(
         text.conv_image_encoder(64, 32),
-        text.TextEncoder(
-            len(tokenizer), 64, 64, depth=1, num_heads=4, max_len=8
-        ),
+        text.TextEncoder(vocab, 64, 64, depth=1, num_heads=4, max_len=8),
     ).to(device)
 
 
@@ -260,9 +268,14 @@ def two_views(x, g):
     )
 
 
-def train_clip(seed, slip_weight=0.0, steps=STEPS):
-    """Train on seen captions; batches of BATCH distinct captions, one image each."""
-    model = make_clip(seed)
+def train_clip(seed, slip_weight=0.0, steps=STEPS, attributes=False):
+    """Train on seen captions; batches of BATCH distinct captions, one image each.
+
+    With ``attributes``, each step adds two small batches whose captions name one attribute
+    ("a red object": four images of different colours; "a circle": three greyscale images of
+    different shapes), drawn from seen captions only.
+    """
+    model = make_clip(seed, attr_tokenizer if attributes else tokenizer)
     head = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64)).to(
         device
     )
@@ -286,13 +299,40 @@ def train_clip(seed, slip_weight=0.0, steps=STEPS):
             ]
         )
         x = augment.random_flip(x_train[pick], generator=g).to(device)
+        ids, eos = (
+            (attr_ids, attr_eos) if attributes else (caption_ids, caption_eos)
+        )
         loss = losses.clip_loss(
             model.image_encoder(x),
-            model.text_encoder(
-                caption_ids[caps].to(device), caption_eos[caps].to(device)
-            ),
+            model.text_encoder(ids[caps].to(device), eos[caps].to(device)),
             model.logit_scale,
         )
+        if attributes:
+            for pos, values, caps_a in ATTRIBUTE_CAPTIONS:
+                picks = []
+                for v in values:
+                    ks = [
+                        k
+                        for k in seen_idx.tolist()
+                        if CAPTIONS[k].split()[pos] == v
+                    ]
+                    k = ks[int(torch.randint(len(ks), (1,), generator=g))]
+                    picks.append(
+                        by_caption[k][
+                            torch.randint(len(by_caption[k]), (1,), generator=g)
+                        ]
+                    )
+                xa = x_train[torch.cat(picks)]
+                if (
+                    pos == 3
+                ):  # shape captions on greyscale images: shape without colour
+                    xa = xa.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+                ia, ea = attr_tokenizer.encode(caps_a, length=ids.shape[1])
+                loss = loss + 0.5 * losses.clip_loss(
+                    model.image_encoder(xa.to(device)),
+                    model.text_encoder(ia.to(device), ea.to(device)),
+                    model.logit_scale,
+                )
         if slip_weight:
             z1 = head(model.image_encoder(two_views(x, g)))
             z2 = head(model.image_encoder(two_views(x, g)))
@@ -306,11 +346,11 @@ def train_clip(seed, slip_weight=0.0, steps=STEPS):
 
 
 @torch.no_grad()
-def zero_shot(model, x, y):
+def zero_shot(model, x, y, ids=None, eos=None):
     """Top-1 over all 24 captions, on images of seen captions and of held-out pairs."""
-    logits = model(
-        x.to(device), caption_ids.to(device), caption_eos.to(device)
-    ).cpu()
+    ids = caption_ids if ids is None else ids
+    eos = caption_eos if eos is None else eos
+    logits = model(x.to(device), ids.to(device), eos.to(device)).cpu()
     pred = logits.argmax(1)
     seen = torch.isin(y, seen_idx)
     return {
@@ -606,7 +646,44 @@ assert min(seen_s) > 0.85, (
 # row). With 3 shapes and 4 colours every held-out colour appears with only two shapes, little
 # evidence that colour and shape vary independently; the lecture demo (4 shapes × 5 colours, 5 pairs
 # held out) measured 0.63–0.73. More combinations, and captions that name one attribute at a time,
-# are the first things to try (exercise 3).
+# are the first things to try. We try the second.
+#
+# ### Captions that name one attribute
+#
+# Web captions often name one thing about an image. Here each training step adds two small batches:
+# four images of different colours captioned "a red object", "a green object", ..., and three
+# images of different shapes captioned "a circle", "a square", "a triangle", shown in greyscale so
+# that the shape captions cannot be matched by colour. No image of a held-out pair is used. The
+# same three seeds as above:
+
+# %%
+attr_results = []
+for seed in (0, 1, 2):
+    m, _ = train_clip(seed, attributes=True)
+    attr_results.append(zero_shot(m, x_test, y_test, attr_ids, attr_eos))
+for name, rs in (
+    ("full captions", seed_results),
+    ("+ one-attribute", attr_results),
+):
+    seen_v, held_v = [r["seen"] for r in rs], [r["held-out"] for r in rs]
+    print(
+        f"{name:>16}: seen {[f'{v:.3f}' for v in seen_v]} mean {np.mean(seen_v):.3f} | "
+        f"held-out {[f'{v:.3f}' for v in held_v]} mean {np.mean(held_v):.3f}"
+    )
+held_plain = np.mean([r["held-out"] for r in seed_results])
+held_attr = np.mean([r["held-out"] for r in attr_results])
+assert held_attr > held_plain + 0.1, (
+    f"one-attribute captions expected to raise the mean held-out top-1 by > 0.1: "
+    f"{held_plain:.3f} -> {held_attr:.3f}"
+)
+
+# %% [markdown]
+# In our runs the one-attribute captions raised the held-out score on every seed, but not to the
+# same level on all of them, and they cost accuracy on the seen captions: with the same 600 steps
+# the model now spends part of its capacity and gradient on the coarser captions. Which variant is
+# "better" depends on what you need; the lesson is that compositional generalization comes from
+# the data (which combinations and which partial descriptions are seen), not from the loss alone.
+
 
 # %% [markdown]
 # ## SLIP: CLIP plus self-supervision
@@ -957,13 +1034,11 @@ exercises.check_function(
 # Chance recall@k over N candidates is k / N (the true one is equally likely at any rank).
 
 # %% [markdown]
-# ### Exercise 3 (open): captions that name one attribute
+# ### Exercise 3 (open): a harder caption set
 #
-# The held-out pairs fail when the image tower learns that colour predicts shape. Add training steps
-# whose captions name one attribute only ("a red object": a batch of four images of different
-# colours; "a circle": three images of different shapes; add the two words to the tokenizer), never
-# using images of the held-out pairs, and rerun the held-out measurement over the three seeds. Does
-# the held-out shape accuracy rise above chance for every seed?
+# Hold out four colour–shape pairs instead of three (add ("yellow", "triangle")), or add `clutter=3`
+# to the images, and rerun the held-out measurement of both variants over the three seeds. Which
+# change hurts the held-out pairs more?
 #
 # ## References
 #
