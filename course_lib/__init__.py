@@ -21,6 +21,10 @@ One module per topic; each public function names the chapter that introduces it.
 - :mod:`course_lib.judge`: a seeded digits classifier that scores generated digits (09-12)
 - :mod:`course_lib.diffusion`: noise schedules, the forward process, parameterizations, DDPM and DDIM
   samplers, classifier-free guidance and the exact oracle denoiser (11)
+- :mod:`course_lib.ocr`: character vocabularies, CTC decoding (greedy and beam), edit distance and
+  character/word accuracy (16)
+- :mod:`course_lib.selfsup`: two-view augmentation, pretext tasks, deep clustering, BYOL, linear probe and
+  k-NN monitor (17)
 - :mod:`course_lib.ops`: box area, IoU and generalized IoU (03); box formats, NMS, box coding, anchors,
   Hungarian matching (08)
 - :mod:`course_lib.optim`: learning-rate range test, warm-up + cosine schedule (04), weight EMA (05)
@@ -43,10 +47,12 @@ from course_lib import (
     metrics,
     neighbors,
     nn,
+    ocr,
     ops,
     optim,
     preprocess,
     runtime,
+    selfsup,
     train,
     viz,
 )
@@ -64,10 +70,12 @@ __all__ = [
     "metrics",
     "neighbors",
     "nn",
+    "ocr",
     "ops",
     "optim",
     "preprocess",
     "runtime",
+    "selfsup",
     "train",
     "viz",
 ]

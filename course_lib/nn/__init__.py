@@ -18,7 +18,11 @@
 - :mod:`.vit`: patch embedding, a configurable ViT with DeiT's distillation token, attention rollout
   (chapter 14);
 - :mod:`.swin`: windows, cyclic shift and its mask, relative position bias, patch merging and Swin
-  (chapter 15).
+  (chapter 15);
+- :mod:`.recognition`: a CRNN for CTC, a transformer-decoder recognizer and an EAST-lite text
+  detector (chapter 16);
+- :mod:`.text`: a word tokenizer, a small text encoder, a tiny CLIP and a vector quantizer
+  (chapter 18).
 
 Every public name is re-exported here. Import the package under another name so that it does not
 shadow ``torch.nn``::
@@ -38,7 +42,9 @@ from . import (
     dense,
     generative,
     moe,
+    recognition,
     swin,
+    text,
     transformer,
     vit,
 )
@@ -50,7 +56,9 @@ from .conditioning import *  # noqa: F403
 from .dense import *  # noqa: F403
 from .generative import *  # noqa: F403
 from .moe import *  # noqa: F403
+from .recognition import *  # noqa: F403
 from .swin import *  # noqa: F403
+from .text import *  # noqa: F403
 from .transformer import *  # noqa: F403
 from .vit import *  # noqa: F403
 
@@ -67,5 +75,7 @@ __all__ = sorted(
         *transformer.__all__,
         *vit.__all__,
         *swin.__all__,
+        *recognition.__all__,
+        *text.__all__,
     ]
 )
