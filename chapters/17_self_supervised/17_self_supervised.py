@@ -39,7 +39,6 @@
 # **Files:** [17_self_supervised.ipynb](17_self_supervised.ipynb) (notebook, with outputs) · [17_self_supervised.py](17_self_supervised.py) (the paired script instructors edit)
 
 # %%
-
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
