@@ -39,7 +39,7 @@
 # [chapter 03](../03_losses/03_losses.ipynb) (cross-entropy and KL divergence as losses) and
 # [chapter 06](../06_cnns/06_cnns.ipynb) (convolutions and receptive fields).
 #
-# **Measured runtime:** not measured yet.
+# **Measured runtime:** 68 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
 #
 # **Files:** [09_autoencoders.ipynb](09_autoencoders.ipynb) (notebook, with outputs) · [09_autoencoders.py](09_autoencoders.py) (the paired script instructors edit)
 

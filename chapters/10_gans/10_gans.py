@@ -43,7 +43,7 @@
 # [chapter 07](../07_segmentation/07_segmentation.ipynb) (transposed convolution, U-Net) and
 # [chapter 09](../09_autoencoders/09_autoencoders.ipynb) (generative models, the digits judge).
 #
-# **Measured runtime:** 70 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
+# **Measured runtime:** 46 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
 #
 # **Files:** [10_gans.ipynb](10_gans.ipynb) (notebook, with outputs) · [10_gans.py](10_gans.py) (the paired script instructors edit)
 

@@ -41,7 +41,7 @@
 # guidance, cross-attention), [chapter 10](../10_gans/10_gans.ipynb) (the Fréchet distance) and
 # [chapter 03](../03_losses/03_losses.ipynb) (cross-entropy; the focal loss builds on it).
 #
-# **Measured runtime:** 60 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
+# **Measured runtime:** 39 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
 #
 # **Files:** [12_raphael.ipynb](12_raphael.ipynb) (notebook, with outputs) · [12_raphael.py](12_raphael.py) (the paired script instructors edit)
 

@@ -45,7 +45,7 @@
 # [chapter 09](../09_autoencoders/09_autoencoders.ipynb) (autoregressive models, PixelCNN, bits per
 # dimension).
 #
-# **Measured runtime:** 70 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
+# **Measured runtime:** 60 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
 #
 # **Files:** [13_attention.ipynb](13_attention.ipynb) (notebook, with outputs) · [13_attention.py](13_attention.py) (the paired script instructors edit)
 

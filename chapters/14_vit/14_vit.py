@@ -43,7 +43,7 @@
 # [chapter 05](../05_regularization/05_regularization.ipynb) (augmentation, weight decay, stochastic
 # depth).
 #
-# **Measured runtime:** 75 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
+# **Measured runtime:** 81 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
 #
 # **Files:** [14_vit.ipynb](14_vit.ipynb) (notebook, with outputs) · [14_vit.py](14_vit.py) (the paired script instructors edit)
 

@@ -40,7 +40,7 @@
 # multi-head attention, masks), [chapter 14](../14_vit/14_vit.ipynb) (patch embedding, ViT) and
 # [chapter 06](../06_cnns/06_cnns.ipynb) (CNNs, feature pyramids).
 #
-# **Measured runtime:** 70 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
+# **Measured runtime:** 81 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
 #
 # **Files:** [15_swin.ipynb](15_swin.ipynb) (notebook, with outputs) · [15_swin.py](15_swin.py) (the paired script instructors edit)
 
