@@ -33,6 +33,7 @@ __all__ = [
     "InceptionBlock",
     "alexnet",
     "count_parameters",
+    "gap_cnn",
     "lenet5",
     "resnet18",
     "resnet34",
@@ -121,6 +122,37 @@ class ConvNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+# --------------------------------------------------------------------------------------------
+# a small all-convolutional classifier with global average pooling
+# --------------------------------------------------------------------------------------------
+def gap_cnn(
+    num_classes: int = 3, *, in_channels: int = 3, widths: Sequence[int] = (8, 16, 32)
+) -> nn.Sequential:
+    """The small CNN of chapter 06's class-activation maps: Conv-BN-ReLU blocks (``widths``) with a 2x2
+    max-pool between consecutive blocks, global average pooling and one linear layer.
+
+    ``model[0]`` is the feature extractor (its last block's maps are what CAM weighs), ``model[3]`` the
+    linear classifier. With the defaults a ``Tensor[N, 3, 32, 32]`` gives 8x8 maps of 32 channels and
+    ``Tensor[N, num_classes]`` logits (6,187 parameters for 3 classes).
+
+    Introduced in chapter 06; chapter 14 compares vision transformers with it and uses it as DeiT's
+    teacher.
+    """
+    num_classes = _check_positive_int(num_classes, "num_classes")
+    in_channels = _check_positive_int(in_channels, "in_channels")
+    widths = [_check_positive_int(w, "widths") for w in widths]
+    if not widths:
+        raise ValueError("widths must name at least one block")
+    layers: list[nn.Module] = []
+    for i, (c_in, c_out) in enumerate(zip([in_channels, *widths[:-1]], widths, strict=True)):
+        if i:
+            layers.append(nn.MaxPool2d(2))
+        layers.append(cnn.ConvNormAct(c_in, c_out))
+    return nn.Sequential(
+        nn.Sequential(*layers), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], num_classes)
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -240,3 +240,35 @@ def test_resnet_builders_bad_arguments():
         classic.resnet34(layers=(1, 1, 1, 1))
     plain = _meta(classic.resnet18, residual=False)
     assert all(b.downsample is None for b in plain.layer2)  # no shortcuts at all
+
+
+def test_gap_cnn_is_chapter_06s_cam_network():
+    from torch import nn
+
+    from course_lib import nn as cnn
+
+    torch.manual_seed(0)
+    ref = nn.Sequential(
+        nn.Sequential(
+            cnn.ConvNormAct(3, 8),
+            nn.MaxPool2d(2),
+            cnn.ConvNormAct(8, 16),
+            nn.MaxPool2d(2),
+            cnn.ConvNormAct(16, 32),
+        ),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 3),
+    )
+    torch.manual_seed(0)
+    model = classic.gap_cnn()
+    assert classic.count_parameters(model) == 6187
+    for (ka, a), (kb, b) in zip(ref.state_dict().items(), model.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(a, b)  # same layout, same initialization from the same seed
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    assert model(x).shape == (2, 3) and model[0](x).shape == (2, 32, 8, 8)
+    assert classic.gap_cnn(10, in_channels=1, widths=(4,))(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+    with pytest.raises(ValueError, match="widths"):
+        classic.gap_cnn(widths=())
+    with pytest.raises(ValueError, match="num_classes"):
+        classic.gap_cnn(0)

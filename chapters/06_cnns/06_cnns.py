@@ -1449,6 +1449,16 @@ def make_cam_net():
     )
 
 
+# the same network is classic.gap_cnn (chapter 14 reuses it): same layers,
+# same initialization from the same seed
+torch.manual_seed(0)
+_ours = make_cam_net().state_dict()
+torch.manual_seed(0)
+_lib = classic.gap_cnn(num_classes=3).state_dict()
+assert list(_ours) == list(_lib)
+assert all(torch.equal(_ours[k], _lib[k]) for k in _ours)
+
+
 def train_cam_net(lr):
     loader = DataLoader(
         data.ShapesDataset(shapes_train, "label"),

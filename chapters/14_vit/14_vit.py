@@ -62,7 +62,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.vision_transformer import VisionTransformer
 from tqdm.auto import trange
 
-from course_lib import data, exercises, optim, runtime, viz
+from course_lib import classic, data, exercises, optim, runtime, viz
 from course_lib import nn as cnn
 from course_lib.nn import transformer, vit
 
@@ -569,16 +569,7 @@ assert learned_te - learned_sh > 0.3, (
 # %%
 def make_cnn():
     """Chapter 06's GAP CNN: Conv-BN-ReLU (8, 16, 32) with two max-pools, GAP, linear."""
-    features = nn.Sequential(
-        cnn.ConvNormAct(3, 8),
-        nn.MaxPool2d(2),
-        cnn.ConvNormAct(8, 16),
-        nn.MaxPool2d(2),
-        cnn.ConvNormAct(16, 32),
-    )
-    return nn.Sequential(
-        features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 3)
-    )
+    return classic.gap_cnn(num_classes=3)
 
 
 def make_vit(**kwargs):
