@@ -825,3 +825,73 @@ def test_mode_coverage_counts_modes_and_quality():
     assert metrics.mode_coverage(pts, centers, std=0.1, min_share=0.0)["modes"] == 4
     with pytest.raises(ValueError, match="std"):
         metrics.mode_coverage(pts, centers, std=0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# PSNR and SSIM against scikit-image
+# --------------------------------------------------------------------------------------------
+def _noisy_pair(generator, shape=(3, 32, 32), sigma=0.1):
+    clean = torch.rand(shape, generator=generator).cumsum(-1) / shape[-1]  # smooth-ish ramps in [0, 1]
+    noisy = (clean + sigma * torch.randn(shape, generator=generator)).clamp(0, 1)
+    return noisy, clean
+
+
+def test_psnr_matches_skimage(generator):
+    from skimage.metrics import peak_signal_noise_ratio
+
+    for shape in ((32, 32), (3, 32, 32)):
+        noisy, clean = _noisy_pair(generator, shape)
+        got = metrics.psnr(noisy, clean)
+        want = peak_signal_noise_ratio(
+            clean.numpy().astype(np.float64), noisy.numpy().astype(np.float64), data_range=1.0
+        )
+        assert got.ndim == 0 and got.item() == pytest.approx(want, abs=1e-4)
+    batch = torch.stack([_noisy_pair(generator, sigma=s)[0] for s in (0.05, 0.1, 0.2)])
+    ref = torch.stack([_noisy_pair(torch.Generator().manual_seed(0))[1]] * 3)
+    per = metrics.psnr(batch, ref, data_range=1.0)
+    assert per.shape == (3,)
+    for i in range(3):
+        want = peak_signal_noise_ratio(
+            ref[i].numpy().astype(np.float64), batch[i].numpy().astype(np.float64), data_range=1.0
+        )
+        assert per[i].item() == pytest.approx(want, abs=1e-4)
+    # 255-scale images and the defining formula; halving the MSE gains 10 log10(2) dB
+    x = torch.zeros(1, 1, 4, 4)
+    y = torch.full((1, 1, 4, 4), 2.0)
+    assert metrics.psnr(y, x, data_range=255.0).item() == pytest.approx(10 * math.log10(255**2 / 4), abs=1e-4)
+    y2 = torch.full((1, 1, 4, 4), 2.0 / math.sqrt(2))
+    gain = metrics.psnr(y2, x, 255.0) - metrics.psnr(y, x, 255.0)
+    assert gain.item() == pytest.approx(10 * math.log10(2), abs=1e-4)
+    with pytest.raises(ValueError):
+        metrics.psnr(x, torch.zeros(1, 1, 4, 5))
+    with pytest.raises(ValueError):
+        metrics.psnr(x, x, data_range=0)
+
+
+def test_ssim_matches_skimage(generator):
+    from skimage.metrics import structural_similarity
+
+    kw = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0)
+    for sigma in (0.02, 0.1, 0.3):
+        noisy, clean = _noisy_pair(generator, sigma=sigma)
+        got = metrics.ssim(noisy, clean)
+        want = structural_similarity(
+            clean.numpy().astype(np.float64), noisy.numpy().astype(np.float64), channel_axis=0, **kw
+        )
+        assert got.item() == pytest.approx(want, abs=1e-5)
+    gray_noisy, gray_clean = _noisy_pair(generator, (24, 20))
+    want = structural_similarity(
+        gray_clean.numpy().astype(np.float64), gray_noisy.numpy().astype(np.float64), **kw
+    )
+    assert metrics.ssim(gray_noisy, gray_clean).item() == pytest.approx(want, abs=1e-5)
+    pairs = [_noisy_pair(generator, sigma=s) for s in (0.05, 0.2)]
+    batch = torch.stack([torch.stack(p) for p in pairs], dim=1)  # [2 (noisy, clean), 2 images, 3, H, W]
+    per = metrics.ssim(batch[0], batch[1])
+    assert per.shape == (2,) and per[0] > per[1]  # less noise, more similar
+    assert metrics.ssim(clean, clean).item() == pytest.approx(1.0, abs=1e-6)
+    # differentiable: usable as a loss
+    x = noisy.clone().requires_grad_(True)
+    metrics.ssim(x, clean).backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError):
+        metrics.ssim(torch.rand(3, 8, 8), torch.rand(3, 8, 8))
