@@ -1327,6 +1327,39 @@ def _random_string(rng: np.random.Generator, chars: str, length: tuple[int, int]
     return "".join(chars[i] for i in rng.integers(0, len(chars), size=k))
 
 
+#: Letters of :func:`pseudo_words`: 11 consonants and 5 vowels.
+PSEUDO_CONSONANTS = "BDGKLMNPRST"
+PSEUDO_VOWELS = "AEIOU"
+
+
+@functools.lru_cache(maxsize=1)
+def _pseudo_syllables() -> tuple[tuple[str, ...], np.ndarray]:
+    """The toy language's fixed syllable inventory (same on every call and machine) and its Zipf weights."""
+    rng = np.random.default_rng(1234)
+    open_syl = [c + v for c in PSEUDO_CONSONANTS for v in PSEUDO_VOWELS]
+    closed_syl = [c + v + k for c in PSEUDO_CONSONANTS for v in PSEUDO_VOWELS for k in "NRS"]
+    chosen = [open_syl[i] for i in rng.permutation(len(open_syl))[:40]]
+    chosen += [closed_syl[i] for i in rng.permutation(len(closed_syl))[:24]]
+    syllables = tuple(chosen[i] for i in rng.permutation(len(chosen)))
+    w = 1.0 / np.arange(1, len(syllables) + 1)
+    return syllables, w / w.sum()
+
+
+def pseudo_words(n: int, *, syllables: tuple[int, int] = (2, 3), seed: int = 0) -> list[str]:
+    """``n`` words of a toy language: each is 2 or 3 syllables drawn independently from a fixed inventory
+    of 64 syllables (40 consonant-vowel, 24 consonant-vowel-consonant) with Zipf frequencies (the ``k``-th most frequent has
+    weight ``1/k``). The strings have the structure a character language model can learn (a vowel
+    follows a consonant, only N, R or S close a syllable, some syllables are far more frequent than
+    others), unlike uniform random strings. Deterministic under ``seed``.
+    """
+    if n < 0 or not 1 <= syllables[0] <= syllables[1]:
+        raise ValueError(f"need n >= 0 and 1 <= min <= max syllables, got n={n}, syllables={syllables}")
+    inventory, weights = _pseudo_syllables()
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(syllables[0], syllables[1] + 1, size=n)
+    return ["".join(inventory[j] for j in rng.choice(len(inventory), size=int(k), p=weights)) for k in counts]
+
+
 def render_text_lines(
     n: int,
     *,
@@ -1339,6 +1372,7 @@ def render_text_lines(
     shear: float = 0.25,
     warp: float = 0.0,
     noise: float = 0.1,
+    texts: Sequence[str] | None = None,
     seed: int = 0,
 ) -> TextLines:
     """Render ``n`` random strings, one per ``height x width`` grey image (chapter 16's recognition data).
@@ -1347,7 +1381,9 @@ def render_text_lines(
     in ``font_size`` (shrunk until the string fits), ink and background greys at least 0.35 apart (dark
     on light or light on dark), a horizontal background gradient, a random position, a horizontal shear
     up to ``shear``, an optional perspective warp (corners moved by up to ``warp`` of the height) and
-    Gaussian noise of standard deviation ``noise``. Deterministic under ``seed``.
+    Gaussian noise of standard deviation ``noise``. With ``texts`` (``n`` strings, e.g. from
+    :func:`pseudo_words`) those strings are drawn instead of random ones, and ``chars`` and ``length`` are
+    ignored. Deterministic under ``seed``.
     """
     from PIL import Image, ImageDraw
 
@@ -1358,12 +1394,15 @@ def render_text_lines(
     unknown = [f for f in fonts if f != "default" and f not in TEXT_FONTS]
     if unknown or not fonts:
         raise ValueError(f"fonts must be a non-empty subset of {TEXT_FONTS}, got {list(fonts)}")
+    if texts is not None and (len(texts) != n or not all(texts)):
+        raise ValueError(f"texts must hold n={n} non-empty strings, got {len(texts)}")
+    given = texts
     rng = np.random.default_rng(seed)
     out = np.empty((n, height, width), np.float32)
     texts, font_ids = [], []
     xx = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :]
     for i in range(n):
-        text = _random_string(rng, chars, length)
+        text = _random_string(rng, chars, length) if given is None else str(given[i])
         fi = int(rng.integers(len(fonts)))
         size = int(rng.integers(font_size[0], font_size[1] + 1))
         while True:
@@ -1480,4 +1519,14 @@ def make_text_scenes(
     return TextScenes(images.clamp(0, 1), torch.from_numpy(boxes), texts)
 
 
-__all__ += ["TEXT_CHARS", "TEXT_FONTS", "TextLines", "TextScenes", "make_text_scenes", "render_text_lines"]
+__all__ += [
+    "PSEUDO_CONSONANTS",
+    "PSEUDO_VOWELS",
+    "TEXT_CHARS",
+    "TEXT_FONTS",
+    "TextLines",
+    "TextScenes",
+    "make_text_scenes",
+    "pseudo_words",
+    "render_text_lines",
+]

@@ -12,7 +12,10 @@ default of :func:`torch.nn.functional.ctc_loss`.
 - :func:`ctc_forward` (the forward algorithm in log space, equal to ``F.ctc_loss``) and
   :func:`ctc_brute_force` (the same quantity by enumerating every path; only for tiny ``T``);
 - :func:`edit_distance`, :func:`char_accuracy` (1 - total edits / total reference length) and
-  :func:`word_accuracy` (exact matches).
+  :func:`word_accuracy` (exact matches);
+- :class:`CharNGram` (a character n-gram language model with add-k smoothing) and :func:`lm_rescore`
+  (re-rank a recognizer's candidate strings by ``log p_vision + weight * log p_LM``), a toy version of
+  a language model correcting the vision model.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from torch import Tensor
 __all__ = [
     "DIGITS",
     "ALPHANUMERIC",
+    "CharNGram",
     "Vocab",
     "char_accuracy",
     "ctc_beam_search",
@@ -36,6 +40,7 @@ __all__ = [
     "ctc_forward",
     "ctc_greedy_decode",
     "edit_distance",
+    "lm_rescore",
     "word_accuracy",
 ]
 
@@ -143,14 +148,17 @@ def _logsumexp(a: float, b: float) -> float:
     return m + math.log(math.exp(a - m) + math.exp(b - m))
 
 
-def ctc_beam_search(log_probs: Tensor, beam_width: int = 8, blank: int = 0) -> list[tuple[list[int], float]]:
+def ctc_beam_search(
+    log_probs: Tensor, beam_width: int = 8, blank: int = 0, *, prune: float = 0.0
+) -> list[tuple[list[int], float]]:
     """Prefix beam search on one ``(T, C)`` matrix of log-probabilities.
 
     Each kept prefix carries two log-probabilities: of the paths so far that end in a blank and of those
     that end in the prefix's last character (a repeat of that character extends only the second kind
     into a new character). Returns up to ``beam_width`` ``(labelling, log p)`` pairs, best first. With a
-    beam at least as wide as the number of prefixes it never prunes, and the scores are the exact
-    ``log p(l | x)`` of each labelling (what :func:`ctc_brute_force` sums).
+    beam at least as wide as the number of prefixes and ``prune=0`` it never prunes, and the scores are
+    the exact ``log p(l | x)`` of each labelling (what :func:`ctc_brute_force` sums). ``prune > 0`` skips,
+    at each step, the characters whose probability is below ``prune`` (much faster on peaked outputs).
     """
     _check_log_probs(log_probs)
     if log_probs.dim() != 2:
@@ -159,6 +167,9 @@ def ctc_beam_search(log_probs: Tensor, beam_width: int = 8, blank: int = 0) -> l
         )
     if beam_width < 1:
         raise ValueError(f"beam_width must be >= 1, got {beam_width}")
+    if not 0.0 <= prune < 1.0:
+        raise ValueError(f"prune must be in [0, 1), got {prune}")
+    floor = math.log(prune) if prune > 0 else -math.inf
     lp = log_probs.detach().double().cpu().tolist()
     n_classes = len(lp[0]) if lp else 0
     ninf = -math.inf
@@ -176,7 +187,7 @@ def ctc_beam_search(log_probs: Tensor, beam_width: int = 8, blank: int = 0) -> l
             add(prefix, total + row[blank], ninf)  # a blank keeps the prefix
             last = prefix[-1] if prefix else None
             for c in range(n_classes):
-                if c == blank:
+                if c == blank or row[c] < floor:
                     continue
                 p = row[c]
                 if c == last:
@@ -273,3 +284,62 @@ def word_accuracy(predictions: Sequence[str], references: Sequence[str]) -> floa
     """Fraction of predictions equal to their reference string."""
     _check_pairs(predictions, references)
     return sum(p == r for p, r in zip(predictions, references, strict=True)) / len(references)
+
+
+class CharNGram:
+    """A character n-gram language model: ``p(c | previous order-1 characters)`` with add-``k`` smoothing.
+
+    Each string is padded with ``order - 1`` start symbols and closed by an end symbol, so the model also
+    scores where words begin and end. ``log_prob`` sums ``log p`` over the characters and the end.
+
+    >>> lm = CharNGram("ab", order=2, k=0.0).fit(["ab", "ab"])
+    >>> round(math.exp(lm.log_prob("ab")), 6)
+    1.0
+    """
+
+    _START, _END = "\x02", "\x03"
+
+    def __init__(self, alphabet: str, order: int = 3, k: float = 0.1) -> None:
+        if order < 1 or k < 0 or not alphabet:
+            raise ValueError(f"need order >= 1, k >= 0 and a non-empty alphabet, got {order}, {k}")
+        self.alphabet, self.order, self.k = alphabet, order, k
+        self.counts: dict[str, dict[str, int]] = {}
+
+    def _contexts(self, text: str):
+        padded = self._START * (self.order - 1) + text + self._END
+        for i in range(self.order - 1, len(padded)):
+            yield padded[i - self.order + 1 : i], padded[i]
+
+    def fit(self, texts: Sequence[str]) -> CharNGram:
+        """Count the n-grams of ``texts`` (adds to earlier counts); returns ``self``."""
+        for text in texts:
+            if set(text) - set(self.alphabet):
+                raise ValueError(f"{text!r} has characters outside the alphabet {self.alphabet!r}")
+            for ctx, c in self._contexts(text):
+                row = self.counts.setdefault(ctx, {})
+                row[c] = row.get(c, 0) + 1
+        return self
+
+    def log_prob(self, text: str) -> float:
+        """``log p(text)``: the sum of ``log p(c | context)`` over the characters and the end symbol."""
+        n_out = len(self.alphabet) + 1  # characters and the end symbol
+        total = 0.0
+        for ctx, c in self._contexts(text):
+            row = self.counts.get(ctx, {})
+            num = row.get(c, 0) + self.k
+            den = sum(row.values()) + self.k * n_out
+            if num == 0:
+                return -math.inf
+            total += math.log(num / den)
+        return total
+
+
+def lm_rescore(
+    candidates: Sequence[tuple[str, float]], lm: CharNGram, weight: float
+) -> list[tuple[str, float]]:
+    """Re-rank ``(string, log p_vision)`` candidates (e.g. a CTC beam) by ``log p_vision + weight *
+    lm.log_prob(string)``, best first. ``weight = 0`` keeps the vision model's order."""
+    if not candidates:
+        raise ValueError("need at least one candidate")
+    scored = [(text, lp + weight * lm.log_prob(text)) if weight else (text, lp) for text, lp in candidates]
+    return sorted(scored, key=lambda kv: kv[1], reverse=True)

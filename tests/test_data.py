@@ -857,3 +857,26 @@ def test_make_text_scenes_boxes_hold_the_ink():
         assert float((img[y1:y2, x1:x2] - bg).abs().max()) > 0.3
     again = data.make_text_scenes(30, size=64, noise=0.0, distractors=0, seed=1)
     assert torch.equal(again.images, s.images) and again.texts == s.texts
+
+
+def test_pseudo_words_structure_and_determinism():
+    a = data.pseudo_words(300, seed=1)
+    assert a == data.pseudo_words(300, seed=1) and a != data.pseudo_words(300, seed=2)
+    letters = set(data.PSEUDO_CONSONANTS + data.PSEUDO_VOWELS)
+    assert all(4 <= len(w) <= 9 and set(w) <= letters for w in a)
+    # every vowel follows a consonant, and no word has three consonants in a row
+    for w in a:
+        kinds = "".join("v" if c in data.PSEUDO_VOWELS else "c" for c in w)
+        assert kinds[0] == "c" and "vv" not in kinds and "ccc" not in kinds
+    # Zipf frequencies: some words repeat, unlike uniform random strings
+    assert len(set(data.pseudo_words(2000, seed=3))) < 1900
+    with pytest.raises(ValueError):
+        data.pseudo_words(3, syllables=(0, 2))
+
+
+def test_render_text_lines_draws_given_texts():
+    words = data.pseudo_words(6, seed=0)
+    lines = data.render_text_lines(6, height=24, width=96, texts=words, seed=0)
+    assert lines.texts == words and lines.images.shape == (6, 1, 24, 96)
+    with pytest.raises(ValueError, match="texts"):
+        data.render_text_lines(3, texts=words)

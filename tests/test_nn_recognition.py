@@ -18,6 +18,12 @@ def test_crnn_shapes_and_log_probs():
         lp = m(torch.rand(3, 1, 24, 96))
         assert lp.shape == (24, 3, 11)
         torch.testing.assert_close(lp.exp().sum(-1), torch.ones(24, 3))
+    strided = recognition.CRNN(11, height=24, widths=(8, 8, 16), hidden=8, downsample="stride").eval()
+    assert strided(torch.rand(2, 1, 24, 96)).shape == (24, 2, 11)
+    rec = recognition.TransformerRecognizer(5, height=24, widths=(8, 8, 16), dim=16, downsample="stride")
+    assert rec.encode(torch.rand(2, 1, 24, 96)).shape == (2, 24, 16)
+    with pytest.raises(ValueError, match="downsample"):
+        recognition.CRNN(11, downsample="avg")
     with pytest.raises(ValueError):
         recognition.CRNN(11, sequence="lstm")
     with pytest.raises(ValueError):

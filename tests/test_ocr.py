@@ -162,3 +162,54 @@ def test_char_and_word_accuracy():
         ocr.char_accuracy(["a"], ["a", "b"])
     with pytest.raises(ValueError):
         ocr.char_accuracy([""], [""])
+
+
+def test_beam_search_pruning_keeps_the_best_label_on_peaked_outputs():
+    g = torch.Generator().manual_seed(5)
+    lp = (torch.randn(12, 6, generator=g, dtype=torch.float64) * 4).log_softmax(-1)
+    exact = ocr.ctc_beam_search(lp, beam_width=8)
+    pruned = ocr.ctc_beam_search(lp, beam_width=8, prune=1e-4)
+    assert pruned[0][0] == exact[0][0]
+    assert math.isclose(pruned[0][1], exact[0][1], rel_tol=1e-3)
+    with pytest.raises(ValueError, match="prune"):
+        ocr.ctc_beam_search(lp, prune=1.0)
+
+
+# ---------------------------------------------------------------------------- language model
+def test_char_ngram_probabilities_sum_to_one_and_hand_case():
+    lm = ocr.CharNGram("ab", order=2, k=0.5).fit(["ab", "ba", "aab"])
+    # p(c | "a") over a, b and the end symbol sums to one, for a seen and an unseen context
+    for ctx in ("a", "b", "x"):
+        row = lm.counts.get(ctx, {})
+        den = sum(row.values()) + 0.5 * 3
+        total = sum((row.get(c, 0) + 0.5) / den for c in ("a", "b", lm._END))
+        assert math.isclose(total, 1.0)
+    # by hand: order 1 with k = 0 is the unigram model over characters and the end symbol
+    uni = ocr.CharNGram("ab", order=1, k=0.0).fit(["ab", "a"])  # a: 2, b: 1, end: 2 of 5
+    assert math.isclose(uni.log_prob("ab"), math.log(2 / 5) + math.log(1 / 5) + math.log(2 / 5))
+    assert uni.log_prob("bb") < uni.log_prob("aa")
+    assert ocr.CharNGram("ab", order=2, k=0.0).fit(["ab"]).log_prob("ba") == -math.inf
+    with pytest.raises(ValueError, match="alphabet"):
+        lm.fit(["abc"])
+    with pytest.raises(ValueError):
+        ocr.CharNGram("ab", order=0)
+
+
+def test_char_ngram_total_probability_over_short_strings():
+    lm = ocr.CharNGram("ab", order=3, k=0.2).fit(["ab", "abab", "bba"])
+    # strings up to length 10 carry almost all the mass (the end symbol has probability >= 0.02 a step)
+    import itertools
+
+    total = sum(
+        math.exp(lm.log_prob("".join(s))) for n in range(11) for s in itertools.product("ab", repeat=n)
+    )
+    assert 0.9 < total <= 1.0 + 1e-9
+
+
+def test_lm_rescore_prefers_the_likely_word():
+    lm = ocr.CharNGram("abc", order=2, k=0.01).fit(["abc"] * 10)
+    cands = [("acc", -1.0), ("abc", -1.2)]
+    assert ocr.lm_rescore(cands, lm, 0.0)[0][0] == "acc"
+    assert ocr.lm_rescore(cands, lm, 1.0)[0][0] == "abc"
+    with pytest.raises(ValueError):
+        ocr.lm_rescore([], lm, 1.0)

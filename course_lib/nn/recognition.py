@@ -41,18 +41,37 @@ __all__ = [
 ]
 
 
-def _column_encoder(in_channels: int, widths: Sequence[int], height: int) -> tuple[nn.Sequential, int]:
-    """Conv stack: /2, /2, then height-only /2; a final conv spanning the remaining height."""
+def _column_encoder(
+    in_channels: int, widths: Sequence[int], height: int, downsample: str = "pool"
+) -> tuple[nn.Sequential, int]:
+    """Conv stack: /2, /2, then height-only /2; a final conv spanning the remaining height.
+
+    ``downsample="pool"`` follows each conv with max-pooling; ``"stride"`` gives the first two convs a
+    stride of 2 instead (the same shapes for much less compute on a CPU).
+    """
     if height % 8:
         raise ValueError(f"height must be a multiple of 8, got {height}")
+    if downsample not in ("pool", "stride"):
+        raise ValueError(f"downsample must be 'pool' or 'stride', got {downsample!r}")
     c1, c2, c3 = widths
+    if downsample == "pool":
+        stages = [
+            ConvNormAct(in_channels, c1),
+            nn.MaxPool2d(2),
+            ConvNormAct(c1, c2),
+            nn.MaxPool2d(2),
+            ConvNormAct(c2, c3),
+            nn.MaxPool2d((2, 1)),
+        ]
+    else:
+        stages = [
+            ConvNormAct(in_channels, c1, stride=2),
+            ConvNormAct(c1, c2, stride=2),
+            ConvNormAct(c2, c3),
+            nn.MaxPool2d((2, 1)),  # on a small map: cheap
+        ]
     layers = nn.Sequential(
-        ConvNormAct(in_channels, c1),
-        nn.MaxPool2d(2),
-        ConvNormAct(c1, c2),
-        nn.MaxPool2d(2),
-        ConvNormAct(c2, c3),
-        nn.MaxPool2d((2, 1)),
+        *stages,
         ConvNormAct(c3, c3, kernel_size=1, padding=0),
         nn.Conv2d(c3, c3, kernel_size=(height // 8, 1)),  # collapses the height: one feature per column
         nn.BatchNorm2d(c3),
@@ -72,6 +91,7 @@ class CRNN(nn.Module):
         sequence: ``"gru"`` (bidirectional GRU), ``"conv"`` (two 1-D convolutions of kernel 3) or
             ``"none"`` (each column alone).
         hidden: hidden size of the sequence model (per direction for the GRU).
+        downsample: ``"pool"`` (conv then max-pool) or ``"stride"`` (strided convs, cheaper).
     Shapes:
         ``Tensor[N, in_channels, height, W]`` → log-probabilities ``Tensor[W / 4, N, num_classes]``, the
         layout ``F.ctc_loss`` takes.
@@ -86,11 +106,12 @@ class CRNN(nn.Module):
         widths: Sequence[int] = (32, 64, 96),
         sequence: str = "gru",
         hidden: int = 64,
+        downsample: str = "pool",
     ) -> None:
         super().__init__()
         if sequence not in ("gru", "conv", "none"):
             raise ValueError(f"sequence must be 'gru', 'conv' or 'none', got {sequence!r}")
-        self.encoder, c = _column_encoder(in_channels, widths, height)
+        self.encoder, c = _column_encoder(in_channels, widths, height, downsample)
         self.sequence = sequence
         if sequence == "gru":
             self.rnn = nn.GRU(c, hidden, batch_first=True, bidirectional=True)
@@ -156,7 +177,7 @@ class TransformerRecognizer(nn.Module):
         num_classes: ``len(vocab)`` (end token included).
         max_len: longest string (positions are sinusoidal up to ``max_len + 1``).
         dim, depth, num_heads: decoder width, blocks and heads.
-        height, widths: the column encoder, as in :class:`CRNN`.
+        height, widths, downsample: the column encoder, as in :class:`CRNN`.
     """
 
     def __init__(
@@ -171,10 +192,11 @@ class TransformerRecognizer(nn.Module):
         height: int = 32,
         widths: Sequence[int] = (32, 64, 96),
         dropout: float = 0.0,
+        downsample: str = "pool",
     ) -> None:
         super().__init__()
         self.num_classes, self.max_len = num_classes, max_len
-        self.encoder, c = _column_encoder(in_channels, widths, height)
+        self.encoder, c = _column_encoder(in_channels, widths, height, downsample)
         self.proj = nn.Linear(c, dim)
         self.memory_rnn = nn.GRU(dim, dim // 2, batch_first=True, bidirectional=True)
         self.embed = nn.Embedding(num_classes + 1, dim)
