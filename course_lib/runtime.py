@@ -12,6 +12,10 @@ Environment variables (all optional):
 
 - ``COURSE_DEVICE``: force a device, e.g. ``cpu`` (useful to reproduce committed outputs on a GPU box).
 - ``COURSE_NUM_THREADS``: intra-op threads on the CPU (default 1, see :data:`DEFAULT_NUM_THREADS`).
+
+Chapter 20 (scaling up) adds what long runs need: mixed precision on any device (:func:`autocast` and
+:func:`grad_scaler` with an explicit ``dtype``), a step timer (:func:`benchmark`), and checkpoints that
+resume a run exactly (:func:`save_checkpoint`, :func:`load_checkpoint`, :func:`rng_state`).
 """
 
 from __future__ import annotations
@@ -20,20 +24,32 @@ import contextlib
 import os
 import platform
 import random
+import statistics
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 __all__ = [
     "DEFAULT_NUM_THREADS",
+    "Timing",
+    "amp_dtype",
     "autocast",
+    "benchmark",
     "cpu_name",
     "device_name",
     "get_device",
     "grad_scaler",
+    "load_checkpoint",
+    "rng_state",
+    "save_checkpoint",
     "seed_everything",
+    "set_rng_state",
     "set_threads",
     "setup",
     "versions",
@@ -209,32 +225,235 @@ def setup(
     return dev
 
 
-def _amp_dtype(device: torch.device) -> torch.dtype | None:
-    if device.type == "cuda":
+_AMP_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def amp_dtype(device: torch.device | str, dtype: torch.dtype | None = None) -> torch.dtype | None:
+    """The low-precision dtype :func:`autocast` uses on ``device``, or ``None`` where it does nothing.
+
+    With ``dtype=None`` the course's default: on CUDA bfloat16 where the GPU supports it, else float16;
+    elsewhere ``None`` (on the CPU autocast slowed the course's small models down, see chapter 20). An
+    explicit ``dtype`` (``torch.bfloat16`` or ``torch.float16``) is used on any device.
+    """
+    dev = torch.device(device)
+    if dtype is not None:
+        if dtype not in _AMP_DTYPES:
+            raise ValueError(f"dtype must be torch.float16 or torch.bfloat16, got {dtype}")
+        return dtype
+    if dev.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return None
 
 
-@contextlib.contextmanager
-def autocast(device: torch.device | str, enabled: bool = True) -> Iterator[None]:
-    """Mixed precision where it pays off (CUDA: bfloat16, or float16 on older GPUs); a no-op elsewhere.
+def _amp_dtype(device: torch.device) -> torch.dtype | None:  # kept for callers of the old name
+    return amp_dtype(device)
 
-    On the CPU autocast would only slow the small models of the course down, so it is not used.
+
+@contextlib.contextmanager
+def autocast(
+    device: torch.device | str, enabled: bool = True, dtype: torch.dtype | None = None
+) -> Iterator[None]:
+    """Mixed precision: matrix products and convolutions in a 16-bit float, the rest in float32.
+
+    Without ``dtype``: bfloat16 on CUDA (float16 on GPUs without bfloat16), a no-op elsewhere (on the
+    CPU autocast would only slow the small models of the course down). With ``dtype`` (e.g.
+    ``torch.bfloat16`` on the CPU, chapter 20) autocast runs in that dtype on any device.
     """
     dev = torch.device(device)
-    dtype = _amp_dtype(dev) if enabled else None
-    if dtype is None:
+    dt = amp_dtype(dev, dtype) if enabled else None
+    if dt is None:
         yield
         return
-    with torch.autocast(device_type=dev.type, dtype=dtype):
+    with torch.autocast(device_type=dev.type, dtype=dt):
         yield
 
 
-def grad_scaler(device: torch.device | str, enabled: bool = True) -> torch.amp.GradScaler:
-    """A gradient scaler that is active only when :func:`autocast` uses float16 (old GPUs)."""
+def grad_scaler(
+    device: torch.device | str, enabled: bool = True, dtype: torch.dtype | None = None
+) -> torch.amp.GradScaler:
+    """A gradient scaler that is active only when :func:`autocast` (same arguments) uses float16.
+
+    float16's smallest normal number is about 6e-5: small gradients underflow to zero unless the loss
+    is multiplied by a large factor before ``backward`` and the gradients divided by it before the
+    step, which is what the scaler does (skipping the steps whose scaled gradients overflow and
+    halving the factor then). bfloat16 has float32's exponent range and needs no scaler.
+    """
     dev = torch.device(device)
-    active = enabled and _amp_dtype(dev) == torch.float16
+    active = enabled and amp_dtype(dev, dtype) == torch.float16
     return torch.amp.GradScaler(dev.type if active else "cpu", enabled=active)
+
+
+# --------------------------------------------------------------------------------------- timing
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call of a benchmarked function: one entry per repeat (each the mean of ``steps``)."""
+
+    times: tuple[float, ...]
+    steps: int
+
+    @property
+    def median(self) -> float:
+        """The median over repeats of the seconds per call (robust to one disturbed repeat)."""
+        return statistics.median(self.times)
+
+    @property
+    def best(self) -> float:
+        """The fastest repeat's seconds per call (the least disturbed by other processes)."""
+        return min(self.times)
+
+    def per_second(self, items_per_call: int = 1) -> float:
+        """Throughput: ``items_per_call`` (e.g. the batch size) divided by the median time."""
+        return items_per_call / self.median
+
+    def __str__(self) -> str:
+        return f"{self.median * 1e3:.2f} ms per call (median of {len(self.times)} x {self.steps} calls)"
+
+
+def benchmark(fn: Callable[[], Any], *, steps: int = 5, warmup: int = 1, repeats: int = 3) -> Timing:
+    """Time ``fn()``: ``warmup`` untimed calls, then ``repeats`` rounds of ``steps`` timed calls.
+
+    Each round gives its mean seconds per call (``time.perf_counter``); on a GPU the device is
+    synchronized before every clock read, so the time covers the work and not only its launch.
+
+    Introduced in chapter 20.
+    """
+    for name, value, low in (("steps", steps, 1), ("warmup", warmup, 0), ("repeats", repeats, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+
+    def sync() -> None:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        sync()
+        times.append((time.perf_counter() - start) / steps)
+    return Timing(tuple(times), steps)
+
+
+# ----------------------------------------------------------------------------------- checkpoints
+def rng_state() -> dict[str, Any]:
+    """The state of every global generator the course seeds (Python, NumPy, PyTorch CPU and GPUs).
+
+    Only tensors, ints, tuples and dicts, so that ``torch.load(..., weights_only=True)`` reads it back.
+    Introduced in chapter 20.
+    """
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 - the legacy global generator
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "python": (version, torch.tensor(internal, dtype=torch.int64), gauss_next),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["torch_gpu"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned (GPU states only where GPUs are present)."""
+    if not isinstance(state, dict) or not {"python", "numpy", "torch"} <= set(state):
+        raise ValueError("state must be the dict rng_state() returns (keys python, numpy, torch)")
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(int(v) for v in internal.tolist()), gauss_next))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+    if "torch_gpu" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["torch_gpu"])
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module under a ``DistributedDataParallel`` (``.module``) or ``torch.compile`` (``._orig_mod``)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    while True:
+        if isinstance(model, DistributedDataParallel):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):  # torch.compile's wrapper
+            model = model._orig_mod
+        else:
+            return model
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
+    step: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Save everything a run needs to continue exactly: weights, optimizer, scheduler, scaler, step, RNG.
+
+    ``extra`` holds anything else the loop needs (e.g. a data generator's ``get_state()``): tensors,
+    numbers, strings, lists, tuples and dicts, what ``weights_only=True`` loading accepts. The file is
+    written next to ``path`` and then renamed over it, so a crash mid-write never leaves a torn
+    checkpoint. A model wrapped in ``DistributedDataParallel`` or ``torch.compile`` is saved unwrapped,
+    so the file loads into the plain model. Returns the path.
+
+    Introduced in chapter 20.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"step must be an int >= 0, got {step!r}")
+    path = Path(path)
+    payload = {
+        "model": _unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "step": step,
+        "rng": rng_state(),
+        "extra": extra or {},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
+    restore_rng: bool = True,
+    map_location: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """Load a :func:`save_checkpoint` file into the given objects; returns ``{"step", "extra"}``.
+
+    Read with ``torch.load(..., weights_only=True)``: only tensors and plain containers are unpickled,
+    so a checkpoint from elsewhere cannot run code on load. Raises ``ValueError`` when the file lacks a
+    state that an object was passed for.
+
+    Introduced in chapter 20.
+    """
+    ckpt = torch.load(Path(path), map_location=map_location, weights_only=True)
+    _unwrap(model).load_state_dict(ckpt["model"])
+    for name, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
+        if obj is None:
+            continue
+        if ckpt.get(name) is None:
+            raise ValueError(f"the checkpoint {path} holds no {name} state")
+        obj.load_state_dict(ckpt[name])
+    if restore_rng:
+        set_rng_state(ckpt["rng"])
+    return {"step": ckpt["step"], "extra": ckpt["extra"]}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -236,3 +236,166 @@ def test_banner_names_the_cpu(capsys, monkeypatch):
     runtime.setup(0, device="cpu", style=False)
     out = capsys.readouterr().out
     assert f"device: cpu ({runtime.cpu_name()}" in out
+
+
+# ------------------------------------------------------------------ mixed precision with a dtype (ch. 20)
+def test_amp_dtype_default_and_explicit():
+    assert runtime.amp_dtype("cpu") is None
+    assert runtime.amp_dtype("cpu", torch.bfloat16) == torch.bfloat16
+    assert runtime.amp_dtype(torch.device("cpu"), torch.float16) == torch.float16
+    with pytest.raises(ValueError, match="float16 or torch.bfloat16"):
+        runtime.amp_dtype("cpu", torch.float32)
+
+
+def test_autocast_with_a_dtype_runs_in_that_dtype_on_cpu():
+    a, b = torch.randn(4, 8), torch.randn(8, 3)
+    with runtime.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.is_autocast_enabled("cpu")
+        out = a @ b
+        assert out.dtype == torch.bfloat16
+        conv = torch.nn.functional.conv2d(torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3))
+        assert conv.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), a @ b, rtol=2e-2, atol=2e-2)
+    with runtime.autocast("cpu", enabled=False, dtype=torch.bfloat16):
+        assert (a @ b).dtype == torch.float32
+
+
+def test_grad_scaler_is_active_for_float16_only():
+    assert not runtime.grad_scaler("cpu", dtype=torch.bfloat16).is_enabled()
+    scaler = runtime.grad_scaler("cpu", dtype=torch.float16)
+    assert scaler.is_enabled()
+    assert not runtime.grad_scaler("cpu", enabled=False, dtype=torch.float16).is_enabled()
+    # an overflowing step is skipped and the scale halved; a finite one is taken
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([p], lr=0.1)
+    scale = scaler.get_scale()
+    scaler.scale((2 * p).sum()).backward()
+    torch.testing.assert_close(p.grad, torch.full((3,), 2 * scale))
+    p.grad[0] = float("inf")
+    scaler.step(opt)
+    scaler.update()
+    assert torch.equal(p.detach(), torch.ones(3)) and scaler.get_scale() == scale / 2
+    opt.zero_grad()
+    scaler.scale((2 * p).sum()).backward()
+    scaler.step(opt)  # unscales first: the step uses the true gradient 2
+    scaler.update()
+    torch.testing.assert_close(p.detach(), torch.full((3,), 0.8))
+
+
+# ----------------------------------------------------------------------------------------- timing
+def test_benchmark_counts_calls_and_reports_times():
+    calls = []
+    t = runtime.benchmark(lambda: calls.append(1), steps=4, warmup=2, repeats=3)
+    assert len(calls) == 2 + 4 * 3
+    assert len(t.times) == 3 and t.steps == 4 and all(x >= 0 for x in t.times)
+    assert t.best <= t.median and t.per_second(8) == pytest.approx(8 / t.median)
+    assert "ms per call" in str(t)
+    slow = runtime.benchmark(lambda: __import__("time").sleep(0.01), steps=2, warmup=0, repeats=1)
+    assert slow.median >= 0.009
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"steps": 0}, "steps"),
+        ({"warmup": -1}, "warmup"),
+        ({"repeats": 0}, "repeats"),
+        ({"steps": 1.5}, "steps"),
+    ],
+)
+def test_benchmark_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        runtime.benchmark(lambda: None, **kwargs)
+    with pytest.raises(TypeError, match="callable"):
+        runtime.benchmark(3)
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+def test_rng_state_round_trip_restores_every_generator():
+    runtime.seed_everything(11)
+    random.random()
+    np.random.randn()  # noqa: NPY002 - leaves a cached Gaussian in the legacy state
+    state = runtime.rng_state()
+    first = _draws()
+    runtime.seed_everything(99)
+    runtime.set_rng_state(state)
+    assert _draws() == first
+    with pytest.raises(ValueError, match="rng_state"):
+        runtime.set_rng_state({"torch": torch.get_rng_state()})
+
+
+def _run(model, opt, sched, steps):
+    """A few steps whose data and dropout come from the global generators (so RNG state matters)."""
+    for _ in range(steps):
+        x = torch.randn(8, 4)
+        loss = torch.nn.functional.dropout(model(x), 0.3).pow(2).mean() + np.random.rand() * 0  # noqa: NPY002
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+
+
+def _objects(seed):
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.05)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    return model, opt, sched
+
+
+def test_checkpoint_resumes_the_same_continuation(tmp_path):
+    runtime.seed_everything(0)
+    model, opt, sched = _objects(0)
+    _run(model, opt, sched, 3)
+    path = runtime.save_checkpoint(
+        tmp_path / "ck.pt", model, opt, sched, step=3, extra={"note": "mid", "g": [1, 2]}
+    )
+    assert path.exists() and not (tmp_path / "ck.pt.tmp").exists()
+    _run(model, opt, sched, 4)
+    straight = {k: v.clone() for k, v in model.state_dict().items()}
+
+    runtime.seed_everything(123)  # other global state, other initial weights: the checkpoint must win
+    model2, opt2, sched2 = _objects(5)
+    info = runtime.load_checkpoint(path, model2, opt2, sched2)
+    assert info == {"step": 3, "extra": {"note": "mid", "g": [1, 2]}}
+    assert sched2.last_epoch == 3 and opt2.param_groups[0]["lr"] == pytest.approx(0.025)
+    _run(model2, opt2, sched2, 4)
+    for k, v in model2.state_dict().items():
+        torch.testing.assert_close(v, straight[k], rtol=0, atol=0)
+
+    # without the RNG state the continuation sees other data: it differs
+    model3, opt3, sched3 = _objects(5)
+    runtime.load_checkpoint(path, model3, opt3, sched3, restore_rng=False)
+    runtime.seed_everything(7)
+    _run(model3, opt3, sched3, 4)
+    assert not torch.allclose(model3.weight, straight["weight"])
+
+
+def test_checkpoint_is_loaded_with_weights_only_and_unwraps_compiled_models(tmp_path, monkeypatch):
+    model = torch.nn.Linear(3, 2)
+    wrapped = torch.nn.Module()
+    wrapped._orig_mod = model  # what torch.compile's wrapper holds
+    path = runtime.save_checkpoint(tmp_path / "w.pt", wrapped)
+    assert set(torch.load(path, weights_only=True)["model"]) == {"weight", "bias"}
+    seen = {}
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    fresh = torch.nn.Linear(3, 2)
+    runtime.load_checkpoint(path, fresh, restore_rng=False)
+    assert seen.get("weights_only") is True
+    torch.testing.assert_close(fresh.weight, model.weight)
+    with pytest.raises(ValueError, match="no optimizer state"):
+        runtime.load_checkpoint(path, fresh, torch.optim.SGD(fresh.parameters(), lr=0.1))
+
+
+@pytest.mark.parametrize("kwargs, exc", [({"step": -1}, ValueError), ({"step": 1.0}, ValueError)])
+def test_save_checkpoint_rejects_bad_arguments(tmp_path, kwargs, exc):
+    with pytest.raises(exc, match="step"):
+        runtime.save_checkpoint(tmp_path / "x.pt", torch.nn.Linear(1, 1), **kwargs)
+    with pytest.raises(TypeError, match="nn.Module"):
+        runtime.save_checkpoint(tmp_path / "x.pt", {"w": 1})
