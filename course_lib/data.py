@@ -1530,3 +1530,67 @@ __all__ += [
     "pseudo_words",
     "render_text_lines",
 ]
+
+
+# --------------------------------------------------------------------------------------------
+# free-form inpainting masks (chapter 19)
+# --------------------------------------------------------------------------------------------
+def free_form_masks(
+    n: int,
+    size: int = 32,
+    *,
+    strokes: tuple[int, int] = (1, 3),
+    vertices: tuple[int, int] = (2, 4),
+    width: tuple[float, float] = (0.06, 0.12),
+    length: tuple[float, float] = (0.15, 0.35),
+    seed: int = 0,
+) -> torch.Tensor:
+    """Free-form "brush stroke" hole masks as in DeepFill v2 (Yu et al., 2019): ``1`` = hole, ``0`` = known.
+
+    Each mask draws a number of strokes in ``strokes``; a stroke starts at a random point and runs through
+    ``vertices`` segments, each at a random angle and of a random ``length`` (a fraction of ``size``),
+    drawn as a line of ``width`` (a fraction of ``size``) with a disk at every joint so that the turns
+    are round. Deterministic under ``seed``.
+
+    Returns:
+        ``Tensor[n, 1, size, size]`` float32 with values in {0, 1}.
+
+    Introduced in chapter 19 (inpainting). The opposite convention (1 = valid) is ``1 - mask``.
+    """
+    from PIL import Image, ImageDraw
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 4:
+        raise ValueError(f"size must be an int >= 4, got {size!r}")
+    for name, (lo, hi) in (
+        ("strokes", strokes),
+        ("vertices", vertices),
+        ("width", width),
+        ("length", length),
+    ):
+        if not 0 <= lo <= hi:
+            raise ValueError(f"{name} must be (low, high) with 0 <= low <= high, got {(lo, hi)!r}")
+    rng = np.random.default_rng([seed, 19])
+    out = np.zeros((n, 1, size, size), dtype=np.float32)
+    for i in range(n):
+        img = Image.new("L", (size, size), 0)
+        draw = ImageDraw.Draw(img)
+        for _ in range(int(rng.integers(strokes[0], strokes[1] + 1))):
+            x, y = rng.uniform(0, size, size=2)
+            w = max(1, int(round(rng.uniform(*width) * size)))
+            r = w / 2
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
+            for _ in range(int(rng.integers(vertices[0], vertices[1] + 1))):
+                a = rng.uniform(0, 2 * math.pi)
+                step = rng.uniform(*length) * size
+                nx = float(np.clip(x + step * math.cos(a), 0, size - 1))
+                ny = float(np.clip(y + step * math.sin(a), 0, size - 1))
+                draw.line((x, y, nx, ny), fill=255, width=w)
+                draw.ellipse((nx - r, ny - r, nx + r, ny + r), fill=255)
+                x, y = nx, ny
+        out[i, 0] = np.asarray(img, dtype=np.float32) > 127
+    return torch.from_numpy(out)
+
+
+__all__ += ["free_form_masks"]

@@ -880,3 +880,28 @@ def test_render_text_lines_draws_given_texts():
     assert lines.texts == words and lines.images.shape == (6, 1, 24, 96)
     with pytest.raises(ValueError, match="texts"):
         data.render_text_lines(3, texts=words)
+
+
+def test_free_form_masks_are_seeded_binary_strokes():
+    m = data.free_form_masks(200, 32, seed=3)
+    assert m.shape == (200, 1, 32, 32) and m.dtype == torch.float32
+    assert set(m.unique().tolist()) <= {0.0, 1.0}
+    frac = m.mean(dim=(1, 2, 3))
+    assert (frac > 0).all() and 0.05 < float(
+        frac.mean()
+    ) < 0.25  # every mask has a hole; about 12 % on average
+    assert torch.equal(m, data.free_form_masks(200, 32, seed=3))
+    assert not torch.equal(m, data.free_form_masks(200, 32, seed=4))
+    wide = data.free_form_masks(200, 32, width=(0.2, 0.25), seed=3)
+    assert float(wide.mean()) > float(frac.mean())  # wider brushes, larger holes
+    # strokes are connected brush lines: almost every hole pixel has a hole neighbour
+    h = m[:, 0].bool()
+    nb = torch.zeros_like(h)
+    nb[:, 1:] |= h[:, :-1]
+    nb[:, :-1] |= h[:, 1:]
+    nb[:, :, 1:] |= h[:, :, :-1]
+    nb[:, :, :-1] |= h[:, :, 1:]
+    assert float((h & nb).sum() / h.sum()) > 0.95
+    assert data.free_form_masks(0, 16).shape == (0, 1, 16, 16)
+    with pytest.raises(ValueError):
+        data.free_form_masks(2, 32, strokes=(3, 1))
