@@ -52,6 +52,7 @@ __all__ = [
     "set_rng_state",
     "set_threads",
     "setup",
+    "unwrap",
     "versions",
 ]
 
@@ -372,8 +373,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["torch_gpu"])
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module under a ``DistributedDataParallel`` (``.module``) or ``torch.compile`` (``._orig_mod``)."""
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module under a ``DistributedDataParallel`` (``.module``) or ``torch.compile`` (``._orig_mod``)
+    wrapper, at any depth; any other module is returned as it is. Introduced in chapter 20."""
     from torch.nn.parallel import DistributedDataParallel
 
     while True:
@@ -411,7 +413,7 @@ def save_checkpoint(
         raise ValueError(f"step must be an int >= 0, got {step!r}")
     path = Path(path)
     payload = {
-        "model": _unwrap(model).state_dict(),
+        "model": unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
@@ -444,7 +446,7 @@ def load_checkpoint(
     Introduced in chapter 20.
     """
     ckpt = torch.load(Path(path), map_location=map_location, weights_only=True)
-    _unwrap(model).load_state_dict(ckpt["model"])
+    unwrap(model).load_state_dict(ckpt["model"])
     for name, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
         if obj is None:
             continue

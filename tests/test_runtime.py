@@ -371,6 +371,16 @@ def test_checkpoint_resumes_the_same_continuation(tmp_path):
     assert not torch.allclose(model3.weight, straight["weight"])
 
 
+def test_unwrap_finds_the_plain_module_under_compile_but_leaves_others():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    assert runtime.unwrap(model) is model
+    holder = torch.nn.Module()
+    holder.module = model  # an attribute called "module" is not a DDP wrapper
+    assert runtime.unwrap(holder) is holder
+    compiled = torch.compile(model, backend="eager")
+    assert runtime.unwrap(compiled) is model
+
+
 def test_checkpoint_is_loaded_with_weights_only_and_unwraps_compiled_models(tmp_path, monkeypatch):
     model = torch.nn.Linear(3, 2)
     wrapped = torch.nn.Module()
