@@ -74,6 +74,7 @@ def simclr_view(
     x: Tensor,
     *,
     scale: tuple[float, float] = (0.3, 1.0),
+    crop: bool = True,
     flip: bool = True,
     color: float = 0.5,
     gray_p: float = 0.2,
@@ -91,6 +92,7 @@ def simclr_view(
     Args:
         x: ``Tensor[N, 3, H, W]`` in [0, 1].
         scale: area range of the crop, within (0, 1].
+        crop: take the random resized crop (``False``: keep the whole image, ``scale`` is ignored).
         flip: mirror half of the images.
         color: strength of the colour gain in [0, 1) (0 turns it off).
         gray_p: probability of turning an image grey, in [0, 1].
@@ -108,7 +110,9 @@ def simclr_view(
     if not 0 <= gray_p <= 1:
         raise ValueError(f"gray_p must be in [0, 1], got {gray_p}")
     n, _, h, w = x.shape
-    out = augment.random_resized_crop(x, (h, w), scale=scale, ratio=(3 / 4, 4 / 3), generator=generator)
+    out = x
+    if crop:
+        out = augment.random_resized_crop(x, (h, w), scale=scale, ratio=(3 / 4, 4 / 3), generator=generator)
     if flip:
         out = augment.random_flip(out, 0.5, generator=generator)
     if color > 0:

@@ -35,6 +35,13 @@ def test_simclr_view_identity_when_everything_off():
     # a full-image crop with ratio drawn in [3/4, 4/3] is shrunk to fit; with ratio 1 it is the identity.
     # here the ratio is random, so compare only the centre statistic loosely: mean colour kept
     torch.testing.assert_close(out.mean((2, 3)), x.mean((2, 3)), atol=0.1, rtol=0)
+    # without the crop (and nothing else on) the view is the image itself
+    assert torch.equal(selfsup.simclr_view(x, crop=False, flip=False, color=0.0, gray_p=0.0), x)
+    # crop off, flip on: every view is the image or its mirror
+    g = torch.Generator().manual_seed(0)
+    out = selfsup.simclr_view(x, crop=False, color=0.0, gray_p=0.0, generator=g)
+    for o, xi in zip(out, x, strict=True):
+        assert torch.equal(o, xi) or torch.equal(o, xi.flip(-1))
 
 
 def test_simclr_view_grey_and_colour():
