@@ -145,6 +145,8 @@ def torchrun_command(
     rdzv_endpoint: str | None = None,
     rdzv_id: str = "course",
     rdzv_backend: str = "c10d",
+    master_addr: str | None = None,
+    master_port: int = 29500,
 ) -> list[str]:
     """The command line that runs ``script`` under ``torchrun`` (as ``python -m torch.distributed.run``,
     so it uses this interpreter and needs no ``torchrun`` on the PATH).
@@ -152,7 +154,9 @@ def torchrun_command(
     One machine (``nnodes=1`` and no endpoint): ``--standalone``, a rendezvous on a free local port.
     Several machines: the same command on each, with ``--nnodes``, the ``--rdzv_endpoint`` host:port
     that every node can reach (a node of the job), a shared ``--rdzv_id``, and optionally a fixed
-    ``--node_rank`` (otherwise the rendezvous assigns ranks).
+    ``--node_rank`` (otherwise the rendezvous assigns ranks). The older static form: ``master_addr``
+    (the host of node 0, reachable from every node) and ``master_port`` with an explicit ``node_rank``
+    on each node (``--master_addr``, ``--master_port``, ``--node_rank``).
     """
     for name, value in (("nproc_per_node", nproc_per_node), ("nnodes", nnodes)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -160,7 +164,14 @@ def torchrun_command(
     if node_rank is not None and not 0 <= node_rank < nnodes:
         raise ValueError(f"node_rank must be in [0, nnodes={nnodes}), got {node_rank}")
     cmd = [sys.executable, "-m", "torch.distributed.run"]
-    if nnodes == 1 and rdzv_endpoint is None:
+    if master_addr is not None:
+        if rdzv_endpoint is not None:
+            raise ValueError("give either rdzv_endpoint (rendezvous) or master_addr (static), not both")
+        if node_rank is None:
+            raise ValueError("the static form (master_addr) needs node_rank on every node")
+        cmd += ["--nnodes", str(nnodes), "--node_rank", str(node_rank)]
+        cmd += ["--master_addr", master_addr, "--master_port", str(master_port)]
+    elif nnodes == 1 and rdzv_endpoint is None:
         cmd += ["--standalone"]
     else:
         if rdzv_endpoint is None:

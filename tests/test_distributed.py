@@ -48,6 +48,12 @@ def test_torchrun_command_standalone_and_multi_node():
     ]:
         assert flags[flags.index(key) + 1] == value
     assert flags[-1] == "train.py"
+    static = distributed.torchrun_command(
+        "train.py", nproc_per_node=4, nnodes=2, node_rank=0, master_addr="node0", master_port=1234
+    )[3:]
+    assert static[: static.index("--nproc_per_node")] == [
+        "--nnodes", "2", "--node_rank", "0", "--master_addr", "node0", "--master_port", "1234"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -57,6 +63,8 @@ def test_torchrun_command_standalone_and_multi_node():
         ({"nnodes": 0}, "nnodes"),
         ({"nnodes": 2}, "rdzv_endpoint"),
         ({"nnodes": 2, "node_rank": 2, "rdzv_endpoint": "h:1"}, "node_rank"),
+        ({"nnodes": 2, "master_addr": "h"}, "needs node_rank"),
+        ({"nnodes": 2, "node_rank": 0, "master_addr": "h", "rdzv_endpoint": "h:1"}, "not both"),
     ],
 )
 def test_torchrun_command_rejects_bad_arguments(kwargs, match):
