@@ -39,8 +39,9 @@
 # learning-rate schedules), [chapter 05](../05_regularization/05_regularization.ipynb) (batch
 # normalization) and [chapter 06](../06_cnns/06_cnns.ipynb) (convolutional networks).
 #
-# **Measured runtime:** 73 s on a 2-core CPU shared with other jobs (load average about 6); alone it
-# is a fraction of that (see the [runtime table](../../assets/runtimes.md)).
+# **Measured runtime:** 105 s on a 2-core CPU shared with other jobs (load average 5-6) with an empty
+# `torch.compile` cache, 74 s with the cache filled by an earlier run; alone it is a fraction of that
+# (see the [runtime table](../../assets/runtimes.md)).
 #
 # **Files:** [20_scaling_up.ipynb](20_scaling_up.ipynb) (notebook, with outputs) · [20_scaling_up.py](20_scaling_up.py) (the paired script instructors edit) · [ddp_train.py](ddp_train.py) (the data-parallel training script that `torchrun` runs)
 
@@ -117,12 +118,8 @@ plt.show()
 # %%
 BATCH = 64
 g_batches = torch.Generator().manual_seed(1)
-batches = [
-    (images[idx], labels[idx])
-    for idx in torch.randperm(len(images), generator=g_batches)[
-        : 8 * BATCH
-    ].split(BATCH)
-]
+order = torch.randperm(len(images), generator=g_batches)
+batches = [(images[i], labels[i]) for i in order[: 8 * BATCH].split(BATCH)]
 
 
 def make_step(
@@ -479,9 +476,15 @@ torch.manual_seed(0)
 init_model = ddp_train.build_model()
 configs = {"fp32 eager": {}, "bf16 autocast": {"dtype": torch.bfloat16}}
 configs["fp32 channels_last"] = {"channels_last": True}
-if on_gpu:  # the device's default: bf16, or fp16 with an active scaler
+if (
+    on_gpu
+):  # float16 needs the scaler; the device's default (bf16 where supported)
+    configs["fp16 autocast + scaler"] = {
+        "dtype": torch.float16,
+        "scaler": runtime.grad_scaler(device, dtype=torch.float16),
+    }
     gpu_dtype = runtime.amp_dtype(device)
-    configs[f"{device.type} default autocast ({gpu_dtype})"] = {
+    configs[f"default autocast ({gpu_dtype})"] = {
         "dtype": gpu_dtype,
         "scaler": runtime.grad_scaler(device),
     }
@@ -579,11 +582,19 @@ def gelu_tanh(x):
     return 0.5 * x * (1 + torch.tanh(0.7978845608 * (x + 0.044715 * x**3)))
 
 
+def cache_hits():
+    """Inductor's count of graphs found in its on-disk cache (a private counter)."""
+    from torch._dynamo.utils import counters
+
+    return counters["inductor"]["fxgraph_cache_hit"]
+
+
 @torch.no_grad()
 def measure_compile(fn, x):
     """First-call time of torch.compile(fn), and eager and compiled seconds per call."""
     out = {"eager": runtime.benchmark(lambda: fn(x), steps=5, repeats=3).best}
     compiled = torch.compile(fn, backend=backend)
+    hits = cache_hits()
     start = time.perf_counter()
     try:
         got = compiled(x)
@@ -592,6 +603,7 @@ def measure_compile(fn, x):
         out["first_call"] = time.perf_counter() - start
         return out
     out["first_call"] = time.perf_counter() - start
+    out["cached"] = cache_hits() > hits
     torch.testing.assert_close(got, fn(x), rtol=1e-4, atol=1e-5)
     out["compiled"] = runtime.benchmark(
         lambda: compiled(x), steps=5, repeats=3
@@ -617,7 +629,8 @@ for name, r in compile_runs.items():
         else "never pays off here"
     )
     print(
-        f"{name}: first call {r['first_call']:.1f} s; eager "
+        f"{name}: first call {r['first_call']:.1f} s "
+        f"({'code from the cache' if r['cached'] else 'code generated now'}); eager "
         f"{1e3 * r['eager']:.2f} ms, compiled {1e3 * r['compiled']:.2f} ms per call "
         f"({r['eager'] / r['compiled']:.2f}x): {verdict}"
     )
@@ -626,10 +639,10 @@ for name, r in compile_runs.items():
 # The compiled functions give the eager outputs (to float32 rounding: fused kernels sum in another
 # order). Whether each pays off, and after how many calls, is printed above for this machine (times
 # are the fastest of 3 repeats). The first call's time includes generating and compiling C++ code
-# unless Inductor's on-disk cache from an earlier run of the same code already holds it. On a CPU a
-# convnet this small spends its time in oneDNN's convolutions, which compiling leaves as they are, so
-# there is little to gain; the elementwise chain is memory-bound and fusion removes most of its
-# memory traffic. Two rules of thumb follow: compile what runs long (a training run of thousands of
+# unless Inductor's on-disk cache from an earlier run of the same code already holds it (the printed
+# line says which). On a CPU a convnet this small spends its time in oneDNN's convolutions, which
+# compiling leaves as they are, so there is little to gain; the elementwise chain is memory-bound and
+# fusion removes most of its memory traffic. Two rules of thumb follow: compile what runs long (a training run of thousands of
 # steps, a served model), not a cell you run once; and keep shapes fixed, since a new input shape
 # triggers a new compilation (`dynamic=True` trades some speed for fewer recompilations).
 #
@@ -818,7 +831,7 @@ for r in (0, 1):
         (f"shard{r}", f"fwd{r}"),
         (f"fwd{r}", f"grad{r}"),
         (f"grad{r}", "ar"),
-        ("ar", f"step{r}", "-", "ḡ"),
+        ("ar", f"step{r}"),
     ]
 viz.diagram(
     ddp_blocks,
@@ -1059,6 +1072,13 @@ two_nodes = distributed.torchrun_command(
     nproc_per_node=8, nnodes=2, rdzv_endpoint="node0.example:29500", rdzv_id="job42",
 )  # fmt: skip
 print("python " + " ".join(two_nodes[1:]))
+static = distributed.torchrun_command(
+    "ddp_train.py", "--out", "results", nproc_per_node=8, nnodes=2,
+    node_rank=0, master_addr="node0.example", master_port=29500,
+)  # fmt: skip
+print(
+    "python " + " ".join(static[1:]) + "   # on node0; --node_rank 1 on node1"
+)
 
 # %% [markdown]
 # - `--nnodes 2`: the number of machines (`--nnodes 1:4` allows elastic jobs between 1 and 4).
@@ -1135,7 +1155,7 @@ fig, ax = plt.subplots(figsize=(9, 3.6))
 shown = [r for r in rows if np.isfinite(r[3])]
 groups = sorted({r[0] for r in shown}, key=[r[0] for r in shown].index)
 ax.barh(
-    [f"{r[0]}: {r[1].split(';')[0]}" for r in shown],
+    [f"{r[0].split(' (')[0]}: {r[1]}" for r in shown],
     [r[4] for r in shown],
     color=[viz.color(groups.index(r[0])) for r in shown],
 )
@@ -1152,10 +1172,12 @@ plt.show()
 #
 # A larger batch usually processes more images per second: the fixed cost of each step (Python,
 # operator launches, the optimizer, on a GPU the kernel launches) is shared by more images, and larger
-# matrix products use the hardware better, until the device is saturated. Gradient accumulation does
-# not change the throughput of a micro-batch: $k$ micro-batches of $b$ take $k$ times as long as one,
-# and buy the large batch's gradient without its memory. The measurement below times a training step
-# at several micro-batch sizes (the fastest of three rounds over all sizes).
+# matrix products use the hardware better, until the device is saturated; on a CPU the curve often
+# flattens or falls again for large batches, once the activations outgrow the processor's caches
+# (compare with the measured curve below). Gradient accumulation does not change the throughput of a
+# micro-batch: $k$ micro-batches of $b$ take $k$ times as long as one, and buy the large batch's
+# gradient without its memory. The measurement below times a training step at several micro-batch
+# sizes (the fastest of three rounds over all sizes).
 
 # %%
 micro_sizes = [4, 8, 16, 32, 64, 128]
@@ -1178,9 +1200,8 @@ def step_at(b):
 
 steps_at = {b: step_at(b) for b in micro_sizes}
 step_time = {b: float("inf") for b in micro_sizes}
-for _ in range(
-    3
-):  # rounds over all sizes, so that a busy moment hits every size
+# three rounds over all sizes, so that a busy moment hits every size
+for _ in range(3):
     for b, fn in steps_at.items():
         t = runtime.benchmark(fn, steps=2, warmup=1, repeats=1).best
         step_time[b] = min(step_time[b], t)
