@@ -160,3 +160,21 @@ def test_run_isolated_kills_the_whole_group_on_timeout(tmp_path):
 def test_kill_group_of_a_finished_group_is_a_no_op():
     done = distributed.run_isolated([sys.executable, "-c", "pass"], timeout_s=60)
     assert distributed.kill_group(done.pgid) is True
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc")
+def test_a_hung_torchrun_job_leaves_no_worker_behind(tmp_path):
+    """torchrun with two workers that hang: after the timeout neither torchrun nor a worker runs."""
+    script = tmp_path / "hang.py"
+    script.write_text(
+        "import os, time\n"
+        f"open(os.path.join({str(tmp_path)!r}, 'w' + os.environ['RANK']), 'w').write(str(os.getpid()))\n"
+        "time.sleep(120)\n"
+    )
+    cmd = distributed.torchrun_command(script, nproc_per_node=2)
+    with pytest.raises(subprocess.TimeoutExpired):
+        distributed.run_isolated(cmd, timeout_s=12, cwd=tmp_path)
+    pids = [int((tmp_path / f"w{r}").read_text()) for r in range(2) if (tmp_path / f"w{r}").exists()]
+    assert not any(_pid_running(p) for p in pids), "a torchrun worker survived the timeout"
+    if len(pids) < 2:
+        pytest.skip("torchrun had not started both workers within the timeout (a loaded machine)")
