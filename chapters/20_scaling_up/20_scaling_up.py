@@ -39,7 +39,7 @@
 # learning-rate schedules), [chapter 05](../05_regularization/05_regularization.ipynb) (batch
 # normalization) and [chapter 06](../06_cnns/06_cnns.ipynb) (convolutional networks).
 #
-# **Measured runtime:** 105 s on a 2-core CPU shared with other jobs (load average 5-6) with an empty
+# **Measured runtime:** 98 s on a 2-core CPU shared with other jobs (load average 5-7) with an empty
 # `torch.compile` cache, 74 s with the cache filled by an earlier run; alone it is a fraction of that
 # (see the [runtime table](../../assets/runtimes.md)).
 #
@@ -307,7 +307,8 @@ class SlowAugmented(Dataset):
 
 
 slow_data = SlowAugmented(images[:128], labels[:128])
-# fork starts workers fastest; "spawn" (the default on macOS and Windows) also works
+# fork copies this process, so the workers know the class defined above; with
+# "spawn" (the default on macOS and Windows) it must live in an importable module
 start_method = (
     "fork" if "fork" in multiprocessing.get_all_start_methods() else None
 )
@@ -938,10 +939,10 @@ print("3 ranks, 10 items, padded:", padded)
 # `--nproc_per_node` copies of the script, sets `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR` and
 # `MASTER_PORT` for each, and restarts or stops them together.
 #
-# The notebook runs it as a subprocess with 2 processes on the CPU, in its own process group with a
-# timeout: `distributed.run_isolated` kills torchrun and all its workers if anything goes wrong, and the
-# cell checks afterwards that none is left. The one-process reference runs the script's `train`
-# function here, with the whole global batch of 32.
+# The notebook runs it as a subprocess with 2 processes (on the CPU, unless the machine has a GPU for
+# each), in its own process group with a timeout: `distributed.run_isolated` kills torchrun and all
+# its workers if anything goes wrong, and the cell checks afterwards that none is left. The
+# one-process reference runs the script's `train` function here, with the whole global batch of 32.
 
 # %%
 NPROC, GLOBAL_BATCH, EPOCHS, LR, N_DDP = 2, 32, 2, 0.05, 256
@@ -1003,16 +1004,19 @@ def max_gap(state_a, state_b):
 
 
 # %%
+# float32 defaults on a CPU; GPUs run convolutions in TF32 (10-bit mantissa)
+step1_tol = {} if ddp_device == "cpu" else {"rtol": 1e-3, "atol": 1e-4}
+final_tol = (
+    {"rtol": 1e-3, "atol": 1e-4} if ddp_device == "cpu" else {"atol": 1e-2}
+)
 for (name, a), b in zip(
     ref["first_step_state"].items(), ddp_step1.values(), strict=True
 ):
-    torch.testing.assert_close(b, a, msg=f"{name}: step 1, 2 processes != 1")
+    torch.testing.assert_close(b, a, msg=f"{name}: step 1", **step1_tol)
 for (name, a), b in zip(
     ref_model.state_dict().items(), ddp_weights.values(), strict=True
 ):
-    torch.testing.assert_close(
-        b.cpu(), a.cpu(), rtol=1e-3, atol=1e-4, msg=f"{name}: 2 processes != 1"
-    )
+    torch.testing.assert_close(b.cpu(), a.cpu(), msg=name, **final_tol)
 for r in ranks:
     assert r["all_reduce_max_diff"] < 1e-6, "DDP != the average of the ranks"
 for e in range(EPOCHS):  # a step's two shards make up the one-process batch
@@ -1022,7 +1026,8 @@ mean_rank_loss = np.mean([r["losses"] for r in ranks], axis=0)
 np.testing.assert_allclose(mean_rank_loss, ref["losses"], rtol=1e-4, atol=1e-5)
 ddp_gap = max_gap(ref_model.state_dict(), ddp_weights)
 lone_gap = max_gap(ref_model.state_dict(), lone_model.state_dict())
-assert lone_gap > 100 * ddp_gap, (
+margin = 100 if ddp_device == "cpu" else 5
+assert lone_gap > margin * ddp_gap, (
     "without the all-reduce the weights should differ far more than rounding: "
     f"{lone_gap:.1e} against {ddp_gap:.1e}"
 )
