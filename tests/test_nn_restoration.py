@@ -154,6 +154,7 @@ def test_gated_conv_matches_definition_gate_in_unit_interval():
     hole = torch.zeros(2, 1, 10, 10)
     hole[..., 3:6, 3:6] = 1
     assert net(torch.rand(2, 3, 10, 10), hole).shape == (2, 3, 10, 10)
-    assert len(net.layers) == 5 and all(isinstance(layer, R.GatedConv2d) for layer in net.layers)
+    assert len(net.layers) == 4 and all(isinstance(layer, R.GatedConv2d) for layer in net.layers)
+    assert [layer.feature.dilation[0] for layer in net.layers] == [1, 2, 4, 2]
     comp = net.composite(torch.zeros(2, 3, 10, 10), torch.ones(2, 3, 10, 10), hole)
     assert torch.equal(comp, 1 - hole.expand(2, 3, 10, 10))

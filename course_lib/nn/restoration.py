@@ -228,10 +228,11 @@ class PixelShuffle(nn.Module):
 class ESPCN(nn.Module):
     """ESPCN (Shi et al., 2016): all convolutions at low resolution, then one sub-pixel shuffle.
 
-    conv 5x5 (``channels -> widths[0]``) -> ReLU -> conv 3x3 (``-> widths[1]``) -> ReLU -> conv 3x3
-    (``-> channels r^2``) -> :class:`PixelShuffle` ``(r)``. With ``residual=True`` the network predicts a
+    conv 5x5 (``channels -> widths[0]``) -> tanh -> conv 3x3 (``-> widths[1]``) -> tanh ... -> conv 3x3
+    (``-> channels r^2``) -> :class:`PixelShuffle` ``(r)`` (the paper's ``widths`` are (64, 32)). With ``residual=True`` the network predicts a
     correction added to the bicubic upsampling of the input (the last conv starts at zero, so the
-    untrained model *is* bicubic).
+    untrained model *is* bicubic). tanh, as in the paper: ReLUs behind a zero-initialized layer can all
+    die in the first Adam steps (seen here with an L1 loss), after which the model stays bicubic.
 
     Shapes:
         ``Tensor[N, channels, H, W] -> Tensor[N, channels, H r, W r]``.
@@ -243,19 +244,18 @@ class ESPCN(nn.Module):
         super().__init__()
         self.channels = _check_int("channels", channels)
         self.scale = _check_int("scale", scale, 2)
-        w1, w2 = (_check_int(f"widths[{i}]", w) for i, w in enumerate(widths))
+        widths = [_check_int(f"widths[{i}]", w) for i, w in enumerate(widths)]
+        if not widths:
+            raise ValueError("widths must list at least one hidden layer")
         self.residual = residual
-        self.body = nn.Sequential(
-            nn.Conv2d(channels, w1, 5, padding=2),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(w1, w2, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(w2, channels * scale * scale, 3, padding=1),
-            PixelShuffle(scale),
-        )
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip([channels, *widths[:-1]], widths, strict=True)):
+            layers += [nn.Conv2d(a, b, 5 if i == 0 else 3, padding=2 if i == 0 else 1), nn.Tanh()]
+        self.last = nn.Conv2d(widths[-1], channels * scale * scale, 3, padding=1)
+        self.body = nn.Sequential(*layers, self.last, PixelShuffle(scale))
         if residual:
-            nn.init.zeros_(self.body[4].weight)
-            nn.init.zeros_(self.body[4].bias)
+            nn.init.zeros_(self.last.weight)
+            nn.init.zeros_(self.last.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_images(x, "x", self.channels)
@@ -377,30 +377,38 @@ class PartialConvNet(nn.Module):
 
 
 class GatedConvNet(nn.Module):
-    """A small inpainting network of :class:`GatedConv2d` with dilations (1, 2, 4, 2, 1 by default).
+    """A small inpainting network: :class:`GatedConv2d` layers with dilations (1, 2, 4, 2 by default),
+    then a plain 3x3 convolution to the image.
 
-    Input, as in DeepFill v2: ``cat(image * (1 - hole) + hole, hole)`` (hole pixels set to 1, plus the
-    mask as a 4th channel); output: the full image (the last layer has no activation).
+    Input, as in DeepFill v2: ``cat(image * (1 - hole) + fill * hole, hole)`` (hole pixels set to
+    ``fill``, plus the mask as a 4th channel); output: the full image. The last layer is ungated: a product of gates
+    in every layer (each about 0.5 at initialization) shrinks the signal and slowed training here.
     """
 
     def __init__(
-        self, channels: int = 3, width: int = 16, dilations: Sequence[int] = (1, 2, 4, 2, 1)
+        self,
+        channels: int = 3,
+        width: int = 16,
+        dilations: Sequence[int] = (1, 2, 4, 2),
+        *,
+        fill: float = 1.0,
     ) -> None:
         super().__init__()
+        self.fill = float(fill)
         dil = list(dilations)
-        if len(dil) < 2:
-            raise ValueError(f"dilations must list at least 2 layers, got {dilations!r}")
-        chans = [channels + 1, *([width] * (len(dil) - 1)), channels]
+        if not dil:
+            raise ValueError(f"dilations must list at least 1 gated layer, got {dilations!r}")
+        chans = [channels + 1, *([width] * len(dil))]
         self.layers = nn.ModuleList(
-            GatedConv2d(a, b, dilation=d, activation=nn.Identity() if i == len(dil) - 1 else None)
-            for i, (a, b, d) in enumerate(zip(chans[:-1], chans[1:], dil, strict=True))
+            GatedConv2d(a, b, dilation=d) for a, b, d in zip(chans[:-1], chans[1:], dil, strict=True)
         )
+        self.out = nn.Conv2d(width, channels, 3, padding=1)
 
     def forward(self, x: Tensor, hole: Tensor) -> Tensor:
         hole = hole.to(x)
-        h = torch.cat([x * (1 - hole) + hole, hole], dim=1)
+        h = torch.cat([x * (1 - hole) + self.fill * hole, hole], dim=1)
         for layer in self.layers:
             h = layer(h)
-        return h
+        return self.out(h)
 
     composite = staticmethod(PartialConvNet.composite)
