@@ -246,10 +246,6 @@ def amp_dtype(device: torch.device | str, dtype: torch.dtype | None = None) -> t
     return None
 
 
-def _amp_dtype(device: torch.device) -> torch.dtype | None:  # kept for callers of the old name
-    return amp_dtype(device)
-
-
 @contextlib.contextmanager
 def autocast(
     device: torch.device | str, enabled: bool = True, dtype: torch.dtype | None = None
