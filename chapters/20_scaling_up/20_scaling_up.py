@@ -39,9 +39,7 @@
 # learning-rate schedules), [chapter 05](../05_regularization/05_regularization.ipynb) (batch
 # normalization) and [chapter 06](../06_cnns/06_cnns.ipynb) (convolutional networks).
 #
-# **Measured runtime:** 98 s on a 2-core CPU shared with other jobs (load average 5-7) with an empty
-# `torch.compile` cache, 74 s with the cache filled by an earlier run; alone it is a fraction of that
-# (see the [runtime table](../../assets/runtimes.md)).
+# **Measured runtime:** not measured yet.
 #
 # **Files:** [20_scaling_up.ipynb](20_scaling_up.ipynb) (notebook, with outputs) · [20_scaling_up.py](20_scaling_up.py) (the paired script instructors edit) · [ddp_train.py](ddp_train.py) (the data-parallel training script that `torchrun` runs)
 
