@@ -121,3 +121,18 @@ def test_text_encoder_mean_pool_averages_the_tokens_up_to_eos():
     torch.testing.assert_close(enc(ids2, eos2), ref)  # padding is not averaged in
     with pytest.raises(ValueError, match="pool"):
         text.TextEncoder(len(tok), pool="max")
+
+
+def test_text_encoder_depth_zero_is_factored():
+    """depth 0: a sum of per-token terms, so swapping one word moves the output by the same vector."""
+    torch.manual_seed(0)
+    caps = ["a small red circle", "a small red square", "a large blue circle", "a large blue square"]
+    tok = text.WordTokenizer(caps)
+    enc = text.TextEncoder(len(tok), dim=16, embed_dim=8, depth=0, max_len=8, pool="mean")
+    assert len(enc.blocks) == 0
+    out = enc(*tok.encode(caps))
+    torch.testing.assert_close(out[0] - out[1], out[2] - out[3])
+    with pytest.raises(ValueError, match="pool='mean'"):
+        text.TextEncoder(len(tok), depth=0)
+    with pytest.raises(ValueError, match="depth"):
+        text.TextEncoder(len(tok), depth=-1, pool="mean")

@@ -110,7 +110,9 @@ class TextEncoder(nn.Module):
         vocab_size: number of token ids.
         dim: width of the transformer.
         embed_dim: width of the joint embedding space.
-        depth, num_heads: transformer blocks and heads.
+        depth, num_heads: transformer blocks and heads. ``depth=0`` (with ``pool="mean"``) gives a
+            factored text tower: its output is a sum of per-token terms (each word with its position),
+            so the words of a caption cannot interact.
         max_len: longest sequence (learned positions).
         pool: ``"eos"`` (CLIP: the ``<eos>`` token's activation) or ``"mean"`` (the mean over the
             tokens up to and including ``<eos>``).
@@ -139,11 +141,15 @@ class TextEncoder(nn.Module):
             ("vocab_size", vocab_size),
             ("dim", dim),
             ("embed_dim", embed_dim),
-            ("depth", depth),
             ("num_heads", num_heads),
             ("max_len", max_len),
         ):
             _check_int(name, v)
+        _check_int("depth", depth, minimum=0)
+        if depth == 0 and pool != "mean":
+            raise ValueError(
+                "depth 0 (no transformer block) needs pool='mean': the <eos> token alone sees no words"
+            )
         self.max_len = max_len
         self.token = nn.Embedding(vocab_size, dim)
         self.pos = nn.Parameter(torch.randn(max_len, dim) * 0.02)
