@@ -53,15 +53,16 @@ from tqdm.auto import trange
 
 from course_lib import data, exercises, losses, optim, runtime, selfsup, viz
 
-device = runtime.setup(seed=0)
+SEED = 0
+device = runtime.setup(seed=SEED)
 
 # %% [markdown]
 # ## The problem: shapes whose colour is a nuisance
 #
 # Self-supervised learning is only worth measuring where a random encoder is poor. On coloured shapes
 # on a black background, a CNN with *random* weights followed by a linear classifier already
-# separates circles, squares and triangles almost perfectly (the notes' demo measured 0.96): there is
-# nothing left for pre-training to add. So the images here are hard: one shape per image, of a random
+# separates circles, squares and triangles almost perfectly (the prototype of this demo measured
+# 0.96): there is nothing left for pre-training to add. So the images here are hard: one shape per image, of a random
 # colour and brightness, on a textured background with distractor strokes and strong pixel noise.
 # The label is the shape; colour, brightness, position and clutter are nuisances the representation
 # should ignore.
@@ -135,6 +136,14 @@ plt.show()
 
 
 # %%
+class ChannelsLast(nn.Module):
+    """Stores the batch channels-last (N, H, W, C in memory): a speed-up of the
+    convolutions on a CPU, the values are unchanged."""
+
+    def forward(self, x):
+        return x.contiguous(memory_format=torch.channels_last)
+
+
 def make_encoder():
     """Three conv-BN-ReLU-pool blocks (16, 32, 64 channels) and global average pooling: 64 features."""
 
@@ -147,19 +156,21 @@ def make_encoder():
         )
 
     return nn.Sequential(
+        ChannelsLast(),
         block(3, 16),
         block(16, 32),
         block(32, 64),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
-    ).to(device)
+    ).to(device, memory_format=torch.channels_last)
 
 
 WEIGHT_DECAYS = (1e-3, 1e-2, 1e-1)
 
 
 def evaluate(encoder):
-    """Probe accuracy on test (weight decay chosen on validation) and 5-NN test accuracy."""
+    """Probe and 5-NN accuracy on test (the probe's weight decay chosen on
+    validation), and the same two on validation, for choices."""
     h_tr, h_va, h_te = (
         selfsup.embed(encoder, x) for x in (x_train, x_val, x_test)
     )
@@ -174,10 +185,20 @@ def evaluate(encoder):
         ),
         "knn": selfsup.knn_accuracy(h_tr, y_train, h_te, y_test, k=5),
         "weight decay": wd,
+        "val probe": val_acc[wd],
+        "val knn": selfsup.knn_accuracy(h_tr, y_train, h_va, y_val, k=5),
     }
 
 
-torch.manual_seed(0)
+def show(name):
+    r = results[name]
+    print(
+        f"{name}: probe {r['probe']:.3f}, 5-NN {r['knn']:.3f} on test; "
+        f"probe {r['val probe']:.3f} on val (weight decay {r['weight decay']:g})"
+    )
+
+
+torch.manual_seed(SEED)
 random_encoder = make_encoder()
 h_tr = selfsup.embed(random_encoder, x_train).cpu()
 h_te = selfsup.embed(random_encoder, x_test).cpu()
@@ -208,7 +229,7 @@ print(
     f"probe: ours {ours:.3f}, scikit-learn {theirs:.3f}; 5-NN: ours {our_knn:.3f}, "
     f"scikit-learn {sk_knn_acc:.3f}"
 )
-print("random encoder:", results["random encoder"])
+show("random encoder")
 
 # %% [markdown]
 # The random encoder's probe is above chance (1/3) but far from perfect (0.42 to 0.47 over three
@@ -238,7 +259,7 @@ print("rotation batch:", tuple(x4.shape), "labels", r4.tolist())
 
 
 # %%
-def train_rotation(steps=150, batch=64, seed=0):
+def train_rotation(steps=120, batch=64, seed=SEED):
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     encoder, head = make_encoder(), nn.Linear(64, 4).to(device)
@@ -261,10 +282,10 @@ def train_rotation(steps=150, batch=64, seed=0):
 rotation_encoder, rotation_curve, rotation_acc = train_rotation()
 results["rotation"] = evaluate(rotation_encoder)
 print(f"rotation accuracy on test images: {rotation_acc:.3f} (chance 0.25)")
-print("rotation pretext:", results["rotation"])
+show("rotation")
 
 # %% [markdown]
-# The pretext task itself is barely learned in 150 steps: rotation accuracy on test images was 0.27
+# The pretext task itself is barely learned in 120 steps: rotation accuracy on test images was 0.30
 # to 0.36 over three seeds, against 0.25 for chance. Yet the probe rises above the random encoder's
 # on every seed: the features the network started to build for the pretext task carry shape
 # information. Pretext accuracy and downstream quality are different numbers; only the second is the
@@ -317,7 +338,7 @@ print("from scratch, course_lib and scikit-learn agree on the centroids")
 
 
 # %%
-def train_deepcluster(rounds=2, k=12, steps=60, batch=64, seed=0):
+def train_deepcluster(rounds=2, k=12, steps=60, batch=64, seed=SEED):
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     encoder = make_encoder()
@@ -349,7 +370,7 @@ results["DeepCluster"] = evaluate(deepcluster_encoder)
 print("cluster sizes per round (largest first):")
 for r, s in enumerate(cluster_sizes):
     print(f"  round {r}: {s.tolist()}")
-print("DeepCluster:", results["DeepCluster"])
+show("DeepCluster")
 
 # %% [markdown]
 # ## SimCLR: contrastive learning with NT-Xent
@@ -373,19 +394,22 @@ print("DeepCluster:", results["DeepCluster"])
 # between two views of one image cannot be used to pair them. SimCLR's ablation found the pair
 # *random crop + colour distortion* far ahead of any single one: with crops alone, the two views of an
 # image share their colour histogram, and the network pairs them by colour. On our shapes colour is
-# exactly the nuisance, so `selfsup.simclr_view` crops (area 50-100 %, so the shape stays in view),
-# flips, multiplies each channel by a random gain (a hue change) and turns 20 % of the views grey.
+# exactly the nuisance, so `selfsup.simclr_view` crops (area 30-100 % of the image, resized back to
+# 32 px), flips, multiplies each channel by a random gain (a hue change) and turns 20 % of the views
+# grey. The crop range (30 % against 50 % as the smallest area) and Adam's learning rate (2e-3, 4e-3,
+# 8e-3) were chosen on the validation split, over three seeds, while this chapter was written; the
+# temperature is chosen below, and the ablation measures what crop and colour each contribute.
 # Move the slider to see views of one image at another colour strength.
 
 # %%
-SIMCLR_VIEW = dict(scale=(0.5, 1.0), color=0.6, gray_p=0.2)
+SIMCLR_VIEW = dict(scale=(0.3, 1.0), color=0.6, gray_p=0.2)
 
 
 def show_views(color=0.6, ax_row=None):
     gen = torch.Generator().manual_seed(0)
     img = x_train[:1].expand(6, -1, -1, -1)
     views = selfsup.simclr_view(
-        img, scale=(0.5, 1.0), color=color, gray_p=0.2, generator=gen
+        img, **dict(SIMCLR_VIEW, color=color), generator=gen
     )
     viz.show_images(
         torch.cat([x_train[:1], views]).cpu(),
@@ -436,57 +460,142 @@ viz.diagram(
 plt.show()
 
 # %%
-SIMCLR = dict(steps=300, batch=64, temperature=0.2, lr=2e-3)
+SIMCLR = dict(batch=64, lr=4e-3)  # Adam
+TEMPERATURES = (0.1, 0.2, 0.5)
+SWEEP_STEPS, TOTAL_STEPS = 50, 300
 
 
-def train_simclr(steps, batch, temperature, lr, seed=0, monitor_every=100):
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    encoder = make_encoder()
-    head = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 32))
-    head = head.to(device)
-    opt = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=lr)
-    curve, monitor = [], []
-    for step in trange(steps, desc="SimCLR"):
-        idx = torch.randint(0, len(x_unlab), (batch,), generator=gen)
-        v1, v2 = selfsup.simclr_views(
-            x_unlab[idx], generator=gen, **SIMCLR_VIEW
+def train_simclr(
+    steps, temperature, view=SIMCLR_VIEW, run=None, seed=SEED, desc="SimCLR"
+):
+    """SimCLR for `steps` steps, from scratch or continuing `run` (a dict with
+    the encoder, head, optimizer, generator, loss curve and k-NN monitor)."""
+    if run is None:
+        torch.manual_seed(seed)
+        encoder = make_encoder()
+        head = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 32))
+        params = [*encoder.parameters(), *head.parameters()]
+        run = dict(
+            encoder=encoder,
+            head=head.to(device),
+            opt=torch.optim.Adam(params, lr=SIMCLR["lr"]),
+            gen=torch.Generator().manual_seed(seed),
+            curve=[],
+            monitor=[],
         )
+    encoder, head, opt, gen = (
+        run[k] for k in ("encoder", "head", "opt", "gen")
+    )
+    for _ in trange(steps, desc=desc):
+        idx = torch.randint(0, len(x_unlab), (SIMCLR["batch"],), generator=gen)
+        v1, v2 = selfsup.simclr_views(x_unlab[idx], generator=gen, **view)
         loss = losses.nt_xent(head(encoder(v1)), head(encoder(v2)), temperature)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        curve.append(loss.item())
-        if (step + 1) % monitor_every == 0:
+        run["curve"].append(loss.item())
+        if len(run["curve"]) % 40 == 0:  # the k-NN monitor, on validation
             h_tr = selfsup.embed(encoder, x_train)
             h_va = selfsup.embed(encoder, x_val)
-            monitor.append(
-                (step + 1, selfsup.knn_accuracy(h_tr, y_train, h_va, y_val))
-            )
-    return encoder, head, curve, monitor
+            knn = selfsup.knn_accuracy(h_tr, y_train, h_va, y_val)
+            run["monitor"].append((len(run["curve"]), knn))
+    return run
 
 
-simclr_encoder, simclr_head, simclr_curve, simclr_monitor = train_simclr(
-    **SIMCLR
+# %% [markdown]
+# ### Choosing the temperature on validation
+#
+# The temperature decides how the loss spreads its push over the negatives: a low $\tau$ puts nearly
+# all of it on the few negatives most similar to the anchor, a high one treats them all alike. SimCLR
+# used 0.1 to 0.5 depending on the batch size. Three short runs (50 steps each, the same
+# initialization and batches), compared by the probe's accuracy on the **validation** split; the
+# winner is then trained on to 300 steps, and only that final encoder is scored on test.
+
+# %%
+sweep = {
+    tau: train_simclr(SWEEP_STEPS, tau, desc=f"tau = {tau}")
+    for tau in TEMPERATURES
+}
+val_probe = {
+    tau: evaluate(run["encoder"])["val probe"] for tau, run in sweep.items()
+}
+TAU = max(val_probe, key=val_probe.get)
+base_val = results["random encoder"]["val probe"]
+print(
+    f"validation probe after {SWEEP_STEPS} steps (random encoder {base_val:.3f}):"
 )
+for tau, acc in val_probe.items():
+    print(f"  tau = {tau}: {acc:.3f} ({acc - base_val:+.3f})")
+print("chosen: tau =", TAU)
+
+# %% [markdown]
+# On the seed shown the sweep's choice is printed above; over three seeds it chose $\tau = 0.2$ twice
+# and $0.5$ once, and the three temperatures were within 0.02 to 0.03 of each other at this length, so
+# the choice matters less here than the augmentations do.
+#
+# ### The augmentations that matter, measured
+#
+# The same short run at the chosen temperature, with half of the augmentation taken away: **crop
+# only** (no colour gain, no grey) and **colour only** (whole images, no crop; the flips stay in all
+# three).
+
+# %%
+VIEWS = {
+    "crop + colour": SIMCLR_VIEW,
+    "crop only": dict(SIMCLR_VIEW, color=0.0, gray_p=0.0),
+    "colour only": dict(SIMCLR_VIEW, crop=False),
+}
+ablation = {"crop + colour": val_probe[TAU]}
+for name in ("crop only", "colour only"):
+    run = train_simclr(SWEEP_STEPS, TAU, view=VIEWS[name], desc=name)
+    ablation[name] = evaluate(run["encoder"])["val probe"]
+print(f"validation probe after {SWEEP_STEPS} steps, tau = {TAU}:")
+for name, acc in ablation.items():
+    print(
+        f"  {name:14s} {acc:.3f} ({acc - base_val:+.3f} over the random encoder)"
+    )
+
+# %% [markdown]
+# Over three seeds (validation probe after 50 steps): crop + colour 0.56 to 0.59, crop only 0.52 to
+# 0.56, colour only 0.52 to 0.56. The pair was ahead on all three seeds, but by 0.00 to 0.07, a
+# smaller gap than SimCLR's ImageNet ablation found: these are short runs on a small problem, where
+# each augmentation alone already makes a task that teaches something. The assert checks what held on
+# every seed, with a margin: the pair beats the mean of the two single augmentations (it did by 0.02
+# to 0.06).
+
+# %%
+single = (ablation["crop only"] + ablation["colour only"]) / 2
+assert ablation["crop + colour"] > single, (
+    "expected crop + colour to beat the mean of the single augmentations on "
+    f"validation, got {ablation['crop + colour']:.3f} vs {single:.3f}"
+)
+
+# %% [markdown]
+# ### The full run
+#
+# The chosen run continues to 300 steps.
+
+# %%
+simclr = train_simclr(TOTAL_STEPS - SWEEP_STEPS, TAU, run=sweep[TAU])
+simclr_encoder, simclr_head = simclr["encoder"], simclr["head"]
 results["SimCLR"] = evaluate(simclr_encoder)
-print("SimCLR:", results["SimCLR"])
+show("SimCLR")
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-axes[0].plot(simclr_curve, color=viz.color(0), lw=0.8)
+axes[0].plot(simclr["curve"], color=viz.color(0), lw=0.8)
 axes[0].axhline(
     np.log(2 * SIMCLR["batch"] - 1), color="grey", ls="--", label="log(2N - 1)"
 )
-axes[0].set(xlabel="step", ylabel="NT-Xent", title="SimCLR loss")
+axes[0].set(xlabel="step", ylabel="NT-Xent", title=f"SimCLR loss (tau = {TAU})")
 axes[0].legend()
-steps_m, knn_m = zip(*simclr_monitor, strict=True)
+steps_m, knn_m = zip(*simclr["monitor"], strict=True)
 axes[1].plot(steps_m, knn_m, "o-", color=viz.color(1), label="SimCLR")
 axes[1].axhline(
-    results["random encoder"]["knn"],
+    results["random encoder"]["val knn"],
     color="grey",
     ls="--",
-    label="random (test)",
+    label="random encoder",
 )
 axes[1].set(xlabel="step", ylabel="5-NN accuracy", title="k-NN monitor (val)")
 axes[1].legend()
@@ -494,17 +603,27 @@ plt.show()
 
 # %% [markdown]
 # The loss starts at $\log(2N - 1) \approx 4.85$, the loss of an encoder that cannot tell the
-# positive from the 126 other views, and falls as the views of one image become recognizable.
+# positive from the 126 other views, and falls as the views of one image become recognizable. The k-NN
+# monitor, on the other hand, hardly moves here (within a few points of the random encoder's on every
+# seed) while the probe gains 15 points or more: the shape information sits in a few directions of the
+# 64 features, which the probe finds and which cosine distances over all 64 do not show. A cheap
+# monitor has to be checked against the real evaluation before it is trusted.
 #
-# **The bar.** Over three seeds of the whole pipeline (encoder initialization, batches, views), the
-# SimCLR probe beat the same encoder with random weights by +0.13, +0.20 and +0.14 at these settings
-# (300 steps). That is less than the notes' demo claims (+0.15 reached at 500 steps, on a different
-# data set): the assert below sits under the worst seed, at +0.09, not at the notes' margin.
+# **The bar.** The prototype of this demo asked the SimCLR probe to beat the random encoder's by 0.15.
+# Over three seeds of the whole pipeline here (encoder initialization, batches, views, the temperature
+# choice) the gain was +0.173, +0.181 and +0.151: test probe 0.60 to 0.63 against 0.42 to 0.47. The
+# worst seed sits at that margin, not above it, so an assert at 0.15 would fail on a last-digit change
+# on another CPU; the assert uses 0.12, 0.03 under the worst seed. While the chapter was written, a
+# higher or lower learning rate, stronger colour or crop augmentation, blur or noise added to the
+# views, and a projection head with batch normalization were each tried over three seeds; none lifted
+# the worst seed clearly above +0.15 within 300 steps. The prototype reached +0.30 after 500 steps on
+# its data; longer training is what would buy the margin, and it does not fit this chapter's budget.
 
 # %%
+BAR = 0.12
 gain = results["SimCLR"]["probe"] - results["random encoder"]["probe"]
-assert gain >= 0.09, (
-    f"expected the SimCLR probe to beat the random encoder by >= 0.09, got "
+assert gain >= BAR, (
+    f"expected the SimCLR probe to beat the random encoder by >= {BAR}, got "
     f"{results['SimCLR']['probe']:.3f} vs {results['random encoder']['probe']:.3f}"
 )
 print(f"SimCLR probe gain over the random encoder: {gain:+.3f}")
@@ -555,9 +674,9 @@ plt.show()
 # stop-gradient (with a slowly moving target) make the collapsed solution unstable in practice,
 # though nothing in the loss forbids it. The collapse monitor measures it: the mean per-dimension
 # standard deviation of the normalized embeddings, 0 when everything maps to one vector, about
-# $1/\sqrt{d}$ when they spread over $d$ dimensions. Below, BYOL (120 steps) against the same
+# $1/\sqrt{d}$ when they spread over $d$ dimensions. Below, BYOL (60 steps) against the same
 # network with the predictor removed and the target equal to the online network ($\tau = 0$; the
-# stop-gradient stays), the ablation SimSiam's authors found to collapse at once (40 steps here).
+# stop-gradient stays), the ablation SimSiam's authors found to collapse at once (30 steps here).
 
 
 # %% tags=["hide-input"]
@@ -605,7 +724,7 @@ torch.testing.assert_close(
 
 
 def train_byol(
-    steps=120, batch=64, lr=2e-3, base_decay=0.99, predictor=True, seed=0
+    steps=60, batch=64, lr=2e-3, base_decay=0.99, predictor=True, seed=SEED
 ):
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -650,15 +769,16 @@ def train_byol(
                     selfsup.embedding_spread(selfsup.embed(online, x_val)),
                 )
             )
-    return online[0], curve, spread
+    return online, curve, spread
 
 
-byol_encoder, byol_curve, byol_spread = train_byol()
-nopred_encoder, nopred_curve, nopred_spread = train_byol(
-    steps=40, predictor=False
+byol_online, byol_curve, byol_spread = train_byol()
+byol_encoder = byol_online[0]
+nopred_online, nopred_curve, nopred_spread = train_byol(
+    steps=30, predictor=False
 )
 results["BYOL"] = evaluate(byol_encoder)
-print("BYOL:", results["BYOL"])
+show("BYOL")
 print(
     f"spread of the normalized projections (1/sqrt(32) = {1 / np.sqrt(32):.3f}): "
     f"BYOL {byol_spread[-1][1]:.3f}, no predictor and no EMA {nopred_spread[-1][1]:.4f}"
@@ -699,12 +819,54 @@ assert nopred_spread[-1][1] < 0.5 * byol_spread[-1][1], (
 )
 
 # %% [markdown]
+# ## What collapse looks like, and how each method avoids it
+#
+# Every method here has a trivial solution in reach, and each rules it out differently:
+#
+# | method | the trivial solution | what rules it out |
+# |---|---|---|
+# | rotation | none that scores: the labels come from the data, a constant answer gets 1/4 | the task itself |
+# | DeepCluster | all images in one cluster, predicted perfectly | re-seeding empty clusters and sampling uniformly over clusters (the cluster sizes printed above stay spread) |
+# | SimCLR | one vector $z$ for every image | the negatives: a constant $z$ scores $\log(2N - 1)$, the loss of guessing |
+# | BYOL | one vector $z$ for every image, loss 0 | nothing in the loss; predictor, stop-gradient and slow EMA target make it unstable in practice |
+#
+# Collapse shows in the cosine similarities between the projections of *different* images: spread
+# out for a healthy embedding, piled up at 1 for a collapsed one.
+
+# %% tags=["hide-input"]
+with torch.no_grad():
+    zs = {
+        "SimCLR": selfsup.embed(
+            nn.Sequential(simclr_encoder, simclr_head), x_val[:200]
+        ),
+        "BYOL": selfsup.embed(byol_online, x_val[:200]),
+        "no predictor, no EMA": selfsup.embed(nopred_online, x_val[:200]),
+    }
+fig, ax = plt.subplots(figsize=(6, 3))
+off_diag = ~torch.eye(200, dtype=torch.bool)
+for i, (name, z) in enumerate(zs.items()):
+    zn = F.normalize(z, dim=1)
+    cos = (zn @ zn.T)[off_diag].cpu()
+    label = f"{name} (spread {selfsup.embedding_spread(z):.3f})"
+    ax.hist(
+        cos, bins=60, range=(-1, 1), alpha=0.6, color=viz.color(i), label=label
+    )
+ax.set(
+    xlabel="cos(z_a, z_b), a != b",
+    ylabel="pairs",
+    title="collapse: every pair at cosine 1",
+    yscale="log",
+)
+ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
 # ## The feature space
 #
 # A 2-D PCA of the test features, coloured by the hidden label, shows what the probe sees. PCA is
 # linear, like the probe, so separated colours here mean a linear probe can separate them (the
 # converse does not hold: 64 dimensions can separate what two cannot).
-# Here the three classes overlap heavily in every panel: the probe's gains of a dozen points or so
+# Here the three classes overlap heavily in every panel: the probe's gains of 5 to 18 points
 # are spread over 64 dimensions and hardly show in the first two principal components. This is a
 # modest representation, learned in seconds on a CPU, not a solved task.
 
@@ -743,10 +905,10 @@ for name, r in results.items():
     print(
         f"{name:16s} {r['probe']:12.3f} {r['knn']:12.3f} {r['weight decay']:13g}"
     )
-for name in ("rotation", "DeepCluster"):
+for name, bar in (("rotation", 0.02), ("DeepCluster", 0.06)):
     gain_m = results[name]["probe"] - results["random encoder"]["probe"]
-    assert gain_m >= 0.04, (
-        f"expected {name} to beat the random encoder's probe by >= 0.04, got {gain_m:+.3f}"
+    assert gain_m >= bar, (
+        f"expected {name} to beat the random encoder's probe by >= {bar}, got {gain_m:+.3f}"
     )
 
 # %% [markdown]
@@ -756,17 +918,19 @@ for name in ("rotation", "DeepCluster"):
 # | method | probe over 3 seeds | gain over the random encoder |
 # |---|---|---|
 # | random encoder | 0.42 to 0.47 | (baseline) |
-# | rotation (150 steps) | 0.53 to 0.60 | +0.08 to +0.14 |
-# | DeepCluster (2 rounds of 60 steps) | 0.55 to 0.58 | +0.11 to +0.14 |
-# | SimCLR (300 steps) | 0.59 to 0.62 | +0.13 to +0.20 |
-# | BYOL (120 steps) | 0.44 to 0.54 | -0.03 to +0.08 |
+# | rotation (120 steps) | 0.52 to 0.57 | +0.05 to +0.15 |
+# | DeepCluster (2 rounds of 60 steps) | 0.56 to 0.59 | +0.10 to +0.15 |
+# | SimCLR (300 steps, $\tau$ chosen on validation) | 0.60 to 0.63 | +0.15 to +0.18 |
+# | BYOL (60 steps) | 0.46 to 0.50 | -0.01 to +0.07 |
 #
 # Rotation, DeepCluster and SimCLR beat the random encoder on every seed (asserted with margins
-# under the worst seed); their order changes from seed to seed, so the table does not rank them.
-# BYOL does not reliably beat the random encoder within this CPU budget (the notes' demo found the
-# same): bootstrapping from a slowly moving target needs longer training than we can afford here.
-# What BYOL shows is that it does not collapse (spread 0.08 to 0.12 over the three seeds), while the
-# variant without predictor and EMA does (spread about 0.002).
+# under the worst seed: +0.02, +0.06 and +0.12). SimCLR had the best probe on all three seeds;
+# rotation and DeepCluster swapped places from seed to seed, so the table does not rank those two.
+# Rotation's gain is the least stable (+0.05 on one seed, +0.15 on another). BYOL does not reliably
+# beat the random encoder within this CPU budget (the prototype of this demo found the same):
+# bootstrapping from a slowly moving target needs longer training than we can afford here. What BYOL
+# shows is that it does not collapse (spread 0.08 to 0.10 over the three seeds), while the variant
+# without predictor and EMA does (spread 0.003 to 0.004).
 #
 # ## Summary
 #
@@ -777,7 +941,8 @@ for name in ("rotation", "DeepCluster"):
 # - DeepCluster alternates k-means on the features with training on the cluster ids; re-seeding
 #   empty clusters and sampling uniformly over clusters keep it from collapsing.
 # - SimCLR pulls two augmented views together and pushes the other $2N - 2$ views of the batch away
-#   (NT-Xent); the augmentations decide what is ignored, and crop + colour is the pair that matters.
+#   (NT-Xent); the augmentations decide what is ignored; here crop + colour beat either alone on every
+#   seed, by small margins, and the temperature mattered less.
 # - BYOL has no negatives: a predictor, a stop-gradient and an EMA target; nothing in its loss forbids
 #   collapse, so measure it (the spread of the normalized embeddings).
 #
@@ -861,14 +1026,14 @@ print(
 )
 
 # %% [markdown]
-# ### Exercise 3 (open): which augmentations matter, and the temperature
+# ### Exercise 3 (open): where to read the representation, and how many negatives
 #
-# The chapter states SimCLR's finding that crop + colour is the pair that matters but does not
-# measure it here (the CPU budget). Train `train_simclr(**SIMCLR)` again with `SIMCLR_VIEW` set to
-# crops only (`color=0.0, gray_p=0.0`) and compare the probe with the chapter's; repeat over two or
-# three seeds before concluding, since the seed-to-seed spread is several points. Then try
-# $\tau = 0.05$ and $\tau = 1$: a low temperature weights the hardest negatives most, a high one
-# treats all negatives alike. Does the k-NN monitor tell you the same as the probe?
+# SimCLR keeps $h = f(x)$ and throws the projection $z = g(h)$ away. Probe $z$ instead of $h$ (wrap
+# `simclr_encoder` and `simclr_head` in an `nn.Sequential` and pass it to `evaluate`) and compare on
+# validation. The loss makes $z$ invariant to everything the augmentations change; what might $g$
+# throw away that the probe could have used? Then change `SIMCLR["batch"]` to 32 and to 128 (fewer
+# or more negatives per anchor) and repeat the run over two or three seeds before concluding: the
+# seed-to-seed spread is several points.
 
 # %% [markdown]
 # ## References
