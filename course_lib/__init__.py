@@ -2,20 +2,26 @@
 
 One module per topic; each public function names the chapter that introduces it.
 
-- :mod:`course_lib.runtime`: seeds, threads, device, mixed precision (chapter 00)
+- :mod:`course_lib.runtime`: seeds, threads, device, mixed precision (chapter 00); timing, checkpoints
+  that resume exactly (20)
+- :mod:`course_lib.distributed`: set-up from ``torchrun``'s environment and a launcher that leaves no
+  process behind (20)
 - :mod:`course_lib.exercises`: exercises that check the learner's answer (every chapter, from 00)
 - :mod:`course_lib.data`: digits, bundled photos, coloured shapes, splits, normalization (00, 01);
   2-D toy distributions (10)
 - :mod:`course_lib.train`: the training loop and its history (00)
 - :mod:`course_lib.viz`: image grids, masks, boxes, curves, the shared style (00); architecture diagrams (06)
 - :mod:`course_lib.metrics`: accuracy and friends (00); confusion matrix and mean IoU (07); detection
-  matching, precision-recall, AP and mAP (08); Fréchet distance (09) and mode coverage (10)
+  matching, precision-recall, AP and mAP (08); Fréchet distance (09) and mode coverage (10); PSNR and
+  SSIM (19)
 - :mod:`course_lib.neighbors`: pairwise distances and k-nearest-neighbour prediction (00)
 - :mod:`course_lib.preprocess`: PCA and whitening (01)
 - :mod:`course_lib.nn`: MLP builder, activations, weight initialization, activation statistics (02);
   conv-norm-activation blocks, stochastic depth (05); residual blocks and a configurable ResNet (06);
   U-Net and ASPP (07); feature pyramid and a dense detection head (08); masked convolutions and
-  PixelCNN (09); AdaIN, generators and critics (10). A package with one module per family.
+  PixelCNN (09); AdaIN, generators and critics (10); diffusion U-Net, MoE, transformers, ViT, Swin (11-15);
+  recognizers (16); text encoder, CLIP, vector quantizer (18); denoisers, sub-pixel SR, partial and
+  gated convolution (19). A package with one module per family.
 - :mod:`course_lib.losses`: losses beyond torch's own: MSLE, KL, Gram/style, NT-Xent, IoU losses (03);
   Dice (07); the VAE's Gaussian KL (09); adversarial losses and the gradient penalty (10)
 - :mod:`course_lib.judge`: a seeded digits classifier that scores generated digits (09-12)
@@ -40,6 +46,7 @@ from course_lib import (
     classic,
     data,
     diffusion,
+    distributed,
     exercises,
     explain,
     judge,
@@ -63,6 +70,7 @@ __all__ = [
     "classic",
     "data",
     "diffusion",
+    "distributed",
     "exercises",
     "explain",
     "judge",

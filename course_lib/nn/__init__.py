@@ -22,7 +22,9 @@
 - :mod:`.recognition`: a CRNN for CTC, a transformer-decoder recognizer and an EAST-lite text
   detector (chapter 16);
 - :mod:`.text`: a word tokenizer, a small text encoder, a tiny CLIP and a vector quantizer
-  (chapter 18).
+  (chapter 18);
+- :mod:`.restoration`: DnCNN, a CBDNet-style denoiser with its noise estimator, sub-pixel convolution
+  and ESPCN, partial and gated convolution (chapter 19).
 
 Every public name is re-exported here. Import the package under another name so that it does not
 shadow ``torch.nn``::
@@ -43,6 +45,7 @@ from . import (
     generative,
     moe,
     recognition,
+    restoration,
     swin,
     text,
     transformer,
@@ -57,6 +60,7 @@ from .dense import *  # noqa: F403
 from .generative import *  # noqa: F403
 from .moe import *  # noqa: F403
 from .recognition import *  # noqa: F403
+from .restoration import *  # noqa: F403
 from .swin import *  # noqa: F403
 from .text import *  # noqa: F403
 from .transformer import *  # noqa: F403
@@ -77,5 +81,6 @@ __all__ = sorted(
         *swin.__all__,
         *recognition.__all__,
         *text.__all__,
+        *restoration.__all__,
     ]
 )
