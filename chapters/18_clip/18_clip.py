@@ -27,7 +27,8 @@
 # - write CLIP's symmetric InfoNCE loss with a learnable temperature and explain each term;
 # - train a two-tower model on image–caption pairs and use it for zero-shot classification with
 #   prompt templates and prompt ensembles;
-# - measure retrieval with recall@k, and compositional generalization on held-out colour–shape pairs;
+# - measure retrieval with recall@k, and compositional generalization on held-out colour–shape pairs,
+#   and say which choices of data split and text tower make it work;
 # - state StyleGAN-NADA's directional loss and check its values (0, 1, 2);
 # - quantize features into discrete tokens with a VQ codebook and the straight-through estimator, and
 #   say what DALL·E's first stage actually is;
@@ -120,27 +121,44 @@ print(
 # %% [markdown]
 # One caveat: the loss treats every off-diagonal pair as a negative. If two images of a batch have
 # the same caption, the loss pushes apart a pair that matches. On web data this is rare; on our
-# 24 captions it would be common, so each batch below holds distinct captions.
+# few dozen captions it would be common, so each batch below holds distinct captions.
 #
-# ## Captioned shapes
+# ## Captioned shapes, and a split that tests composition
 #
-# `data.make_shapes` draws one coloured shape per image and captions it ("a red circle"). We add a
-# size word by drawing small and large shapes separately: 2 sizes × 4 colours × 3 shapes = 24
-# captions, so chance is 1/24 ≈ 0.042 (the lecture demo used 40 captions, chance 0.025; our palette
-# has 4 colours and 3 shapes). Images carry Gaussian noise. Three colour–shape pairs (both sizes,
-# 6 captions) never appear in training: they measure compositional generalization, whether the model
-# can read "red" and "circle" in an image having only seen red things that were not circles and
-# circles that were not red.
+# `data.make_shapes` draws one shape per image and captions it ("a red circle"). Its palette has four
+# colours; we repaint every shape in one of six hues 60° apart on the colour wheel (red, yellow,
+# green, cyan, blue, magenta), using the object masks that come with the images, and add a size
+# word by drawing small and large shapes separately: 2 sizes × 6 colours × 3 shapes = 36 captions,
+# so chance is 1/36 ≈ 0.028 (the lecture demo had 40 captions, chance 0.025). Images carry Gaussian
+# noise.
+#
+# Six colour–shape pairs (both sizes: 12 captions) never appear in training. They measure
+# compositional generalization: can the model read "red" and "circle" in an image having seen red
+# things that were not circles and circles that were not red? Which pairs are held out matters. A
+# first version of this chapter used the four palette colours with three pairs held out: each
+# held-out colour then appeared with only two shapes, and over three seeds the held-out top-1 was
+# 0.61, 0.02 and 0.03. The colour of a held-out image was read right, its shape was not: a network
+# that saw circles only in green, blue and yellow has little reason to detect circles drawn in
+# red, whose edges live in another colour channel. Here the held-out pairs form a Latin square:
+# going round the colour wheel, colour $i$ loses shape $i \bmod 3$. Every shape is held out with two
+# colours and seen with four, every colour is seen with two shapes, and the hues next to a held-out
+# colour were seen with its held-out shape (red circles are held out; magenta and yellow circles
+# are seen).
 
 # %%
+COLOURS = {  # six hues, 60 degrees apart
+    "red": (0.90, 0.12, 0.12),
+    "yellow": (0.92, 0.85, 0.12),
+    "green": (0.12, 0.75, 0.20),
+    "cyan": (0.10, 0.80, 0.85),
+    "blue": (0.20, 0.30, 0.95),
+    "magenta": (0.85, 0.20, 0.80),
+}
+colours_, shapes_ = list(COLOURS), list(data.SHAPE_CLASSES)
 SIZES = {"small": (0.16, 0.2), "large": (0.28, 0.36)}
-HELD_OUT = {("red", "circle"), ("green", "square"), ("blue", "triangle")}
-CAPTIONS = [
-    f"a {z} {c} {s}"
-    for z in SIZES
-    for c in data.SHAPE_COLORS
-    for s in data.SHAPE_CLASSES
-]
+# Latin square: colour i (in hue order) is never seen with shape i mod 3
+HELD_OUT = {(c, shapes_[i % 3]) for i, c in enumerate(colours_)}
+CAPTIONS = [f"a {z} {c} {s}" for z in SIZES for c in colours_ for s in shapes_]
 held_idx = torch.tensor(
     [i for i, c in enumerate(CAPTIONS) if tuple(c.split()[2:]) in HELD_OUT]
 )
@@ -150,7 +168,8 @@ seen_idx = torch.tensor(
 
 
 def captioned_shapes(n_per_size, seed):
-    """Images with one shape each and their caption indices."""
+    """Images with one shape each, repainted in one of the six hues, and their caption indices."""
+    palette = torch.tensor(list(COLOURS.values()))
     xs, ys = [], []
     for k, (size, radius) in enumerate(SIZES.items()):
         s = data.make_shapes(
@@ -159,12 +178,17 @@ def captioned_shapes(n_per_size, seed):
             min_objects=1,
             max_objects=1,
             radius=radius,
-            noise=0.05,
+            noise=0.0,
             seed=seed + k,
         )
-        xs.append(s.images)
+        g = torch.Generator().manual_seed(seed + k)
+        colour = torch.randint(len(COLOURS), (n_per_size,), generator=g)
+        inside = (s.masks > 0)[:, None].float()
+        x = s.images * (1 - inside) + inside * palette[colour][:, :, None, None]
+        xs.append((x + 0.05 * torch.randn(x.shape, generator=g)).clamp(0, 1))
         ys += [
-            CAPTIONS.index(c.replace("a ", f"a {size} ", 1)) for c in s.captions
+            CAPTIONS.index(f"a {size} {colours_[c]} {shapes_[int(lab[0])]}")
+            for c, lab in zip(colour.tolist(), s.labels, strict=True)
         ]
     return torch.cat(xs), torch.tensor(ys)
 
@@ -172,21 +196,11 @@ def captioned_shapes(n_per_size, seed):
 x_train, y_train = captioned_shapes(1500, seed=100)
 x_val, y_val = captioned_shapes(300, seed=200)
 x_test, y_test = captioned_shapes(400, seed=300)
-train_keep = torch.isin(
-    y_train, seen_idx
-)  # held-out pairs never reach training
+# held-out pairs never reach training
+train_keep = torch.isin(y_train, seen_idx)
 x_train, y_train = x_train[train_keep], y_train[train_keep]
 tokenizer = text.WordTokenizer(CAPTIONS)
 caption_ids, caption_eos = tokenizer.encode(CAPTIONS)
-# captions naming one attribute (used by a variant in the section on compositional generalization)
-ATTRIBUTE_CAPTIONS = [
-    (2, list(data.SHAPE_COLORS), [f"a {c} object" for c in data.SHAPE_COLORS]),
-    (3, list(data.SHAPE_CLASSES), [f"a {s}" for s in data.SHAPE_CLASSES]),
-]
-attr_tokenizer = text.WordTokenizer(
-    CAPTIONS + [c for *_, caps in ATTRIBUTE_CAPTIONS for c in caps]
-)
-attr_ids, attr_eos = attr_tokenizer.encode(CAPTIONS)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -198,14 +212,32 @@ print(f"token ids of {CAPTIONS[0]!r}: {caption_ids[0].tolist()}")
 print(
     f"train / val / test images: {len(x_train)} / {len(x_val)} / {len(x_test)}"
 )
-print(f"held-out captions: {[CAPTIONS[i] for i in held_idx.tolist()]}")
+print(f"held-out pairs: {sorted(HELD_OUT, key=lambda p: colours_.index(p[0]))}")
 
 # %% tags=["hide-input"]
-show = [int((y_test == k).nonzero()[0]) for k in range(0, 24, 3)]
-viz.show_images(
-    x_test[show],
-    titles=[CAPTIONS[int(y_test[i])][2:] for i in show],
-    ncols=8,
+fig, axes = plt.subplots(2, 6, figsize=(11, 4.2))
+for ax, (size, c) in zip(
+    axes.flat, [(z, c) for z in SIZES for c in colours_], strict=True
+):
+    caps = [CAPTIONS.index(f"a {size} {c} {s}") for s in shapes_]
+    i = int(torch.isin(y_test, torch.tensor(caps)).nonzero()[0])
+    ax.imshow(x_test[i].permute(1, 2, 0).numpy())
+    ax.set_title(CAPTIONS[int(y_test[i])][2:], fontsize=8)
+    ax.axis("off")
+grid = np.array(
+    [
+        ["held out" if (c, s) in HELD_OUT else "seen" for s in shapes_]
+        for c in colours_
+    ]
+)
+fig.suptitle(
+    "examples (test); seen / held-out colour–shape pairs:\n"
+    + "; ".join(
+        f"{c}: {', '.join(s for s, v in zip(shapes_, row, strict=True) if v == 'held out')}"
+        for c, row in zip(colours_, grid, strict=True)
+    )
+    + " held out",
+    fontsize=9,
 )
 plt.show()
 
@@ -213,11 +245,35 @@ plt.show()
 # ## A tiny CLIP
 #
 # The image tower is a three-stage `ConvNormAct` CNN with global pooling
-# (`text.conv_image_encoder`); the text tower (`text.TextEncoder`) is CLIP's in miniature: word
-# embeddings plus learned positions, one causal transformer block from chapter 13, a LayerNorm, and
-# the activation of the `<eos>` token projected into the joint 64-d space. The causal mask lets
-# `<eos>` see the whole caption and keeps padding out of every real token. `text.TinyCLIP` holds both
-# towers and the learnable $t$.
+# (`text.conv_image_encoder`). CLIP's text tower is a causal transformer: word embeddings plus
+# learned positions, transformer blocks from chapter 13 under a causal mask, a LayerNorm, and the
+# activation of the `<eos>` token projected into the joint space; the causal mask lets `<eos>` see
+# the whole caption and keeps padding out of every real token. `text.TextEncoder` is that tower in
+# miniature. With `depth=0` and `pool="mean"` it has no transformer block: each token's embedding
+# plus its position goes through the LayerNorm, and the mean over the tokens is projected. That
+# output is a sum of one term per word, so "red" adds the same vector whatever shape follows it: a
+# **factored** text tower, which cannot entangle colour and shape.
+#
+# Which tower generalizes to unseen pairs? We compared them on a *validation task* built like the
+# test one but with a disjoint set of held-out pairs (colour $i$ loses shape $(i+1) \bmod 3$),
+# training on everything else and scoring the validation images of those pairs; the test pairs
+# played no part. Over three seeds each:
+#
+# | text tower | image width | steps | seen top-1 | held-out top-1 (validation pairs) |
+# |---|---|---|---|---|
+# | transformer (depth 1, `<eos>`) | 32 | 600 | 0.932 / 0.985 / 0.995 | 0.487 / 0.440 / 0.461 |
+# | factored (depth 0, mean) | 32 | 600 | 0.998 / 0.988 / 0.995 | 0.534 / 0.675 / 0.696 |
+# | factored | 16 | 600 | 0.971 / 0.998 / 0.983 | 0.445 / 0.513 / 0.529 |
+# | factored | 24 | 400 | 0.990 / 0.968 / 0.990 | 0.387 / 0.435 / 0.408 |
+# | factored | 24 | 600 | 1.000 / 0.983 / 1.000 | 0.513 / 0.581 / 0.503 |
+# | factored | 24 | 800 | 1.000 / 0.993 / 1.000 | 0.539 / 0.628 / 0.681 |
+#
+# Both towers read the seen captions; on the unseen pairs the factored tower scored higher on every
+# seed, so it is the tower of this chapter. (On the test split, in a first trial of this design, the
+# transformer tower scored 0.42, 0.61 and 0.28 on seeds 3 to 5: it can place an unseen pair well, but
+# nothing makes it do so.) Longer training and a wider image tower both help the held-out pairs;
+# width 24 with 800 steps matches width 32 with 600 at a lower cost, and fits this chapter's time
+# budget. `text.TinyCLIP` holds both towers and the learnable $t$.
 
 # %% tags=["hide-input"]
 viz.diagram(
@@ -229,7 +285,7 @@ viz.diagram(
         "tf": (
             2.2,
             -1,
-            "embed + positions\ncausal block, LN\nread <eos>, proj",
+            "embed + positions\nLN, mean over tokens\n(depth 0), proj",
             "attention",
         ),
         "nt": (4.4, -1, "L2 normalise\nT (64)", "other"),
@@ -248,34 +304,37 @@ viz.diagram(
 )
 plt.show()
 
+# %% [markdown]
+# Every step shows the model all 24 seen captions once, each with a random training image of it
+# (flipped at random), so the softmax of each image runs over every caption it could be confused
+# with. AdamW with a cosine learning-rate decay over 800 steps; with a constant rate, the seen
+# accuracy at the last step varied from 0.79 to 0.97 between seeds in our runs (transformer tower,
+# 400 steps).
+
 # %%
-STEPS, BATCH = 600, 16
+STEPS = 800
 
 
-def make_clip(seed, tok=None):
+def make_clip(seed):
     torch.manual_seed(seed)
-    vocab = len(tokenizer if tok is None else tok)
     return text.TinyCLIP(
-        text.conv_image_encoder(64, 32),
-        text.TextEncoder(vocab, 64, 64, depth=1, num_heads=4, max_len=8),
+        text.conv_image_encoder(64, 24),
+        text.TextEncoder(
+            len(tokenizer), 64, 64, depth=0, max_len=8, pool="mean"
+        ),
     ).to(device)
 
 
-def two_views(x, g):
-    """SimCLR-style views that keep colour and size: flips and small shifts."""
+def shifted_view(x, g):
+    """A SimCLR-style view that keeps colour and size: a flip and a small shift."""
     return augment.random_translate(
         augment.random_flip(x, generator=g), 3, generator=g
     )
 
 
-def train_clip(seed, slip_weight=0.0, steps=STEPS, attributes=False):
-    """Train on seen captions; batches of BATCH distinct captions, one image each.
-
-    With ``attributes``, each step adds two small batches whose captions name one attribute
-    ("a red object": four images of different colours; "a circle": three greyscale images of
-    different shapes), drawn from seen captions only.
-    """
-    model = make_clip(seed, attr_tokenizer if attributes else tokenizer)
+def train_clip(seed, slip_weight=0.0, steps=STEPS):
+    """Train on seen captions: every step all seen captions, one random image each."""
+    model = make_clip(seed)
     head = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64)).to(
         device
     )
@@ -283,13 +342,14 @@ def train_clip(seed, slip_weight=0.0, steps=STEPS, attributes=False):
         list(head.parameters()) if slip_weight else []
     )
     opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     g = torch.Generator().manual_seed(seed)
     by_caption = {
         k: (y_train == k).nonzero().flatten() for k in seen_idx.tolist()
     }
     log = {"loss": [], "temperature": []}
     for _ in trange(steps, desc=f"CLIP seed {seed}, SLIP weight {slip_weight}"):
-        caps = seen_idx[torch.randperm(len(seen_idx), generator=g)[:BATCH]]
+        caps = seen_idx[torch.randperm(len(seen_idx), generator=g)]
         pick = torch.cat(
             [
                 by_caption[k][
@@ -299,58 +359,36 @@ def train_clip(seed, slip_weight=0.0, steps=STEPS, attributes=False):
             ]
         )
         x = augment.random_flip(x_train[pick], generator=g).to(device)
-        ids, eos = (
-            (attr_ids, attr_eos) if attributes else (caption_ids, caption_eos)
-        )
+        img_emb = model.image_encoder(x)
         loss = losses.clip_loss(
-            model.image_encoder(x),
-            model.text_encoder(ids[caps].to(device), eos[caps].to(device)),
+            img_emb,
+            model.text_encoder(
+                caption_ids[caps].to(device), caption_eos[caps].to(device)
+            ),
             model.logit_scale,
         )
-        if attributes:
-            for pos, values, caps_a in ATTRIBUTE_CAPTIONS:
-                picks = []
-                for v in values:
-                    ks = [
-                        k
-                        for k in seen_idx.tolist()
-                        if CAPTIONS[k].split()[pos] == v
-                    ]
-                    k = ks[int(torch.randint(len(ks), (1,), generator=g))]
-                    picks.append(
-                        by_caption[k][
-                            torch.randint(len(by_caption[k]), (1,), generator=g)
-                        ]
-                    )
-                xa = x_train[torch.cat(picks)]
-                if (
-                    pos == 3
-                ):  # shape captions on greyscale images: shape without colour
-                    xa = xa.mean(1, keepdim=True).expand(-1, 3, -1, -1)
-                ia, ea = attr_tokenizer.encode(caps_a, length=ids.shape[1])
-                loss = loss + 0.5 * losses.clip_loss(
-                    model.image_encoder(xa.to(device)),
-                    model.text_encoder(ia.to(device), ea.to(device)),
-                    model.logit_scale,
-                )
         if slip_weight:
-            z1 = head(model.image_encoder(two_views(x, g)))
-            z2 = head(model.image_encoder(two_views(x, g)))
+            # the CLIP batch is one view, a shifted and flipped copy the other
+            z1, z2 = (
+                head(img_emb),
+                head(model.image_encoder(shifted_view(x, g))),
+            )
             loss = loss + slip_weight * losses.nt_xent(z1, z2, temperature=0.2)
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sched.step()
         log["loss"].append(loss.item())
         log["temperature"].append(1 / model.logit_scale.item())
     return model.eval(), log
 
 
 @torch.no_grad()
-def zero_shot(model, x, y, ids=None, eos=None):
-    """Top-1 over all 24 captions, on images of seen captions and of held-out pairs."""
-    ids = caption_ids if ids is None else ids
-    eos = caption_eos if eos is None else eos
-    logits = model(x.to(device), ids.to(device), eos.to(device)).cpu()
+def zero_shot(model, x, y):
+    """Top-1 over all captions, on images of seen captions and of held-out pairs."""
+    logits = model(
+        x.to(device), caption_ids.to(device), caption_eos.to(device)
+    ).cpu()
     pred = logits.argmax(1)
     seen = torch.isin(y, seen_idx)
     return {
@@ -366,7 +404,9 @@ clip_model, clip_log = train_clip(seed=0)
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(10, 3))
 axes[0].plot(np.convolve(clip_log["loss"], np.ones(20) / 20, mode="valid"))
-axes[0].axhline(math.log(BATCH), ls="--", c="grey", label=f"ln {BATCH}")
+axes[0].axhline(
+    math.log(len(seen_idx)), ls="--", c="grey", label=f"ln {len(seen_idx)}"
+)
 axes[0].set(
     xlabel="step", ylabel="loss (running mean)", title="symmetric InfoNCE"
 )
@@ -378,7 +418,7 @@ plt.show()
 # %% [markdown]
 # ## Zero-shot classification
 #
-# A caption set is a classifier: embed the 24 captions once, and classify a test image by its most
+# A caption set is a classifier: embed the 36 captions once, and classify a test image by its most
 # similar caption. "Zero-shot" here means the head was never trained for this decision; it works for
 # captions never seen in training as long as the text encoder can place them.
 
@@ -396,8 +436,8 @@ print(
 )
 
 # %%
-assert clip_test["seen"] > 0.85, (
-    f"seen-caption top-1 expected > 0.85, got {clip_test['seen']:.3f}"
+assert clip_test["seen"] > 0.9, (
+    f"seen-caption top-1 expected > 0.9, got {clip_test['seen']:.3f}"
 )
 
 # %% tags=["hide-input"]
@@ -429,20 +469,21 @@ axes[2].set(
     ylabel="true caption",
 )
 for ax in axes:
-    ax.set_xticks(range(0, 24, 3))
-    ax.set_yticks(range(0, 24, 3))
+    ax.set_xticks(range(0, 36, 3))
+    ax.set_yticks(range(0, 36, 3))
     ax.grid(False)
 plt.show()
 print(
-    "captions 0-11 are small, 12-23 large; held-out captions:",
+    "captions 0-17 are small, 18-35 large, in blocks of three shapes per colour; "
+    "held-out captions:",
     held_idx.tolist(),
 )
 
 # %% [markdown]
-# Before training the similarity matrix has no structure; after training the diagonal stands out for
-# the seen captions. The confusion matrix shows where the errors go: mostly to a caption that differs
-# in one word, the shape of a small object or the size, rarely the colour. The rows of the held-out
-# captions (0, 4, 8, ...) show what the model does with a combination it never saw.
+# Before training the similarity matrix has no structure; after training the diagonal stands out.
+# The confusion matrix shows where the errors go: the rows of the held-out captions (one per block
+# of three) are the ones with most mass off the diagonal, and that mass sits mostly in the same
+# block, on a caption with the same colour and size and another shape.
 
 # %% [markdown]
 # ### Prompt templates and ensembling
@@ -480,7 +521,6 @@ def attribute_accuracy(model, x, y, attribute_pos, values, templates):
     return (pred == truth).float().mean().item()
 
 
-shapes_, colours_ = list(data.SHAPE_CLASSES), list(data.SHAPE_COLORS)
 templates = {
     "shape": (
         3,
@@ -507,10 +547,12 @@ for attr, (pos, values, single, ensemble) in templates.items():
     )
 
 # %% [markdown]
-# On this model the ensemble scores higher than the single template for both attributes. The single
-# template asks "which shape, *given that it is small and red*?", and every image that is not small
-# and red is a mismatch the template adds; the ensemble averages those conditions away. Colour is the
-# easier attribute: a small shape is a few pixels wide, but its colour fills them all.
+# On this model the ensemble scores a point or two higher than the single template for both
+# attributes. The single template asks "which shape, *given that it is small and red*?", and every
+# image that is not small and red is a mismatch the template adds; the ensemble averages those
+# conditions away. Colour is the easier attribute: a small shape is a few pixels wide, but its
+# colour fills them all. The shape score is pulled down by the held-out pairs, as the next section
+# shows.
 
 # %%
 for attr, (one, many) in prompt_results.items():
@@ -522,7 +564,7 @@ for attr, (one, many) in prompt_results.items():
 # ## Retrieval and recall@k
 #
 # Read the similarity matrix the other way and it ranks. Image → text: for each image, is its caption
-# among the $k$ most similar captions (recall@k over 24 captions)? Text → image: for each caption,
+# among the $k$ most similar captions (recall@k over 36 captions)? Text → image: for each caption,
 # what fraction of the $k$ images it ranks first carry that caption (precision@k, since every caption
 # has many matching test images)?
 
@@ -534,7 +576,7 @@ def retrieval(model, x, y, ks=(1, 3, 5)):
         x.to(device), caption_ids.to(device), caption_eos.to(device)
     ).cpu()
     i2t = {k: metrics.topk_accuracy(logits, y, k=k).item() for k in ks}
-    top = logits.T.topk(max(ks), dim=1).indices  # [24, k]: images per caption
+    top = logits.T.topk(max(ks), dim=1).indices  # [36, k]: images per caption
     t2i = {
         k: (y[top[:, :k]] == torch.arange(len(CAPTIONS))[:, None])
         .float()
@@ -550,6 +592,17 @@ for k in i2t:
     print(
         f"k={k}: image→text recall@{k} {i2t[k]:.3f}   text→image precision@{k} {t2i[k]:.3f}"
     )
+# text → image precision@5 split by caption: seen captions / held-out captions
+top5 = test_logits.T.topk(5, dim=1).indices
+hits5 = (y_test[top5] == torch.arange(len(CAPTIONS))[:, None]).float().mean(1)
+t2i_seen, t2i_held = (
+    hits5[seen_idx].mean().item(),
+    hits5[held_idx].mean().item(),
+)
+print(
+    f"text→image precision@5: seen captions {t2i_seen:.3f}, "
+    f"held-out captions {t2i_held:.3f}"
+)
 
 
 # %% tags=["hide-input"]
@@ -576,7 +629,13 @@ def show_retrieval(query):
 show_retrieval("a large red circle")
 
 # %% [markdown]
-# The figure above is static; with a running kernel, choose another query caption below.
+# The query above is a held-out caption, and it fails instructively: the top images are not red
+# circles but images of *another* held-out pair. Neither the captions nor the images of unseen pairs
+# were ever pulled into place by the loss, so an unseen caption can end up nearer the images of a
+# different unseen pair than its own. Averaged over the captions it is the exception, not the rule:
+# the split printed above gives a text→image precision@5 of nearly 1 for seen captions and about
+# 0.8 for held-out ones, so most held-out captions do find their own images. With a running kernel,
+# choose another query caption below (the figure above is static).
 
 # %%
 _ = widgets.interact(
@@ -589,7 +648,8 @@ _ = widgets.interact(
 #
 # The held-out pairs ask the model to combine two words it knows into a caption it never saw with
 # an image. One seed proves little, so we train three (different initialisations and batch orders on
-# the same data), each on the seen captions only.
+# the same data), each on the seen captions only, and read the held-out images attribute by
+# attribute as well: their colour and their shape, each with a prompt ensemble over the other words.
 
 # %%
 colour_prompts = [f"a {z} {{}} {s}" for z in SIZES for s in shapes_]
@@ -606,20 +666,6 @@ def seed_summary(model):
     r["held shape"] = attribute_accuracy(
         model, xh, yh, 3, shapes_, shape_prompts
     )
-    pred = r["logits"][held_mask].argmax(1)
-    wrong = pred != yh
-    words = [
-        sum(
-            a != b
-            for a, b in zip(
-                CAPTIONS[p].split(), CAPTIONS[t].split(), strict=True
-            )
-        )
-        for p, t in zip(pred[wrong].tolist(), yh[wrong].tolist(), strict=True)
-    ]
-    r["1-word errors"] = (
-        float(np.mean([w == 1 for w in words])) if words else float("nan")
-    )
     return r
 
 
@@ -627,62 +673,35 @@ seed_results = [seed_summary(clip_model)]
 for seed in (1, 2):
     m, _ = train_clip(seed)
     seed_results.append(seed_summary(m))
-for key in ("seen", "held-out", "held colour", "held shape", "1-word errors"):
+for key in ("seen", "held-out", "held colour", "held shape"):
     print(f"{key:>12} per seed:", [f"{r[key]:.3f}" for r in seed_results])
 seen_s = [r["seen"] for r in seed_results]
-assert min(seen_s) > 0.85, (
-    f"seen top-1 over seeds expected > 0.85, got {seen_s}"
-)
-
-# %% [markdown]
-# Seen captions are read well by every seed. The held-out pairs are another story: in our runs one
-# seed scored well above chance and the others close to it, so we do not assert a bar on them.
-# Compositional generalization is partial and fragile here. The last three rows locate the failure.
-# Read attribute by attribute (a prompt ensemble over the other words), the colour of a held-out
-# image is still read almost always right, but its shape is not: where the held-out score is low,
-# the shape accuracy on those images falls *below* chance (1/3). The image tower has learnt a
-# shortcut from the training set, in which no red object was ever a circle: "red" has become
-# evidence against "circle". Most wrong answers then name a seen caption one word away (the last
-# row). With 3 shapes and 4 colours every held-out colour appears with only two shapes, little
-# evidence that colour and shape vary independently; the lecture demo (4 shapes × 5 colours, 5 pairs
-# held out) measured 0.63–0.73. More combinations, and captions that name one attribute at a time,
-# are the first things to try. We try the second.
-#
-# ### Captions that name one attribute
-#
-# Web captions often name one thing about an image. Here each training step adds two small batches:
-# four images of different colours captioned "a red object", "a green object", ..., and three
-# images of different shapes captioned "a circle", "a square", "a triangle", shown in greyscale so
-# that the shape captions cannot be matched by colour. No image of a held-out pair is used. The
-# same three seeds as above:
+held_s = [r["held-out"] for r in seed_results]
 
 # %%
-attr_results = []
-for seed in (0, 1, 2):
-    m, _ = train_clip(seed, attributes=True)
-    attr_results.append(zero_shot(m, x_test, y_test, attr_ids, attr_eos))
-for name, rs in (
-    ("full captions", seed_results),
-    ("+ one-attribute", attr_results),
-):
-    seen_v, held_v = [r["seen"] for r in rs], [r["held-out"] for r in rs]
-    print(
-        f"{name:>16}: seen {[f'{v:.3f}' for v in seen_v]} mean {np.mean(seen_v):.3f} | "
-        f"held-out {[f'{v:.3f}' for v in held_v]} mean {np.mean(held_v):.3f}"
-    )
-held_plain = np.mean([r["held-out"] for r in seed_results])
-held_attr = np.mean([r["held-out"] for r in attr_results])
-assert held_attr > held_plain + 0.1, (
-    f"one-attribute captions expected to raise the mean held-out top-1 by > 0.1: "
-    f"{held_plain:.3f} -> {held_attr:.3f}"
+assert min(seen_s) > 0.9, f"seen top-1 over seeds expected > 0.9, got {seen_s}"
+assert min(held_s) > 0.35, (
+    f"held-out-pair top-1 expected > 0.35 on every seed (chance "
+    f"{1 / len(CAPTIONS):.3f}), got {held_s}"
 )
 
 # %% [markdown]
-# In our runs the one-attribute captions raised the held-out score on every seed, but not to the
-# same level on all of them, and they cost accuracy on the seen captions: with the same 600 steps
-# the model now spends part of its capacity and gradient on the coarser captions. Which variant is
-# "better" depends on what you need; the lesson is that compositional generalization comes from
-# the data (which combinations and which partial descriptions are seen), not from the loss alone.
+# Every seed reads the seen captions almost perfectly and gets about half of the held-out images
+# exactly right, some 15 to 20 times chance (1/36). Read attribute by attribute, the colour of a
+# held-out image is read right almost always; its shape is what fails, about half the time, and
+# then the model usually answers with a seen caption of the same colour and size (the confusion matrix
+# above). Composition is real here but partial: the shape evidence for "circle" drawn in red is
+# weaker than for the circles the model saw. The bar asserted above, 0.35 on every seed, is the
+# issue's 0.3 plus a margin, under the worst seed we measured.
+#
+# What moved this number in our runs was the data and the text tower, not the loss: the first
+# version of this chapter (four colours, three pairs held out, transformer tower) scored 0.61, 0.02
+# and 0.03 over three seeds; with the Latin-square split and six hues the same transformer tower
+# scored between 0.28 and 0.61 over six seeds, and the factored tower and longer training raised
+# the worst seed further (the validation table above). Another
+# change that helped in the first version: adding captions that name one attribute ("a red object",
+# "a circle" on a greyscale image), which raised the mean held-out score there from 0.22 to 0.49 but
+# cost seen accuracy (0.95 to 0.80).
 
 
 # %% [markdown]
@@ -692,8 +711,9 @@ assert held_attr > held_plain + 0.1, (
 # image encoder and a projection head, and $\mathcal L = \mathcal L_{CLIP} + \lambda\,
 # \mathcal L_{SimCLR}$ with $\lambda = 1$. The augmentations must respect the captions: random
 # crops would change the size that the captions name and colour jitter the colour, so the views
-# here are flips and small shifts. We train it with the same seed and steps and compare on the
-# validation images first.
+# here are flips and small shifts; to save an encoder pass, the CLIP batch itself is one view and a
+# flipped, shifted copy of it the other. We train it with the same seed and steps as the first CLIP and
+# compare on the validation images first.
 
 # %%
 slip_model, slip_log = train_clip(seed=0, slip_weight=1.0)
@@ -710,15 +730,24 @@ for name, v, t in [
         f"test seen {t['seen']:.3f} held-out {t['held-out']:.3f}"
     )
 
+# %%
+assert slip_test["seen"] > 0.9, (
+    f"SLIP seen top-1 expected > 0.9, got {slip_test['seen']:.3f}"
+)
+
 # %% [markdown]
-# One seed says little. In a prototype with the same data and settings, over seeds 0, 1 and 2, SLIP
-# scored 0.881 / 0.068 / 0.466 top-1 on the held-out pairs against CLIP's 0.608 / 0.017 / 0.028,
-# and 0.986 / 1.000 / 0.864 on seen captions against 0.949 / 0.995 / 0.901: higher held-out on every
-# seed, still near chance on one. The self-supervised term is a second gradient on the same image
-# encoder, asking it to describe each image beyond the words of the captions; whether that helps
-# depends on whether its invariances (here flips and shifts) are ones the captions share. SLIP's
-# paper reports gains in ImageNet zero-shot accuracy and linear probes for ViT encoders trained on
-# YFCC15M.
+# Both read the seen captions; on this seed SLIP is clearly lower on the held-out pairs, on the
+# validation images and on the test images. One seed says little, so we ran six more in prototypes
+# (same settings): on the validation task at 600 steps, SLIP's held-out top-1 was 0.28 / 0.49 / 0.34
+# against CLIP's 0.51 / 0.58 / 0.50; on the test split at 800 steps (other initialisations than
+# here), 0.66 / 0.39 / 0.24 against CLIP's 0.67 / 0.66 / 0.71. Seen top-1 was 0.99 or more for both
+# everywhere. At this scale the self-supervised term does not help composition and usually hurts it.
+# A plausible reading: SimCLR asks the image tower to tell every image of the batch from every other
+# by whatever differs, exact size, position or noise, which the captions do not need, while its
+# invariances (flips, shifts) are ones the CLIP term already learns from flipped images. SLIP's
+# paper reports gains in zero-shot accuracy and linear probes for ViT encoders trained on YFCC15M,
+# whose captions are noisy and incomplete, so a signal from the images alone adds information; our
+# captions are exact and complete.
 #
 # ## StyleGAN-NADA: a direction in CLIP space
 #
@@ -817,17 +846,28 @@ print(
 )
 
 # %%
-assert loss.item() < 0.9, (
-    f"the directional loss (1 at the start) should fall, got {loss.item():.3f}"
+blue_after = (after_c == blue).float().mean().item()
+assert loss.item() < 0.6, (
+    f"the directional loss (1 at the start) should fall below 0.6, got {loss.item():.3f}"
+)
+assert blue_after > 0.8, (
+    f"steered outputs should be read as blue, got a fraction {blue_after:.2f}"
 )
 
 # %% [markdown]
-# The loss starts at 1 ($\Delta I = 0$ has no direction; the `eps` in the cosine makes it 0) and
-# falls, yet most outputs are still not read as blue by the same model's colour prompts: moving an embedding
-# along $\Delta T$ in a tiny CLIP space is not the same as changing the colour, and a small network
-# offers many such shortcuts. The real NADA works with large CLIP models (several of them, for
-# robustness), a generator whose every layer makes images, and layer freezing: each step it picks
-# the $k$ layers whose latent codes move most under the global CLIP loss and trains only those.
+# The loss starts at 1 ($\Delta I = 0$ has no direction; the `eps` in the cosine makes the cosine
+# 0) and falls to about 0.3, and the same model's colour prompts (an ensemble over sizes and shapes)
+# now read every steered image as blue. Look at the figure below before believing it: the
+# 1×1 convolution, a 3×3 colour matrix, has turned the dark background blue and the red shapes
+# purple. A person would call them purple shapes on a blue background; our tiny CLIP, which only
+# ever saw dark backgrounds, takes the blue from wherever it is. The directional loss did its job,
+# moving the image embeddings along $\Delta T$; the shortcut is in the encoder that judges. This is
+# the failure, in miniature, that makes NADA use large CLIP models (several of them, for
+# robustness) rather than trust one. (Note also that "a small blue square" is one of the held-out
+# captions: the direction still points the right way, because the factored text tower places an
+# unseen pair by its words.) The real NADA further uses a generator whose every layer makes images,
+# and layer freezing: each step it picks the $k$ layers whose latent codes move most under the
+# global CLIP loss and trains only those.
 
 # %% tags=["hide-input"]
 viz.show_images(torch.cat([src_imgs[:6], out[:6]]).cpu(), ncols=6)
@@ -947,9 +987,11 @@ print("zero-initialised extra channels: output unchanged at step 0")
 # | symmetric InfoNCE | CE over rows and columns of $s\,I T^\top$, targets on the diagonal | `losses.clip_loss` |
 # | learnable temperature | $s = e^{t}$, init $1/0.07$, clamp 100 | `text.TinyCLIP.logit_scale` |
 # | text tower | embeddings + positions, causal blocks, `<eos>` token, projection | `text.TextEncoder` |
+# | factored text tower | no blocks, mean over tokens: a sum of per-word terms | `TextEncoder(depth=0, pool="mean")` |
+# | held-out pairs | a Latin square: every colour and shape seen with several partners | `HELD_OUT` above |
 # | zero-shot | nearest caption embedding; prompt ensembles average normalised embeddings | `class_embeddings` above |
 # | retrieval | rank by similarity; recall@k, precision@k | `retrieval` above |
-# | SLIP | CLIP + λ SimCLR on two views through the same image encoder | `train_clip(slip_weight=1)` |
+# | SLIP | CLIP + λ SimCLR on two views through the same image encoder (here the CLIP view and a shifted copy) | `train_clip(slip_weight=1)` |
 # | NADA | $1-\cos(\Delta I, \Delta T)$: 0 / 1 / 2 | `losses.directional_loss` |
 # | VQ tokens | nearest code, straight-through gradient, codebook + commitment loss | `text.VectorQuantizer` |
 # | GLIDE inpainting | extra input channels, zero-initialised | widened `nn.Conv2d` above |
@@ -1039,9 +1081,12 @@ exercises.check_function(
 # %% [markdown]
 # ### Exercise 3 (open): a harder caption set
 #
-# Hold out four colour–shape pairs instead of three (add ("yellow", "triangle")), or add `clutter=3`
-# to the images, and rerun the held-out measurement of both variants over the three seeds. Which
-# change hurts the held-out pairs more?
+# Two changes to try, each over the three seeds of the compositional section: (a) replace the
+# factored text tower by the transformer one (`depth=1, pool="eos"` in `make_clip`); (b) keep the
+# factored tower but hold out the pairs of a "bad" split, where one colour loses two shapes (for
+# example red with circle and square, plus three other pairs). Which change hurts the held-out pairs
+# more, and does the answer match the explanation given in the text for the first version's
+# failure?
 #
 # ## References
 #
