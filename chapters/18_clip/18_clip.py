@@ -272,7 +272,7 @@ plt.show()
 # seed, so it is the tower of this chapter. (On the test split, in a first trial of this design, the
 # transformer tower scored 0.42, 0.61 and 0.28 on seeds 3 to 5: it can place an unseen pair well, but
 # nothing makes it do so.) Longer training and a wider image tower both help the held-out pairs;
-# width 24 with 800 steps matches width 32 with 600 at a lower cost, and fits this chapter's time
+# width 24 with 800 steps about matches width 32 with 600 at a lower cost, and fits this chapter's time
 # budget. `text.TinyCLIP` holds both towers and the learnable $t$.
 
 # %% tags=["hide-input"]
@@ -740,7 +740,7 @@ assert slip_test["seen"] > 0.9, (
 # validation images and on the test images. One seed says little, so we ran six more in prototypes
 # (same settings): on the validation task at 600 steps, SLIP's held-out top-1 was 0.28 / 0.49 / 0.34
 # against CLIP's 0.51 / 0.58 / 0.50; on the test split at 800 steps (other initialisations than
-# here), 0.66 / 0.39 / 0.24 against CLIP's 0.67 / 0.66 / 0.71. Seen top-1 was 0.99 or more for both
+# here), 0.66 / 0.39 / 0.24 against CLIP's 0.67 / 0.66 / 0.71. Seen top-1 was 0.98 or more for both
 # everywhere. At this scale the self-supervised term does not help composition and usually hurts it.
 # A plausible reading: SimCLR asks the image tower to tell every image of the batch from every other
 # by whatever differs, exact size, position or noise, which the captions do not need, while its
