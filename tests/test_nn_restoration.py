@@ -80,6 +80,12 @@ def test_espcn_shapes_and_starts_as_bicubic():
     plain = R.ESPCN(3, 3, (8, 4), residual=False)
     assert plain(torch.rand(1, 3, 4, 4)).shape == (1, 3, 12, 12)
     assert sum(isinstance(mod, R.PixelShuffle) for mod in plain.modules()) == 1
+    relu = R.ESPCN(1, 2, (8, 4), activation="relu")
+    assert sum(isinstance(mod, nn.ReLU) for mod in relu.modules()) == 2
+    assert not any(isinstance(mod, nn.Tanh) for mod in relu.modules())
+    torch.testing.assert_close(relu(x), F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False))
+    with pytest.raises(ValueError):
+        R.ESPCN(1, 2, (8, 4), activation="gelu")
 
 
 def _partial_conv_reference(x, mask, weight, bias, padding):

@@ -73,8 +73,8 @@ TIMES = {}  # wall seconds per section, printed at the end
 # blur, a lower resolution, missing pixels. The model sees only $y$ and must produce $\hat x$ close
 # to $x$. Because $D$ throws information away, many clean images explain the same $y$, and a model
 # trained to minimize a pixel loss returns something like their average. Keep that sentence in mind:
-# it explains why denoisers blur a little, why super-resolution built on L2 looks soft, and why
-# SRGAN adds an adversarial loss.
+# it explains why denoisers blur a little, why super-resolution trained on a pixel loss looks
+# soft, and why SRGAN adds an adversarial loss.
 #
 # Every image in this chapter is made in code. The scenes of chapter 15 (`data.clean_scenes`, flat
 # coloured shapes with sharp edges) serve denoising and inpainting; rendered text serves
@@ -567,19 +567,24 @@ print(
 #
 # ESPCN (Shi et al., 2016) runs all its convolutions at low resolution, which makes it cheap,
 # and ends with one pixel shuffle. Ours predicts a correction to bicubic upsampling (its last
-# convolution starts at zero, so the untrained model *is* bicubic) and uses tanh as in the paper.
-# The data are $32\times32$ images of two rows of random characters in random colours: text is a
-# hard test for interpolation (thin strokes, sharp edges) and has strong regularities a network can
-# learn. We train with an L2 loss (the loss that PSNR rewards), keep the checkpoint with the best
-# validation PSNR, and report the test set.
+# convolution starts at zero, so the untrained model *is* bicubic). The paper uses tanh; behind the
+# zero-initialized last layer tanh sat on a plateau for the first few hundred steps in our
+# prototype and gained 1.2 dB over bicubic in 1000 steps, against 3.3 dB for ReLU with the same
+# widths, learning rate and seed, so we use ReLU.
+# The data are $32\times32$ images of two rows of four random characters: text is a hard test for
+# interpolation (thin strokes, sharp edges) and has strong regularities a network can learn. The
+# colours are random but always contrast: one of ink and background has every RGB channel in
+# $[0, 0.35]$, the other every channel in $[0.65, 1]$, and a coin decides which is which.
+# We train with an L1 loss for 1000 steps (batch 16), choose the learning rate from $\{10^{-3},
+# 3\cdot10^{-3}\}$ and the checkpoint by validation PSNR, and report the test set.
 
 # %% tags=["hide-input"]
 viz.chain_diagram(
     [
         ("LR 3×16×16", "io"),
-        ("conv 5×5\n3 → 64, tanh", "conv"),
-        ("conv 3×3\n64 → 32, tanh", "conv"),
-        ("conv 3×3\n32 → 3·2²", "conv"),
+        ("conv 5×5\n3 → 32, ReLU", "conv"),
+        ("conv 3×3\n32 → 16, ReLU", "conv"),
+        ("conv 3×3\n16 → 3·2²", "conv"),
         ("pixel shuffle\n×2", "up"),
         ("+ bicubic(LR)", "other"),
         ("SR 3×32×32", "io"),
@@ -595,7 +600,7 @@ SR_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
 def text_tiles(n, seed):
-    """n RGB 32x32 images: two rows of 4 random characters, random colours."""
+    """n RGB 32x32 images: two rows of 4 random characters, contrasting colours."""
     rng = np.random.default_rng(seed)
     out = np.zeros((n, 3, 32, 32), np.float32)
     for i in range(n):
@@ -605,8 +610,9 @@ def text_tiles(n, seed):
             text = "".join(rng.choice(list(SR_CHARS), 4))
             draw.text((1, 1 + 15 * row), text, fill=255, font=SR_FONT)
         ink = np.asarray(ink_img, np.float32) / 255
-        bg, fg = rng.uniform(0, 1, size=(2, 3, 1, 1))
-        out[i] = bg[:, :, 0, None] * (1 - ink) + fg[:, :, 0, None] * ink
+        dark, light = rng.uniform(0, 0.35, 3), rng.uniform(0.65, 1, 3)
+        bg, fg = (dark, light) if rng.random() < 0.5 else (light, dark)
+        out[i] = bg[:, None, None] * (1 - ink) + fg[:, None, None] * ink
     return torch.from_numpy(out)
 
 
@@ -621,33 +627,42 @@ def upsample(lr, mode):
     return F.interpolate(lr, scale_factor=2, mode=mode, **kw).clamp(0, 1)
 
 
-SR_STEPS, SR_LR = 600, 1e-3
-torch.manual_seed(0)
-espcn = restoration.ESPCN(3, 2, (64, 32)).to(device)
-opt = torch.optim.Adam(espcn.parameters(), SR_LR)
-g = torch.Generator().manual_seed(0)
-best = (-1.0, None, 0)
-for step in range(1, SR_STEPS + 1):
-    idx = torch.randint(0, len(sr_train), (16,), generator=g)
-    hr = sr_train[idx].to(device)
-    loss = F.mse_loss(espcn(F.avg_pool2d(hr, 2)), hr)
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    if step % 100 == 0:
-        with torch.no_grad():
-            v = metrics.psnr(
-                espcn(sr_val_lr.to(device)).clamp(0, 1), sr_val.to(device)
-            ).mean().item()  # fmt: skip
-        if v > best[0]:
-            best = (
-                v,
-                {k: t.clone() for k, t in espcn.state_dict().items()},
-                step,
-            )
-espcn.load_state_dict(best[1])
+def train_espcn(lr, steps=1000, seed=0):
+    """ESPCN trained with L1; returns (best val PSNR, its weights, its step)."""
+    torch.manual_seed(seed)
+    net = restoration.ESPCN(3, 2, (32, 16), activation="relu").to(device)
+    opt = torch.optim.Adam(net.parameters(), lr)
+    g = torch.Generator().manual_seed(seed)
+    best = (-1.0, None, 0)
+    for step in range(1, steps + 1):
+        idx = torch.randint(0, len(sr_train), (16,), generator=g)
+        hr = sr_train[idx].to(device)
+        loss = F.l1_loss(net(F.avg_pool2d(hr, 2)), hr)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 100 == 0:
+            with torch.no_grad():
+                v = metrics.psnr(
+                    net(sr_val_lr.to(device)).clamp(0, 1), sr_val.to(device)
+                ).mean().item()  # fmt: skip
+            if v > best[0]:
+                best = (
+                    v,
+                    {k: t.clone() for k, t in net.state_dict().items()},
+                    step,
+                )
+    return best
+
+
+sr_runs = {lr: train_espcn(lr) for lr in (1e-3, 3e-3)}
+for lr, (v, _, step) in sr_runs.items():
+    print(f"lr {lr:g}: best validation PSNR {v:.2f} dB at step {step}")
+SR_LR = max(sr_runs, key=lambda lr: sr_runs[lr][0])
+espcn = restoration.ESPCN(3, 2, (32, 16), activation="relu").to(device)
+espcn.load_state_dict(sr_runs[SR_LR][1])
 espcn.eval()
-print(f"best validation PSNR {best[0]:.2f} dB at step {best[2]}")
+print(f"chosen learning rate {SR_LR:g}")
 
 sr_out = {
     m: upsample(sr_test_lr, m) for m in ("nearest", "bilinear", "bicubic")
@@ -664,8 +679,8 @@ sr_scores = {
 for k, (p, s) in sr_scores.items():
     print(f"{k:9s} test PSNR {p:5.2f} dB   SSIM {s:.3f}")
 sr_gain = sr_scores["ESPCN"][0] - sr_scores["bicubic"][0]
-assert sr_gain >= 0.3, (
-    f"ESPCN beats bicubic by {sr_gain:.2f} dB, expected >= 0.3"
+assert sr_gain >= 2.5, (
+    f"ESPCN beats bicubic by {sr_gain:.2f} dB, expected >= 2.5"
 )
 TIMES["super-resolution"] = time.perf_counter() - t0
 
@@ -686,14 +701,23 @@ viz.show_images(torch.cat(rows), titles, ncols=3, size=1.9)
 plt.show()
 
 # %% [markdown]
-# ESPCN beats bicubic on the test set by about half a decibel (0.49 to 0.52 dB over three seeds;
-# the bar asks for 0.3), and SSIM rises more clearly. That is well short of the +2 dB after 1000
-# steps that a prototype of this demo reported for the lecture notes; with 600 steps we did not
-# reproduce it. The validation PSNR was still rising at the last step in every seed, but slowly:
-# a longer prototype (1000 steps, one more hidden layer) reached only about +0.7 dB. The loss is
-# the other limit. An L2 loss makes the network return the *mean* of all the HR images that could
-# have produced the LR input, and where a stroke might sit in one of two places the mean is a grey smear. That is the
-# motivation for SRGAN.
+# Bicubic is, barely, the best of the three interpolations here (about 16.7 dB), and ESPCN adds
+# about 3.3 dB on the test set (3.2 to 3.5 dB over three seeds of this set-up; the bar asks for
+# 2.5, above the +2 dB that a prototype for the lecture notes set after 1000 steps). SSIM rises
+# with it. The learning rate $3\cdot10^{-3}$ won on validation; $10^{-3}$ was still far from done
+# after 1000 steps, and in our prototype $10^{-2}$ killed every ReLU in the first steps and left
+# the model at bicubic. Validation PSNR was still rising at the last step, so training longer
+# would probably gain more. The gain depends on the data: an earlier version of this demo drew ink
+# and background colours independently, so many tiles had little contrast; bicubic already reached
+# 21.9 dB there and an L2-trained tanh ESPCN added only half a decibel.
+#
+# The outputs are still soft, and the loss explains why. Many HR tiles shrink to the same LR
+# tile. An L2 loss makes the network return, pixel by pixel, the *mean* of those HR values: where
+# a stroke might sit in one of two places, a grey smear. An L1 loss returns the per-pixel *median*
+# instead, which picks the likelier of ink and background rather than a blend of them. But each
+# pixel is still decided on its own, so the guess is not one consistent stroke, and thin or
+# uncertain strokes stay blurred or broken (see the ESPCN row above). Neither pixel loss rewards a
+# sharp, plausible guess over a safe one: that is the motivation for SRGAN.
 #
 # ### SRGAN: perceptual and adversarial losses
 #
@@ -713,8 +737,8 @@ plt.show()
 # Blau and Michaeli (2018) proved that this is a real trade-off, not a failure of training: for any
 # distortion measure, demanding that outputs be statistically indistinguishable from real images
 # (perfect "perception") forces the lowest achievable distortion up. An SRGAN output with sharp,
-# plausible but *invented* strokes has a lower PSNR than the blurry L2 output. Which one is better
-# depends on the use: a radiologist wants the faithful one, a photo app the sharp one. We do not run
+# plausible but *invented* strokes has a lower PSNR than the blurry pixel-loss output. Which one is
+# better depends on the use: a radiologist wants the faithful one, a photo app the sharp one. We do not run
 # the adversarial fine-tune here: on a CPU budget it is too noisy to measure reliably, and the
 # chapter would only show a picture.
 #
@@ -1309,8 +1333,9 @@ plt.show()
 # - Interpolation kernels: nearest (box), bilinear (tent), bicubic (4×4 with negative lobes).
 #   Transposed convolutions with a kernel not divisible by the stride overlap unevenly and leave a
 #   checkerboard; the pixel shuffle rearranges channels into space and does not.
-# - ESPCN beat bicubic on test text, by less than the earlier prototype suggested. L2-trained SR
-#   is blurry by construction; SRGAN's VGG content loss and adversarial loss trade PSNR for
+# - ESPCN (ReLU, L1 loss, 1000 steps) beat bicubic on contrasting test text by about 3.3 dB.
+#   SR trained on a pixel loss is blurry by construction (L2 returns the mean of the plausible
+#   images, L1 the per-pixel median); SRGAN's VGG content loss and adversarial loss trade PSNR for
 #   sharpness (the perception–distortion trade-off), and its generator reads the LR image, not
 #   noise.
 # - Gram matrices of even a random CNN carry texture: the style loss fell by two to three orders
