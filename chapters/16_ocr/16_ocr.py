@@ -38,7 +38,7 @@
 # [chapter 05](../05_regularization/05_regularization.ipynb) (batch normalization) and
 # [chapter 08](../08_detection/08_detection.ipynb) (boxes, IoU, non-maximum suppression).
 #
-# **Measured runtime:** 80 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
+# **Measured runtime:** 87 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
 #
 # **Files:** [16_ocr.ipynb](16_ocr.ipynb) (notebook, with outputs) · [16_ocr.py](16_ocr.py) (the paired script instructors edit)
 

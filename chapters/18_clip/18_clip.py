@@ -40,7 +40,7 @@
 # guidance), [chapter 13](../13_attention/13_attention.ipynb) (the transformer block, causal masks) and
 # [chapter 17](../17_self_supervised/17_self_supervised.ipynb) (SimCLR, NT-Xent).
 #
-# **Measured runtime:** 60 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
+# **Measured runtime:** 52 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
 #
 # **Files:** [18_clip.ipynb](18_clip.ipynb) (notebook, with outputs) · [18_clip.py](18_clip.py) (the paired script instructors edit)
 

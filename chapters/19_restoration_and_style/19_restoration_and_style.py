@@ -44,7 +44,7 @@
 # autoencoders), [chapter 10](../10_gans/10_gans.ipynb) (GAN losses, StyleGAN's mapping network
 # and AdaIN) and [chapter 15](../15_swin/15_swin.ipynb) (the degradations of `data.degrade`).
 #
-# **Measured runtime:** about 60 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
+# **Measured runtime:** 77 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
 #
 # **Files:** [19_restoration_and_style.ipynb](19_restoration_and_style.ipynb) (notebook, with outputs) · [19_restoration_and_style.py](19_restoration_and_style.py) (the paired script instructors edit)
 

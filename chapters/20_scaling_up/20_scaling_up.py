@@ -39,7 +39,7 @@
 # learning-rate schedules), [chapter 05](../05_regularization/05_regularization.ipynb) (batch
 # normalization) and [chapter 06](../06_cnns/06_cnns.ipynb) (convolutional networks).
 #
-# **Measured runtime:** not measured yet.
+# **Measured runtime:** 38 s on a 2-core CPU (see the [runtime table](../../assets/runtimes.md)).
 #
 # **Files:** [20_scaling_up.ipynb](20_scaling_up.ipynb) (notebook, with outputs) · [20_scaling_up.py](20_scaling_up.py) (the paired script instructors edit) · [ddp_train.py](ddp_train.py) (the data-parallel training script that `torchrun` runs)
 
