@@ -145,7 +145,10 @@ def test_time_moe_is_the_gated_expert_of_each_samples_timestep():
     out, route = layer(h, t)
     assert out.shape == (5, 6, 8) and route.indices.shape == (5, 1)
     ref = torch.stack(
-        [float(route.gates[b, 0].detach()) * layer.experts.expert(int(route.indices[b, 0]), h[b]) for b in range(5)]
+        [
+            float(route.gates[b, 0].detach()) * layer.experts.expert(int(route.indices[b, 0]), h[b])
+            for b in range(5)
+        ]
     )
     assert_close(out, ref)
 
